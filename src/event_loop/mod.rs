@@ -1,0 +1,1103 @@
+//! The selector event loop, in the shape of asyncio's `BaseEventLoop` +
+//! `BaseSelectorEventLoop` + `_UnixSelectorEventLoop`.
+//!
+//! One iteration ([`EventLoop::run_forever`] repeats it) does what asyncio's `_run_once`
+//! does: poll with a timeout that is zero when callbacks are ready and otherwise runs to
+//! the earliest timer; turn ready fds and due timers into ready callbacks; run exactly
+//! the callbacks that were ready when the iteration started. Callbacks scheduled while
+//! it runs wait for the next iteration.
+//!
+//! Signals reach the loop through the kernel's wakeup fd: the handler writes the signal
+//! number to a pipe the loop polls, and the loop runs the Rust callback in its own
+//! thread, outside signal context. Only the main thread may install handlers, as in
+//! CPython.
+//!
+//! A callback that panics is reported through [`EventLoop::call_exception_handler`] with
+//! the message `Exception in callback …`; the loop keeps running.
+
+mod handle;
+mod task;
+
+use std::any::Any;
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll as TaskPoll, Wake, Waker};
+use std::time::Duration;
+
+pub use handle::Handle;
+pub use task::Task;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernel::{
+    Disposition, Errno, Event, Fd, Interest, Kernel, PollWaker, Poller, Signal, Token,
+};
+use crate::loom::sync::Mutex;
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sys::unix::OsKernel;
+use task::TaskCell;
+
+/// The number past the largest signal, as Python's `signal.NSIG`.
+const NSIG: i32 = Signal::MAX + 1;
+
+/// Cancelled timers are pruned from the heap once there are this many and they are
+/// more than half of it (asyncio's `_MIN_SCHEDULED_TIMER_HANDLES` rule).
+const PRUNE_TIMERS_MIN: usize = 100;
+
+/// Bytes read from the signal pipe per `read` call.
+const SIGNAL_READ_CHUNK: usize = 64;
+
+type Callback = Box<dyn FnOnce() + Send + 'static>;
+type RepeatingCallback = Arc<Mutex<Box<dyn FnMut() + Send + 'static>>>;
+
+/// A loop's custom exception handler: `(loop, context)`, as asyncio's.
+pub type ExceptionHandler<K = OsKernel> =
+    Arc<dyn Fn(&EventLoop<K>, &ExceptionContext) + Send + Sync + 'static>;
+
+/// What [`EventLoop::call_exception_handler`] reports: asyncio's context dict.
+#[derive(Clone, Debug, Default)]
+pub struct ExceptionContext {
+    /// The `message` key.
+    pub message: String,
+    /// The `exception` key.
+    pub exception: Option<Error>,
+    /// The `handle` key: the callback that failed, if any.
+    pub handle: Option<Handle>,
+}
+
+/// What sits in the ready queue.
+pub(crate) enum Job<K: Kernel> {
+    Once(Callback),
+    Repeat(RepeatingCallback),
+    Task(Arc<TaskCell<K>>),
+}
+
+struct Ready<K: Kernel> {
+    handle: Handle,
+    job: Job<K>,
+}
+
+struct Timer<K: Kernel> {
+    when: f64,
+    sequence: u64,
+    handle: Handle,
+    callback: Callback,
+    _kernel: std::marker::PhantomData<K>,
+}
+
+impl<K: Kernel> PartialEq for Timer<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == CmpOrdering::Equal
+    }
+}
+impl<K: Kernel> Eq for Timer<K> {}
+impl<K: Kernel> PartialOrd for Timer<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl<K: Kernel> Ord for Timer<K> {
+    /// Reversed, so that `BinaryHeap` (a max-heap) pops the earliest timer; equal times
+    /// run in the order they were scheduled.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        other
+            .when
+            .total_cmp(&self.when)
+            .then_with(|| other.sequence.cmp(&self.sequence))
+    }
+}
+
+struct FdCallback {
+    handle: Handle,
+    callback: RepeatingCallback,
+}
+
+struct SignalEntry {
+    handle: Handle,
+    callback: RepeatingCallback,
+    /// The disposition found when the first handler for this signal was added.
+    previous: Disposition,
+}
+
+struct State<K: Kernel> {
+    ready: VecDeque<Ready<K>>,
+    timers: BinaryHeap<Timer<K>>,
+    timer_sequence: u64,
+    readers: BTreeMap<Fd, FdCallback>,
+    writers: BTreeMap<Fd, FdCallback>,
+    signal_handlers: BTreeMap<Signal, SignalEntry>,
+    /// `(read end, write end)` of the pipe the signal handler writes to.
+    signal_pipe: Option<(Fd, Fd)>,
+    /// The wakeup fd that was set before this loop set its own.
+    previous_wakeup_fd: Option<Fd>,
+    running_thread: Option<crate::kernel::ThreadId>,
+    stopping: bool,
+    closed: bool,
+    exception_handler: Option<ExceptionHandler<K>>,
+}
+
+pub(crate) struct Inner<K: Kernel> {
+    kernel: K,
+    id: u64,
+    /// Taken out at `close`, which releases the poller's fds.
+    poller: Mutex<Option<Arc<K::Poller>>>,
+    waker: Mutex<Option<<K::Poller as Poller>::Waker>>,
+    /// Set when a wake is on its way, so that many `call_soon_threadsafe` calls between
+    /// two polls cost one write to the waker.
+    wake_pending: AtomicBool,
+    state: Mutex<State<K>>,
+    debug: AtomicBool,
+    cancelled_timers: Arc<AtomicUsize>,
+}
+
+static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A selector event loop over kernel `K`.
+///
+/// `EventLoop` is a handle: clones refer to the same loop, and equality is identity.
+/// It is `Send + Sync`; the methods asyncio documents as thread-safe
+/// ([`call_soon_threadsafe`](EventLoop::call_soon_threadsafe), and here also
+/// [`stop`](EventLoop::stop)) work from any thread, and the others fail with
+/// `RuntimeError` when called from another thread while the loop runs, as asyncio's
+/// debug mode does.
+pub struct EventLoop<K: Kernel = OsKernel> {
+    inner: Arc<Inner<K>>,
+}
+
+impl<K: Kernel> Clone for EventLoop<K> {
+    fn clone(&self) -> Self {
+        EventLoop {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K: Kernel> PartialEq for EventLoop<K> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+impl<K: Kernel> Eq for EventLoop<K> {}
+
+impl<K: Kernel> fmt::Debug for EventLoop<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "<EventLoop #{} running={} closed={} debug={}>",
+            self.inner.id,
+            self.is_running(),
+            self.is_closed(),
+            self.get_debug()
+        )
+    }
+}
+
+impl EventLoop<OsKernel> {
+    /// A new loop on the real OS.
+    pub fn new() -> Result<EventLoop<OsKernel>> {
+        EventLoop::with_kernel(OsKernel)
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    }
+}
+
+fn check_signal(signal: Signal) -> Result<()> {
+    if !signal.is_valid() {
+        return Err(Error::value(format!(
+            "sig {} out of range(1, {NSIG})",
+            signal.0
+        )));
+    }
+    Ok(())
+}
+
+fn closed_error() -> Error {
+    Error::runtime("Event loop is closed")
+}
+
+impl<K: Kernel> Inner<K> {
+    fn kernel_thread_check(&self, state: &State<K>) -> Result<()> {
+        match state.running_thread {
+            Some(thread) if thread != self.kernel.current_thread() => Err(Error::runtime(
+                "Non-thread-safe operation invoked on an event loop other than the current one",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends to the ready queue from the loop's own thread (or while it is not running).
+    pub(crate) fn push(&self, job: Job<K>, name: &'static str) -> Result<Handle> {
+        let handle = Handle::new(name);
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(closed_error());
+        }
+        self.kernel_thread_check(&state)?;
+        state.ready.push_back(Ready {
+            handle: handle.clone(),
+            job,
+        });
+        Ok(handle)
+    }
+
+    /// Appends to the ready queue from any thread and wakes the poller.
+    pub(crate) fn push_threadsafe(&self, job: Job<K>, name: &'static str) -> Result<Handle> {
+        let handle = Handle::new(name);
+        {
+            let mut state = self.state.lock();
+            if state.closed {
+                return Err(closed_error());
+            }
+            state.ready.push_back(Ready {
+                handle: handle.clone(),
+                job,
+            });
+        }
+        self.wake();
+        Ok(handle)
+    }
+
+    fn wake(&self) {
+        if self.wake_pending.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(waker) = self.waker.lock().as_ref() {
+            // A failed wake (an eventfd at its limit) still leaves one pending.
+            let _ = waker.wake();
+        }
+    }
+
+    pub(crate) fn report_panic(self: &Arc<Self>, message: &str, panic: String) {
+        let event_loop = EventLoop {
+            inner: self.clone(),
+        };
+        event_loop.call_exception_handler(&ExceptionContext {
+            message: message.to_string(),
+            exception: Some(Error::new(ErrorKind::Panic, panic)),
+            handle: None,
+        });
+    }
+
+    /// Marks the loop closed and gives back everything it holds of the kernel: signal
+    /// dispositions, the wakeup fd, the signal pipe, the poller. Returns `false` if it
+    /// was closed already.
+    fn release(&self) -> bool {
+        let kernel = &self.kernel;
+        let (signals, signal_pipe, readers, writers, previous_wakeup_fd, ready, timers) = {
+            let mut state = self.state.lock();
+            if state.closed {
+                return false;
+            }
+            state.closed = true;
+            self.cancelled_timers.store(0, Ordering::Relaxed);
+            (
+                std::mem::take(&mut state.signal_handlers),
+                state.signal_pipe.take(),
+                std::mem::take(&mut state.readers),
+                std::mem::take(&mut state.writers),
+                state.previous_wakeup_fd.take(),
+                std::mem::take(&mut state.ready),
+                std::mem::take(&mut state.timers),
+            )
+        };
+        // Dropped outside the lock: a callback's captures may hold this loop.
+        drop((readers, writers, ready, timers));
+        for (signal, entry) in signals {
+            // Putting back a disposition that was in place before cannot fail; if the
+            // kernel says otherwise there is nothing better to do while closing.
+            let _ = kernel.set_disposition(signal, entry.previous);
+        }
+        if let Some((read, write)) = signal_pipe {
+            // Only give the wakeup fd back if it is still ours.
+            if let Ok(current) = kernel.set_wakeup_fd(previous_wakeup_fd) {
+                if current.is_some_and(|fd| fd != write) {
+                    let _ = kernel.set_wakeup_fd(current);
+                }
+            }
+            let _ = kernel.close(read);
+            let _ = kernel.close(write);
+        }
+        // Dropping the poller and the waker closes their fds.
+        self.poller.lock().take();
+        self.waker.lock().take();
+        true
+    }
+}
+
+impl<K: Kernel> EventLoop<K> {
+    /// A new loop over `kernel`: asyncio's `new_event_loop()` for that kernel. Not made
+    /// current anywhere.
+    pub fn with_kernel(kernel: K) -> Result<EventLoop<K>> {
+        let poller = kernel.new_poller().map_err(Error::from)?;
+        let waker = poller.waker();
+        Ok(EventLoop {
+            inner: Arc::new(Inner {
+                kernel,
+                id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
+                poller: Mutex::new(Some(Arc::new(poller))),
+                waker: Mutex::new(Some(waker)),
+                wake_pending: AtomicBool::new(false),
+                state: Mutex::new(State {
+                    ready: VecDeque::new(),
+                    timers: BinaryHeap::new(),
+                    timer_sequence: 0,
+                    readers: BTreeMap::new(),
+                    writers: BTreeMap::new(),
+                    signal_handlers: BTreeMap::new(),
+                    signal_pipe: None,
+                    previous_wakeup_fd: None,
+                    running_thread: None,
+                    stopping: false,
+                    closed: false,
+                    exception_handler: None,
+                }),
+                debug: AtomicBool::new(false),
+                cancelled_timers: Arc::new(AtomicUsize::new(0)),
+            }),
+        })
+    }
+
+    /// The kernel this loop runs on.
+    pub fn kernel(&self) -> &K {
+        &self.inner.kernel
+    }
+
+    // ----- running and stopping -----------------------------------------------------
+
+    /// Runs until [`EventLoop::stop`] is called.
+    ///
+    /// # Errors
+    ///
+    /// `RuntimeError` if the loop is closed (`Event loop is closed`), already running
+    /// (`This event loop is already running`), or another loop runs in this thread
+    /// (`Cannot run the event loop while another loop is running`).
+    pub fn run_forever(&self) -> Result<()> {
+        self.run(|| false)
+    }
+
+    /// Runs until `future` completes and returns its output.
+    ///
+    /// The future is polled in this thread, so it need not be `Send`. A panic in it
+    /// propagates out of this call after the loop has stopped running.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventLoop::run_forever`], and `RuntimeError`
+    /// (`Event loop stopped before Future completed.`) if the loop is stopped first.
+    pub fn run_until_complete<F: Future>(&self, future: F) -> Result<F::Output> {
+        let mut future = pin!(future);
+        let wake = Arc::new(MainWake {
+            woken: AtomicBool::new(true),
+            inner: Arc::downgrade(&self.inner),
+        });
+        let waker = Waker::from(wake.clone());
+        let mut output = None;
+        self.run(|| {
+            if !wake.woken.swap(false, Ordering::AcqRel) {
+                return false;
+            }
+            let mut cx = Context::from_waker(&waker);
+            match future.as_mut().poll(&mut cx) {
+                TaskPoll::Ready(value) => {
+                    output = Some(value);
+                    true
+                }
+                TaskPoll::Pending => false,
+            }
+        })?;
+        output.ok_or_else(|| Error::runtime("Event loop stopped before Future completed."))
+    }
+
+    /// The body of both run methods: iterate until stopped or `done` says so. `done`
+    /// runs before the first iteration and after each.
+    fn run(&self, mut done: impl FnMut() -> bool) -> Result<()> {
+        let kernel = &self.inner.kernel;
+        let thread = kernel.current_thread();
+        {
+            let mut state = self.inner.state.lock();
+            if state.closed {
+                return Err(closed_error());
+            }
+            if state.running_thread.is_some() {
+                return Err(Error::runtime("This event loop is already running"));
+            }
+            if kernel.globals().running_loop(kernel).is_some() {
+                return Err(Error::runtime(
+                    "Cannot run the event loop while another loop is running",
+                ));
+            }
+            state.running_thread = Some(thread);
+        }
+        kernel
+            .globals()
+            .set_running_loop(kernel, Some(self.clone()));
+        // Undo the running state however the loop ends, a panic included.
+        struct Running<'a, K: Kernel>(&'a EventLoop<K>);
+        impl<K: Kernel> Drop for Running<'_, K> {
+            fn drop(&mut self) {
+                let kernel = &self.0.inner.kernel;
+                {
+                    let mut state = self.0.inner.state.lock();
+                    state.stopping = false;
+                    state.running_thread = None;
+                }
+                kernel.globals().set_running_loop(kernel, None);
+            }
+        }
+        let _running = Running(self);
+        let mut events = Vec::new();
+        if done() {
+            return Ok(());
+        }
+        loop {
+            self.run_once(&mut events)?;
+            if done() {
+                return Ok(());
+            }
+            if self.inner.state.lock().stopping {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One iteration: poll, collect ready fds and due timers, run what is ready.
+    fn run_once(&self, events: &mut Vec<Event>) -> Result<()> {
+        let inner = &*self.inner;
+        inner.wake_pending.store(false, Ordering::SeqCst);
+        let poller = inner.poller.lock().clone().ok_or_else(closed_error)?;
+        let timeout = {
+            let mut state = inner.state.lock();
+            self.prune_timers(&mut state);
+            if !state.ready.is_empty() || state.stopping {
+                Some(Duration::ZERO)
+            } else if let Some(first) = state.timers.peek() {
+                let delay = first.when - self.time();
+                Some(if delay > 0.0 {
+                    Duration::try_from_secs_f64(delay).unwrap_or(Duration::MAX)
+                } else {
+                    Duration::ZERO
+                })
+            } else {
+                None
+            }
+        };
+        match poller.poll(events, timeout) {
+            Ok(()) => {}
+            // A signal arrived: its byte is in the signal pipe for the next poll.
+            Err(Errno::EINTR) => events.clear(),
+            Err(errno) => return Err(Error::from(errno)),
+        }
+        drop(poller);
+        self.process_events(events);
+
+        // Timers due by now join the ready queue.
+        let end_time = self.time() + self.clock_resolution();
+        {
+            let mut state = inner.state.lock();
+            while state.timers.peek().is_some_and(|t| t.when <= end_time) {
+                let timer = state.timers.pop().expect("peeked");
+                if timer.handle.cancelled() {
+                    inner.cancelled_timers.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
+                state.ready.push_back(Ready {
+                    handle: timer.handle,
+                    job: Job::Once(timer.callback),
+                });
+            }
+        }
+
+        // Run only what was ready at this point; later arrivals wait an iteration.
+        let count = inner.state.lock().ready.len();
+        for _ in 0..count {
+            let Some(ready) = inner.state.lock().ready.pop_front() else {
+                break;
+            };
+            if ready.handle.cancelled() {
+                continue;
+            }
+            self.run_job(ready);
+        }
+        Ok(())
+    }
+
+    fn run_job(&self, ready: Ready<K>) {
+        let Ready { handle, job } = ready;
+        let outcome = match job {
+            Job::Once(callback) => catch_unwind(AssertUnwindSafe(callback)),
+            Job::Repeat(callback) => catch_unwind(AssertUnwindSafe(|| (callback.lock())())),
+            Job::Task(cell) => {
+                // Tasks report their own panics with the task's name.
+                cell.step();
+                Ok(())
+            }
+        };
+        if let Err(payload) = outcome {
+            self.call_exception_handler(&ExceptionContext {
+                message: format!("Exception in callback {}", handle.callback_name()),
+                exception: Some(Error::new(ErrorKind::Panic, panic_message(&*payload))),
+                handle: Some(handle),
+            });
+        }
+    }
+
+    fn process_events(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut signal_fd = None;
+        {
+            let mut state = self.inner.state.lock();
+            let signal_read = state.signal_pipe.map(|(read, _)| read);
+            for event in events {
+                let fd = Fd(event.token.0 as i32);
+                if Some(fd) == signal_read {
+                    signal_fd = Some(fd);
+                    continue;
+                }
+                if event.readable {
+                    if let Some(reader) = state.readers.get(&fd) {
+                        let ready = Ready {
+                            handle: reader.handle.clone(),
+                            job: Job::Repeat(reader.callback.clone()),
+                        };
+                        state.ready.push_back(ready);
+                    }
+                }
+                if event.writable {
+                    if let Some(writer) = state.writers.get(&fd) {
+                        let ready = Ready {
+                            handle: writer.handle.clone(),
+                            job: Job::Repeat(writer.callback.clone()),
+                        };
+                        state.ready.push_back(ready);
+                    }
+                }
+            }
+        }
+        if let Some(fd) = signal_fd {
+            self.read_signals(fd);
+        }
+    }
+
+    /// Drains the signal pipe and queues the handler of each signal number read.
+    fn read_signals(&self, fd: Fd) {
+        let kernel = &self.inner.kernel;
+        let mut buf = [0u8; SIGNAL_READ_CHUNK];
+        loop {
+            match kernel.read(fd, &mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    let mut state = self.inner.state.lock();
+                    for &byte in &buf[..n] {
+                        let Some(entry) = state.signal_handlers.get(&Signal(i32::from(byte)))
+                        else {
+                            continue;
+                        };
+                        let ready = Ready {
+                            handle: entry.handle.clone(),
+                            job: Job::Repeat(entry.callback.clone()),
+                        };
+                        state.ready.push_back(ready);
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                // EAGAIN: drained. Anything else: nothing more to read.
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn prune_timers(&self, state: &mut State<K>) {
+        let cancelled = self.inner.cancelled_timers.load(Ordering::Relaxed);
+        if state.timers.len() >= PRUNE_TIMERS_MIN && cancelled * 2 > state.timers.len() {
+            state.timers.retain(|timer| !timer.handle.cancelled());
+            let left = state
+                .timers
+                .iter()
+                .filter(|timer| timer.handle.cancelled())
+                .count();
+            self.inner.cancelled_timers.store(left, Ordering::Relaxed);
+        }
+    }
+
+    /// Stops the loop after the current iteration; before the loop runs, makes the next
+    /// run do one iteration. Safe from any thread.
+    pub fn stop(&self) {
+        self.inner.state.lock().stopping = true;
+        self.inner.wake();
+    }
+
+    /// Whether the loop is running.
+    pub fn is_running(&self) -> bool {
+        self.inner.state.lock().running_thread.is_some()
+    }
+
+    /// Whether [`EventLoop::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.state.lock().closed
+    }
+
+    /// Closes the loop: drops pending callbacks, readers, writers and timers, removes its
+    /// signal handlers (restoring the dispositions they replaced) and releases its fds.
+    /// Closing twice does nothing.
+    ///
+    /// # Errors
+    ///
+    /// `RuntimeError` (`Cannot close a running event loop`) while it runs.
+    pub fn close(&self) -> Result<()> {
+        if self.inner.state.lock().running_thread.is_some() {
+            return Err(Error::runtime("Cannot close a running event loop"));
+        }
+        self.inner.release();
+        Ok(())
+    }
+
+    // ----- time and scheduling -----------------------------------------------------
+
+    /// The loop's clock in seconds (the kernel's monotonic clock).
+    pub fn time(&self) -> f64 {
+        self.inner.kernel.now().as_secs_f64()
+    }
+
+    fn clock_resolution(&self) -> f64 {
+        1e-9
+    }
+
+    /// Schedules `callback` for the next iteration. Callbacks run in the order they
+    /// were scheduled.
+    ///
+    /// # Errors
+    ///
+    /// `RuntimeError` if the loop is closed, or if it runs in another thread (use
+    /// [`EventLoop::call_soon_threadsafe`]).
+    pub fn call_soon<F>(&self, callback: F) -> Result<Handle>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.inner
+            .push(Job::Once(Box::new(callback)), std::any::type_name::<F>())
+    }
+
+    /// As [`EventLoop::call_soon`], from any thread: wakes the loop if it is blocked
+    /// polling.
+    ///
+    /// # Errors
+    ///
+    /// `RuntimeError` if the loop is closed.
+    pub fn call_soon_threadsafe<F>(&self, callback: F) -> Result<Handle>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.inner
+            .push_threadsafe(Job::Once(Box::new(callback)), std::any::type_name::<F>())
+    }
+
+    /// Schedules `callback` to run `delay` seconds from now (zero or negative: as soon
+    /// as possible, after callbacks already due).
+    ///
+    /// # Errors
+    ///
+    /// `ValueError` for a NaN delay; otherwise as [`EventLoop::call_at`].
+    pub fn call_later<F>(&self, delay: f64, callback: F) -> Result<Handle>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        if delay.is_nan() {
+            return Err(Error::value("delay must not be NaN"));
+        }
+        self.call_at(self.time() + delay, callback)
+    }
+
+    /// Schedules `callback` for loop time `when` (see [`EventLoop::time`]).
+    ///
+    /// # Errors
+    ///
+    /// `ValueError` for NaN; `RuntimeError` if the loop is closed or runs in another thread.
+    pub fn call_at<F>(&self, when: f64, callback: F) -> Result<Handle>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        if when.is_nan() {
+            return Err(Error::value("when must not be NaN"));
+        }
+        let name = std::any::type_name::<F>();
+        let handle = Handle::timer(name, when, self.inner.cancelled_timers.clone());
+        let mut state = self.inner.state.lock();
+        if state.closed {
+            return Err(closed_error());
+        }
+        self.inner.kernel_thread_check(&state)?;
+        state.timer_sequence += 1;
+        let sequence = state.timer_sequence;
+        state.timers.push(Timer {
+            when,
+            sequence,
+            handle: handle.clone(),
+            callback: Box::new(callback),
+            _kernel: std::marker::PhantomData,
+        });
+        Ok(handle)
+    }
+
+    /// Wraps `future` in a [`Task`] scheduled on this loop.
+    ///
+    /// # Errors
+    ///
+    /// `RuntimeError` if the loop is closed or runs in another thread.
+    pub fn create_task<F>(&self, future: F) -> Result<Task<F::Output, K>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        Task::spawn(&self.inner, future)
+    }
+
+    // ----- fds ---------------------------------------------------------------------
+
+    /// Calls `callback` whenever `fd` is readable (level-triggered), replacing any
+    /// reader already set for it.
+    ///
+    /// # Errors
+    ///
+    /// `ValueError` for a negative fd; `RuntimeError` if the loop is closed or runs in
+    /// another thread; the kernel's `OSError` (e.g. `EBADF`, `EPERM`) if the fd cannot
+    /// be polled.
+    pub fn add_reader<F>(&self, fd: Fd, callback: F) -> Result<Handle>
+    where
+        F: FnMut() + Send + 'static,
+    {
+        self.add_fd_callback(fd, true, Box::new(callback), std::any::type_name::<F>())
+    }
+
+    /// Calls `callback` whenever `fd` is writable; as [`EventLoop::add_reader`].
+    ///
+    /// # Errors
+    ///
+    /// As [`EventLoop::add_reader`].
+    pub fn add_writer<F>(&self, fd: Fd, callback: F) -> Result<Handle>
+    where
+        F: FnMut() + Send + 'static,
+    {
+        self.add_fd_callback(fd, false, Box::new(callback), std::any::type_name::<F>())
+    }
+
+    /// Stops watching `fd` for reading. Returns whether a reader was set.
+    ///
+    /// # Errors
+    ///
+    /// `RuntimeError` if the loop runs in another thread. A closed loop answers `false`.
+    pub fn remove_reader(&self, fd: Fd) -> Result<bool> {
+        self.remove_fd_callback(fd, true)
+    }
+
+    /// Stops watching `fd` for writing. Returns whether a writer was set.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventLoop::remove_reader`].
+    pub fn remove_writer(&self, fd: Fd) -> Result<bool> {
+        self.remove_fd_callback(fd, false)
+    }
+
+    fn interest_of(state: &State<K>, fd: Fd) -> Option<Interest> {
+        let readable = state.readers.contains_key(&fd);
+        let writable = state.writers.contains_key(&fd);
+        (readable || writable).then_some(Interest { readable, writable })
+    }
+
+    fn add_fd_callback(
+        &self,
+        fd: Fd,
+        reader: bool,
+        callback: Box<dyn FnMut() + Send + 'static>,
+        name: &'static str,
+    ) -> Result<Handle> {
+        if fd.0 < 0 {
+            return Err(Error::value(format!("Invalid file descriptor: {}", fd.0)));
+        }
+        let poller = self.inner.poller.lock().clone().ok_or_else(closed_error)?;
+        let handle = Handle::new(name);
+        let mut state = self.inner.state.lock();
+        if state.closed {
+            return Err(closed_error());
+        }
+        self.inner.kernel_thread_check(&state)?;
+        if state.signal_pipe.is_some_and(|(read, _)| read == fd) {
+            return Err(Error::value(format!(
+                "File descriptor {} is used by the loop itself",
+                fd.0
+            )));
+        }
+        let before = Self::interest_of(&state, fd);
+        let after = Interest {
+            readable: reader || before.is_some_and(|i| i.readable),
+            writable: !reader || before.is_some_and(|i| i.writable),
+        };
+        let token = Token(fd.0 as usize);
+        if before.is_none() {
+            poller.register(fd, token, after).map_err(Error::from)?;
+        } else if before != Some(after) {
+            poller.reregister(fd, token, after).map_err(Error::from)?;
+        }
+        let entry = FdCallback {
+            handle: handle.clone(),
+            callback: Arc::new(Mutex::new(callback)),
+        };
+        let table = if reader {
+            &mut state.readers
+        } else {
+            &mut state.writers
+        };
+        if let Some(old) = table.insert(fd, entry) {
+            old.handle.cancel();
+        }
+        Ok(handle)
+    }
+
+    fn remove_fd_callback(&self, fd: Fd, reader: bool) -> Result<bool> {
+        let Some(poller) = self.inner.poller.lock().clone() else {
+            return Ok(false);
+        };
+        let removed = {
+            let mut state = self.inner.state.lock();
+            self.inner.kernel_thread_check(&state)?;
+            let table = if reader {
+                &mut state.readers
+            } else {
+                &mut state.writers
+            };
+            let Some(removed) = table.remove(&fd) else {
+                return Ok(false);
+            };
+            removed.handle.cancel();
+            let token = Token(fd.0 as usize);
+            // The fd may have been closed already, in which case the kernel forgot it;
+            // the loop's own bookkeeping is what matters.
+            let _ = match Self::interest_of(&state, fd) {
+                None => poller.deregister(fd),
+                Some(rest) => poller.reregister(fd, token, rest),
+            };
+            removed
+        };
+        drop(removed);
+        Ok(true)
+    }
+
+    // ----- signals -----------------------------------------------------------------
+
+    /// Runs `callback` in the loop whenever `signal` arrives, replacing any handler this
+    /// loop had for it. Main thread only, as CPython's (it relies on the wakeup fd).
+    ///
+    /// # Errors
+    ///
+    /// `ValueError` for a number outside 1..NSIG; `RuntimeError` if the loop is closed,
+    /// if called outside the main thread (`set_wakeup_fd only works in main thread`),
+    /// or for a signal that cannot be caught (`sig 9 cannot be caught`).
+    pub fn add_signal_handler<F>(&self, signal: Signal, callback: F) -> Result<Handle>
+    where
+        F: FnMut() + Send + 'static,
+    {
+        check_signal(signal)?;
+        let kernel = &self.inner.kernel;
+        let poller = self.inner.poller.lock().clone().ok_or_else(closed_error)?;
+        let mut state = self.inner.state.lock();
+        if state.closed {
+            return Err(closed_error());
+        }
+        self.inner.kernel_thread_check(&state)?;
+        if !kernel.is_main_thread() {
+            return Err(Error::runtime("set_wakeup_fd only works in main thread"));
+        }
+        let (_, write) = self.ensure_signal_pipe(&mut state, &poller)?;
+        if state.signal_handlers.is_empty() {
+            let previous = kernel.set_wakeup_fd(Some(write)).map_err(Error::from)?;
+            // A loop's own fd is never "previous": re-adding after all were removed
+            // finds the fd this loop restored.
+            state.previous_wakeup_fd = previous.filter(|&fd| fd != write);
+        }
+        let previous = match state.signal_handlers.get(&signal) {
+            Some(existing) => existing.previous,
+            None => match kernel.set_disposition(signal, Disposition::Wakeup) {
+                Ok(previous) => previous,
+                Err(errno) => {
+                    if state.signal_handlers.is_empty() {
+                        let _ = kernel.set_wakeup_fd(state.previous_wakeup_fd);
+                    }
+                    return Err(if errno == Errno::EINVAL {
+                        Error::runtime(format!("sig {} cannot be caught", signal.0))
+                    } else {
+                        Error::from(errno)
+                    });
+                }
+            },
+        };
+        let handle = Handle::new(std::any::type_name::<F>());
+        let entry = SignalEntry {
+            handle: handle.clone(),
+            callback: Arc::new(Mutex::new(Box::new(callback))),
+            previous,
+        };
+        if let Some(old) = state.signal_handlers.insert(signal, entry) {
+            old.handle.cancel();
+        }
+        Ok(handle)
+    }
+
+    fn ensure_signal_pipe(&self, state: &mut State<K>, poller: &K::Poller) -> Result<(Fd, Fd)> {
+        if let Some(pipe) = state.signal_pipe {
+            return Ok(pipe);
+        }
+        let kernel = &self.inner.kernel;
+        let (read, write) = kernel.pipe().map_err(Error::from)?;
+        let setup = kernel
+            .set_nonblocking(read, true)
+            .and_then(|()| kernel.set_nonblocking(write, true))
+            .and_then(|()| poller.register(read, Token(read.0 as usize), Interest::READABLE));
+        if let Err(errno) = setup {
+            let _ = kernel.close(read);
+            let _ = kernel.close(write);
+            return Err(Error::from(errno));
+        }
+        state.signal_pipe = Some((read, write));
+        Ok((read, write))
+    }
+
+    /// Removes this loop's handler for `signal` and restores the disposition it
+    /// replaced. Returns whether a handler was set.
+    ///
+    /// # Errors
+    ///
+    /// `ValueError` for a number outside 1..NSIG, or, when a handler is set, a call from
+    /// a thread other than the main thread (`signal only works in main thread`).
+    pub fn remove_signal_handler(&self, signal: Signal) -> Result<bool> {
+        check_signal(signal)?;
+        let kernel = &self.inner.kernel;
+        let mut state = self.inner.state.lock();
+        if !state.signal_handlers.contains_key(&signal) {
+            return Ok(false);
+        }
+        if !kernel.is_main_thread() {
+            return Err(Error::value("signal only works in main thread"));
+        }
+        let entry = state
+            .signal_handlers
+            .remove(&signal)
+            .expect("checked above");
+        entry.handle.cancel();
+        if let Err(errno) = kernel.set_disposition(signal, entry.previous) {
+            return Err(if errno == Errno::EINVAL {
+                Error::runtime(format!("sig {} cannot be caught", signal.0))
+            } else {
+                Error::from(errno)
+            });
+        }
+        if state.signal_handlers.is_empty() {
+            let _ = kernel.set_wakeup_fd(state.previous_wakeup_fd.take());
+        }
+        Ok(true)
+    }
+
+    // ----- errors and debug --------------------------------------------------------
+
+    /// Sets (or with `None` resets to the default) the handler that
+    /// [`EventLoop::call_exception_handler`] calls.
+    pub fn set_exception_handler(&self, handler: Option<ExceptionHandler<K>>) {
+        self.inner.state.lock().exception_handler = handler;
+    }
+
+    /// The custom exception handler, if one is set.
+    pub fn get_exception_handler(&self) -> Option<ExceptionHandler<K>> {
+        self.inner.state.lock().exception_handler.clone()
+    }
+
+    /// The default handler: an `error` event on the `asyncio` tracing target.
+    pub fn default_exception_handler(&self, context: &ExceptionContext) {
+        let exception = context
+            .exception
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let handle = context
+            .handle
+            .as_ref()
+            .map(|h| format!("{h:?}"))
+            .unwrap_or_default();
+        tracing::error!(
+            target: "asyncio",
+            exception = %exception,
+            handle = %handle,
+            "{}",
+            context.message
+        );
+    }
+
+    /// Reports an error the loop cannot raise to anyone: to the custom handler if one
+    /// is set, else to [`EventLoop::default_exception_handler`]. A custom handler that
+    /// panics is itself reported through the default handler
+    /// (`Unhandled error in exception handler`).
+    pub fn call_exception_handler(&self, context: &ExceptionContext) {
+        let handler = self.get_exception_handler();
+        let Some(handler) = handler else {
+            self.default_exception_handler(context);
+            return;
+        };
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| handler(self, context))) {
+            self.default_exception_handler(&ExceptionContext {
+                message: "Unhandled error in exception handler".to_string(),
+                exception: Some(Error::new(ErrorKind::Panic, panic_message(&*payload))),
+                handle: context.handle.clone(),
+            });
+        }
+    }
+
+    /// Whether debug mode is on.
+    pub fn get_debug(&self) -> bool {
+        self.inner.debug.load(Ordering::Relaxed)
+    }
+
+    /// Turns debug mode on or off.
+    pub fn set_debug(&self, enabled: bool) {
+        self.inner.debug.store(enabled, Ordering::Relaxed);
+    }
+}
+
+/// The waker of the future given to `run_until_complete`: it marks the future for a
+/// poll after the current iteration and wakes the poller.
+struct MainWake<K: Kernel> {
+    woken: AtomicBool,
+    inner: std::sync::Weak<Inner<K>>,
+}
+
+impl<K: Kernel> Wake for MainWake<K> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(inner) = self.inner.upgrade() {
+            inner.wake();
+        }
+    }
+}
+
+impl<K: Kernel> Drop for Inner<K> {
+    fn drop(&mut self) {
+        // A loop dropped without `close` still gives back its signal dispositions and
+        // fds: the last handle is gone, so nothing can run it any more.
+        self.release();
+    }
+}

@@ -1,0 +1,232 @@
+//! Tasks: Rust futures driven by the loop, in the manner of `asyncio.Task`.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+
+use super::{Inner, Job, panic_message};
+use crate::error::{Error, ErrorKind};
+use crate::kernel::Kernel;
+use crate::loom::sync::Mutex;
+use crate::loom::sync::atomic::{AtomicBool, Ordering};
+
+/// The type-erased part of a task that the loop polls.
+pub(crate) trait TaskBody: Send {
+    /// Polls the future; `Ready` once it has stored its output.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// Ends the task without output (cancelled, or the future panicked).
+    fn fail(&mut self, error: Error);
+}
+
+struct Body<F: Future> {
+    future: Option<Pin<Box<F>>>,
+    slot: Arc<Mutex<Slot<F::Output>>>,
+}
+
+struct Slot<T> {
+    result: Option<Result<T, Error>>,
+    finished: bool,
+    waiter: Option<Waker>,
+}
+
+impl<T> Slot<T> {
+    fn finish(&mut self, result: Result<T, Error>) -> Option<Waker> {
+        self.result = Some(result);
+        self.finished = true;
+        self.waiter.take()
+    }
+}
+
+impl<F> TaskBody for Body<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Ready(());
+        };
+        match future.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(output) => {
+                self.future = None;
+                let waiter = self.slot.lock().finish(Ok(output));
+                if let Some(waiter) = waiter {
+                    waiter.wake();
+                }
+                Poll::Ready(())
+            }
+        }
+    }
+
+    fn fail(&mut self, error: Error) {
+        // Dropping the future is Rust's way of throwing CancelledError into it.
+        self.future = None;
+        let waiter = self.slot.lock().finish(Err(error));
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+    }
+}
+
+/// What the loop holds of a task.
+pub(crate) struct TaskCell<K: Kernel> {
+    body: Mutex<Option<Box<dyn TaskBody>>>,
+    /// Set while a poll of the task sits in the ready queue, so wakes coalesce.
+    scheduled: AtomicBool,
+    cancel_requested: AtomicBool,
+    event_loop: Weak<Inner<K>>,
+    name: &'static str,
+}
+
+impl<K: Kernel> TaskCell<K> {
+    /// Runs one step of the task: the loop's ready queue calls this.
+    pub(crate) fn step(self: &Arc<Self>) {
+        self.scheduled.store(false, Ordering::Release);
+        let mut body = self.body.lock();
+        let Some(task) = body.as_mut() else { return };
+        if self.cancel_requested.load(Ordering::Acquire) {
+            task.fail(Error::cancelled());
+            *body = None;
+            return;
+        }
+        let waker = Waker::from(Arc::new(TaskWaker(self.clone())));
+        let mut cx = Context::from_waker(&waker);
+        match catch_unwind(AssertUnwindSafe(|| task.poll(&mut cx))) {
+            Ok(Poll::Pending) => {}
+            Ok(Poll::Ready(())) => *body = None,
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                task.fail(Error::new(ErrorKind::Panic, message.clone()));
+                *body = None;
+                drop(body);
+                if let Some(inner) = self.event_loop.upgrade() {
+                    inner.report_panic(
+                        &format!("Task exception was never retrieved: {}", self.name),
+                        message,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Puts a step of the task in the loop's ready queue, once.
+    fn schedule(self: &Arc<Self>) {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match self.event_loop.upgrade() {
+            Some(inner) => {
+                if inner
+                    .push_threadsafe(Job::Task(self.clone()), self.name)
+                    .is_err()
+                {
+                    // The loop is closed: the task can never run again.
+                    self.scheduled.store(false, Ordering::Release);
+                }
+            }
+            None => self.scheduled.store(false, Ordering::Release),
+        }
+    }
+}
+
+struct TaskWaker<K: Kernel>(Arc<TaskCell<K>>);
+
+impl<K: Kernel> Wake for TaskWaker<K> {
+    fn wake(self: Arc<Self>) {
+        self.0.schedule();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.schedule();
+    }
+}
+
+/// A future running on a loop (asyncio's `Task`), created by
+/// [`EventLoop::create_task`](super::EventLoop::create_task).
+///
+/// Awaiting it gives the future's output, `Err` of kind
+/// [`CancelledError`](ErrorKind::CancelledError) if it was cancelled, or of kind
+/// [`Panic`](ErrorKind::Panic) if it panicked. Dropping the `Task` does not stop it.
+pub struct Task<T, K: Kernel = crate::OsKernel> {
+    cell: Arc<TaskCell<K>>,
+    slot: Arc<Mutex<Slot<T>>>,
+}
+
+impl<T: Send + 'static, K: Kernel> Task<T, K> {
+    pub(crate) fn spawn<F>(inner: &Arc<Inner<K>>, future: F) -> Result<Task<T, K>, Error>
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let name = std::any::type_name::<F>();
+        let slot = Arc::new(Mutex::new(Slot {
+            result: None,
+            finished: false,
+            waiter: None,
+        }));
+        let cell = Arc::new(TaskCell {
+            body: Mutex::new(Some(Box::new(Body {
+                future: Some(Box::pin(future)),
+                slot: slot.clone(),
+            }) as Box<dyn TaskBody>)),
+            scheduled: AtomicBool::new(true),
+            cancel_requested: AtomicBool::new(false),
+            event_loop: Arc::downgrade(inner),
+            name,
+        });
+        inner.push(Job::Task(cell.clone()), name)?;
+        Ok(Task { cell, slot })
+    }
+
+    /// Asks the task to stop: at its next step its future is dropped and awaiting the
+    /// task gives `CancelledError`. Returns `false` if it had already finished.
+    pub fn cancel(&self) -> bool {
+        if self.done() {
+            return false;
+        }
+        self.cell.cancel_requested.store(true, Ordering::Release);
+        self.cell.schedule();
+        true
+    }
+
+    /// Whether the task has finished (with output, cancelled, or by panic).
+    pub fn done(&self) -> bool {
+        self.slot.lock().finished
+    }
+
+    /// Whether the task finished by cancellation.
+    pub fn cancelled(&self) -> bool {
+        let slot = self.slot.lock();
+        matches!(&slot.result, Some(Err(e)) if e.kind() == ErrorKind::CancelledError)
+    }
+}
+
+impl<T, K: Kernel> Future for Task<T, K> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = self.slot.lock();
+        if slot.finished {
+            return Poll::Ready(
+                slot.result
+                    .take()
+                    .unwrap_or_else(|| Err(Error::runtime("Task result was already taken"))),
+            );
+        }
+        slot.waiter = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl<T, K: Kernel> fmt::Debug for Task<T, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.slot.lock().finished {
+            "finished"
+        } else {
+            "pending"
+        };
+        write!(f, "<Task {state} {}>", self.cell.name)
+    }
+}

@@ -1,0 +1,231 @@
+//! The kernel seam: every source of nondeterminism the loop, policies and watchers use.
+//!
+//! The trait family is split by concern ([`Clock`], [`Fds`], [`Poll`], [`Processes`],
+//! [`Signals`], [`Threads`]) and gathered in [`Kernel`]. Code above the seam is generic
+//! over `K: Kernel`; [`OsKernel`](crate::OsKernel) implements it on the real OS, and the
+//! simulator crate implements it over a model, so the same watcher code can be run from
+//! a seed.
+//!
+//! Rules every implementation keeps:
+//!
+//! - Errors are exact `errno` values ([`Errno`]); nothing is retried or hidden at this
+//!   layer. `EINTR` reaches the caller, who retries; `ENOSYS` from `pidfd_open` reaches
+//!   the caller, who falls back.
+//! - Descriptors are plain numbers ([`Fd`]); whoever receives one from `pipe`, `spawn`
+//!   or `pidfd_open` closes it.
+//! - The poller is **level-triggered**: an fd that is still ready is reported again by
+//!   the next poll, as `selectors` does for asyncio. A wake-up from the waker ends a
+//!   blocking poll early and is not itself reported as an event.
+//! - A signal handler installed by the seam ([`Disposition::Wakeup`]) only writes the
+//!   signal number as one byte to the wakeup fd.
+//! - Thread identity, names and "is this the main thread" come from the kernel, so a
+//!   simulator can decide them; per-thread state above the seam is keyed by
+//!   [`ThreadId`], never by `thread_local!`.
+
+mod types;
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::time::Duration;
+
+pub use types::{
+    Disposition, Errno, Event, ExitStatus, Fd, Interest, Pid, Signal, SpawnRequest, Spawned, Stdio,
+    ThreadId, Token, WaitMode, WaitStatus, WaitTarget,
+};
+
+use crate::globals::ProcessGlobals;
+
+/// A monotonic clock.
+pub trait Clock {
+    /// Time since an arbitrary fixed point, never going backwards (`CLOCK_MONOTONIC`).
+    fn now(&self) -> Duration;
+
+    /// Blocks the calling thread for `duration`.
+    fn sleep(&self, duration: Duration);
+}
+
+/// Pipes and descriptor operations.
+pub trait Fds {
+    /// A new pipe as `(read end, write end)`, both close-on-exec and blocking.
+    fn pipe(&self) -> Result<(Fd, Fd), Errno>;
+
+    /// Reads up to `buf.len()` bytes; `Ok(0)` is end of file. `EAGAIN` on an empty
+    /// non-blocking pipe.
+    fn read(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno>;
+
+    /// Writes up to `buf.len()` bytes. `EAGAIN` on a full non-blocking pipe, `EPIPE`
+    /// when no reader is left.
+    fn write(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno>;
+
+    /// Closes the descriptor; `EBADF` if it was not open.
+    fn close(&self, fd: Fd) -> Result<(), Errno>;
+
+    /// Sets or clears `O_NONBLOCK`.
+    fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> Result<(), Errno>;
+
+    /// Sets or clears `FD_CLOEXEC`.
+    fn set_cloexec(&self, fd: Fd, cloexec: bool) -> Result<(), Errno>;
+}
+
+/// Creates pollers.
+pub trait Poll {
+    /// The poller type.
+    type Poller: Poller;
+
+    /// A new poller with its waker.
+    fn new_poller(&self) -> Result<Self::Poller, Errno>;
+}
+
+/// A level-triggered readiness poller in mio's vocabulary.
+///
+/// Registration methods may be called from any thread, also while another thread is
+/// blocked in [`Poller::poll`]; `poll` itself is called by one thread at a time.
+pub trait Poller: Send + Sync + Debug + 'static {
+    /// The handle that ends a blocking poll from another thread.
+    type Waker: PollWaker;
+
+    /// Starts watching `fd`. `EEXIST` if it is already registered, `EBADF` if it is not
+    /// open, `EPERM` if it cannot be polled (a regular file).
+    fn register(&self, fd: Fd, token: Token, interest: Interest) -> Result<(), Errno>;
+
+    /// Changes the token or interest of a registered fd; `ENOENT` if it is not registered.
+    fn reregister(&self, fd: Fd, token: Token, interest: Interest) -> Result<(), Errno>;
+
+    /// Stops watching `fd`; `ENOENT` if it is not registered.
+    fn deregister(&self, fd: Fd) -> Result<(), Errno>;
+
+    /// Clears `events`, then waits until at least one registered fd is ready, the waker
+    /// is woken, or `timeout` passes (`None`: no limit; zero: do not block). Fills in
+    /// one [`Event`] per ready fd. `EINTR` when a signal handler ran.
+    fn poll(&self, events: &mut Vec<Event>, timeout: Option<Duration>) -> Result<(), Errno>;
+
+    /// The waker of this poller.
+    fn waker(&self) -> Self::Waker;
+}
+
+/// Ends a poller's current or next blocking poll. Cheap to clone, usable from any thread.
+pub trait PollWaker: Clone + Send + Sync + Debug + 'static {
+    /// Wakes the poller. Wakes that arrive before the poller looks are merged into one.
+    fn wake(&self) -> Result<(), Errno>;
+}
+
+/// Child processes.
+pub trait Processes {
+    /// Starts a child. A program that cannot be executed gives its `errno` (`ENOENT`,
+    /// `EACCES` …) and leaves no zombie and no open fd behind.
+    fn spawn(&self, request: &SpawnRequest) -> Result<Spawned, Errno>;
+
+    /// `waitpid(pid, WNOHANG or 0)`: reaps that child. `ECHILD` if it is not a child of
+    /// this process or was reaped already; `EINVAL` for a pid ≤ 0.
+    fn wait_pid(&self, pid: Pid, mode: WaitMode) -> Result<WaitStatus, Errno>;
+
+    /// `waitpid(-1, …)`: reaps **any** child, also ones other code is waiting for.
+    /// Separate from [`Processes::wait_pid`] so that stealing shows in a signature.
+    fn wait_any(&self, mode: WaitMode) -> Result<WaitStatus, Errno>;
+
+    /// `waitid(…, WEXITED | WNOWAIT)`: reports a terminated child without reaping it.
+    fn wait_peek(&self, target: WaitTarget, mode: WaitMode) -> Result<WaitStatus, Errno>;
+
+    /// `kill(pid, sig)`; `None` only checks that the pid exists. `ESRCH` when no such
+    /// process (or zombie) exists.
+    fn kill(&self, pid: Pid, signal: Option<Signal>) -> Result<(), Errno>;
+
+    /// `pidfd_open(pid, 0)`: a close-on-exec fd that polls readable once the process
+    /// has terminated. `ESRCH` for a reaped pid, `ENOSYS` where the kernel lacks it.
+    fn pidfd_open(&self, pid: Pid) -> Result<Fd, Errno>;
+
+    /// `pidfd_send_signal(pidfd, sig, NULL, 0)`: signals exactly the process the pidfd
+    /// refers to, never a later process that reused its pid (`ESRCH` once reaped).
+    fn pidfd_send_signal(&self, pidfd: Fd, signal: Signal) -> Result<(), Errno>;
+
+    /// This process's pid.
+    fn getpid(&self) -> Pid;
+}
+
+/// Signal dispositions and the wakeup fd.
+pub trait Signals {
+    /// Installs `disposition` for `signal` and returns the previous one. `EINVAL` for
+    /// an invalid signal and for SIGKILL/SIGSTOP.
+    fn set_disposition(
+        &self,
+        signal: Signal,
+        disposition: Disposition,
+    ) -> Result<Disposition, Errno>;
+
+    /// The current disposition of `signal`.
+    fn disposition(&self, signal: Signal) -> Result<Disposition, Errno>;
+
+    /// Sets the fd the [`Disposition::Wakeup`] handler writes to (`None`: none) and
+    /// returns the previous one. The fd should be non-blocking: a full pipe drops the
+    /// byte rather than blocking the handler.
+    fn set_wakeup_fd(&self, fd: Option<Fd>) -> Result<Option<Fd>, Errno>;
+
+    /// Sends `signal` to this process.
+    fn raise(&self, signal: Signal) -> Result<(), Errno>;
+
+    /// Blocks `signal` in the calling thread.
+    fn block_signal(&self, signal: Signal) -> Result<(), Errno>;
+
+    /// Unblocks `signal` in the calling thread.
+    fn unblock_signal(&self, signal: Signal) -> Result<(), Errno>;
+}
+
+/// Threads, their identity, and the blocking primitive code may hold across a kernel call.
+pub trait Threads {
+    /// What [`Threads::join_thread`] needs.
+    type JoinHandle: Send + Debug + 'static;
+    /// A lock with a condition: see [`Monitor`].
+    type Monitor: Monitor;
+
+    /// Starts a named thread running `body`.
+    fn spawn_thread(
+        &self,
+        name: &str,
+        body: Box<dyn FnOnce() + Send + 'static>,
+    ) -> Result<Self::JoinHandle, Errno>;
+
+    /// Waits for a thread to finish; `Err` carries the payload if it panicked.
+    fn join_thread(&self, handle: Self::JoinHandle) -> Result<(), Box<dyn Any + Send>>;
+
+    /// The calling thread's id.
+    fn current_thread(&self) -> ThreadId;
+
+    /// The calling thread's name; the main thread is `MainThread`, as in CPython.
+    fn current_thread_name(&self) -> String;
+
+    /// Whether the calling thread is the process's main thread.
+    fn is_main_thread(&self) -> bool;
+
+    /// A new unlocked monitor.
+    fn new_monitor(&self) -> Self::Monitor;
+}
+
+/// A mutual-exclusion lock with one condition, which may be held across kernel calls.
+///
+/// Use it through [`BlockingMutex`](crate::sync::BlockingMutex), which pairs it with
+/// the data it guards. Under a simulator, waiting parks the simulated thread instead of
+/// the host thread.
+pub trait Monitor: Send + Sync + Debug + 'static {
+    /// Blocks until the lock is free, then takes it.
+    fn enter(&self);
+
+    /// Releases the lock. The caller must hold it.
+    fn exit(&self);
+
+    /// Releases the lock, waits for a notification or the timeout, and takes the lock
+    /// again. Returns `false` if the timeout passed. Spurious returns are allowed.
+    fn wait(&self, timeout: Option<Duration>) -> bool;
+
+    /// Wakes every waiter.
+    fn notify_all(&self);
+}
+
+/// The whole seam. Implementations are cheap handles (`Clone`); all clones of one
+/// kernel value see the same process.
+pub trait Kernel:
+    Clock + Fds + Poll + Processes + Signals + Threads + Clone + Send + Sync + Debug + 'static
+{
+    /// The process-wide state above the seam (the policy slot, running loops) of the
+    /// process this kernel serves. The real OS has one; each simulated process its own.
+    fn globals(&self) -> &ProcessGlobals<Self>;
+}

@@ -1,0 +1,373 @@
+//! Value types of the kernel seam: pids, fds, signals, wait statuses, errno values and
+//! the poller's vocabulary.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+
+/// A process id. Real pids are positive; `Pid(0)` and negative values only appear as
+/// input to be rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pid(pub i32);
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A file descriptor number. The kernel seam passes numbers, not owning handles, so the
+/// simulator can hand out the same numbers a real kernel would (lowest free first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fd(pub i32);
+
+impl fmt::Display for Fd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A signal number, with Linux's numbering for the constants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Signal(pub i32);
+
+impl Signal {
+    /// Hangup.
+    pub const SIGHUP: Signal = Signal(1);
+    /// Interrupt from the keyboard.
+    pub const SIGINT: Signal = Signal(2);
+    /// Quit from the keyboard.
+    pub const SIGQUIT: Signal = Signal(3);
+    /// Abort.
+    pub const SIGABRT: Signal = Signal(6);
+    /// Kill; cannot be caught or ignored.
+    pub const SIGKILL: Signal = Signal(9);
+    /// User-defined signal 1.
+    pub const SIGUSR1: Signal = Signal(10);
+    /// Invalid memory reference.
+    pub const SIGSEGV: Signal = Signal(11);
+    /// User-defined signal 2.
+    pub const SIGUSR2: Signal = Signal(12);
+    /// Write to a pipe with no readers.
+    pub const SIGPIPE: Signal = Signal(13);
+    /// Alarm clock.
+    pub const SIGALRM: Signal = Signal(14);
+    /// Termination.
+    pub const SIGTERM: Signal = Signal(15);
+    /// A child stopped or terminated.
+    pub const SIGCHLD: Signal = Signal(17);
+    /// Continue if stopped.
+    pub const SIGCONT: Signal = Signal(18);
+    /// Stop; cannot be caught or ignored.
+    pub const SIGSTOP: Signal = Signal(19);
+    /// The largest signal number (`NSIG - 1` on Linux).
+    pub const MAX: i32 = 64;
+
+    /// Whether the number names a signal at all (1 ..= 64), as CPython's
+    /// `_check_signal` asks before anything else.
+    pub fn is_valid(self) -> bool {
+        (1..=Self::MAX).contains(&self.0)
+    }
+
+    /// Whether a handler may be installed: SIGKILL and SIGSTOP cannot be caught.
+    pub fn is_catchable(self) -> bool {
+        self.is_valid() && self != Self::SIGKILL && self != Self::SIGSTOP
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// An `errno` value, exact, so that the simulator can reproduce what a kernel returns
+/// and callers can branch on it (ECHILD means "reaped elsewhere", ENOSYS means "no
+/// pidfd").
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// Operation not permitted.
+    pub const EPERM: Errno = Errno(1);
+    /// No such file or directory.
+    pub const ENOENT: Errno = Errno(2);
+    /// No such process.
+    pub const ESRCH: Errno = Errno(3);
+    /// Interrupted system call.
+    pub const EINTR: Errno = Errno(4);
+    /// Bad file descriptor.
+    pub const EBADF: Errno = Errno(9);
+    /// No child processes.
+    pub const ECHILD: Errno = Errno(10);
+    /// Resource temporarily unavailable (also EWOULDBLOCK).
+    pub const EAGAIN: Errno = Errno(11);
+    /// Out of memory.
+    pub const ENOMEM: Errno = Errno(12);
+    /// Permission denied.
+    pub const EACCES: Errno = Errno(13);
+    /// File exists.
+    pub const EEXIST: Errno = Errno(17);
+    /// Invalid argument.
+    pub const EINVAL: Errno = Errno(22);
+    /// Too many open files.
+    pub const EMFILE: Errno = Errno(24);
+    /// Broken pipe.
+    pub const EPIPE: Errno = Errno(32);
+    /// Function not implemented.
+    pub const ENOSYS: Errno = Errno(38);
+
+    /// The symbolic name, where this crate knows it.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Errno::EPERM => "EPERM",
+            Errno::ENOENT => "ENOENT",
+            Errno::ESRCH => "ESRCH",
+            Errno::EINTR => "EINTR",
+            Errno::EBADF => "EBADF",
+            Errno::ECHILD => "ECHILD",
+            Errno::EAGAIN => "EAGAIN",
+            Errno::ENOMEM => "ENOMEM",
+            Errno::EACCES => "EACCES",
+            Errno::EEXIST => "EEXIST",
+            Errno::EINVAL => "EINVAL",
+            Errno::EMFILE => "EMFILE",
+            Errno::EPIPE => "EPIPE",
+            Errno::ENOSYS => "ENOSYS",
+            _ => return None,
+        })
+    }
+
+    /// The C library's description, as Python prints after `[Errno N]`.
+    pub fn description(self) -> String {
+        let text = std::io::Error::from_raw_os_error(self.0).to_string();
+        // std appends " (os error N)"; Python does not.
+        match text.rfind(" (os error ") {
+            Some(at) => text[..at].to_string(),
+            None => text,
+        }
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name}"),
+            None => write!(f, "Errno({})", self.0),
+        }
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[Errno {}] {}", self.0, self.description())
+    }
+}
+
+impl std::error::Error for Errno {}
+
+/// A raw wait status as `waitpid` fills it in (Linux encoding), kept raw so that the
+/// "status we do not understand" case of spec R-1 can pass through unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExitStatus(pub i32);
+
+impl ExitStatus {
+    /// The status of a child that called `exit(code)`.
+    pub fn from_exit_code(code: u8) -> ExitStatus {
+        ExitStatus(i32::from(code) << 8)
+    }
+
+    /// The status of a child killed by `signal`.
+    pub fn from_signal(signal: Signal, core_dumped: bool) -> ExitStatus {
+        ExitStatus((signal.0 & 0x7f) | if core_dumped { 0x80 } else { 0 })
+    }
+
+    /// `WIFEXITED` then `WEXITSTATUS`.
+    pub fn code(self) -> Option<i32> {
+        (self.0 & 0x7f == 0).then_some((self.0 >> 8) & 0xff)
+    }
+
+    /// `WIFSIGNALED` then `WTERMSIG`.
+    pub fn signal(self) -> Option<Signal> {
+        let sig = self.0 & 0x7f;
+        // 0 is "exited", 0x7f is "stopped"; anything else is a terminating signal.
+        (sig != 0 && sig != 0x7f).then_some(Signal(sig))
+    }
+
+    /// `WCOREDUMP`.
+    pub fn core_dumped(self) -> bool {
+        self.signal().is_some() && self.0 & 0x80 != 0
+    }
+
+    /// asyncio's returncode (spec R-1): the exit code, `-signum` when killed by a signal,
+    /// and the raw status when it is neither.
+    pub fn returncode(self) -> i32 {
+        if let Some(signal) = self.signal() {
+            -signal.0
+        } else if let Some(code) = self.code() {
+            code
+        } else {
+            self.0
+        }
+    }
+}
+
+/// What a wait call found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaitStatus {
+    /// `WNOHANG` was given and no matching child has terminated (`waitpid` returned 0).
+    StillAlive,
+    /// A child terminated; for `waitpid` it is now reaped, for a `WNOWAIT` peek it is
+    /// still a zombie.
+    Terminated(Pid, ExitStatus),
+}
+
+/// Whether a wait call may block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaitMode {
+    /// Return [`WaitStatus::StillAlive`] at once if nothing has terminated (`WNOHANG`).
+    NoHang,
+    /// Block until a matching child terminates.
+    Block,
+}
+
+/// Which children a `waitid` peek looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaitTarget {
+    /// One child (`P_PID`).
+    Pid(Pid),
+    /// Any child (`P_ALL`).
+    Any,
+}
+
+/// Where one of a child's standard streams goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Stdio {
+    /// The parent's own stream.
+    #[default]
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    /// A new pipe; the parent's end is returned in [`Spawned`], close-on-exec.
+    Pipe,
+    /// A descriptor of the parent's, duplicated onto the stream (the parent keeps its own).
+    Fd(Fd),
+}
+
+/// What to run: the arguments of `Processes::spawn`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpawnRequest {
+    /// The program, searched in `PATH` when it has no slash.
+    pub program: OsString,
+    /// Arguments after the program name.
+    pub args: Vec<OsString>,
+    /// Variables added to (or, with `env_clear`, replacing) the parent's environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Start from an empty environment.
+    pub env_clear: bool,
+    /// Working directory of the child.
+    pub cwd: Option<PathBuf>,
+    /// Standard input.
+    pub stdin: Stdio,
+    /// Standard output.
+    pub stdout: Stdio,
+    /// Standard error.
+    pub stderr: Stdio,
+}
+
+impl SpawnRequest {
+    /// A request to run `program` with `args` and inherited streams.
+    pub fn new<P, I, A>(program: P, args: I) -> SpawnRequest
+    where
+        P: Into<OsString>,
+        I: IntoIterator<Item = A>,
+        A: Into<OsString>,
+    {
+        SpawnRequest {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            ..SpawnRequest::default()
+        }
+    }
+}
+
+/// A started child: its pid and the parent's ends of any pipes asked for. The caller
+/// owns the fds and must close them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Spawned {
+    /// The child's pid; it stays a zombie after exit until someone waits for it.
+    pub pid: Pid,
+    /// Write end of the child's stdin pipe.
+    pub stdin: Option<Fd>,
+    /// Read end of the child's stdout pipe.
+    pub stdout: Option<Fd>,
+    /// Read end of the child's stderr pipe.
+    pub stderr: Option<Fd>,
+}
+
+/// What the kernel does when a signal arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Disposition {
+    /// `SIG_DFL`.
+    Default,
+    /// `SIG_IGN`. For SIGCHLD this makes the kernel reap children itself.
+    Ignore,
+    /// loopwatch's handler: write the signal number as one byte to the wakeup fd, the
+    /// only thing it does (async-signal-safe, as CPython's `set_wakeup_fd`).
+    Wakeup,
+    /// A handler somebody else installed. The number is a kernel-chosen token that
+    /// restores exactly that handler when passed back to `set_disposition`.
+    Foreign(u64),
+}
+
+/// A thread id chosen by the kernel: unique within a process for its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ThreadId(pub u64);
+
+impl fmt::Display for ThreadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A poller registration key (mio's vocabulary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Token(pub usize);
+
+/// What readiness a registration asks for. At least one of the two is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Interest {
+    /// Report when a read would not block (data, EOF, or an error).
+    pub readable: bool,
+    /// Report when a write would not block (room, or an error such as no reader).
+    pub writable: bool,
+}
+
+impl Interest {
+    /// Readable only.
+    pub const READABLE: Interest = Interest {
+        readable: true,
+        writable: false,
+    };
+    /// Writable only.
+    pub const WRITABLE: Interest = Interest {
+        readable: false,
+        writable: true,
+    };
+    /// Both.
+    pub const BOTH: Interest = Interest {
+        readable: true,
+        writable: true,
+    };
+}
+
+/// One readiness report from a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Event {
+    /// The token the fd was registered with.
+    pub token: Token,
+    /// A read would not block: data, end of file, or an error to collect.
+    pub readable: bool,
+    /// A write would not block: room in the buffer, or an error such as EPIPE.
+    pub writable: bool,
+}

@@ -1,0 +1,104 @@
+//! asyncio's event-loop policies, selector event loop and (soon) child watchers, in
+//! Rust, behind a kernel seam that a simulator can replace.
+//!
+//! # Map
+//!
+//! - [`kernel`]: the seam, the [`Kernel`] trait family and its value types. Everything
+//!   nondeterministic (clock, fds, poller, processes, signals, threads) goes through it.
+//! - [`OsKernel`]: the seam on the real OS (`src/sys/unix`, the only home of `unsafe`).
+//! - [`event_loop`]: [`EventLoop`], a selector loop with asyncio's semantics: callbacks,
+//!   timers, readers and writers, signal handlers, tasks, the exception handler.
+//! - [`policy`]: [`AbstractEventLoopPolicy`], [`DefaultEventLoopPolicy`] and the
+//!   per-kernel module functions; the crate root repeats them for the real OS.
+//! - [`error`]: [`Error`] and [`ErrorKind`], mirroring the Python exception CPython raises.
+//! - [`sync`]: [`BlockingMutex`](sync::BlockingMutex), a lock that may be held across
+//!   kernel calls.
+//!
+//! Names follow CPython letter for letter (`get_event_loop_policy`, `run_until_complete`
+//! …). Behaviour follows the Python 3.7.2 "asyncio Policies" page and, where it is
+//! silent, CPython 3.7; the spec clause of each behaviour (P-1, C-2 …) is cited where
+//! it is implemented and in the tests that check it.
+//!
+//! # Example
+//!
+//! ```
+//! let event_loop = loopwatch::new_event_loop()?;
+//! loopwatch::set_event_loop(Some(event_loop.clone()))?;
+//! let answer = event_loop.run_until_complete(async { 6 * 7 })?;
+//! assert_eq!(answer, 42);
+//! event_loop.close()?;
+//! # Ok::<(), loopwatch::Error>(())
+//! ```
+//!
+//! # Running the tests
+//!
+//! `cargo test --workspace` runs everything, on the real OS. Tests that change
+//! process-wide state (signal dispositions, the policy slot) serialise on a lock.
+//!
+//! # Reproducing a failure
+//!
+//! Tests on the real OS print the operation and errno that failed; rerun one with
+//! `cargo test -p loopwatch <name> -- --nocapture`.
+//!
+//! # Limitations
+//!
+//! - Unix only; `OsKernel` is tested on Linux. The Windows proactor policy is not
+//!   provided.
+//! - The default policy keeps a thread's loop until the policy is dropped or the
+//!   thread calls `set_event_loop(None)`; CPython's `threading.local` forgets it when
+//!   the thread ends.
+
+pub mod error;
+pub mod event_loop;
+mod globals;
+pub mod kernel;
+mod loom;
+pub mod policy;
+mod sys;
+
+/// Synchronisation that is safe to hold across kernel calls.
+pub mod sync {
+    pub use crate::sys::sync::{BlockingMutex, BlockingMutexGuard};
+}
+
+pub use error::{Error, ErrorKind, Result};
+pub use event_loop::{EventLoop, ExceptionContext, ExceptionHandler, Handle, Task};
+pub use globals::{PolicyRef, ProcessGlobals};
+pub use kernel::Kernel;
+pub use policy::{AbstractEventLoopPolicy, DefaultEventLoopPolicy, PolicyState};
+pub use sys::unix::{OsJoinHandle, OsKernel, OsMonitor, OsPoller, OsWaker};
+
+/// The process-wide policy, created on first use (P-1).
+pub fn get_event_loop_policy() -> PolicyRef<OsKernel> {
+    policy::get_event_loop_policy(&OsKernel)
+}
+
+/// Sets the process-wide policy; `None` restores a fresh default (P-2, P-3).
+pub fn set_event_loop_policy(policy: Option<PolicyRef<OsKernel>>) {
+    policy::set_event_loop_policy(&OsKernel, policy);
+}
+
+/// The running loop, else the policy's current loop (P-6).
+pub fn get_event_loop() -> Result<EventLoop> {
+    policy::get_event_loop(&OsKernel)
+}
+
+/// Sets the current loop through the policy (P-7).
+pub fn set_event_loop(event_loop: Option<EventLoop>) -> Result<()> {
+    policy::set_event_loop(&OsKernel, event_loop)
+}
+
+/// A new loop from the policy (P-7).
+pub fn new_event_loop() -> Result<EventLoop> {
+    policy::new_event_loop(&OsKernel)
+}
+
+/// The loop running in this thread, or `RuntimeError('no running event loop')` (P-4).
+pub fn get_running_loop() -> Result<EventLoop> {
+    policy::get_running_loop(&OsKernel)
+}
+
+/// The loop running in this thread, or `None` (CPython's `_get_running_loop`, P-5).
+pub fn try_get_running_loop() -> Option<EventLoop> {
+    policy::try_get_running_loop(&OsKernel)
+}

@@ -1,0 +1,60 @@
+//! The default policy's method bodies (CPython's `BaseDefaultEventLoopPolicy`), callable
+//! from an override where Python would write `super().method()`.
+//!
+//! Each takes the policy as `&P` and calls the other methods through it, so overrides
+//! are honoured: `get_event_loop` creates with `policy.set_event_loop(policy.new_event_loop())`.
+
+use super::AbstractEventLoopPolicy;
+use crate::error::{Error, Result};
+use crate::event_loop::EventLoop;
+use crate::kernel::Kernel;
+
+/// The default `get_event_loop` (C-2, C-3).
+pub fn get_event_loop<K, P>(policy: &P) -> Result<EventLoop<K>>
+where
+    K: Kernel,
+    P: AbstractEventLoopPolicy<K> + ?Sized,
+{
+    let state = policy.state().ok_or_else(Error::not_implemented)?;
+    let kernel = state.kernel();
+    let create = state.with_local(|local| {
+        local.event_loop.is_none() && !local.set_called && kernel.is_main_thread()
+    });
+    if create {
+        policy.set_event_loop(Some(policy.new_event_loop()?))?;
+    }
+    state
+        .with_local(|local| local.event_loop.clone())
+        .ok_or_else(|| {
+            Error::runtime(format!(
+                "There is no current event loop in thread '{}'.",
+                kernel.current_thread_name()
+            ))
+        })
+}
+
+/// The default `set_event_loop` (C-4, C-5): marks the thread as set, then stores.
+pub fn set_event_loop<K, P>(policy: &P, event_loop: Option<EventLoop<K>>) -> Result<()>
+where
+    K: Kernel,
+    P: AbstractEventLoopPolicy<K> + ?Sized,
+{
+    let state = policy.state().ok_or_else(Error::not_implemented)?;
+    let old = state.with_local(|local| {
+        local.set_called = true;
+        std::mem::replace(&mut local.event_loop, event_loop)
+    });
+    // Dropped outside the lock: it may be the last handle of a loop.
+    drop(old);
+    Ok(())
+}
+
+/// The default `new_event_loop` (C-8): a new loop over the policy's kernel.
+pub fn new_event_loop<K, P>(policy: &P) -> Result<EventLoop<K>>
+where
+    K: Kernel,
+    P: AbstractEventLoopPolicy<K> + ?Sized,
+{
+    let state = policy.state().ok_or_else(Error::not_implemented)?;
+    EventLoop::with_kernel(state.kernel().clone())
+}

@@ -1,0 +1,167 @@
+//! Child processes: spawn through `std::process::Command`, waits and signals through libc.
+
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+
+use super::{OsKernel, check, errno_of, last_errno};
+use crate::kernel::{
+    Errno, ExitStatus, Fd, Pid, Processes, Signal, SpawnRequest, Spawned, Stdio, WaitMode,
+    WaitStatus, WaitTarget,
+};
+
+fn wait_flags(mode: WaitMode) -> libc::c_int {
+    match mode {
+        WaitMode::NoHang => libc::WNOHANG,
+        WaitMode::Block => 0,
+    }
+}
+
+fn waitpid(pid: libc::pid_t, mode: WaitMode) -> Result<WaitStatus, Errno> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a valid, writable int.
+    let rc = unsafe { libc::waitpid(pid, &mut status, wait_flags(mode)) };
+    match rc {
+        0 => Ok(WaitStatus::StillAlive),
+        rc if rc > 0 => Ok(WaitStatus::Terminated(Pid(rc), ExitStatus(status))),
+        _ => Err(last_errno()),
+    }
+}
+
+/// A duplicate of `fd` (close-on-exec) for std to place on a child's stream.
+fn dup_for_child(fd: Fd) -> Result<std::process::Stdio, Errno> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an int argument and returns a new descriptor.
+    let copy = check(unsafe { libc::fcntl(fd.0, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: `copy` is a fresh descriptor that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(copy) };
+    Ok(std::process::Stdio::from(owned))
+}
+
+fn std_stdio(stdio: Stdio) -> Result<std::process::Stdio, Errno> {
+    Ok(match stdio {
+        Stdio::Inherit => std::process::Stdio::inherit(),
+        Stdio::Null => std::process::Stdio::null(),
+        Stdio::Pipe => std::process::Stdio::piped(),
+        Stdio::Fd(fd) => dup_for_child(fd)?,
+    })
+}
+
+impl Processes for OsKernel {
+    fn spawn(&self, request: &SpawnRequest) -> Result<Spawned, Errno> {
+        let mut command = std::process::Command::new(&request.program);
+        command.args(&request.args);
+        if request.env_clear {
+            command.env_clear();
+        }
+        command.envs(request.env.iter().map(|(k, v)| (k, v)));
+        if let Some(cwd) = &request.cwd {
+            command.current_dir(cwd);
+        }
+        command
+            .stdin(std_stdio(request.stdin)?)
+            .stdout(std_stdio(request.stdout)?)
+            .stderr(std_stdio(request.stderr)?);
+        // std reports an exec failure through a close-on-exec pipe and reaps the failed
+        // child itself, so an error here leaves neither a zombie nor an open fd.
+        #[allow(clippy::disallowed_methods, reason = "OsKernel is the seam")]
+        let mut child = command.spawn().map_err(|e| errno_of(&e))?;
+        // Dropping a std Child neither waits nor kills: the pid stays ours to reap.
+        Ok(Spawned {
+            pid: Pid(child.id() as i32),
+            stdin: child.stdin.take().map(|s| Fd(s.into_raw_fd())),
+            stdout: child.stdout.take().map(|s| Fd(s.into_raw_fd())),
+            stderr: child.stderr.take().map(|s| Fd(s.into_raw_fd())),
+        })
+    }
+
+    fn wait_pid(&self, pid: Pid, mode: WaitMode) -> Result<WaitStatus, Errno> {
+        // 0 and negative pids mean process groups and "any child" to waitpid; they are
+        // not what this method is for.
+        if pid.0 <= 0 {
+            return Err(Errno::EINVAL);
+        }
+        waitpid(pid.0, mode)
+    }
+
+    fn wait_any(&self, mode: WaitMode) -> Result<WaitStatus, Errno> {
+        waitpid(-1, mode)
+    }
+
+    fn wait_peek(&self, target: WaitTarget, mode: WaitMode) -> Result<WaitStatus, Errno> {
+        let (idtype, id) = match target {
+            WaitTarget::Pid(pid) if pid.0 <= 0 => return Err(Errno::EINVAL),
+            WaitTarget::Pid(pid) => (libc::P_PID, pid.0 as libc::id_t),
+            WaitTarget::Any => (libc::P_ALL, 0),
+        };
+        // SAFETY: siginfo_t is plain data; all-zero is a valid value to be filled in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOWAIT | wait_flags(mode);
+        // SAFETY: `info` is a valid, writable siginfo_t.
+        check(unsafe { libc::waitid(idtype, id, &mut info, flags) })?;
+        // SAFETY: waitid filled in a SIGCHLD siginfo (or left it zeroed for WNOHANG).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(WaitStatus::StillAlive);
+        }
+        let raw = match info.si_code {
+            libc::CLD_EXITED => ExitStatus::from_exit_code(status as u8),
+            libc::CLD_KILLED => ExitStatus::from_signal(Signal(status), false),
+            libc::CLD_DUMPED => ExitStatus::from_signal(Signal(status), true),
+            _ => ExitStatus(status),
+        };
+        Ok(WaitStatus::Terminated(Pid(pid), raw))
+    }
+
+    fn kill(&self, pid: Pid, signal: Option<Signal>) -> Result<(), Errno> {
+        // kill(0) and kill(-n) signal whole process groups, kill(-1) every process the
+        // caller may signal: never what a watcher means.
+        if pid.0 <= 0 {
+            return Err(Errno::EINVAL);
+        }
+        let sig = signal.map_or(0, |s| s.0);
+        // SAFETY: kill takes two numbers.
+        check(unsafe { libc::kill(pid.0, sig) }).map(drop)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn pidfd_open(&self, pid: Pid) -> Result<Fd, Errno> {
+        if pid.0 <= 0 {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.0, 0) };
+        if rc < 0 {
+            Err(last_errno())
+        } else {
+            Ok(Fd(rc as i32))
+        }
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn pidfd_open(&self, _pid: Pid) -> Result<Fd, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn pidfd_send_signal(&self, pidfd: Fd, signal: Signal) -> Result<(), Errno> {
+        // SAFETY: a NULL siginfo pointer is allowed and means "as kill() would send".
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.0,
+                signal.0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc < 0 { Err(last_errno()) } else { Ok(()) }
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn pidfd_send_signal(&self, _pidfd: Fd, _signal: Signal) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    fn getpid(&self) -> Pid {
+        // SAFETY: getpid only returns a number.
+        Pid(unsafe { libc::getpid() })
+    }
+}

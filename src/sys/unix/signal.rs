@@ -1,0 +1,169 @@
+//! Signal dispositions and the wakeup fd.
+//!
+//! The one handler this module installs ([`wakeup_handler`]) writes the signal number as
+//! a byte to the wakeup fd and does nothing else: `write` is async-signal-safe, and the
+//! fd is read from an atomic. Handlers installed by other code are saved as they were
+//! found and handed back as [`Disposition::Foreign`] tokens, so restoring one puts back
+//! exactly that `sigaction`.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use super::{OsKernel, check, last_errno};
+use crate::kernel::{Disposition, Errno, Fd, Signal, Signals};
+
+/// The fd the handler writes to, or -1.
+static WAKEUP_FD: AtomicI32 = AtomicI32::new(-1);
+
+#[allow(clippy::disallowed_types, reason = "OsKernel is the seam")]
+static FOREIGN: std::sync::Mutex<Vec<SavedAction>> = std::sync::Mutex::new(Vec::new());
+
+/// A `sigaction` found installed by someone else.
+#[derive(Clone, Copy)]
+struct SavedAction(libc::sigaction);
+
+// SAFETY: a sigaction is plain data (a handler address, a mask and flags).
+unsafe impl Send for SavedAction {}
+
+impl SavedAction {
+    fn same_as(&self, other: &libc::sigaction) -> bool {
+        self.0.sa_sigaction == other.sa_sigaction && self.0.sa_flags == other.sa_flags
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn errno_location() -> *mut libc::c_int {
+    // SAFETY: returns the calling thread's errno slot.
+    unsafe { libc::__errno_location() }
+}
+
+#[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+fn errno_location() -> *mut libc::c_int {
+    // SAFETY: returns the calling thread's errno slot.
+    unsafe { libc::__error() }
+}
+
+extern "C" fn wakeup_handler(signum: libc::c_int) {
+    let errno = errno_location();
+    // SAFETY: errno_location points at this thread's errno; saving and restoring it
+    // keeps the interrupted code's errno intact.
+    let saved = unsafe { *errno };
+    let fd = WAKEUP_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = signum as u8;
+        // SAFETY: write is async-signal-safe; the buffer is one valid byte. A full or
+        // closed pipe loses the byte, which is what CPython's wakeup fd does too.
+        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+    }
+    // SAFETY: as above.
+    unsafe { *errno = saved };
+}
+
+fn handler_address() -> libc::sighandler_t {
+    wakeup_handler as extern "C" fn(libc::c_int) as libc::sighandler_t
+}
+
+fn current_action(signal: Signal) -> Result<libc::sigaction, Errno> {
+    // SAFETY: sigaction is plain data; all-zero is valid to be overwritten.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a NULL new action only queries; `old` is writable.
+    check(unsafe { libc::sigaction(signal.0, std::ptr::null(), &mut old) })?;
+    Ok(old)
+}
+
+fn classify(action: &libc::sigaction) -> Disposition {
+    match action.sa_sigaction {
+        libc::SIG_DFL => Disposition::Default,
+        libc::SIG_IGN => Disposition::Ignore,
+        handler if handler == handler_address() => Disposition::Wakeup,
+        _ => {
+            let mut saved = FOREIGN
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let index = match saved.iter().position(|s| s.same_as(action)) {
+                Some(index) => index,
+                None => {
+                    saved.push(SavedAction(*action));
+                    saved.len() - 1
+                }
+            };
+            Disposition::Foreign(index as u64)
+        }
+    }
+}
+
+fn action_for(disposition: Disposition) -> Result<libc::sigaction, Errno> {
+    // SAFETY: sigaction is plain data; all-zero is an empty mask with no flags.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    match disposition {
+        Disposition::Default => action.sa_sigaction = libc::SIG_DFL,
+        Disposition::Ignore => action.sa_sigaction = libc::SIG_IGN,
+        Disposition::Wakeup => {
+            action.sa_sigaction = handler_address();
+            // As CPython's siginterrupt(sig, False): interrupted calls restart.
+            action.sa_flags = libc::SA_RESTART;
+        }
+        Disposition::Foreign(index) => {
+            let saved = FOREIGN
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            action = saved.get(index as usize).ok_or(Errno::EINVAL)?.0;
+        }
+    }
+    Ok(action)
+}
+
+fn change_mask(how: libc::c_int, signal: Signal) -> Result<(), Errno> {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: `set` is a valid sigset_t; an invalid signal number gives EINVAL.
+    check(unsafe { libc::sigaddset(&mut set, signal.0) })?;
+    // SAFETY: `set` is valid; the old mask is not asked for.
+    let rc = unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
+    if rc != 0 { Err(Errno(rc)) } else { Ok(()) }
+}
+
+impl Signals for OsKernel {
+    fn set_disposition(
+        &self,
+        signal: Signal,
+        disposition: Disposition,
+    ) -> Result<Disposition, Errno> {
+        let action = action_for(disposition)?;
+        // SAFETY: sigaction is plain data; all-zero is valid to be overwritten.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are valid; the handler installed is either SIG_DFL,
+        // SIG_IGN, the async-signal-safe wakeup handler or one that was installed before.
+        check(unsafe { libc::sigaction(signal.0, &action, &mut old) })?;
+        Ok(classify(&old))
+    }
+
+    fn disposition(&self, signal: Signal) -> Result<Disposition, Errno> {
+        Ok(classify(&current_action(signal)?))
+    }
+
+    fn set_wakeup_fd(&self, fd: Option<Fd>) -> Result<Option<Fd>, Errno> {
+        if let Some(fd) = fd {
+            // SAFETY: F_GETFD only checks that the descriptor is open.
+            check(unsafe { libc::fcntl(fd.0, libc::F_GETFD) })?;
+        }
+        let old = WAKEUP_FD.swap(fd.map_or(-1, |fd| fd.0), Ordering::Relaxed);
+        Ok((old >= 0).then_some(Fd(old)))
+    }
+
+    fn raise(&self, signal: Signal) -> Result<(), Errno> {
+        // SAFETY: raise takes a number; it runs the handler before returning when the
+        // signal is not blocked.
+        let rc = unsafe { libc::raise(signal.0) };
+        if rc != 0 { Err(last_errno()) } else { Ok(()) }
+    }
+
+    fn block_signal(&self, signal: Signal) -> Result<(), Errno> {
+        change_mask(libc::SIG_BLOCK, signal)
+    }
+
+    fn unblock_signal(&self, signal: Signal) -> Result<(), Errno> {
+        change_mask(libc::SIG_UNBLOCK, signal)
+    }
+}
