@@ -17,6 +17,8 @@
 
 mod handle;
 mod task;
+#[cfg(test)]
+mod tests;
 
 use std::any::Any;
 use std::cmp::Ordering as CmpOrdering;
@@ -37,7 +39,7 @@ use crate::kernel::{
     Disposition, Errno, Event, Fd, Interest, Kernel, PollWaker, Poller, Signal, Token,
 };
 use crate::loom::sync::Mutex;
-use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::sys::unix::OsKernel;
 use task::TaskCell;
 
@@ -154,7 +156,8 @@ pub(crate) struct Inner<K: Kernel> {
     cancelled_timers: Arc<AtomicUsize>,
 }
 
-static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
+/// Numbers loops for their `Debug` output; not state any test models.
+static NEXT_LOOP_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A selector event loop over kernel `K`.
 ///

@@ -2,7 +2,7 @@
 
 pub(crate) mod sync {
     pub(crate) mod atomic {
-        pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+        pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     }
 
     /// loom's mutex with the same non-poisoning `lock` as the `std` shim.

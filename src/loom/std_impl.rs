@@ -2,7 +2,7 @@
 
 pub(crate) mod sync {
     pub(crate) mod atomic {
-        pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+        pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     }
 
     /// `std::sync::Mutex` without poisoning: a panicking callback must not take the

@@ -15,6 +15,8 @@
 //! the same for the real OS.
 
 pub mod base;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,7 +46,7 @@ pub trait AbstractEventLoopPolicy<K: Kernel = OsKernel>: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// `RuntimeError` "There is no current event loop in thread '<name>'." when none is
+    /// `RuntimeError` "There is no current event loop in thread 'NAME'." when none is
     /// set and none may be created.
     fn get_event_loop(&self) -> Result<EventLoop<K>> {
         base::get_event_loop(self)

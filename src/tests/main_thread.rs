@@ -1,0 +1,499 @@
+//! Tests that need the process's main thread, on the real OS.
+//!
+//! cargo's test harness runs tests in worker threads, where the default policy never
+//! creates loops and signal handlers cannot be installed. This binary has no harness
+//! (`harness = false`): `main` runs each test in turn on the main thread, one at a
+//! time, so process-wide state (the policy slot, signal dispositions, the fd table)
+//! is this test's alone. It ends with the line `N passed, M failed`.
+//!
+//! Run it alone with `cargo test -p loopwatch --test main_thread`; name tests as
+//! arguments to run only those.
+
+#[path = "../../examples/custom_policy.rs"]
+mod custom_policy;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use loopwatch::kernel::{
+    Disposition, Fds, Pid, Processes, Signal, Signals, Threads, WaitMode, WaitStatus,
+};
+use loopwatch::policy::base;
+use loopwatch::{
+    AbstractEventLoopPolicy, DefaultEventLoopPolicy, ErrorKind, EventLoop, OsKernel, PolicyState,
+    Result,
+};
+
+type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+type Test = (&'static str, fn() -> TestResult);
+
+fn main() {
+    let tests: &[Test] = &[
+        ("get_event_loop", get_event_loop),
+        (
+            "get_event_loop_calls_set_event_loop",
+            get_event_loop_calls_set_event_loop,
+        ),
+        (
+            "get_event_loop_after_set_none_main_thread",
+            get_event_loop_after_set_none_main_thread,
+        ),
+        (
+            "set_none_before_first_get_disables_creation",
+            set_none_before_first_get_disables_creation,
+        ),
+        (
+            "set_event_loop_policy_none_gives_fresh_default",
+            set_event_loop_policy_none_gives_fresh_default,
+        ),
+        (
+            "custom_policy_override_is_used",
+            custom_policy_override_is_used,
+        ),
+        (
+            "signal_handler_delivers_on_raise",
+            signal_handler_delivers_on_raise,
+        ),
+        (
+            "signal_handler_wakes_loop_blocked_in_poll",
+            signal_handler_wakes_loop_blocked_in_poll,
+        ),
+        (
+            "remove_signal_handler_restores_previous_disposition",
+            remove_signal_handler_restores_previous_disposition,
+        ),
+        (
+            "uncatchable_signal_is_runtime_error",
+            uncatchable_signal_is_runtime_error,
+        ),
+        (
+            "close_and_drop_restore_dispositions",
+            close_and_drop_restore_dispositions,
+        ),
+        (
+            "forked_child_does_not_see_running_loop",
+            forked_child_does_not_see_running_loop,
+        ),
+        ("loop_life_leaks_nothing", loop_life_leaks_nothing),
+    ];
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        // Each test starts from a fresh default policy.
+        loopwatch::set_event_loop_policy(None);
+        let outcome = catch_unwind(AssertUnwindSafe(test));
+        match outcome {
+            Ok(Ok(())) => {
+                passed += 1;
+                println!("test {name} ... ok");
+            }
+            Ok(Err(error)) => {
+                failed += 1;
+                println!("test {name} ... FAILED: {error}");
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED (panicked, message above)");
+            }
+        }
+    }
+    loopwatch::set_event_loop_policy(None);
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+fn check(condition: bool, what: &str) -> TestResult {
+    if condition { Ok(()) } else { Err(what.into()) }
+}
+
+fn get_event_loop() -> TestResult {
+    // Port of test_get_event_loop (C-2): in the main thread a fresh policy creates a
+    // loop on first use and returns the same one afterwards.
+    let kernel = OsKernel;
+    check(kernel.is_main_thread(), "runs on the main thread")?;
+    let policy = DefaultEventLoopPolicy::new();
+    let first = policy.get_event_loop()?;
+    let second = policy.get_event_loop()?;
+    check(first == second, "same loop twice")?;
+    first.close()?;
+    Ok(())
+}
+
+fn get_event_loop_calls_set_event_loop() -> TestResult {
+    // Port of test_get_event_loop_calls_set_event_loop (C-2): creation goes through
+    // self.set_event_loop(self.new_event_loop()), so overrides see it.
+    struct Spy {
+        state: PolicyState,
+        set_with: loopwatch_test_slot::Slot<Option<EventLoop>>,
+    }
+    impl AbstractEventLoopPolicy for Spy {
+        fn state(&self) -> Option<&PolicyState> {
+            Some(&self.state)
+        }
+        fn set_event_loop(&self, event_loop: Option<EventLoop>) -> Result<()> {
+            self.set_with.push(event_loop.clone());
+            base::set_event_loop(self, event_loop)
+        }
+    }
+    let spy = Spy {
+        state: PolicyState::new(OsKernel),
+        set_with: Default::default(),
+    };
+    let created = spy.get_event_loop()?;
+    let calls = spy.set_with.take();
+    check(calls.len() == 1, "set_event_loop called once")?;
+    check(calls[0].as_ref() == Some(&created), "with the created loop")?;
+    spy.get_event_loop()?;
+    check(spy.set_with.take().is_empty(), "not again")?;
+    created.close()?;
+    Ok(())
+}
+
+fn get_event_loop_after_set_none_main_thread() -> TestResult {
+    // Port of test_get_event_loop_after_set_none (C-3, C-4) in the main thread: the
+    // message names 'MainThread'.
+    let policy = DefaultEventLoopPolicy::new();
+    let created = policy.get_event_loop()?;
+    policy.set_event_loop(None)?;
+    let err = policy.get_event_loop().unwrap_err();
+    check(err.kind() == ErrorKind::RuntimeError, "RuntimeError")?;
+    check(
+        err.message() == "There is no current event loop in thread 'MainThread'.",
+        "CPython's message",
+    )?;
+    created.close()?;
+    Ok(())
+}
+
+fn set_none_before_first_get_disables_creation() -> TestResult {
+    // Goal (C-4): set_event_loop(None) before any get stops auto-creation for good.
+    let policy = DefaultEventLoopPolicy::new();
+    policy.set_event_loop(None)?;
+    for _ in 0..2 {
+        check(policy.get_event_loop().is_err(), "never creates")?;
+    }
+    Ok(())
+}
+
+fn set_event_loop_policy_none_gives_fresh_default() -> TestResult {
+    // Goal (P-3): after set_event_loop_policy(None) the new default policy has none of
+    // the old one's loops: the main thread gets a different, new loop.
+    let first = loopwatch::get_event_loop()?;
+    loopwatch::set_event_loop_policy(None);
+    let second = loopwatch::get_event_loop()?;
+    check(first != second, "fresh policy, fresh loop")?;
+    first.close()?;
+    second.close()?;
+    Ok(())
+}
+
+fn custom_policy_override_is_used() -> TestResult {
+    // Goal (seed "Custom Policies", C-2): with MyEventLoopPolicy installed, the module
+    // get_event_loop() goes through its override, which calls the default behaviour.
+    let policy = Arc::new(custom_policy::MyEventLoopPolicy::new());
+    loopwatch::set_event_loop_policy(Some(policy.clone()));
+    let event_loop = loopwatch::get_event_loop()?;
+    check(policy.calls.load(Ordering::SeqCst) == 1, "override ran")?;
+    check(event_loop.get_debug(), "override's change is visible")?;
+    check(loopwatch::get_event_loop()? == event_loop, "same loop")?;
+    check(
+        policy.calls.load(Ordering::SeqCst) == 2,
+        "override ran again",
+    )?;
+    event_loop.close()?;
+    Ok(())
+}
+
+fn signal_handler_delivers_on_raise() -> TestResult {
+    // Goal: add_signal_handler(SIGUSR1) runs the callback in the loop after raise;
+    // adding again replaces the handler.
+    let kernel = OsKernel;
+    let event_loop = EventLoop::new()?;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (count, lp) = (calls.clone(), event_loop.clone());
+    let first =
+        event_loop.add_signal_handler(Signal::SIGUSR1, || panic!("replaced handler ran"))?;
+    event_loop.add_signal_handler(Signal::SIGUSR1, move || {
+        count.fetch_add(1, Ordering::SeqCst);
+        lp.stop();
+    })?;
+    check(first.cancelled(), "replaced handle is cancelled")?;
+    event_loop.call_soon(move || kernel.raise(Signal::SIGUSR1).expect("raise"))?;
+    event_loop.run_forever()?;
+    check(calls.load(Ordering::SeqCst) == 1, "handler ran once")?;
+    check(
+        event_loop.remove_signal_handler(Signal::SIGUSR1)?,
+        "was set",
+    )?;
+    check(
+        !event_loop.remove_signal_handler(Signal::SIGUSR1)?,
+        "now gone",
+    )?;
+    event_loop.close()?;
+    Ok(())
+}
+
+fn signal_handler_wakes_loop_blocked_in_poll() -> TestResult {
+    // Goal: a signal sent from another thread while the loop is blocked in poll (no
+    // timers, nothing ready) wakes it through the wakeup fd.
+    let kernel = OsKernel;
+    let event_loop = EventLoop::new()?;
+    let lp = event_loop.clone();
+    event_loop.add_signal_handler(Signal::SIGUSR2, move || lp.stop())?;
+    let sender = kernel.spawn_thread(
+        "signal-sender",
+        Box::new(move || {
+            let pid = kernel.getpid();
+            kernel.kill(pid, Some(Signal::SIGUSR2)).expect("kill");
+        }),
+    )?;
+    event_loop.run_forever()?;
+    kernel.join_thread(sender).map_err(|_| "sender panicked")?;
+    event_loop.remove_signal_handler(Signal::SIGUSR2)?;
+    event_loop.close()?;
+    Ok(())
+}
+
+fn remove_signal_handler_restores_previous_disposition() -> TestResult {
+    // Goal: remove_signal_handler puts back what was there before add, here SIG_IGN
+    // and then SIG_DFL, and the wakeup fd is released once no handler is left.
+    let kernel = OsKernel;
+    let event_loop = EventLoop::new()?;
+    let before = kernel.set_disposition(Signal::SIGUSR1, Disposition::Ignore)?;
+    event_loop.add_signal_handler(Signal::SIGUSR1, || {})?;
+    check(
+        kernel.disposition(Signal::SIGUSR1)? == Disposition::Wakeup,
+        "handler installed",
+    )?;
+    check(
+        kernel.set_wakeup_fd(None)?.is_some(),
+        "wakeup fd set by the loop",
+    )?;
+    // Put it back for the loop (set_wakeup_fd(None) above only looked).
+    event_loop.remove_signal_handler(Signal::SIGUSR1)?;
+    check(
+        kernel.disposition(Signal::SIGUSR1)? == Disposition::Ignore,
+        "SIG_IGN restored",
+    )?;
+    kernel.set_disposition(Signal::SIGUSR1, before)?;
+    event_loop.add_signal_handler(Signal::SIGUSR1, || {})?;
+    event_loop.remove_signal_handler(Signal::SIGUSR1)?;
+    check(
+        kernel.disposition(Signal::SIGUSR1)? == Disposition::Default,
+        "SIG_DFL restored",
+    )?;
+    check(kernel.set_wakeup_fd(None)?.is_none(), "wakeup fd released")?;
+    event_loop.close()?;
+    Ok(())
+}
+
+fn uncatchable_signal_is_runtime_error() -> TestResult {
+    // Goal: as CPython, an uncatchable signal is RuntimeError 'sig 9 cannot be caught'
+    // and leaves no wakeup fd behind.
+    let kernel = OsKernel;
+    let event_loop = EventLoop::new()?;
+    let err = event_loop
+        .add_signal_handler(Signal::SIGKILL, || {})
+        .unwrap_err();
+    check(err.kind() == ErrorKind::RuntimeError, "RuntimeError")?;
+    check(
+        err.message() == "sig 9 cannot be caught",
+        "CPython's message",
+    )?;
+    check(
+        kernel.set_wakeup_fd(None)?.is_none(),
+        "wakeup fd not left set",
+    )?;
+    event_loop.close()?;
+    Ok(())
+}
+
+fn close_and_drop_restore_dispositions() -> TestResult {
+    // Goal: close() removes the loop's signal handlers, and so does dropping a loop
+    // that was never closed.
+    let kernel = OsKernel;
+    let event_loop = EventLoop::new()?;
+    event_loop.add_signal_handler(Signal::SIGUSR1, || {})?;
+    event_loop.close()?;
+    check(
+        kernel.disposition(Signal::SIGUSR1)? == Disposition::Default,
+        "close restored",
+    )?;
+    let dropped = EventLoop::new()?;
+    dropped.add_signal_handler(Signal::SIGUSR2, || {})?;
+    drop(dropped);
+    check(
+        kernel.disposition(Signal::SIGUSR2)? == Disposition::Default,
+        "drop restored",
+    )?;
+    check(kernel.set_wakeup_fd(None)?.is_none(), "wakeup fd released")?;
+    Ok(())
+}
+
+fn forked_child_does_not_see_running_loop() -> TestResult {
+    // Port of test_get_event_loop_new_process (P-5): a child forked while a loop runs
+    // does not see the parent's running loop, and can run a new loop of its own.
+    let kernel = OsKernel;
+    let event_loop = EventLoop::new()?;
+    let child_pid = Arc::new(AtomicUsize::new(0));
+    let (slot, lp) = (child_pid.clone(), event_loop.clone());
+    event_loop.call_soon(move || {
+        // SAFETY: this binary is single-threaded here (tests run one at a time on the
+        // main thread and join what they start), so the child may run Rust code.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = match child_after_fork() {
+                Ok(true) => 0,
+                Ok(false) => 1,
+                Err(_) => 2,
+            };
+            // SAFETY: ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        slot.store(pid as usize, Ordering::SeqCst);
+        lp.stop();
+    })?;
+    event_loop.run_forever()?;
+    let pid = Pid(child_pid.load(Ordering::SeqCst) as i32);
+    check(pid.0 > 0, "fork succeeded")?;
+    match kernel.wait_pid(pid, WaitMode::Block)? {
+        WaitStatus::Terminated(_, status) => check(
+            status.returncode() == 0,
+            &format!("child reported returncode {}", status.returncode()),
+        )?,
+        WaitStatus::StillAlive => return Err("blocking wait returned early".into()),
+    }
+    event_loop.close()?;
+    Ok(())
+}
+
+fn child_after_fork() -> Result<bool> {
+    if loopwatch::try_get_running_loop().is_some() {
+        return Ok(false);
+    }
+    let event_loop = loopwatch::new_event_loop()?;
+    loopwatch::set_event_loop(Some(event_loop.clone()))?;
+    let hello = event_loop.run_until_complete(async { "hello" })?;
+    event_loop.close()?;
+    Ok(hello == "hello")
+}
+
+fn loop_life_leaks_nothing() -> TestResult {
+    // Goal: a loop's whole life (create, run callbacks, timers, a task, a reader, a
+    // signal handler, threadsafe calls from a thread, close) leaves the fd table,
+    // the thread count and the child list as they were.
+    let kernel = OsKernel;
+    let fds_before = count_entries("/proc/self/fd")?;
+    let threads_before = count_entries("/proc/self/task")?;
+    let children_before = children()?;
+    {
+        let event_loop = EventLoop::new()?;
+        let (read, write) = kernel.pipe()?;
+        let got = Arc::new(AtomicBool::new(false));
+        let (flag, lp) = (got.clone(), event_loop.clone());
+        event_loop.add_reader(read, move || {
+            let mut buf = [0u8; 8];
+            let _ = kernel.read(read, &mut buf);
+            flag.store(true, Ordering::SeqCst);
+            lp.remove_reader(read).expect("remove_reader");
+        })?;
+        event_loop.add_signal_handler(Signal::SIGUSR1, || {})?;
+        event_loop.call_later(0.001, move || {
+            kernel.write(write, b"x").expect("write");
+        })?;
+        let remote = event_loop.clone();
+        let thread = kernel.spawn_thread(
+            "leak-check",
+            Box::new(move || {
+                remote.call_soon_threadsafe(|| {}).expect("threadsafe");
+            }),
+        )?;
+        let task = event_loop.create_task(async { 5 })?;
+        let out = event_loop.run_until_complete(async move {
+            let value = task.await.expect("task");
+            while !got.load(Ordering::SeqCst) {
+                loopwatch_test_slot::yield_now().await;
+            }
+            value
+        })?;
+        check(out == 5, "task output")?;
+        kernel.join_thread(thread).map_err(|_| "thread panicked")?;
+        event_loop.close()?;
+        kernel.close(read)?;
+        kernel.close(write)?;
+    }
+    check(
+        count_entries("/proc/self/fd")? == fds_before,
+        "fd count back to where it was",
+    )?;
+    check(
+        count_entries("/proc/self/task")? == threads_before,
+        "no stray threads",
+    )?;
+    check(children()? == children_before, "no children left")?;
+    Ok(())
+}
+
+fn count_entries(dir: &str) -> std::io::Result<usize> {
+    Ok(std::fs::read_dir(dir)?.count())
+}
+
+/// Pids of this process's children, zombies included.
+fn children() -> std::io::Result<Vec<String>> {
+    let mut all = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let path = task?.path().join("children");
+        let text = std::fs::read_to_string(path)?;
+        all.extend(text.split_whitespace().map(str::to_string));
+    }
+    all.sort();
+    Ok(all)
+}
+
+/// Small helpers shared by the tests above.
+mod loopwatch_test_slot {
+    #[allow(clippy::disallowed_types, reason = "test-only bookkeeping")]
+    type StdMutex<T> = std::sync::Mutex<T>;
+
+    /// A list shared with a callback.
+    pub(super) struct Slot<T>(StdMutex<Vec<T>>);
+
+    impl<T> Default for Slot<T> {
+        fn default() -> Self {
+            Slot(StdMutex::new(Vec::new()))
+        }
+    }
+
+    impl<T> Slot<T> {
+        pub(super) fn push(&self, value: T) {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(value);
+        }
+        pub(super) fn take(&self) -> Vec<T> {
+            std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+        }
+    }
+
+    /// Yields once to the loop, as `asyncio.sleep(0)`.
+    pub(super) async fn yield_now() {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                std::task::Poll::Ready(())
+            } else {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+}
