@@ -140,6 +140,8 @@ struct State<K: Kernel> {
     stopping: bool,
     closed: bool,
     exception_handler: Option<ExceptionHandler<K>>,
+    /// In debug mode, callbacks that take at least this long (seconds) are reported.
+    slow_callback_duration: f64,
 }
 
 pub(crate) struct Inner<K: Kernel> {
@@ -366,6 +368,7 @@ impl<K: Kernel> EventLoop<K> {
                     stopping: false,
                     closed: false,
                     exception_handler: None,
+                    slow_callback_duration: 0.1,
                 }),
                 debug: AtomicBool::new(false),
                 cancelled_timers: Arc::new(AtomicUsize::new(0)),
@@ -388,7 +391,7 @@ impl<K: Kernel> EventLoop<K> {
     /// (`This event loop is already running`), or another loop runs in this thread
     /// (`Cannot run the event loop while another loop is running`).
     pub fn run_forever(&self) -> Result<()> {
-        self.run(|| false)
+        self.run(|| false, || false)
     }
 
     /// Runs until `future` completes and returns its output.
@@ -408,7 +411,11 @@ impl<K: Kernel> EventLoop<K> {
         });
         let waker = Waker::from(wake.clone());
         let mut output = None;
-        self.run(|| {
+        let woken = wake.clone();
+        let pending = move || woken.woken.load(Ordering::Acquire);
+        // As asyncio's task step, the future is first polled in the first iteration,
+        // after the callbacks that were already scheduled.
+        self.run(pending, || {
             if !wake.woken.swap(false, Ordering::AcqRel) {
                 return false;
             }
@@ -425,8 +432,9 @@ impl<K: Kernel> EventLoop<K> {
     }
 
     /// The body of both run methods: iterate until stopped or `done` says so. `done`
-    /// runs before the first iteration and after each.
-    fn run(&self, mut done: impl FnMut() -> bool) -> Result<()> {
+    /// runs after each iteration; while `pending` says there is work for it, polls do
+    /// not block.
+    fn run(&self, pending: impl Fn() -> bool, mut done: impl FnMut() -> bool) -> Result<()> {
         let kernel = &self.inner.kernel;
         let thread = kernel.current_thread();
         {
@@ -462,11 +470,8 @@ impl<K: Kernel> EventLoop<K> {
         }
         let _running = Running(self);
         let mut events = Vec::new();
-        if done() {
-            return Ok(());
-        }
         loop {
-            self.run_once(&mut events)?;
+            self.run_once(&mut events, &pending)?;
             if done() {
                 return Ok(());
             }
@@ -477,14 +482,14 @@ impl<K: Kernel> EventLoop<K> {
     }
 
     /// One iteration: poll, collect ready fds and due timers, run what is ready.
-    fn run_once(&self, events: &mut Vec<Event>) -> Result<()> {
+    fn run_once(&self, events: &mut Vec<Event>, pending: &dyn Fn() -> bool) -> Result<()> {
         let inner = &*self.inner;
         inner.wake_pending.store(false, Ordering::SeqCst);
         let poller = inner.poller.lock().clone().ok_or_else(closed_error)?;
         let timeout = {
             let mut state = inner.state.lock();
             self.prune_timers(&mut state);
-            if !state.ready.is_empty() || state.stopping {
+            if !state.ready.is_empty() || state.stopping || pending() {
                 Some(Duration::ZERO)
             } else if let Some(first) = state.timers.peek() {
                 let delay = first.when - self.time();
@@ -539,6 +544,7 @@ impl<K: Kernel> EventLoop<K> {
 
     fn run_job(&self, ready: Ready<K>) {
         let Ready { handle, job } = ready;
+        let started = self.get_debug().then(|| self.time());
         let outcome = match job {
             Job::Once(callback) => catch_unwind(AssertUnwindSafe(callback)),
             Job::Repeat(callback) => catch_unwind(AssertUnwindSafe(|| (callback.lock())())),
@@ -548,6 +554,12 @@ impl<K: Kernel> EventLoop<K> {
                 Ok(())
             }
         };
+        if let Some(started) = started {
+            let took = self.time() - started;
+            if took >= self.slow_callback_duration() {
+                tracing::warn!(target: "asyncio", "Executing {handle:?} took {took:.3} seconds");
+            }
+        }
         if let Err(payload) = outcome {
             self.call_exception_handler(&ExceptionContext {
                 message: format!("Exception in callback {}", handle.callback_name()),
@@ -1072,9 +1084,31 @@ impl<K: Kernel> EventLoop<K> {
         self.inner.debug.load(Ordering::Relaxed)
     }
 
-    /// Turns debug mode on or off.
+    /// Turns debug mode on or off. In debug mode each callback is timed, and one that
+    /// runs for [`EventLoop::slow_callback_duration`] or longer is reported as a
+    /// `warn` event on the `asyncio` target (`Executing <Handle …> took 0.123 seconds`).
     pub fn set_debug(&self, enabled: bool) {
         self.inner.debug.store(enabled, Ordering::Relaxed);
+    }
+
+    /// The debug-mode threshold for slow callbacks, in seconds (default 0.1).
+    pub fn slow_callback_duration(&self) -> f64 {
+        self.inner.state.lock().slow_callback_duration
+    }
+
+    /// Sets the debug-mode threshold for slow callbacks, in seconds.
+    ///
+    /// # Errors
+    ///
+    /// `ValueError` for a negative or NaN duration.
+    pub fn set_slow_callback_duration(&self, seconds: f64) -> Result<()> {
+        if seconds.is_nan() || seconds < 0.0 {
+            return Err(Error::value(format!(
+                "slow_callback_duration must be a non-negative number, not {seconds}"
+            )));
+        }
+        self.inner.state.lock().slow_callback_duration = seconds;
+        Ok(())
     }
 }
 

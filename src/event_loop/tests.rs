@@ -87,6 +87,23 @@ fn run_until_complete_returns_output() {
 }
 
 #[test]
+fn run_until_complete_runs_earlier_callbacks_first() {
+    // Goal: as asyncio, where the future's task step is queued behind callbacks that
+    // were already scheduled, those callbacks run before the future is first polled,
+    // even when it is ready at once.
+    let event_loop = new_loop();
+    let log = Log::default();
+    let l1 = log.clone();
+    event_loop.call_soon(move || l1.push("callback")).unwrap();
+    let l2 = log.clone();
+    event_loop
+        .run_until_complete(async move { l2.push("future") })
+        .unwrap();
+    assert_eq!(log.take(), ["callback", "future"]);
+    event_loop.close().unwrap();
+}
+
+#[test]
 fn call_soon_runs_in_fifo_order() {
     // Goal: callbacks scheduled with call_soon run in scheduling order, one iteration.
     let event_loop = new_loop();
@@ -586,6 +603,35 @@ fn default_exception_handler_logs_on_asyncio_target() {
     assert!(asyncio[0].2.contains("first"));
     assert_eq!(asyncio[1].1, "Unhandled error in exception handler");
     assert!(asyncio[1].2.contains("handler broke"));
+}
+
+#[test]
+fn debug_mode_reports_slow_callbacks() {
+    // Goal: in debug mode a callback at or over slow_callback_duration is reported as a
+    // warning on target 'asyncio'; out of debug mode nothing is reported. A threshold
+    // of zero makes every callback slow, so the test does not depend on timing.
+    let capture = capture::Capture::default();
+    let events = capture.0.clone();
+    tracing::subscriber::with_default(capture, || {
+        let event_loop = new_loop();
+        event_loop.set_slow_callback_duration(0.0).unwrap();
+        assert_eq!(event_loop.slow_callback_duration(), 0.0);
+        event_loop.call_soon(|| {}).unwrap();
+        stop_soon(&event_loop);
+        event_loop.run_forever().unwrap();
+        assert!(events.lock().is_empty(), "debug is off");
+        event_loop.set_debug(true);
+        event_loop.call_soon(|| {}).unwrap();
+        event_loop.run_until_complete(async {}).unwrap();
+        let err = event_loop.set_slow_callback_duration(-1.0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueError);
+        event_loop.close().unwrap();
+    });
+    let events = events.lock().clone();
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|(target, message, _)| target == "asyncio"
+        && message.starts_with("Executing <Handle ")
+        && message.ends_with(" seconds")));
 }
 
 #[test]

@@ -1,10 +1,23 @@
 //! Policies on the real OS, from cargo's worker threads (never the main thread). Ports
-//! of CPython's `PolicyTests` (test_events.py) by name; main-thread behaviour (C-2
-//! auto-creation) is tested in `src/tests/main_thread.rs`.
+//! of CPython's `PolicyTests` (test_events.py) keep their names; main-thread behaviour
+//! is tested in `src/tests/main_thread.rs` (marked "main" below).
 //!
-//! Enforced by types, so no test: P-2's and C-5's `TypeError`/`AssertionError` for a
-//! non-policy or non-loop argument (the parameters are `Option<PolicyRef>` and
-//! `Option<EventLoop>`).
+//! | clause | tests |
+//! |---|---|
+//! | A-1 | `event_loop_policy` |
+//! | P-1 | `get_event_loop_policy` |
+//! | P-2 | `set_event_loop_policy`; the `TypeError` for a non-policy is enforced by types (`Option<PolicyRef>`) |
+//! | P-3 | `set_event_loop_policy`, main `set_event_loop_policy_none_gives_fresh_default` |
+//! | P-4 | `get_event_loop_returns_running_loop`, `event_loop::tests::running_loop_is_visible_inside_only` |
+//! | P-5 | `get_event_loop_returns_running_loop`, main `forked_child_does_not_see_running_loop` |
+//! | P-6 | `get_event_loop_returns_running_loop`, `event_loop::tests::running_loop_is_visible_inside_only` |
+//! | P-7 | `module_functions_delegate_to_policy` |
+//! | C-1 | `loops_are_per_thread` |
+//! | C-2 | main `get_event_loop`, main `get_event_loop_calls_set_event_loop`, `get_event_loop_thread`, `get_event_loop_calls_set_event_loop_in_worker_never`, main `custom_policy_override_is_used` |
+//! | C-3 | `get_event_loop_thread`, main `get_event_loop_after_set_none_main_thread` |
+//! | C-4 | `get_event_loop_after_set_none`, main `set_none_before_first_get_disables_creation` |
+//! | C-5 | `set_event_loop`; the `TypeError` for a non-loop is enforced by types (`Option<EventLoop>`), so the "set called before validation" quirk cannot be observed |
+//! | C-8 | `new_event_loop_has_no_side_effects` |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
