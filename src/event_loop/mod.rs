@@ -40,6 +40,7 @@ use crate::kernel::{
 };
 use crate::loom::sync::Mutex;
 use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::BlockingMutex;
 use crate::sys::unix::OsKernel;
 use task::TaskCell;
 
@@ -153,7 +154,9 @@ pub(crate) struct Inner<K: Kernel> {
     /// Set when a wake is on its way, so that many `call_soon_threadsafe` calls between
     /// two polls cost one write to the waker.
     wake_pending: AtomicBool,
-    state: Mutex<State<K>>,
+    /// A kernel lock: the loop holds it across kernel calls (registering an fd,
+    /// installing a signal disposition), which may switch threads under a simulator.
+    state: BlockingMutex<K, State<K>>,
     debug: AtomicBool,
     cancelled_timers: Arc<AtomicUsize>,
 }
@@ -279,7 +282,10 @@ impl<K: Kernel> Inner<K> {
         if self.wake_pending.swap(true, Ordering::SeqCst) {
             return;
         }
-        if let Some(waker) = self.waker.lock().as_ref() {
+        // Cloned out first: waking is a kernel call, and the shim lock must not be
+        // held across one.
+        let waker = self.waker.lock().clone();
+        if let Some(waker) = waker {
             // A failed wake (an eventfd at its limit) still leaves one pending.
             let _ = waker.wake();
         }
@@ -348,6 +354,24 @@ impl<K: Kernel> EventLoop<K> {
     pub fn with_kernel(kernel: K) -> Result<EventLoop<K>> {
         let poller = kernel.new_poller().map_err(Error::from)?;
         let waker = poller.waker();
+        let state = BlockingMutex::new(
+            &kernel,
+            State {
+                ready: VecDeque::new(),
+                timers: BinaryHeap::new(),
+                timer_sequence: 0,
+                readers: BTreeMap::new(),
+                writers: BTreeMap::new(),
+                signal_handlers: BTreeMap::new(),
+                signal_pipe: None,
+                previous_wakeup_fd: None,
+                running_thread: None,
+                stopping: false,
+                closed: false,
+                exception_handler: None,
+                slow_callback_duration: 0.1,
+            },
+        );
         Ok(EventLoop {
             inner: Arc::new(Inner {
                 kernel,
@@ -355,21 +379,7 @@ impl<K: Kernel> EventLoop<K> {
                 poller: Mutex::new(Some(Arc::new(poller))),
                 waker: Mutex::new(Some(waker)),
                 wake_pending: AtomicBool::new(false),
-                state: Mutex::new(State {
-                    ready: VecDeque::new(),
-                    timers: BinaryHeap::new(),
-                    timer_sequence: 0,
-                    readers: BTreeMap::new(),
-                    writers: BTreeMap::new(),
-                    signal_handlers: BTreeMap::new(),
-                    signal_pipe: None,
-                    previous_wakeup_fd: None,
-                    running_thread: None,
-                    stopping: false,
-                    closed: false,
-                    exception_handler: None,
-                    slow_callback_duration: 0.1,
-                }),
+                state,
                 debug: AtomicBool::new(false),
                 cancelled_timers: Arc::new(AtomicUsize::new(0)),
             }),

@@ -18,6 +18,12 @@
 //!   blocking poll early and is not itself reported as an event.
 //! - A signal handler installed by the seam ([`Disposition::Wakeup`]) only writes the
 //!   signal number as one byte to the wakeup fd.
+//! - Every method is a point where a simulator may let another thread run first,
+//!   except the pure queries [`Clock::now`], [`Threads::current_thread`],
+//!   [`Threads::current_thread_name`], [`Threads::is_main_thread`] and
+//!   [`Processes::getpid`]. Code above the seam therefore never holds a short lock
+//!   (`std`'s, or the loom shim's) across any other kernel call: a lock that must be
+//!   held across one is a [`BlockingMutex`](crate::sync::BlockingMutex).
 //! - Thread identity, names and "is this the main thread" come from the kernel, so a
 //!   simulator can decide them; per-thread state above the seam is keyed by
 //!   [`ThreadId`], never by `thread_local!`.
