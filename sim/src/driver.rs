@@ -1,0 +1,324 @@
+//! The driver: runs simulated threads as stackful coroutines on the calling OS thread,
+//! one at a time, and decides at every scheduling point which one goes next.
+//!
+//! A kernel call from a simulated thread first yields to the scheduler (the scheduling
+//! point), then performs its operation on the model. An operation that blocks marks
+//! the thread blocked and yields again; the thread retries after the model changes, its
+//! deadline passes, or a signal interrupts it. When no thread can run, the scheduler
+//! fires due child events and pending signals, then advances virtual time to the next
+//! timer; with nothing left to wait for, the run ends in a deadlock report.
+//!
+//! Coroutines switch in tens of nanoseconds, where handing a baton between OS threads
+//! costs microseconds; and with one OS thread nothing but the seed decides the order.
+
+use std::cell::Cell;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+
+use crate::model::{MAIN_THREAD, State, Status, Step, Tid};
+use crate::sched::Scheduler;
+
+/// Stack of each simulated thread: mapped lazily, so only touched pages cost memory.
+const STACK_BYTES: usize = 1 << 20;
+
+type SimYielder = Yielder<(), ()>;
+
+thread_local! {
+    /// The yielder of the coroutine running on this OS thread, or null on the host
+    /// stack. Each coroutine stores its own at start and after every suspension, so
+    /// while a coroutine runs this is always its yielder.
+    static CURRENT: Cell<*const SimYielder> = const { Cell::new(std::ptr::null()) };
+}
+
+#[allow(
+    clippy::disallowed_types,
+    reason = "the simulator is a kernel: its state lock never spans a switch"
+)]
+type StdMutex<T> = std::sync::Mutex<T>;
+
+/// What every `SimKernel` handle of one run shares.
+pub(crate) struct Shared {
+    state: StdMutex<State>,
+    pub(crate) globals: std::sync::OnceLock<loopwatch::ProcessGlobals<crate::SimKernel>>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// The value a call gives when the run is being torn down and it cannot block.
+pub(crate) trait Aborted {
+    fn aborted() -> Self;
+}
+
+impl<T> Aborted for Result<T, loopwatch::kernel::Errno> {
+    fn aborted() -> Self {
+        Err(loopwatch::kernel::Errno(libc_eio()))
+    }
+}
+
+impl Aborted for () {
+    fn aborted() -> Self {}
+}
+
+impl Aborted for bool {
+    fn aborted() -> Self {
+        false
+    }
+}
+
+impl Aborted for Result<(), Box<dyn std::any::Any + Send>> {
+    fn aborted() -> Self {
+        Ok(())
+    }
+}
+
+/// `EIO`: what a call that would block gets once the run is over, so that code left
+/// running ends instead of retrying.
+const fn libc_eio() -> i32 {
+    5
+}
+
+fn in_coroutine() -> bool {
+    !CURRENT.with(Cell::get).is_null()
+}
+
+/// Gives control back to the scheduler; returns when this thread is picked again.
+fn suspend() {
+    let yielder = CURRENT.with(Cell::get);
+    assert!(!yielder.is_null(), "suspend outside a simulated thread");
+    // SAFETY: `yielder` was stored by the coroutine now running from the `&Yielder`
+    // its closure received, which lives until that closure returns; we are inside the
+    // closure (this coroutine is the one running), so the reference is valid.
+    unsafe { (*yielder).suspend(()) };
+    CURRENT.with(|current| current.set(yielder));
+}
+
+impl Shared {
+    pub(crate) fn new(state: State) -> Shared {
+        Shared {
+            state: StdMutex::new(state),
+            globals: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One kernel call: a scheduling point, then `op` until it completes. `op` runs
+    /// with the model locked; the lock is never held across a switch.
+    pub(crate) fn syscall<R: Aborted>(
+        &self,
+        name: &'static str,
+        mut op: impl FnMut(&mut State, Tid) -> Step<R>,
+    ) -> R {
+        let inside = in_coroutine();
+        if inside && !self.lock().aborting {
+            suspend();
+        }
+        let mut blocked = false;
+        loop {
+            let mut state = self.lock();
+            let tid = state.current;
+            match op(&mut state, tid) {
+                Step::Done(result) => return result,
+                Step::Block(wait) => {
+                    if !inside || state.aborting {
+                        return R::aborted();
+                    }
+                    if !blocked {
+                        blocked = true;
+                        state.log(tid, format_args!("{name} blocks"));
+                    }
+                    let thread = state.threads.get_mut(&tid).expect("running thread");
+                    thread.status = Status::Blocked(wait);
+                    thread.blocked_in = name;
+                    drop(state);
+                    suspend();
+                }
+            }
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The main thread returned.
+    Completed,
+    /// The main thread panicked; the message is the panic's.
+    Panicked(String),
+    /// Every thread waits for something that can no longer happen.
+    Deadlock(String),
+    /// The run took more scheduling steps than allowed.
+    StepLimit(u64),
+    /// A signal whose default action is to terminate reached the process.
+    KilledBySignal(i32),
+}
+
+pub(crate) struct RunResult {
+    pub(crate) outcome: Outcome,
+    pub(crate) threads_abandoned: usize,
+}
+
+fn new_coroutine(
+    shared: Arc<Shared>,
+    tid: Tid,
+    body: Box<dyn FnOnce() + Send>,
+) -> Coroutine<(), (), ()> {
+    let stack = DefaultStack::new(STACK_BYTES).expect("a simulated thread's stack can be mapped");
+    Coroutine::with_stack(stack, move |yielder: &SimYielder, ()| {
+        CURRENT.with(|current| current.set(yielder as *const SimYielder));
+        let result = catch_unwind(AssertUnwindSafe(body));
+        let mut state = shared.lock();
+        let panicked = result.is_err();
+        let thread = state.threads.get_mut(&tid).expect("known thread");
+        thread.status = Status::Finished;
+        thread.result = Some(result);
+        state.changed = true;
+        state.log(
+            tid,
+            if panicked {
+                "thread panicked"
+            } else {
+                "thread exits"
+            },
+        );
+    })
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Fires one due child event or pending signal, if the dice (or `force`) say so, and
+/// says whether it did.
+fn fire_event(state: &mut State, force: bool) -> bool {
+    let children = state.due_children();
+    let signals = state.deliverable();
+    let count = children.len() + signals.len();
+    if count == 0 {
+        return false;
+    }
+    let chance = state.config.event_chance;
+    if !force && !state.rng.chance(chance) {
+        return false;
+    }
+    let pick = state.rng.below(count as u64) as usize;
+    if pick < children.len() {
+        state.step_child(children[pick]);
+    } else {
+        let (signal, threads) = &signals[pick - children.len()];
+        let target = threads[state.rng.below(threads.len() as u64) as usize];
+        state.deliver(*signal, target);
+    }
+    true
+}
+
+/// Runs the simulation to its end.
+pub(crate) fn run(shared: &Arc<Shared>, main: Box<dyn FnOnce() + Send>) -> RunResult {
+    assert!(
+        !in_coroutine(),
+        "a simulation cannot be started from inside another simulation"
+    );
+    let mut scheduler = {
+        let mut state = shared.lock();
+        let strategy = state.config.strategy;
+        Scheduler::new(strategy, &mut state.rng)
+    };
+    let mut coroutines = std::collections::BTreeMap::new();
+    coroutines.insert(
+        MAIN_THREAD,
+        new_coroutine(shared.clone(), MAIN_THREAD, main),
+    );
+    let mut last = None;
+    let outcome = loop {
+        let mut state = shared.lock();
+        state.steps += 1;
+        if state.steps > state.config.steps_max {
+            break Outcome::StepLimit(state.config.steps_max);
+        }
+        if let Some(signal) = state.killed {
+            break Outcome::KilledBySignal(signal);
+        }
+        for (tid, body) in std::mem::take(&mut state.new_threads) {
+            coroutines.insert(tid, new_coroutine(shared.clone(), tid, body));
+        }
+        state.wake_blocked();
+        let runnable: Vec<Tid> = state
+            .threads
+            .iter()
+            .filter(|(_, t)| t.status == Status::Runnable)
+            .map(|(&tid, _)| tid)
+            .collect();
+        if fire_event(&mut state, runnable.is_empty()) {
+            continue;
+        }
+        if runnable.is_empty() {
+            if let Some(time) = state.next_timer() {
+                state.advance_to(time);
+                continue;
+            }
+            let waiting: Vec<String> = state
+                .threads
+                .iter()
+                .filter(|(_, t)| matches!(t.status, Status::Blocked(_)))
+                .map(|(tid, t)| format!("T{tid} {:?} in {}", t.name, t.blocked_in))
+                .collect();
+            break Outcome::Deadlock(format!("blocked forever: {}", waiting.join(", ")));
+        }
+        let step = state.steps;
+        let tid = scheduler.pick(&mut state.rng, &runnable, step);
+        if runnable.len() > 1 && last != Some(tid) {
+            state.log_event(format_args!("switch to T{tid}"));
+        }
+        last = Some(tid);
+        state.current = tid;
+        drop(state);
+        let coroutine = coroutines
+            .get_mut(&tid)
+            .expect("a coroutine per live thread");
+        let result = coroutine.resume(());
+        CURRENT.with(|current| current.set(std::ptr::null()));
+        if let CoroutineResult::Return(()) = result {
+            coroutines.remove(&tid);
+            if tid == MAIN_THREAD {
+                let mut state = shared.lock();
+                let main_result = state
+                    .threads
+                    .get_mut(&MAIN_THREAD)
+                    .and_then(|t| t.result.take());
+                break match main_result {
+                    Some(Err(payload)) => Outcome::Panicked(panic_text(&*payload)),
+                    _ => Outcome::Completed,
+                };
+            }
+        }
+    };
+    shared.lock().aborting = true;
+    // Threads still alive when the process ends are abandoned where they stand: their
+    // destructors could only block on a world that no longer runs.
+    let threads_abandoned = coroutines.len();
+    for (_, coroutine) in coroutines {
+        std::mem::forget(coroutine);
+    }
+    RunResult {
+        outcome,
+        threads_abandoned,
+    }
+}

@@ -1,0 +1,34 @@
+//! Fault plans: kernel behaviours that are legal but rare, switched on per scenario
+//! and fired by the seed.
+
+/// What may go wrong in a run. Everything is off by default; each field is either a
+/// switch or the probability that the fault fires at a point where it can.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FaultPlan {
+    /// Probability that a blocking call (poll, wait, sleep, pipe read/write) returns
+    /// `EINTR` instead of blocking, as after a signal handler without `SA_RESTART`.
+    pub eintr: f64,
+    /// `pidfd_open` answers `ENOSYS`, as on kernels before 5.3.
+    pub pidfd_enosys: bool,
+    /// `pidfd_open` answers `EPERM`, as under a seccomp filter.
+    pub pidfd_eperm: bool,
+    /// The process's fd limit (`RLIMIT_NOFILE`); `None` for the default of 1024.
+    pub fd_limit: Option<usize>,
+    /// Probability that `spawn` fails with `EAGAIN` (no pids, no memory).
+    pub spawn_eagain: f64,
+    /// Probability that a blocking poll returns early with no events.
+    pub spurious_wakeup: f64,
+    /// Probability, per child, that it exits as soon as it is spawned, before the
+    /// parent can register it anywhere.
+    pub exit_before_registration: f64,
+    /// Probability, per SIGCHLD delivery, that foreign code reaps one zombie child
+    /// between the signal and the watcher's wait.
+    pub foreign_reap_on_sigchld: f64,
+}
+
+impl FaultPlan {
+    /// No faults.
+    pub fn none() -> FaultPlan {
+        FaultPlan::default()
+    }
+}

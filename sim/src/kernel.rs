@@ -1,0 +1,420 @@
+//! `SimKernel`: the `Kernel` seam over the model, through the driver.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loopwatch::ProcessGlobals;
+use loopwatch::kernel::{
+    Clock, Disposition, Errno, Event, Fd, Fds, Interest, Kernel, Monitor, Pid, Poll, PollWaker,
+    Poller, Processes, Signal, Signals, SpawnRequest, Spawned, ThreadId, Threads, Token, WaitMode,
+    WaitStatus, WaitTarget,
+};
+
+use crate::driver::Shared;
+use crate::model::{ForeignHandler, MAIN_THREAD, Step};
+use crate::program::ChildPlan;
+
+/// The simulated kernel of one simulated process. A cheap handle: clones share the
+/// process. Valid inside the [`Simulation`](crate::Simulation) that made it.
+#[derive(Clone)]
+pub struct SimKernel {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SimKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.lock();
+        write!(f, "SimKernel(pid {}, t={:?})", state.config.pid, state.time)
+    }
+}
+
+impl SimKernel {
+    /// Makes `program` (as `SpawnRequest::program` names it) run `plan`.
+    pub fn register_program(&self, program: &str, plan: ChildPlan) {
+        self.shared
+            .lock()
+            .register_program(program.to_string(), plan);
+    }
+
+    /// Installs a handler of foreign code for `signal`, as another library in the
+    /// process would, and returns its disposition.
+    pub fn install_foreign_handler(&self, signal: Signal, handler: ForeignHandler) -> Disposition {
+        self.shared.syscall("install_foreign", |state, _| {
+            state.changed = true;
+            Step::Done(state.install_foreign(signal, handler))
+        })
+    }
+
+    /// How many signals foreign handlers have received.
+    pub fn foreign_deliveries(&self) -> u64 {
+        self.shared.lock().foreign_deliveries
+    }
+
+    /// Running and zombie children of the process.
+    pub fn children_left(&self) -> (usize, usize) {
+        self.shared.lock().children_left()
+    }
+
+    /// Open fds other than 0, 1 and 2.
+    pub fn open_fds(&self) -> usize {
+        self.shared.lock().open_fds()
+    }
+}
+
+impl Clock for SimKernel {
+    fn now(&self) -> Duration {
+        self.shared.lock().time
+    }
+
+    fn sleep(&self, duration: Duration) {
+        let deadline = self.now() + duration;
+        self.shared.syscall("sleep", |state, tid| {
+            let step = state.sleep(deadline);
+            if let Step::Done(()) = step {
+                state.log(tid, format_args!("sleep({duration:?})"));
+            }
+            step
+        });
+    }
+}
+
+impl Fds for SimKernel {
+    fn pipe(&self) -> Result<(Fd, Fd), Errno> {
+        self.shared.syscall("pipe", |state, tid| state.pipe(tid))
+    }
+
+    fn read(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
+        let len = buf.len();
+        let data = self
+            .shared
+            .syscall("read", |state, tid| state.read(tid, fd, len))?;
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(data.len())
+    }
+
+    fn write(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno> {
+        self.shared
+            .syscall("write", |state, tid| state.write(tid, fd, buf))
+    }
+
+    fn close(&self, fd: Fd) -> Result<(), Errno> {
+        self.shared
+            .syscall("close", |state, tid| state.close(tid, fd))
+    }
+
+    fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> Result<(), Errno> {
+        self.shared.syscall("set_flag", |state, tid| {
+            state.set_flag(tid, fd, Some(nonblocking), None)
+        })
+    }
+
+    fn set_cloexec(&self, fd: Fd, cloexec: bool) -> Result<(), Errno> {
+        self.shared.syscall("set_flag", |state, tid| {
+            state.set_flag(tid, fd, None, Some(cloexec))
+        })
+    }
+}
+
+/// A simulated poller: a readiness view over the model, with its two fds.
+pub struct SimPoller {
+    shared: Arc<Shared>,
+    id: u64,
+    epoll: Fd,
+    event: Fd,
+}
+
+impl fmt::Debug for SimPoller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SimPoller({})", self.id)
+    }
+}
+
+impl Drop for SimPoller {
+    fn drop(&mut self) {
+        self.shared
+            .lock()
+            .drop_poller(self.id, self.epoll, self.event);
+    }
+}
+
+/// The waker of a [`SimPoller`].
+#[derive(Clone)]
+pub struct SimWaker {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl fmt::Debug for SimWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SimWaker({})", self.id)
+    }
+}
+
+impl Poll for SimKernel {
+    type Poller = SimPoller;
+
+    fn new_poller(&self) -> Result<SimPoller, Errno> {
+        let (id, epoll, event) = self
+            .shared
+            .syscall("new_poller", |state, tid| state.new_poller(tid))?;
+        Ok(SimPoller {
+            shared: self.shared.clone(),
+            id,
+            epoll,
+            event,
+        })
+    }
+}
+
+impl Poller for SimPoller {
+    type Waker = SimWaker;
+
+    fn register(&self, fd: Fd, token: Token, interest: Interest) -> Result<(), Errno> {
+        self.shared.syscall("poller_ctl", |state, tid| {
+            state.poller_ctl(tid, self.id, fd, Some((token, interest)), true)
+        })
+    }
+
+    fn reregister(&self, fd: Fd, token: Token, interest: Interest) -> Result<(), Errno> {
+        self.shared.syscall("poller_ctl", |state, tid| {
+            state.poller_ctl(tid, self.id, fd, Some((token, interest)), false)
+        })
+    }
+
+    fn deregister(&self, fd: Fd) -> Result<(), Errno> {
+        self.shared.syscall("poller_ctl", |state, tid| {
+            state.poller_ctl(tid, self.id, fd, None, false)
+        })
+    }
+
+    fn poll(&self, events: &mut Vec<Event>, timeout: Option<Duration>) -> Result<(), Errno> {
+        events.clear();
+        let deadline = timeout.map(|t| self.shared.lock().time.saturating_add(t));
+        let found = self
+            .shared
+            .syscall("poll", |state, tid| state.poll(tid, self.id, deadline))?;
+        events.extend(found);
+        Ok(())
+    }
+
+    fn waker(&self) -> SimWaker {
+        SimWaker {
+            shared: self.shared.clone(),
+            id: self.id,
+        }
+    }
+}
+
+impl PollWaker for SimWaker {
+    fn wake(&self) -> Result<(), Errno> {
+        self.shared
+            .syscall("wake_poller", |state, tid| state.wake_poller(tid, self.id))
+    }
+}
+
+impl Processes for SimKernel {
+    fn spawn(&self, request: &SpawnRequest) -> Result<Spawned, Errno> {
+        self.shared
+            .syscall("spawn", |state, tid| state.spawn(tid, request))
+    }
+
+    fn wait_pid(&self, pid: Pid, mode: WaitMode) -> Result<WaitStatus, Errno> {
+        if pid.0 <= 0 {
+            return Err(Errno::EINVAL);
+        }
+        self.shared.syscall("wait", |state, tid| {
+            state.wait(tid, WaitTarget::Pid(pid), mode, true)
+        })
+    }
+
+    fn wait_any(&self, mode: WaitMode) -> Result<WaitStatus, Errno> {
+        self.shared.syscall("wait", |state, tid| {
+            state.wait(tid, WaitTarget::Any, mode, true)
+        })
+    }
+
+    fn wait_peek(&self, target: WaitTarget, mode: WaitMode) -> Result<WaitStatus, Errno> {
+        self.shared
+            .syscall("wait", |state, tid| state.wait(tid, target, mode, false))
+    }
+
+    fn kill(&self, pid: Pid, signal: Option<Signal>) -> Result<(), Errno> {
+        self.shared
+            .syscall("kill", |state, tid| state.kill(tid, pid, signal))
+    }
+
+    fn pidfd_open(&self, pid: Pid) -> Result<Fd, Errno> {
+        self.shared
+            .syscall("pidfd_open", |state, tid| state.pidfd_open(tid, pid))
+    }
+
+    fn pidfd_send_signal(&self, pidfd: Fd, signal: Signal) -> Result<(), Errno> {
+        self.shared.syscall("pidfd_send_signal", |state, tid| {
+            state.pidfd_send_signal(tid, pidfd, signal)
+        })
+    }
+
+    fn getpid(&self) -> Pid {
+        Pid(self.shared.lock().config.pid)
+    }
+}
+
+impl Signals for SimKernel {
+    fn set_disposition(
+        &self,
+        signal: Signal,
+        disposition: Disposition,
+    ) -> Result<Disposition, Errno> {
+        self.shared.syscall("set_disposition", |state, tid| {
+            state.set_disposition(tid, signal, disposition)
+        })
+    }
+
+    fn disposition(&self, signal: Signal) -> Result<Disposition, Errno> {
+        self.shared
+            .syscall("disposition", |state, tid| state.disposition(tid, signal))
+    }
+
+    fn set_wakeup_fd(&self, fd: Option<Fd>) -> Result<Option<Fd>, Errno> {
+        self.shared
+            .syscall("set_wakeup_fd", |state, tid| state.set_wakeup_fd(tid, fd))
+    }
+
+    fn raise(&self, signal: Signal) -> Result<(), Errno> {
+        self.shared
+            .syscall("raise", |state, tid| state.raise(tid, signal))
+    }
+
+    fn block_signal(&self, signal: Signal) -> Result<(), Errno> {
+        self.shared
+            .syscall("mask", |state, tid| state.mask(tid, signal, true))
+    }
+
+    fn unblock_signal(&self, signal: Signal) -> Result<(), Errno> {
+        self.shared
+            .syscall("mask", |state, tid| state.mask(tid, signal, false))
+    }
+}
+
+/// A simulated thread to join.
+#[derive(Debug)]
+pub struct SimJoinHandle(u64);
+
+/// A [`Monitor`] in the model: waiting parks the simulated thread.
+pub struct SimMonitor {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl fmt::Debug for SimMonitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SimMonitor({})", self.id)
+    }
+}
+
+impl Drop for SimMonitor {
+    fn drop(&mut self) {
+        self.shared.lock().drop_monitor(self.id);
+    }
+}
+
+impl Monitor for SimMonitor {
+    fn enter(&self) {
+        self.shared.syscall("monitor_enter", |state, tid| {
+            state.monitor_enter(tid, self.id)
+        });
+    }
+
+    fn exit(&self) {
+        self.shared.syscall("monitor_exit", |state, tid| {
+            state.monitor_exit(tid, self.id)
+        });
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> bool {
+        let (generation, deadline) = {
+            let mut state = self.shared.lock();
+            let tid = state.current;
+            let deadline = timeout.map(|t| state.time.saturating_add(t));
+            (state.monitor_release(tid, self.id), deadline)
+        };
+        let notified = self.shared.syscall("monitor_await", |state, _| {
+            state.monitor_await(self.id, generation, deadline)
+        });
+        self.enter();
+        notified
+    }
+
+    fn notify_all(&self) {
+        self.shared
+            .syscall("monitor_notify", |state, _| state.monitor_notify(self.id));
+    }
+}
+
+impl Threads for SimKernel {
+    type JoinHandle = SimJoinHandle;
+    type Monitor = SimMonitor;
+
+    fn spawn_thread(
+        &self,
+        name: &str,
+        body: Box<dyn FnOnce() + Send + 'static>,
+    ) -> Result<SimJoinHandle, Errno> {
+        let mut body = Some(body);
+        let tid = self.shared.syscall("spawn_thread", |state, tid| {
+            let body = body.take().expect("spawned once");
+            state.spawn_thread(tid, name, body)
+        });
+        Ok(SimJoinHandle(tid))
+    }
+
+    fn join_thread(&self, handle: SimJoinHandle) -> Result<(), Box<dyn Any + Send>> {
+        self.shared
+            .syscall("join", |state, tid| state.join(tid, handle.0))
+    }
+
+    fn current_thread(&self) -> ThreadId {
+        ThreadId(self.shared.lock().current)
+    }
+
+    fn current_thread_name(&self) -> String {
+        let state = self.shared.lock();
+        state.threads[&state.current].name.clone()
+    }
+
+    fn is_main_thread(&self) -> bool {
+        self.shared.lock().current == MAIN_THREAD
+    }
+
+    fn new_monitor(&self) -> SimMonitor {
+        let id = self.shared.lock().new_monitor();
+        SimMonitor {
+            shared: self.shared.clone(),
+            id,
+        }
+    }
+}
+
+impl Kernel for SimKernel {
+    fn globals(&self) -> &ProcessGlobals<Self> {
+        self.shared
+            .globals
+            .get_or_init(|| ProcessGlobals::new(self))
+    }
+}
+
+impl Aborted for u64 {
+    fn aborted() -> Self {
+        0
+    }
+}
+
+impl Aborted for Disposition {
+    fn aborted() -> Self {
+        Disposition::Default
+    }
+}
+
+use crate::driver::Aborted;

@@ -1,0 +1,258 @@
+//! A deterministic simulated kernel for loopwatch.
+//!
+//! [`SimKernel`] implements loopwatch's whole [`Kernel`](loopwatch::Kernel) seam over a
+//! model of one process: its children (running, zombie, reaped; scripted fates), pids
+//! (with a reuse policy), fds and pipes, pollers, signal dispositions, pending signals
+//! that coalesce, the wakeup fd, threads, locks and virtual time. The real event loop,
+//! policies and watchers run on it unchanged. A [`Simulation`] runs them from a seed:
+//! simulated threads are coroutines on one OS thread, exactly one runs at a time,
+//! every kernel call is a scheduling point, and every choice (which thread, when a
+//! child exits, when and to whom a signal is delivered, which fault fires) comes from
+//! the seed. Same seed, same trace.
+//!
+//! # Map
+//!
+//! - [`Simulation`], [`Report`]: configure and run; the report has the outcome, the
+//!   trace and its hash, and coverage marks.
+//! - [`SimKernel`]: the seam; [`ChildPlan`] scripts children, [`ForeignHandler`]
+//!   plays other code's signal handlers.
+//! - [`FaultPlan`]: EINTR, ENOSYS/EPERM from `pidfd_open`, EMFILE, EAGAIN from spawn,
+//!   spurious wake-ups, children that exit before registration, zombies reaped by
+//!   foreign code.
+//! - [`Strategy`]: uniform random or PCT scheduling.
+//! - `model` (the kernel model) is separate from `driver` (coroutines and scheduling),
+//!   so another driver can run the same model.
+//!
+//! # Running the tests
+//!
+//! `cargo test -p loopwatch-sim`. `tests/fidelity.rs` runs each kernel-behaviour test
+//! body on the real OS and on the simulator and expects the same outcome;
+//! `tests/determinism.rs` checks that seeds replay.
+//!
+//! # Reproducing a failure
+//!
+//! Every failing run prints its seed and the command that replays it:
+//! `LOOPWATCH_SEED=<seed> cargo test -p loopwatch-sim <test>`. [`Report::trace`] shows
+//! every step; [`check_determinism`] names the first step where two runs of one seed
+//! differ.
+//!
+//! # Limitations
+//!
+//! What the model does not model:
+//! - One simulated process. Children are scripted entities, not processes running
+//!   code: they do not fork, run threads or handle signals (a signal's default action
+//!   applies: termination, except the signals ignored by default).
+//! - No stopped/continued children (`WUNTRACED`), no process groups or sessions, no
+//!   `SA_NOCLDWAIT`, no real-time signal queues (every signal coalesces).
+//! - Descriptors are pipes, pollers, eventfds, pidfds and stdio; no files, sockets or
+//!   ttys. Stdio always reads and writes at once.
+//! - Pipes have Linux's 64 KiB capacity; writes are partial when the pipe fills; no
+//!   `PIPE_BUF` atomicity guarantees are modelled beyond that.
+//! - Virtual time advances only when every simulated thread waits; the code's own
+//!   computation takes no virtual time.
+//! - A signal interrupts (`EINTR`) only a poll or a pipe read/write that is blocked; the
+//!   wait calls restart, as with `SA_RESTART`. Injected `EINTR` can hit any of them.
+//! - Threads still blocked when the main thread returns are abandoned without running
+//!   their destructors, as a process exit would.
+//! - Locks other than the kernel's [`Monitor`](loopwatch::kernel::Monitor) are not
+//!   scheduling points: code must not hold a `std` lock across a kernel call.
+
+mod driver;
+mod faults;
+mod kernel;
+mod model;
+mod program;
+mod rng;
+mod sched;
+mod trace;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use driver::Outcome;
+pub use faults::FaultPlan;
+pub use kernel::{SimJoinHandle, SimKernel, SimMonitor, SimPoller, SimWaker};
+pub use model::{Config, ForeignHandler, PidReuse};
+pub use program::ChildPlan;
+pub use rng::Rng;
+pub use sched::Strategy;
+pub use trace::Trace;
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The seed that produced it.
+    pub seed: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Every step, when kept (see [`Config::keep_trace`]), and the hash of all.
+    pub trace: Trace,
+    /// How often each rare state was reached ("sigchld_coalesced", "pid_reused" …).
+    pub marks: BTreeMap<&'static str, u64>,
+    /// Scheduling steps taken.
+    pub steps: u64,
+    /// Threads still blocked when the run ended.
+    pub threads_abandoned: usize,
+    /// Running and zombie children left at the end.
+    pub children_left: (usize, usize),
+    /// Fds other than stdio still open at the end.
+    pub fds_left: usize,
+}
+
+impl Report {
+    /// The trace hash.
+    pub fn hash(&self) -> u64 {
+        self.trace.hash()
+    }
+
+    /// How often the mark `name` was reached.
+    pub fn mark(&self, name: &str) -> u64 {
+        self.marks.get(name).copied().unwrap_or(0)
+    }
+
+    /// Panics with the seed, the replay command and the trace's tail unless the run
+    /// completed.
+    pub fn assert_completed(&self, test: &str) {
+        if self.outcome != Outcome::Completed {
+            let lines = self.trace.lines();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            panic!(
+                "simulation {:?} with seed {}\nreplay: LOOPWATCH_SEED={} cargo test -p loopwatch-sim {test}\nlast steps:\n{}",
+                self.outcome,
+                self.seed,
+                self.seed,
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// A configured simulation, run with [`Simulation::run`].
+#[derive(Clone, Debug)]
+pub struct Simulation {
+    config: Config,
+}
+
+impl Simulation {
+    /// A simulation with default settings for `seed`.
+    pub fn new(seed: u64) -> Simulation {
+        Simulation {
+            config: Config::new(seed),
+        }
+    }
+
+    /// A simulation with `config`.
+    pub fn with_config(config: Config) -> Simulation {
+        Simulation { config }
+    }
+
+    /// The configuration, to change before running.
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
+    /// Switches on the faults of `plan`.
+    pub fn faults(mut self, plan: FaultPlan) -> Simulation {
+        self.config.faults = plan;
+        self
+    }
+
+    /// Uses `strategy` to schedule threads.
+    pub fn strategy(mut self, strategy: Strategy) -> Simulation {
+        self.config.strategy = strategy;
+        self
+    }
+
+    /// Keeps or drops trace lines (the hash is always computed).
+    pub fn keep_trace(mut self, keep: bool) -> Simulation {
+        self.config.keep_trace = keep;
+        self
+    }
+
+    /// Runs `main` as the simulated process's main thread until it returns, then
+    /// reports. Never hangs: a deadlock or the step limit ends the run with a report.
+    pub fn run<F>(&self, main: F) -> Report
+    where
+        F: FnOnce(SimKernel) + Send + 'static,
+    {
+        let shared = Arc::new(driver::Shared::new(model::State::new(self.config.clone())));
+        let kernel = SimKernel {
+            shared: shared.clone(),
+        };
+        let result = driver::run(&shared, Box::new(move || main(kernel)));
+        // The process-wide policy may hold loops that hold this kernel: let go of it
+        // so the simulation's memory is freed.
+        if let Some(globals) = shared.globals.get() {
+            let _ = globals;
+            loopwatch::policy::set_event_loop_policy(
+                &SimKernel {
+                    shared: shared.clone(),
+                },
+                None,
+            );
+        }
+        let state = shared.lock();
+        Report {
+            seed: self.config.seed,
+            outcome: result.outcome,
+            trace: state.trace.clone(),
+            marks: state.marks.clone(),
+            steps: state.steps,
+            threads_abandoned: result.threads_abandoned,
+            children_left: state.children_left(),
+            fds_left: state.open_fds(),
+        }
+    }
+}
+
+/// The seed from `LOOPWATCH_SEED`, else `default`.
+pub fn seed_from_env(default: u64) -> u64 {
+    std::env::var("LOOPWATCH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The number of seeds from `LOOPWATCH_SEEDS`, else `default`.
+pub fn seeds_from_env(default: u64) -> u64 {
+    std::env::var("LOOPWATCH_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Where two runs of one seed first differ.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Divergence {
+    /// The index of the first differing trace line.
+    pub step: usize,
+    /// That line in the first run (or `None` if the first run ended there).
+    pub first: Option<String>,
+    /// That line in the second run.
+    pub second: Option<String>,
+}
+
+/// Runs `simulation` twice with `scenario` and compares the traces: `None` when they
+/// are identical, else the first divergent step.
+pub fn check_determinism<F>(simulation: &Simulation, scenario: F) -> Option<Divergence>
+where
+    F: Fn(SimKernel) + Clone + Send + 'static,
+{
+    let simulation = simulation.clone().keep_trace(true);
+    let first = simulation.run(scenario.clone());
+    let second = simulation.run(scenario);
+    if first.hash() == second.hash() && first.outcome == second.outcome {
+        return None;
+    }
+    let (a, b) = (first.trace.lines(), second.trace.lines());
+    let step = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
+    Some(Divergence {
+        step,
+        first: a.get(step).cloned(),
+        second: b.get(step).cloned(),
+    })
+}

@@ -1,0 +1,623 @@
+//! Fidelity: each kernel-behaviour test body is written once, generic over the kernel,
+//! and run on the real OS (`OsKernel`) and on the simulator (`SimKernel`, several
+//! seeds) with the same expected outcome.
+//!
+//! No harness: `main` runs on the process's main thread with no other threads, so
+//! process-wide state (SIGCHLD's disposition and mask, "any child" waits) belongs to
+//! the test that runs. Behaviours the real OS cannot show on demand (pid reuse,
+//! ENOSYS from pidfd_open, a zombie stolen by foreign code) are tested on the
+//! simulator alone, each with the reason beside it.
+//!
+//! `cargo test -p loopwatch-sim --test fidelity [NAME…]`; `LOOPWATCH_SEEDS=N` sets how
+//! many seeds each simulator arm runs (default 16), `LOOPWATCH_SEED=S` runs one seed.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use loopwatch::OsKernel;
+use loopwatch::kernel::{
+    Clock, Disposition, Errno, Fd, Interest, Kernel, Pid, PollWaker, Poller, Signal, SpawnRequest,
+    Stdio, Token, WaitMode, WaitStatus, WaitTarget,
+};
+use loopwatch::kernel::{Fds as _, Processes as _};
+use loopwatch_sim::{FaultPlan, ForeignHandler, Outcome, PidReuse, SimKernel, Simulation};
+
+/// A test body, instantiated for either kernel.
+trait Body {
+    fn run<K: Kernel>(&self, kernel: &K);
+}
+
+macro_rules! bodies {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[allow(non_camel_case_types)]
+            #[derive(Clone, Copy)]
+            struct $name;
+        )*
+        fn both_kernels() -> Vec<(&'static str, Box<dyn Fn(Arm) -> Result<(), String>>)> {
+            vec![$((stringify!($name), Box::new(|arm| run_arm($name, stringify!($name), arm)))),*]
+        }
+    };
+}
+
+bodies!(
+    zombie_until_reaped,
+    returncodes,
+    echild_for_unknown_pid,
+    wait_any_returns_zombie_then_echild,
+    sigchld_coalesces,
+    sig_ign_auto_reaps,
+    pidfd_readable_on_exit,
+    blocking_wait_parks_and_wakes,
+    pipe_eof_eagain_epipe,
+    poller_readiness_rules,
+    child_stdout_pipe,
+    cat_roundtrip,
+    spawn_enoent,
+);
+
+#[derive(Clone, Copy, Debug)]
+enum Arm {
+    Os,
+    Sim(u64),
+}
+
+fn run_arm<B: Body + Copy + Send + 'static>(body: B, name: &str, arm: Arm) -> Result<(), String> {
+    match arm {
+        Arm::Os => {
+            catch_unwind(AssertUnwindSafe(|| body.run(&OsKernel))).map_err(|p| panic_text(&*p))
+        }
+        Arm::Sim(seed) => {
+            let report = Simulation::new(seed).run(move |kernel: SimKernel| body.run(&kernel));
+            match report.outcome {
+                Outcome::Completed => Ok(()),
+                other => Err(format!(
+                    "{other:?}\nreplay: LOOPWATCH_SEED={seed} cargo test -p loopwatch-sim --test fidelity {name}\n{}",
+                    tail(report.trace.lines())
+                )),
+            }
+        }
+    }
+}
+
+fn tail(lines: &[String]) -> String {
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+fn sh(script: &str) -> SpawnRequest {
+    SpawnRequest::new("/bin/sh", ["-c", script])
+}
+
+fn reap<K: Kernel>(kernel: &K, pid: Pid) -> i32 {
+    match kernel.wait_pid(pid, WaitMode::Block) {
+        Ok(WaitStatus::Terminated(got, status)) => {
+            assert_eq!(got, pid);
+            status.returncode()
+        }
+        other => panic!("waitpid({pid}) gave {other:?}"),
+    }
+}
+
+impl Body for zombie_until_reaped {
+    // Goal: an exited child stays a zombie (signalable, peekable) until waited for;
+    // then waitpid gives ECHILD and kill gives ESRCH.
+    fn run<K: Kernel>(&self, k: &K) {
+        let child = k.spawn(&sh("exit 3")).unwrap();
+        let peeked = k
+            .wait_peek(WaitTarget::Pid(child.pid), WaitMode::Block)
+            .unwrap();
+        let WaitStatus::Terminated(pid, status) = peeked else {
+            panic!("blocking peek gave {peeked:?}");
+        };
+        assert_eq!((pid, status.returncode()), (child.pid, 3));
+        assert_eq!(k.kill(child.pid, None), Ok(()), "a zombie still exists");
+        assert_eq!(reap(k, child.pid), 3);
+        assert_eq!(k.wait_pid(child.pid, WaitMode::NoHang), Err(Errno::ECHILD));
+        assert_eq!(k.kill(child.pid, None), Err(Errno::ESRCH));
+    }
+}
+
+impl Body for returncodes {
+    // Goal (spec R-1): exit codes and -signum, as asyncio computes them.
+    fn run<K: Kernel>(&self, k: &K) {
+        for (script, expected) in [
+            ("exit 0", 0),
+            ("exit 255", 255),
+            ("kill -9 $$", -9),
+            ("kill -TERM $$", -15),
+            ("kill -SEGV $$", -11),
+        ] {
+            let child = k.spawn(&sh(script)).unwrap();
+            assert_eq!(reap(k, child.pid), expected, "{script}");
+        }
+    }
+}
+
+impl Body for echild_for_unknown_pid {
+    // Goal: waiting for a pid that is not a child (our own) is ECHILD; pids ≤ 0 are
+    // refused before the kernel sees them.
+    fn run<K: Kernel>(&self, k: &K) {
+        assert_eq!(k.wait_pid(k.getpid(), WaitMode::NoHang), Err(Errno::ECHILD));
+        assert_eq!(k.wait_pid(Pid(0), WaitMode::NoHang), Err(Errno::EINVAL));
+        assert_eq!(k.kill(Pid(-1), None), Err(Errno::EINVAL));
+    }
+}
+
+impl Body for wait_any_returns_zombie_then_echild {
+    // Goal: waitpid(-1) reaps whichever child exited, and with no children left
+    // answers ECHILD.
+    fn run<K: Kernel>(&self, k: &K) {
+        let child = k.spawn(&sh("exit 4")).unwrap();
+        match k.wait_any(WaitMode::Block).unwrap() {
+            WaitStatus::Terminated(pid, status) => {
+                assert_eq!(pid, child.pid);
+                assert_eq!(status.returncode(), 4);
+            }
+            other => panic!("wait_any gave {other:?}"),
+        }
+        assert_eq!(k.wait_any(WaitMode::NoHang), Err(Errno::ECHILD));
+    }
+}
+
+/// A non-blocking pipe whose write end is the wakeup fd, and SIGCHLD on it.
+struct SigchldToPipe {
+    read: Fd,
+    write: Fd,
+    previous: Disposition,
+}
+
+impl SigchldToPipe {
+    fn install<K: Kernel>(k: &K) -> SigchldToPipe {
+        let (read, write) = k.pipe().unwrap();
+        k.set_nonblocking(read, true).unwrap();
+        k.set_nonblocking(write, true).unwrap();
+        k.set_wakeup_fd(Some(write)).unwrap();
+        let previous = k
+            .set_disposition(Signal::SIGCHLD, Disposition::Wakeup)
+            .unwrap();
+        SigchldToPipe {
+            read,
+            write,
+            previous,
+        }
+    }
+
+    fn drain<K: Kernel>(&self, k: &K) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 16];
+        loop {
+            match k.read(self.read, &mut buf) {
+                Ok(n) if n > 0 => all.extend_from_slice(&buf[..n]),
+                Err(Errno::EAGAIN) => return all,
+                other => panic!("read gave {other:?}"),
+            }
+        }
+    }
+
+    fn remove<K: Kernel>(self, k: &K) {
+        k.set_disposition(Signal::SIGCHLD, self.previous).unwrap();
+        k.set_wakeup_fd(None).unwrap();
+        k.close(self.read).unwrap();
+        k.close(self.write).unwrap();
+    }
+}
+
+impl Body for sigchld_coalesces {
+    // Goal: two children exit while SIGCHLD is blocked: one SIGCHLD is pending, and
+    // unblocking delivers it once (one byte on the wakeup fd, not two).
+    fn run<K: Kernel>(&self, k: &K) {
+        let wakeup = SigchldToPipe::install(k);
+        k.block_signal(Signal::SIGCHLD).unwrap();
+        let a = k.spawn(&sh("exit 1")).unwrap();
+        let b = k.spawn(&sh("exit 2")).unwrap();
+        for pid in [a.pid, b.pid] {
+            k.wait_peek(WaitTarget::Pid(pid), WaitMode::Block).unwrap();
+        }
+        assert!(wakeup.drain(k).is_empty(), "blocked: nothing delivered yet");
+        k.unblock_signal(Signal::SIGCHLD).unwrap();
+        assert_eq!(wakeup.drain(k), vec![Signal::SIGCHLD.0 as u8]);
+        assert_eq!((reap(k, a.pid), reap(k, b.pid)), (1, 2));
+        wakeup.remove(k);
+    }
+}
+
+impl Body for sig_ign_auto_reaps {
+    // Goal: with SIGCHLD set to SIG_IGN the kernel reaps children itself: a blocking
+    // waitpid ends with ECHILD once the child has exited.
+    fn run<K: Kernel>(&self, k: &K) {
+        let previous = k
+            .set_disposition(Signal::SIGCHLD, Disposition::Ignore)
+            .unwrap();
+        let child = k.spawn(&sh("exit 0")).unwrap();
+        let result = k.wait_pid(child.pid, WaitMode::Block);
+        k.set_disposition(Signal::SIGCHLD, previous).unwrap();
+        assert_eq!(result, Err(Errno::ECHILD));
+    }
+}
+
+impl Body for pidfd_readable_on_exit {
+    // Goal: a pidfd polls readable once its process has exited, signals exactly that
+    // process, and is refused (ESRCH) for a reaped pid.
+    fn run<K: Kernel>(&self, k: &K) {
+        let child = k.spawn(&SpawnRequest::new("sleep", ["100"])).unwrap();
+        let pidfd = k.pidfd_open(child.pid).unwrap();
+        let poller = k.new_poller().unwrap();
+        poller
+            .register(pidfd, Token(7), Interest::READABLE)
+            .unwrap();
+        let mut events = Vec::new();
+        poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.is_empty(), "running: not readable");
+        k.pidfd_send_signal(pidfd, Signal::SIGKILL).unwrap();
+        poller.poll(&mut events, None).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].token, Token(7));
+        assert!(events[0].readable);
+        assert_eq!(reap(k, child.pid), -9);
+        assert_eq!(
+            k.pidfd_send_signal(pidfd, Signal::SIGKILL),
+            Err(Errno::ESRCH)
+        );
+        assert_eq!(k.pidfd_open(child.pid), Err(Errno::ESRCH));
+        poller.deregister(pidfd).unwrap();
+        k.close(pidfd).unwrap();
+    }
+}
+
+impl Body for blocking_wait_parks_and_wakes {
+    // Goal: a blocking waitpid sleeps until the child exits, then reaps it.
+    fn run<K: Kernel>(&self, k: &K) {
+        let child = k.spawn(&sh("sleep 0.05; exit 7")).unwrap();
+        assert_eq!(
+            k.wait_pid(child.pid, WaitMode::NoHang),
+            Ok(WaitStatus::StillAlive)
+        );
+        assert_eq!(reap(k, child.pid), 7);
+    }
+}
+
+impl Body for pipe_eof_eagain_epipe {
+    // Goal: an empty non-blocking pipe reads EAGAIN, data reads back, a closed writer
+    // reads as end of file, a closed reader makes writes fail with EPIPE.
+    fn run<K: Kernel>(&self, k: &K) {
+        let (read, write) = k.pipe().unwrap();
+        k.set_nonblocking(read, true).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(k.read(read, &mut buf), Err(Errno::EAGAIN));
+        assert_eq!(k.write(write, b"ab"), Ok(2));
+        assert_eq!(k.read(read, &mut buf), Ok(2));
+        assert_eq!(&buf[..2], b"ab");
+        k.close(write).unwrap();
+        assert_eq!(k.read(read, &mut buf), Ok(0));
+        k.close(read).unwrap();
+        let (read, write) = k.pipe().unwrap();
+        k.close(read).unwrap();
+        assert_eq!(k.write(write, b"x"), Err(Errno::EPIPE));
+        k.close(write).unwrap();
+        assert_eq!(k.close(write), Err(Errno::EBADF));
+    }
+}
+
+impl Body for poller_readiness_rules {
+    // Goal: the poller is level-triggered (unread data is reported again), reports
+    // EOF as readable and room as writable, rejects double registration and unknown
+    // fds, and a wake ends a blocking poll without an event.
+    fn run<K: Kernel>(&self, k: &K) {
+        let poller = k.new_poller().unwrap();
+        let (read, write) = k.pipe().unwrap();
+        let mut events = Vec::new();
+        poller.register(read, Token(1), Interest::READABLE).unwrap();
+        assert_eq!(
+            poller.register(read, Token(2), Interest::READABLE),
+            Err(Errno::EEXIST)
+        );
+        poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.is_empty());
+        k.write(write, b"x").unwrap();
+        for _ in 0..2 {
+            poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
+            assert_eq!(events.len(), 1, "reported while unread");
+            assert!(events[0].readable && events[0].token == Token(1));
+        }
+        let mut buf = [0u8; 1];
+        k.read(read, &mut buf).unwrap();
+        poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.is_empty(), "drained");
+        poller
+            .register(write, Token(3), Interest::WRITABLE)
+            .unwrap();
+        poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.len(), 1);
+        assert!(events[0].writable && events[0].token == Token(3));
+        poller.deregister(write).unwrap();
+        assert_eq!(poller.deregister(write), Err(Errno::ENOENT));
+        assert_eq!(
+            poller.reregister(write, Token(3), Interest::WRITABLE),
+            Err(Errno::ENOENT)
+        );
+        k.close(write).unwrap();
+        poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.len(), 1, "end of file is readable");
+        let waker = poller.waker();
+        waker.wake().unwrap();
+        poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.len(), 1, "a wake is not an event");
+        poller.deregister(read).unwrap();
+        waker.wake().unwrap();
+        poller.poll(&mut events, None).unwrap();
+        assert!(events.is_empty(), "woken with nothing registered");
+        k.close(read).unwrap();
+    }
+}
+
+impl Body for child_stdout_pipe {
+    // Goal: a child's stdout as a pipe delivers its output, then end of file.
+    fn run<K: Kernel>(&self, k: &K) {
+        let mut request = SpawnRequest::new("echo", ["hi", "there"]);
+        request.stdout = Stdio::Pipe;
+        let child = k.spawn(&request).unwrap();
+        let out = child.stdout.expect("a pipe");
+        let mut all = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = k.read(out, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(all, b"hi there\n");
+        assert_eq!(reap(k, child.pid), 0);
+        k.close(out).unwrap();
+    }
+}
+
+impl Body for cat_roundtrip {
+    // Goal: stdin and stdout pipes both work: cat echoes what it is given and exits
+    // 0 at end of input.
+    fn run<K: Kernel>(&self, k: &K) {
+        let mut request = SpawnRequest::new("cat", Vec::<String>::new());
+        request.stdin = Stdio::Pipe;
+        request.stdout = Stdio::Pipe;
+        let child = k.spawn(&request).unwrap();
+        let (input, output) = (child.stdin.unwrap(), child.stdout.unwrap());
+        assert_eq!(k.write(input, b"hello\n"), Ok(6));
+        k.close(input).unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = k.read(output, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(all, b"hello\n");
+        assert_eq!(reap(k, child.pid), 0);
+        k.close(output).unwrap();
+    }
+}
+
+impl Body for spawn_enoent {
+    // Goal: a program that does not exist is ENOENT and leaves no child.
+    fn run<K: Kernel>(&self, k: &K) {
+        let request = SpawnRequest::new("/nonexistent/loopwatch-test-program", ["x"]);
+        assert_eq!(k.spawn(&request).err(), Some(Errno::ENOENT));
+        assert_eq!(k.wait_any(WaitMode::NoHang), Err(Errno::ECHILD));
+    }
+}
+
+// ----- simulator only ---------------------------------------------------------------
+
+/// A simulator-only test: its name and its body for one seed.
+type SimOnly = (&'static str, fn(u64) -> Result<(), String>);
+
+fn sim_only() -> Vec<SimOnly> {
+    vec![
+        ("sim_pid_reuse_last_freed", sim_pid_reuse_last_freed),
+        ("sim_pidfd_enosys_fault", sim_pidfd_enosys_fault),
+        (
+            "sim_foreign_reaper_steals_zombie",
+            sim_foreign_reaper_steals_zombie,
+        ),
+        ("sim_exit_before_registration", sim_exit_before_registration),
+        ("sim_emfile_at_limit", sim_emfile_at_limit),
+        ("sim_deadlock_is_reported", sim_deadlock_is_reported),
+    ]
+}
+
+fn completed(report: loopwatch_sim::Report, name: &str) -> Result<loopwatch_sim::Report, String> {
+    match &report.outcome {
+        Outcome::Completed => Ok(report),
+        other => Err(format!(
+            "{other:?}\nreplay: LOOPWATCH_SEED={} cargo test -p loopwatch-sim --test fidelity {name}\n{}",
+            report.seed,
+            tail(report.trace.lines())
+        )),
+    }
+}
+
+fn sim_pid_reuse_last_freed(seed: u64) -> Result<(), String> {
+    // Why simulator only: Linux hands out pids sequentially up to pid_max, so reuse
+    // cannot be provoked on demand. Goal: with "last freed" reuse the next child gets
+    // the pid just reaped, and its pidfd-free ESRCH rules still tell them apart.
+    let mut simulation = Simulation::new(seed);
+    simulation.config_mut().pid_reuse = PidReuse::LastFreed;
+    let report = simulation.run(|k| {
+        let first = k.spawn(&sh("exit 1")).unwrap();
+        let pidfd = k.pidfd_open(first.pid).unwrap();
+        assert_eq!(reap(&k, first.pid), 1);
+        let second = k.spawn(&SpawnRequest::new("sleep", ["1"])).unwrap();
+        assert_eq!(second.pid, first.pid, "pid reused");
+        assert_eq!(
+            k.pidfd_send_signal(pidfd, Signal::SIGTERM),
+            Err(Errno::ESRCH)
+        );
+        assert_eq!(reap(&k, second.pid), 0, "the new child was not signalled");
+        k.close(pidfd).unwrap();
+    });
+    let report = completed(report, "sim_pid_reuse_last_freed")?;
+    (report.mark("pid_reused") == 1)
+        .then_some(())
+        .ok_or_else(|| "pid_reused mark not reached".to_string())
+}
+
+fn sim_pidfd_enosys_fault(seed: u64) -> Result<(), String> {
+    // Why simulator only: this machine's kernel has pidfd_open. Goal: the ENOSYS fault
+    // reaches the caller as ENOSYS.
+    let plan = FaultPlan {
+        pidfd_enosys: true,
+        ..FaultPlan::none()
+    };
+    let report = Simulation::new(seed).faults(plan).run(|k| {
+        let child = k.spawn(&sh("exit 0")).unwrap();
+        assert_eq!(k.pidfd_open(child.pid), Err(Errno::ENOSYS));
+        reap(&k, child.pid);
+    });
+    completed(report, "sim_pidfd_enosys_fault").map(drop)
+}
+
+fn sim_foreign_reaper_steals_zombie(seed: u64) -> Result<(), String> {
+    // Why simulator only: a foreign SIGCHLD handler racing ours needs control over
+    // which handler runs when. Goal: a foreign handler that reaps everything leaves our
+    // waitpid with ECHILD.
+    let report = Simulation::new(seed).run(|k| {
+        k.install_foreign_handler(Signal::SIGCHLD, ForeignHandler::ReapAll);
+        let child = k.spawn(&sh("exit 5")).unwrap();
+        // Sleep until the child's SIGCHLD has surely been handled.
+        k.sleep(Duration::from_millis(10));
+        assert_eq!(k.wait_pid(child.pid, WaitMode::NoHang), Err(Errno::ECHILD));
+        assert_eq!(k.foreign_deliveries(), 1);
+    });
+    let report = completed(report, "sim_foreign_reaper_steals_zombie")?;
+    (report.mark("foreign_reap") == 1)
+        .then_some(())
+        .ok_or_else(|| "foreign_reap mark not reached".to_string())
+}
+
+fn sim_exit_before_registration(seed: u64) -> Result<(), String> {
+    // Why simulator only: whether a child exits before its parent's next step is up
+    // to the OS scheduler. Goal: the fault makes the child a zombie as spawn returns.
+    let plan = FaultPlan {
+        exit_before_registration: 1.0,
+        ..FaultPlan::none()
+    };
+    let report = Simulation::new(seed).faults(plan).run(|k| {
+        let child = k.spawn(&sh("exit 9")).unwrap();
+        let peek = k
+            .wait_peek(WaitTarget::Pid(child.pid), WaitMode::NoHang)
+            .unwrap();
+        assert!(matches!(peek, WaitStatus::Terminated(_, s) if s.returncode() == 9));
+        reap(&k, child.pid);
+    });
+    completed(report, "sim_exit_before_registration").map(drop)
+}
+
+fn sim_emfile_at_limit(seed: u64) -> Result<(), String> {
+    // Why simulator only: lowering RLIMIT_NOFILE would affect the whole test process.
+    // Goal: fds run out with EMFILE at the configured limit, and closing frees one.
+    let plan = FaultPlan {
+        fd_limit: Some(8),
+        ..FaultPlan::none()
+    };
+    let report = Simulation::new(seed).faults(plan).run(|k| {
+        let mut fds = Vec::new();
+        loop {
+            match k.pipe() {
+                Ok((r, w)) => fds.extend([r, w]),
+                Err(e) => {
+                    assert_eq!(e, Errno::EMFILE);
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            fds.len(),
+            4,
+            "3 stdio + 4 < 8, a fifth pipe would exceed it"
+        );
+        for fd in fds {
+            k.close(fd).unwrap();
+        }
+        let (r, w) = k.pipe().unwrap();
+        k.close(r).unwrap();
+        k.close(w).unwrap();
+    });
+    completed(report, "sim_emfile_at_limit").map(drop)
+}
+
+fn sim_deadlock_is_reported(seed: u64) -> Result<(), String> {
+    // Why simulator only: on the OS this would hang. Goal: a thread blocked forever
+    // (reading a pipe nobody writes) ends the run with a deadlock report.
+    let report = Simulation::new(seed).run(|k| {
+        let (read, _write) = k.pipe().unwrap();
+        let mut buf = [0u8; 1];
+        let _ = k.read(read, &mut buf);
+    });
+    match report.outcome {
+        Outcome::Deadlock(text) if text.contains("MainThread") => Ok(()),
+        other => Err(format!("expected a deadlock, got {other:?}")),
+    }
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected =
+        |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let seeds: Vec<u64> = match std::env::var("LOOPWATCH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(seed) => vec![seed],
+        None => (0..loopwatch_sim::seeds_from_env(16)).collect(),
+    };
+    let (mut passed, mut failed) = (0, 0);
+    let mut report = |name: &str, arm: &str, result: Result<(), String>| match result {
+        Ok(()) => {
+            passed += 1;
+            println!("test {name} [{arm}] ... ok");
+        }
+        Err(error) => {
+            failed += 1;
+            println!("test {name} [{arm}] ... FAILED\n{error}");
+        }
+    };
+    for (name, test) in both_kernels() {
+        if !selected(name) {
+            continue;
+        }
+        report(name, "os", test(Arm::Os));
+        let sim = seeds
+            .iter()
+            .map(|&seed| test(Arm::Sim(seed)))
+            .find(Result::is_err)
+            .unwrap_or(Ok(()));
+        report(name, &format!("sim ×{}", seeds.len()), sim);
+    }
+    for (name, test) in sim_only() {
+        if !selected(name) {
+            continue;
+        }
+        let sim = seeds
+            .iter()
+            .map(|&seed| test(seed))
+            .find(Result::is_err)
+            .unwrap_or(Ok(()));
+        report(name, &format!("sim ×{}", seeds.len()), sim);
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
