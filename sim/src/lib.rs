@@ -15,7 +15,8 @@
 //! - [`Simulation`], [`Report`]: configure and run; the report has the outcome, the
 //!   trace and its hash, and coverage marks.
 //! - [`SimKernel`]: the seam; [`ChildPlan`] scripts children, [`ForeignHandler`]
-//!   plays other code's signal handlers.
+//!   plays other code's signal handlers, [`actors`] other code's threads (a spawner
+//!   that waits for its own child, a `waitpid(-1)` reaper, SIG_IGN).
 //! - [`FaultPlan`]: EINTR, ENOSYS/EPERM from `pidfd_open`, EMFILE, EAGAIN from spawn,
 //!   spurious wake-ups, children that exit before registration, zombies reaped by
 //!   foreign code.
@@ -57,6 +58,7 @@
 //! - Locks other than the kernel's [`Monitor`](loopwatch::kernel::Monitor) are not
 //!   scheduling points: code must not hold a `std` lock across a kernel call.
 
+pub mod actors;
 mod driver;
 mod faults;
 mod kernel;
@@ -202,6 +204,26 @@ impl Simulation {
             children_left: state.children_left(),
             fds_left: state.open_fds(),
         }
+    }
+}
+
+impl Simulation {
+    /// As [`Simulation::run`]; with `LOOPWATCH_CHECK_DETERMINISM` set, runs the
+    /// scenario a second time and panics, naming the first divergent step, if the two
+    /// traces differ.
+    pub fn run_checked<F>(&self, scenario: F) -> Report
+    where
+        F: Fn(SimKernel) + Clone + Send + 'static,
+    {
+        if std::env::var_os("LOOPWATCH_CHECK_DETERMINISM").is_some() {
+            if let Some(divergence) = check_determinism(self, scenario.clone()) {
+                panic!(
+                    "seed {} is not deterministic: first divergence at step {}: {:?} vs {:?}",
+                    self.config.seed, divergence.step, divergence.first, divergence.second
+                );
+            }
+        }
+        self.run(scenario)
     }
 }
 

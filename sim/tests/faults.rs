@@ -1,0 +1,157 @@
+//! Each fault of a fault plan, switched on, does what a real kernel may do, and foreign
+//! actors interleave with the code under test as the seed decides.
+
+use std::time::Duration;
+
+use loopwatch::kernel::{
+    Clock, Disposition, Errno, Fds, Interest, Poll, Poller, Processes, Signal, Signals,
+    SpawnRequest, Threads, Token, WaitMode,
+};
+use loopwatch_sim::{FaultPlan, Simulation, actors};
+
+fn sh(script: &str) -> SpawnRequest {
+    SpawnRequest::new("/bin/sh", ["-c", script])
+}
+
+#[test]
+fn eintr_ends_blocking_calls() {
+    // Goal: with EINTR injection on, a blocking read and a blocking waitpid return
+    // EINTR instead of blocking, and the mark counts them.
+    let plan = FaultPlan {
+        eintr: 1.0,
+        ..FaultPlan::none()
+    };
+    let report = Simulation::new(1).faults(plan).run(|k| {
+        let (read, write) = k.pipe().unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(k.read(read, &mut buf), Err(Errno::EINTR));
+        let child = k.spawn(&sh("sleep 1; exit 0")).unwrap();
+        assert_eq!(k.wait_pid(child.pid, WaitMode::Block), Err(Errno::EINTR));
+        k.kill(child.pid, Some(Signal::SIGKILL)).unwrap();
+        assert!(k.wait_pid(child.pid, WaitMode::NoHang).is_ok());
+        k.close(read).unwrap();
+        k.close(write).unwrap();
+    });
+    report.assert_completed("eintr_ends_blocking_calls");
+    assert_eq!(report.mark("eintr_injected"), 2);
+}
+
+#[test]
+fn spawn_eagain_and_pidfd_eperm() {
+    // Goal: spawn can fail with EAGAIN and pidfd_open with EPERM (seccomp), each on.
+    let report = Simulation::new(2)
+        .faults(FaultPlan {
+            spawn_eagain: 1.0,
+            ..FaultPlan::none()
+        })
+        .run(|k| assert_eq!(k.spawn(&sh("exit 0")).err(), Some(Errno::EAGAIN)));
+    report.assert_completed("spawn_eagain_and_pidfd_eperm");
+    assert_eq!(report.mark("spawn_eagain"), 1);
+    let report = Simulation::new(2)
+        .faults(FaultPlan {
+            pidfd_eperm: true,
+            ..FaultPlan::none()
+        })
+        .run(|k| {
+            let child = k.spawn(&sh("exit 0")).unwrap();
+            assert_eq!(k.pidfd_open(child.pid), Err(Errno::EPERM));
+            k.wait_pid(child.pid, WaitMode::Block).unwrap();
+        });
+    report.assert_completed("spawn_eagain_and_pidfd_eperm");
+}
+
+#[test]
+fn spurious_wakeup_returns_empty_poll() {
+    // Goal: a poll with nothing ready and no timeout can return early with no events.
+    let plan = FaultPlan {
+        spurious_wakeup: 1.0,
+        ..FaultPlan::none()
+    };
+    let report = Simulation::new(3).faults(plan).run(|k| {
+        let poller = k.new_poller().unwrap();
+        let (read, write) = k.pipe().unwrap();
+        poller.register(read, Token(1), Interest::READABLE).unwrap();
+        let mut events = Vec::new();
+        poller.poll(&mut events, None).unwrap();
+        assert!(events.is_empty());
+        poller.deregister(read).unwrap();
+        k.close(read).unwrap();
+        k.close(write).unwrap();
+    });
+    report.assert_completed("spurious_wakeup_returns_empty_poll");
+    assert_eq!(report.mark("spurious_wakeup"), 1);
+}
+
+#[test]
+fn zombie_reaped_between_sigchld_and_wait() {
+    // Goal: with the fault on, foreign code reaps the zombie as SIGCHLD is delivered,
+    // so our own waitpid finds ECHILD: the case watchers report as returncode 255.
+    let plan = FaultPlan {
+        foreign_reap_on_sigchld: 1.0,
+        ..FaultPlan::none()
+    };
+    let report = Simulation::new(4).faults(plan).run(|k| {
+        let (read, write) = k.pipe().unwrap();
+        k.set_nonblocking(write, true).unwrap();
+        k.set_wakeup_fd(Some(write)).unwrap();
+        k.set_disposition(Signal::SIGCHLD, Disposition::Wakeup)
+            .unwrap();
+        let child = k.spawn(&sh("exit 3")).unwrap();
+        k.sleep(Duration::from_millis(1));
+        assert_eq!(k.wait_pid(child.pid, WaitMode::NoHang), Err(Errno::ECHILD));
+        k.close(read).unwrap();
+        k.close(write).unwrap();
+    });
+    report.assert_completed("zombie_reaped_between_sigchld_and_wait");
+    assert_eq!(report.mark("foreign_reap"), 1);
+}
+
+#[test]
+fn foreign_reaper_sometimes_steals() {
+    // Goal: a waitpid(-1) reaper and a library waiting for its own child race; over
+    // seeds both orders happen: the library reaps its child, or finds ECHILD because
+    // the reaper stole it. (A watcher using waitpid(-1) does this to other code.)
+    let (mut reaped, mut stolen) = (0, 0);
+    for seed in 0..100 {
+        let outcome = std::sync::Arc::new(std::sync::OnceLock::new());
+        let slot = outcome.clone();
+        let report = Simulation::new(seed).run(move |k| {
+            // The child exits at 2 ms, just as the reaper wakes from its second pause:
+            // who gets to the zombie first is the scheduler's choice.
+            let (spawner, seen) = actors::spawn_and_wait(&k, sh("sleep 0.002; exit 2"));
+            let (reaper, _) = actors::reap_any(&k, 3, Duration::from_millis(1));
+            k.join_thread(spawner).unwrap();
+            k.join_thread(reaper).unwrap();
+            let lines = seen.lock().unwrap().clone();
+            let _ = slot.set(lines.last().cloned().unwrap_or_default());
+        });
+        report.assert_completed("foreign_reaper_sometimes_steals");
+        let last = outcome.get().cloned().unwrap_or_default();
+        if last.starts_with("reaped") {
+            reaped += 1;
+        } else if last == "wait ECHILD" {
+            stolen += 1;
+        } else {
+            panic!("seed {seed}: unexpected {last:?}");
+        }
+    }
+    assert!(reaped > 0 && stolen > 0, "reaped {reaped}, stolen {stolen}");
+}
+
+#[test]
+fn foreign_sig_ign_auto_reaps_everyones_children() {
+    // Goal: once foreign code sets SIGCHLD to SIG_IGN, a library waiting for its own
+    // child gets ECHILD: the kernel reaped it.
+    let report = Simulation::new(5).run(|k| {
+        actors::ignore_sigchld(&k).unwrap();
+        let (spawner, seen) = actors::spawn_and_wait(&k, sh("exit 1"));
+        k.join_thread(spawner).unwrap();
+        assert_eq!(
+            seen.lock().unwrap().last().map(String::as_str),
+            Some("wait ECHILD")
+        );
+        assert!(k.now() >= Duration::ZERO);
+    });
+    report.assert_completed("foreign_sig_ign_auto_reaps_everyones_children");
+    assert_eq!(report.mark("sigchld_ignored_autoreap"), 1);
+}
