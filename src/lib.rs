@@ -102,8 +102,3 @@ pub fn get_running_loop() -> Result<EventLoop> {
 pub fn try_get_running_loop() -> Option<EventLoop> {
     policy::try_get_running_loop(&OsKernel)
 }
-
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;

@@ -68,6 +68,11 @@ mod rng;
 mod sched;
 mod trace;
 
+/// The README's examples (which use both crates), compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
