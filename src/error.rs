@@ -17,6 +17,9 @@ pub enum ErrorKind {
     TypeError,
     /// `NotImplementedError`: a method of an abstract policy or watcher.
     NotImplementedError,
+    /// `AssertionError`: a precondition CPython checks with `assert` (e.g. Fast's
+    /// "Must use the context manager").
+    AssertionError,
     /// `asyncio.CancelledError`: the task or future was cancelled.
     CancelledError,
     /// `ChildProcessError` (`ECHILD`).
@@ -121,6 +124,7 @@ impl fmt::Display for Error {
             ErrorKind::ValueError => "ValueError",
             ErrorKind::TypeError => "TypeError",
             ErrorKind::NotImplementedError => "NotImplementedError",
+            ErrorKind::AssertionError => "AssertionError",
             ErrorKind::CancelledError => "CancelledError",
             ErrorKind::ChildProcessError => "ChildProcessError",
             ErrorKind::ProcessLookupError => "ProcessLookupError",

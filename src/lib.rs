@@ -55,6 +55,7 @@ pub mod kernel;
 mod loom;
 pub mod policy;
 mod sys;
+pub mod watcher;
 
 /// Synchronisation that is safe to hold across kernel calls.
 pub mod sync {
@@ -65,8 +66,11 @@ pub use error::{Error, ErrorKind, Result};
 pub use event_loop::{EventLoop, ExceptionContext, ExceptionHandler, Handle, Task};
 pub use globals::{PolicyRef, ProcessGlobals};
 pub use kernel::Kernel;
-pub use policy::{AbstractEventLoopPolicy, DefaultEventLoopPolicy, PolicyState};
+pub use policy::{
+    AbstractEventLoopPolicy, DefaultEventLoopPolicy, PolicyState, WatcherFactory, WatcherRef,
+};
 pub use sys::unix::{OsJoinHandle, OsKernel, OsMonitor, OsPoller, OsWaker};
+pub use watcher::{ChildWatcher, FastChildWatcher, SafeChildWatcher};
 
 /// The process-wide policy, created on first use (P-1).
 pub fn get_event_loop_policy() -> PolicyRef<OsKernel> {
@@ -91,6 +95,16 @@ pub fn set_event_loop(event_loop: Option<EventLoop>) -> Result<()> {
 /// A new loop from the policy (P-7).
 pub fn new_event_loop() -> Result<EventLoop> {
     policy::new_event_loop(&OsKernel)
+}
+
+/// The current policy's child watcher (P-7, D-3).
+pub fn get_child_watcher() -> Result<WatcherRef> {
+    policy::get_child_watcher(&OsKernel)
+}
+
+/// Sets the current policy's child watcher, closing the old one (P-7, D-4).
+pub fn set_child_watcher(watcher: Option<WatcherRef>) -> Result<()> {
+    policy::set_child_watcher(&OsKernel, watcher)
 }
 
 /// The loop running in this thread, or `RuntimeError('no running event loop')` (P-4).

@@ -47,6 +47,13 @@ impl SimKernel {
         })
     }
 
+    /// Ends running child `pid` now with `status` (its SIGCHLD is raised as for any
+    /// exit), whatever its plan: lets a test script the exact moment and status of an
+    /// exit. Returns `false` if `pid` is not a running child. Not a scheduling point.
+    pub fn end_child(&self, pid: Pid, status: loopwatch::kernel::ExitStatus) -> bool {
+        self.shared.lock().end_child(pid, status)
+    }
+
     /// How many signals foreign handlers have received.
     pub fn foreign_deliveries(&self) -> u64 {
         self.shared.lock().foreign_deliveries

@@ -950,6 +950,18 @@ impl State {
         }
     }
 
+    /// Ends a running child now with `status`, whatever its plan (a test's script).
+    pub(crate) fn end_child(&mut self, pid: Pid, status: ExitStatus) -> bool {
+        let running = self
+            .procs
+            .get(&pid)
+            .is_some_and(|p| matches!(p.state, ProcState::Running));
+        if running {
+            self.terminate(pid, status);
+        }
+        running
+    }
+
     /// Ends a running child at once with its plan's fate (used by faults).
     fn terminate_now(&mut self, pid: Pid) {
         let status = match self.procs.get(&pid).map(|p| p.plan.clone()) {

@@ -4,7 +4,7 @@
 //! Each takes the policy as `&P` and calls the other methods through it, so overrides
 //! are honoured: `get_event_loop` creates with `policy.set_event_loop(policy.new_event_loop())`.
 
-use super::AbstractEventLoopPolicy;
+use super::{AbstractEventLoopPolicy, WatcherRef};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 use crate::kernel::Kernel;
@@ -33,7 +33,9 @@ where
         })
 }
 
-/// The default `set_event_loop` (C-4, C-5): marks the thread as set, then stores.
+/// The default `set_event_loop` (C-4, C-5, D-5): marks the thread as set, stores,
+/// and from the main thread attaches an existing child watcher to the new loop
+/// (`None` detaches it). It never creates a watcher.
 pub fn set_event_loop<K, P>(policy: &P, event_loop: Option<EventLoop<K>>) -> Result<()>
 where
     K: Kernel,
@@ -42,10 +44,52 @@ where
     let state = policy.state().ok_or_else(Error::not_implemented)?;
     let old = state.with_local(|local| {
         local.set_called = true;
-        std::mem::replace(&mut local.event_loop, event_loop)
+        std::mem::replace(&mut local.event_loop, event_loop.clone())
     });
     // Dropped outside the lock: it may be the last handle of a loop.
     drop(old);
+    if state.kernel().is_main_thread() {
+        let watcher = state.watcher.lock().clone();
+        if let Some(watcher) = watcher {
+            watcher.attach_loop(event_loop)?;
+        }
+    }
+    Ok(())
+}
+
+/// The default `get_child_watcher` (D-1, D-2, D-3): create the default watcher once,
+/// under the policy's lock, attached in the main thread to its current loop.
+pub fn get_child_watcher<K, P>(policy: &P) -> Result<WatcherRef<K>>
+where
+    K: Kernel,
+    P: AbstractEventLoopPolicy<K> + ?Sized,
+{
+    let state = policy.state().ok_or_else(Error::not_implemented)?;
+    let mut slot = state.watcher.lock();
+    if let Some(watcher) = slot.as_ref() {
+        return Ok(watcher.clone());
+    }
+    let watcher = (state.watcher_factory)(state.kernel());
+    if state.kernel().is_main_thread() {
+        let current = state.with_local(|local| local.event_loop.clone());
+        watcher.attach_loop(current)?;
+    }
+    *slot = Some(watcher.clone());
+    Ok(watcher)
+}
+
+/// The default `set_child_watcher` (D-4): close the old watcher, store the new one
+/// without attaching it.
+pub fn set_child_watcher<K, P>(policy: &P, watcher: Option<WatcherRef<K>>) -> Result<()>
+where
+    K: Kernel,
+    P: AbstractEventLoopPolicy<K> + ?Sized,
+{
+    let state = policy.state().ok_or_else(Error::not_implemented)?;
+    let old = std::mem::replace(&mut *state.watcher.lock(), watcher);
+    if let Some(old) = old {
+        old.close()?;
+    }
     Ok(())
 }
 

@@ -26,13 +26,13 @@ use crate::event_loop::EventLoop;
 use crate::globals::PolicyRef;
 use crate::kernel::{Kernel, ThreadId};
 use crate::loom::sync::Mutex;
+use crate::sync::BlockingMutex;
 use crate::sys::unix::OsKernel;
+use crate::watcher::{ChildWatcher, SafeChildWatcher};
+use std::sync::Arc;
 
 /// The policy interface (asyncio's `AbstractEventLoopPolicy`), with the default
-/// policy's behaviour as provided methods.
-///
-/// The child-watcher half of the interface (`get_child_watcher`/`set_child_watcher`)
-/// joins this trait with the watchers.
+/// (Unix) policy's behaviour as provided methods.
 pub trait AbstractEventLoopPolicy<K: Kernel = OsKernel>: Send + Sync + 'static {
     /// The per-context state the provided methods work on; `None` (the default) makes
     /// them raise `NotImplementedError`.
@@ -62,6 +62,18 @@ pub trait AbstractEventLoopPolicy<K: Kernel = OsKernel>: Send + Sync + 'static {
     fn new_event_loop(&self) -> Result<EventLoop<K>> {
         base::new_event_loop(self)
     }
+
+    /// The child watcher, the same object every time; created on first use and, in
+    /// the main thread, attached to the main thread's current loop (D-2, D-3).
+    fn get_child_watcher(&self) -> Result<WatcherRef<K>> {
+        base::get_child_watcher(self)
+    }
+
+    /// Replaces the child watcher, closing the old one (D-4). The new one is not
+    /// attached; `None` makes the next `get_child_watcher` create a default.
+    fn set_child_watcher(&self, watcher: Option<WatcherRef<K>>) -> Result<()> {
+        base::set_child_watcher(self, watcher)
+    }
 }
 
 /// Per-thread state of one context (CPython's `_Local`).
@@ -85,14 +97,36 @@ impl<K: Kernel> Default for Local<K> {
 pub struct PolicyState<K: Kernel = OsKernel> {
     kernel: K,
     locals: Mutex<BTreeMap<ThreadId, Local<K>>>,
+    /// The child watcher (CPython's `self._watcher`), created on first use (D-1).
+    /// A kernel lock: creating and attaching a watcher makes kernel calls.
+    pub(crate) watcher: BlockingMutex<K, Option<WatcherRef<K>>>,
+    /// Builds the default watcher.
+    pub(crate) watcher_factory: WatcherFactory<K>,
 }
 
+/// A shared child watcher, as policies hand it out.
+pub type WatcherRef<K = OsKernel> = Arc<dyn ChildWatcher<K>>;
+
+/// Builds a policy's default child watcher.
+pub type WatcherFactory<K = OsKernel> = Arc<dyn Fn(&K) -> WatcherRef<K> + Send + Sync>;
+
 impl<K: Kernel> PolicyState<K> {
-    /// Fresh state: no thread has a loop.
+    /// Fresh state: no thread has a loop, and the default watcher is
+    /// [`SafeChildWatcher`] (CPython 3.7, D-2).
     pub fn new(kernel: K) -> PolicyState<K> {
+        let factory: WatcherFactory<K> =
+            Arc::new(|kernel: &K| Arc::new(SafeChildWatcher::with_kernel(kernel.clone())));
+        PolicyState::with_watcher_factory(kernel, factory)
+    }
+
+    /// Fresh state whose default watcher `factory` builds (e.g. a Pidfd watcher),
+    /// without writing a policy.
+    pub fn with_watcher_factory(kernel: K, factory: WatcherFactory<K>) -> PolicyState<K> {
         PolicyState {
+            watcher: BlockingMutex::new(&kernel, None),
             kernel,
             locals: Mutex::new(BTreeMap::new()),
+            watcher_factory: factory,
         }
     }
 
@@ -144,6 +178,16 @@ impl<K: Kernel> DefaultEventLoopPolicy<K> {
             state: PolicyState::new(kernel),
         }
     }
+
+    /// The default policy over `kernel`, whose default child watcher `factory` builds.
+    pub fn with_watcher_factory(
+        kernel: K,
+        factory: WatcherFactory<K>,
+    ) -> DefaultEventLoopPolicy<K> {
+        DefaultEventLoopPolicy {
+            state: PolicyState::with_watcher_factory(kernel, factory),
+        }
+    }
 }
 
 impl<K: Kernel> AbstractEventLoopPolicy<K> for DefaultEventLoopPolicy<K> {
@@ -186,6 +230,16 @@ pub fn get_event_loop<K: Kernel>(kernel: &K) -> Result<EventLoop<K>> {
 /// `get_event_loop_policy().set_event_loop(event_loop)` (P-7).
 pub fn set_event_loop<K: Kernel>(kernel: &K, event_loop: Option<EventLoop<K>>) -> Result<()> {
     get_event_loop_policy(kernel).set_event_loop(event_loop)
+}
+
+/// `get_event_loop_policy().get_child_watcher()` (P-7).
+pub fn get_child_watcher<K: Kernel>(kernel: &K) -> Result<WatcherRef<K>> {
+    get_event_loop_policy(kernel).get_child_watcher()
+}
+
+/// `get_event_loop_policy().set_child_watcher(watcher)` (P-7).
+pub fn set_child_watcher<K: Kernel>(kernel: &K, watcher: Option<WatcherRef<K>>) -> Result<()> {
+    get_event_loop_policy(kernel).set_child_watcher(watcher)
 }
 
 /// `get_event_loop_policy().new_event_loop()` (P-7).

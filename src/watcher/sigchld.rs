@@ -1,0 +1,201 @@
+//! What Safe and Fast share (CPython's `BaseChildWatcher`): a loop whose SIGCHLD
+//! handler runs the watcher's reaping pass, the callbacks by pid, and `attach_loop`
+//! (spec S-2), `close` (S-8, F-6), `is_active` (S-9) and the handler's error
+//! reporting.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Weak};
+
+use super::ChildCallback;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event_loop::{EventLoop, ExceptionContext, panic_message};
+use crate::kernel::{Kernel, Pid, Signal};
+use crate::sync::{BlockingMutex, BlockingMutexGuard};
+
+/// The reaping pass a watcher runs on each SIGCHLD, and its extra state.
+pub(crate) trait Reaper<K: Kernel>: Send + Sync + Sized + 'static {
+    /// Watcher-specific state kept under the same lock as the callbacks.
+    type Extra: Send + Default + fmt::Debug;
+
+    /// One pass over what may have exited (`_do_waitpid_all`).
+    fn reap_all(core: &Core<K, Self>) -> Result<()>;
+}
+
+/// The state under the watcher's lock.
+pub(crate) struct State<K: Kernel, X> {
+    pub(crate) event_loop: Option<EventLoop<K>>,
+    pub(crate) callbacks: BTreeMap<Pid, ChildCallback>,
+    pub(crate) extra: X,
+}
+
+/// The shared part of a SIGCHLD-driven watcher.
+pub(crate) struct Core<K: Kernel, R: Reaper<K>> {
+    pub(crate) kernel: K,
+    state: BlockingMutex<K, State<K, R::Extra>>,
+    /// Itself, for the signal handler to reach it without keeping it alive.
+    this: Weak<Core<K, R>>,
+    name: &'static str,
+}
+
+impl<K: Kernel, R: Reaper<K>> Core<K, R> {
+    pub(crate) fn new(kernel: K, name: &'static str) -> Arc<Self> {
+        Arc::new_cyclic(|this| Core {
+            state: BlockingMutex::new(
+                &kernel,
+                State {
+                    event_loop: None,
+                    callbacks: BTreeMap::new(),
+                    extra: R::Extra::default(),
+                },
+            ),
+            kernel,
+            this: this.clone(),
+            name,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> BlockingMutexGuard<'_, K, State<K, R::Extra>> {
+        self.state.lock()
+    }
+
+    /// CPython 3.7's check before registering (spec S-3, F-3).
+    pub(crate) fn require_loop(&self) -> Result<()> {
+        if self.lock().event_loop.is_none() {
+            return Err(Error::runtime(
+                "Cannot add child handler, the child watcher does not have a loop attached",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn debug(&self) -> bool {
+        self.lock()
+            .event_loop
+            .as_ref()
+            .is_some_and(EventLoop::get_debug)
+    }
+
+    /// Spec S-2: warn on detaching with handlers pending, move the SIGCHLD handler
+    /// from the old loop to the new one, then reap at once what exited meanwhile.
+    pub(crate) fn attach_loop(&self, event_loop: Option<EventLoop<K>>) -> Result<()> {
+        let (old, pending) = {
+            let state = self.lock();
+            (state.event_loop.clone(), !state.callbacks.is_empty())
+        };
+        if old.is_some() && event_loop.is_none() && pending {
+            tracing::warn!(
+                target: "asyncio",
+                category = "RuntimeWarning",
+                "A loop is being detached from a child watcher with pending handlers"
+            );
+        }
+        if let Some(old) = old {
+            old.remove_signal_handler(Signal::SIGCHLD)?;
+        }
+        self.lock().event_loop = event_loop.clone();
+        if let Some(event_loop) = event_loop {
+            let this = self.this.clone();
+            let added = event_loop.add_signal_handler(Signal::SIGCHLD, move || {
+                if let Some(core) = this.upgrade() {
+                    core.sig_chld();
+                }
+            });
+            if let Err(error) = added {
+                self.lock().event_loop = None;
+                return Err(error);
+            }
+            // Children that exited while detached; callbacks run here, synchronously.
+            R::reap_all(self)?;
+        }
+        Ok(())
+    }
+
+    /// The SIGCHLD handler (`_sig_chld`): one reaping pass; anything that goes wrong,
+    /// a callback's panic included, goes to the loop's exception handler.
+    pub(crate) fn sig_chld(&self) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| R::reap_all(self)));
+        let exception = match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error,
+            Err(payload) => Error::new(ErrorKind::Panic, panic_message(&*payload)),
+        };
+        let event_loop = self.lock().event_loop.clone();
+        let context = ExceptionContext {
+            message: "Unknown exception in SIGCHLD handler".to_string(),
+            exception: Some(exception),
+            handle: None,
+        };
+        match event_loop {
+            Some(event_loop) => event_loop.call_exception_handler(&context),
+            None => tracing::error!(
+                target: "asyncio",
+                exception = %context.exception.as_ref().map(ToString::to_string).unwrap_or_default(),
+                "{}",
+                context.message
+            ),
+        }
+    }
+
+    /// `close`: forget every handler (so detaching does not warn), then detach.
+    pub(crate) fn close(&self) -> Result<()> {
+        let dropped = {
+            let mut state = self.lock();
+            state.extra = R::Extra::default();
+            std::mem::take(&mut state.callbacks)
+        };
+        drop(dropped);
+        self.attach_loop(None)
+    }
+
+    /// Attached to a loop that is running (S-9).
+    pub(crate) fn is_active(&self) -> bool {
+        self.lock()
+            .event_loop
+            .as_ref()
+            .is_some_and(EventLoop::is_running)
+    }
+
+    pub(crate) fn remove(&self, pid: Pid) -> bool {
+        let removed = self.lock().callbacks.remove(&pid);
+        removed.is_some()
+    }
+
+    /// Runs the callback registered for `pid`, if any, outside the lock.
+    pub(crate) fn deliver(&self, pid: Pid, returncode: i32) {
+        let callback = self.lock().callbacks.remove(&pid);
+        match callback {
+            Some(callback) => {
+                if self.debug() {
+                    tracing::debug!(
+                        target: "asyncio",
+                        "process {} exited with returncode {returncode}",
+                        pid.0
+                    );
+                }
+                callback(pid, returncode);
+            }
+            None => {
+                if self.debug() {
+                    tracing::warn!(
+                        target: "asyncio",
+                        "Child watcher got an unexpected pid: {}",
+                        pid.0
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl<K: Kernel, R: Reaper<K>> fmt::Debug for Core<K, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct(self.name)
+            .field("loop", &state.event_loop)
+            .field("pids", &state.callbacks.keys().collect::<Vec<_>>())
+            .field("extra", &state.extra)
+            .finish()
+    }
+}
