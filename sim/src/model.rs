@@ -1359,8 +1359,12 @@ impl State {
                 }
             }
             Disposition::Ignore => {}
-            Disposition::Wakeup => {
-                if let Some(fd) = self.wakeup_fd {
+            Disposition::Wakeup | Disposition::Notify(_) => {
+                let target = match disposition {
+                    Disposition::Notify(fd) => Some(fd),
+                    _ => self.wakeup_fd,
+                };
+                if let Some(fd) = target {
                     self.wakeup_write(fd, signal as u8);
                 }
                 let thread = self.thread_mut(tid);
@@ -1420,6 +1424,8 @@ impl State {
             matches!(disposition, Disposition::Foreign(id) if id as usize >= self.foreign.len());
         let result = if !signal.is_catchable() || unknown_foreign {
             Err(Errno::EINVAL)
+        } else if matches!(disposition, Disposition::Notify(fd) if !self.fds.contains_key(&fd.0)) {
+            Err(Errno::EBADF)
         } else {
             let old = self
                 .dispositions

@@ -54,6 +54,7 @@ bodies!(
     child_stdout_pipe,
     cat_roundtrip,
     spawn_enoent,
+    notify_disposition_writes_its_own_fd,
 );
 
 #[derive(Clone, Copy, Debug)]
@@ -412,6 +413,48 @@ impl Body for spawn_enoent {
         let request = SpawnRequest::new("/nonexistent/loopwatch-test-program", ["x"]);
         assert_eq!(k.spawn(&request).err(), Some(Errno::ENOENT));
         assert_eq!(k.wait_any(WaitMode::NoHang), Err(Errno::ECHILD));
+    }
+}
+
+impl Body for notify_disposition_writes_its_own_fd {
+    // Goal: a Notify(fd) disposition writes the signal number to its own fd, not to the
+    // wakeup fd, reports itself as Notify(fd), and hands back what it replaced.
+    fn run<K: Kernel>(&self, k: &K) {
+        let (own_read, own_write) = k.pipe().unwrap();
+        let (wake_read, wake_write) = k.pipe().unwrap();
+        for fd in [own_read, own_write, wake_read, wake_write] {
+            k.set_nonblocking(fd, true).unwrap();
+        }
+        let previous_wakeup = k.set_wakeup_fd(Some(wake_write)).unwrap();
+        let previous = k
+            .set_disposition(Signal::SIGUSR2, Disposition::Notify(own_write))
+            .unwrap();
+        assert_eq!(previous, Disposition::Default);
+        assert_eq!(
+            k.disposition(Signal::SIGUSR2).unwrap(),
+            Disposition::Notify(own_write)
+        );
+        k.raise(Signal::SIGUSR2).unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(k.read(own_read, &mut buf), Ok(1));
+        assert_eq!(buf[0], Signal::SIGUSR2.0 as u8);
+        assert_eq!(k.read(wake_read, &mut buf), Err(Errno::EAGAIN));
+        assert_eq!(
+            k.set_disposition(Signal::SIGUSR2, Disposition::Wakeup),
+            Ok(Disposition::Notify(own_write))
+        );
+        assert_eq!(
+            k.set_disposition(Signal::SIGUSR2, previous),
+            Ok(Disposition::Wakeup)
+        );
+        assert_eq!(
+            k.set_disposition(Signal::SIGUSR2, Disposition::Notify(Fd(i32::MAX))),
+            Err(Errno::EBADF)
+        );
+        k.set_wakeup_fd(previous_wakeup).unwrap();
+        for fd in [own_read, own_write, wake_read, wake_write] {
+            k.close(fd).unwrap();
+        }
     }
 }
 

@@ -315,6 +315,10 @@ pub enum Disposition {
     /// loopwatch's handler: write the signal number as one byte to the wakeup fd, the
     /// only thing it does (async-signal-safe, as CPython's `set_wakeup_fd`).
     Wakeup,
+    /// loopwatch's handler writing to this signal's own fd instead of the wakeup fd:
+    /// how a component that is not a loop (a process-wide SIGCHLD watcher) hears a
+    /// signal without taking the loops' wakeup fd. The fd should be non-blocking.
+    Notify(Fd),
     /// A handler somebody else installed. The number is a kernel-chosen token that
     /// restores exactly that handler when passed back to `set_disposition`.
     Foreign(u64),

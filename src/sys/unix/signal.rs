@@ -14,6 +14,13 @@ use crate::kernel::{Disposition, Errno, Fd, Signal, Signals};
 /// The fd the handler writes to, or -1.
 static WAKEUP_FD: AtomicI32 = AtomicI32::new(-1);
 
+/// Per signal, the fd of a [`Disposition::Notify`], or -1 for the wakeup fd.
+static NOTIFY_FDS: [AtomicI32; 65] = [const { AtomicI32::new(-1) }; 65];
+
+fn notify_slot(signal: i32) -> Option<&'static AtomicI32> {
+    usize::try_from(signal).ok().and_then(|i| NOTIFY_FDS.get(i))
+}
+
 #[allow(clippy::disallowed_types, reason = "OsKernel is the seam")]
 static FOREIGN: std::sync::Mutex<Vec<SavedAction>> = std::sync::Mutex::new(Vec::new());
 
@@ -47,7 +54,12 @@ extern "C" fn wakeup_handler(signum: libc::c_int) {
     // SAFETY: errno_location points at this thread's errno; saving and restoring it
     // keeps the interrupted code's errno intact.
     let saved = unsafe { *errno };
-    let fd = WAKEUP_FD.load(Ordering::Relaxed);
+    let own = notify_slot(signum).map_or(-1, |slot| slot.load(Ordering::Relaxed));
+    let fd = if own >= 0 {
+        own
+    } else {
+        WAKEUP_FD.load(Ordering::Relaxed)
+    };
     if fd >= 0 {
         let byte = signum as u8;
         // SAFETY: write is async-signal-safe; the buffer is one valid byte. A full or
@@ -70,11 +82,16 @@ fn current_action(signal: Signal) -> Result<libc::sigaction, Errno> {
     Ok(old)
 }
 
-fn classify(action: &libc::sigaction) -> Disposition {
+fn classify(signal: Signal, action: &libc::sigaction) -> Disposition {
     match action.sa_sigaction {
         libc::SIG_DFL => Disposition::Default,
         libc::SIG_IGN => Disposition::Ignore,
-        handler if handler == handler_address() => Disposition::Wakeup,
+        handler if handler == handler_address() => {
+            match notify_slot(signal.0).map_or(-1, |slot| slot.load(Ordering::Relaxed)) {
+                fd if fd >= 0 => Disposition::Notify(Fd(fd)),
+                _ => Disposition::Wakeup,
+            }
+        }
         _ => {
             let mut saved = FOREIGN
                 .lock()
@@ -97,7 +114,7 @@ fn action_for(disposition: Disposition) -> Result<libc::sigaction, Errno> {
     match disposition {
         Disposition::Default => action.sa_sigaction = libc::SIG_DFL,
         Disposition::Ignore => action.sa_sigaction = libc::SIG_IGN,
-        Disposition::Wakeup => {
+        Disposition::Wakeup | Disposition::Notify(_) => {
             action.sa_sigaction = handler_address();
             // As CPython's siginterrupt(sig, False): interrupted calls restart.
             action.sa_flags = libc::SA_RESTART;
@@ -131,16 +148,42 @@ impl Signals for OsKernel {
         disposition: Disposition,
     ) -> Result<Disposition, Errno> {
         let action = action_for(disposition)?;
+        if !signal.is_catchable() {
+            return Err(Errno::EINVAL);
+        }
+        let slot = notify_slot(signal.0).ok_or(Errno::EINVAL)?;
+        let new_notify = match disposition {
+            Disposition::Notify(fd) => {
+                // SAFETY: F_GETFD only checks that the descriptor is open.
+                check(unsafe { libc::fcntl(fd.0, libc::F_GETFD) })?;
+                fd.0
+            }
+            _ => -1,
+        };
+        // The previous disposition is read before the slot changes.
+        let previous_notify = slot.load(Ordering::Relaxed);
+        // Set before the handler is installed, so that its first run finds the fd.
+        slot.store(new_notify, Ordering::Relaxed);
         // SAFETY: sigaction is plain data; all-zero is valid to be overwritten.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: both pointers are valid; the handler installed is either SIG_DFL,
         // SIG_IGN, the async-signal-safe wakeup handler or one that was installed before.
-        check(unsafe { libc::sigaction(signal.0, &action, &mut old) })?;
-        Ok(classify(&old))
+        if let Err(errno) = check(unsafe { libc::sigaction(signal.0, &action, &mut old) }) {
+            slot.store(previous_notify, Ordering::Relaxed);
+            return Err(errno);
+        }
+        let previous = classify(signal, &old);
+        Ok(match previous {
+            Disposition::Wakeup | Disposition::Notify(_) if previous_notify >= 0 => {
+                Disposition::Notify(Fd(previous_notify))
+            }
+            Disposition::Notify(_) => Disposition::Wakeup,
+            other => other,
+        })
     }
 
     fn disposition(&self, signal: Signal) -> Result<Disposition, Errno> {
-        Ok(classify(&current_action(signal)?))
+        Ok(classify(signal, &current_action(signal)?))
     }
 
     fn set_wakeup_fd(&self, fd: Option<Fd>) -> Result<Option<Fd>, Errno> {
