@@ -40,12 +40,14 @@
 //! CPython's text, so tests can assert on them.
 
 mod fast;
+mod multi_loop;
 mod safe;
 mod sigchld;
 
 use std::fmt;
 
 pub use fast::FastChildWatcher;
+pub use multi_loop::MultiLoopChildWatcher;
 pub use safe::SafeChildWatcher;
 
 use crate::OsKernel;
