@@ -54,6 +54,7 @@ mod globals;
 pub mod kernel;
 mod loom;
 pub mod policy;
+pub mod subprocess;
 mod sys;
 pub mod watcher;
 
@@ -69,6 +70,7 @@ pub use kernel::Kernel;
 pub use policy::{
     AbstractEventLoopPolicy, DefaultEventLoopPolicy, PolicyState, WatcherFactory, WatcherRef,
 };
+pub use subprocess::{Process, create_subprocess_exec};
 pub use sys::unix::{OsJoinHandle, OsKernel, OsMonitor, OsPoller, OsWaker};
 pub use watcher::{ChildWatcher, FastChildWatcher, SafeChildWatcher};
 

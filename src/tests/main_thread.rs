@@ -17,12 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use loopwatch::kernel::{
-    Disposition, Fds, Pid, Processes, Signal, Signals, Threads, WaitMode, WaitStatus,
+    Disposition, Fds, Pid, Processes, Signal, Signals, SpawnRequest, Stdio, Threads, WaitMode,
+    WaitStatus,
 };
 use loopwatch::policy::base;
 use loopwatch::{
     AbstractEventLoopPolicy, DefaultEventLoopPolicy, ErrorKind, EventLoop, OsKernel, PolicyState,
-    Result,
+    Result, WatcherRef,
 };
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
@@ -76,6 +77,28 @@ fn main() {
             forked_child_does_not_see_running_loop,
         ),
         ("loop_life_leaks_nothing", loop_life_leaks_nothing),
+        ("subprocess_safe", || {
+            subprocess_suite(Arc::new(loopwatch::SafeChildWatcher::new()))
+        }),
+        ("subprocess_fast", || {
+            subprocess_suite(Arc::new(loopwatch::FastChildWatcher::new()))
+        }),
+        ("subprocess_multi_loop", || {
+            subprocess_suite(Arc::new(loopwatch::watcher::MultiLoopChildWatcher::new()))
+        }),
+        (
+            "subprocess_from_worker_thread",
+            subprocess_from_worker_thread,
+        ),
+        ("fast_steals_foreign_child", fast_steals_foreign_child),
+        (
+            "safe_and_multi_loop_leave_foreign_child",
+            safe_and_multi_loop_leave_foreign_child,
+        ),
+        (
+            "subprocess_spawn_errors_leave_nothing",
+            subprocess_spawn_errors_leave_nothing,
+        ),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -440,6 +463,275 @@ fn loop_life_leaks_nothing() -> TestResult {
         "no stray threads",
     )?;
     check(children()? == children_before, "no children left")?;
+    Ok(())
+}
+
+fn sh(script: &str) -> SpawnRequest {
+    SpawnRequest::new("/bin/sh", ["-c", script])
+}
+
+fn with_pipes(mut request: SpawnRequest, stdin: bool, stdout: bool, stderr: bool) -> SpawnRequest {
+    if stdin {
+        request.stdin = Stdio::Pipe;
+    }
+    if stdout {
+        request.stdout = Stdio::Pipe;
+    }
+    if stderr {
+        request.stderr = Stdio::Pipe;
+    }
+    request
+}
+
+/// The main thread's loop with `watcher` installed as the policy's and attached, as
+/// CPython's SubprocessWatcherMixin sets up.
+fn install(watcher: WatcherRef) -> Result<EventLoop> {
+    let event_loop = loopwatch::new_event_loop()?;
+    loopwatch::set_event_loop(Some(event_loop.clone()))?;
+    loopwatch::set_child_watcher(Some(watcher.clone()))?;
+    watcher.attach_loop(Some(event_loop.clone()))?;
+    Ok(event_loop)
+}
+
+fn uninstall(event_loop: EventLoop) -> TestResult {
+    loopwatch::set_child_watcher(None)?;
+    loopwatch::set_event_loop(None)?;
+    event_loop.close()?;
+    Ok(())
+}
+
+fn subprocess_suite(watcher: WatcherRef) -> TestResult {
+    // Goal (L-1 … L-4, R-1): CPython's subprocess tests in spirit, for one watcher:
+    // exit codes, kill/terminate, captured stdout/stderr, communicate with input, and
+    // 1,000 concurrent children; afterwards no zombies, no new fds, no stray threads.
+    let fds_before = count_entries("/proc/self/fd")?;
+    let threads_before = count_entries("/proc/self/task")?;
+    let event_loop = install(watcher)?;
+    let lp = event_loop.clone();
+    let outcome: Result<Vec<String>> = event_loop.run_until_complete(async move {
+        let mut problems = Vec::new();
+        let mut expect = |what: &str, ok: bool| {
+            if !ok {
+                problems.push(what.to_string());
+            }
+        };
+        for (script, code) in [("exit 0", 0), ("exit 1", 1), ("exit 255", 255)] {
+            let process = lp.subprocess_exec(&sh(script))?;
+            expect(script, process.wait().await == code);
+            expect("returncode kept", process.returncode() == Some(code));
+        }
+        let sleeper = lp.subprocess_exec(&SpawnRequest::new("sleep", ["30"]))?;
+        sleeper.kill()?;
+        expect("kill gives -9", sleeper.wait().await == -9);
+        let err = sleeper.kill().unwrap_err();
+        expect(
+            "kill after exit",
+            err.kind() == ErrorKind::ProcessLookupError,
+        );
+        let sleeper = lp.subprocess_exec(&SpawnRequest::new("sleep", ["30"]))?;
+        sleeper.terminate()?;
+        expect("terminate gives -15", sleeper.wait().await == -15);
+        let mut echo =
+            lp.subprocess_exec(&with_pipes(sh("echo out; echo err >&2"), false, true, true))?;
+        let (out, err) = echo.communicate(None).await?;
+        expect("stdout captured", out == b"out\n");
+        expect("stderr captured", err == b"err\n");
+        let mut cat = lp.subprocess_exec(&with_pipes(
+            SpawnRequest::new("cat", Vec::<String>::new()),
+            true,
+            true,
+            false,
+        ))?;
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let (out, _) = cat.communicate(Some(&big)).await?;
+        expect("communicate round-trips 200 kB", out == big);
+        expect("cat exits 0", cat.returncode() == Some(0));
+        let mut lines =
+            lp.subprocess_exec(&with_pipes(sh("echo one; echo two"), false, true, false))?;
+        let stdout = lines.stdout.as_mut().expect("a pipe");
+        expect("readline 1", stdout.readline().await? == b"one\n");
+        expect("readline 2", stdout.readline().await? == b"two\n");
+        expect("readline eof", stdout.readline().await?.is_empty());
+        expect("echo exits 0", lines.wait().await == 0);
+        let mut many = Vec::new();
+        for _ in 0..1000 {
+            many.push(lp.subprocess_exec(&SpawnRequest::new("/bin/true", Vec::<String>::new()))?);
+        }
+        let mut zeros = 0;
+        for process in &many {
+            if process.wait().await == 0 {
+                zeros += 1;
+            }
+        }
+        expect(
+            &format!("1000 children report 0 (got {zeros})"),
+            zeros == 1000,
+        );
+        Ok(problems)
+    })?;
+    uninstall(event_loop)?;
+    let problems = outcome?;
+    check(problems.is_empty(), &format!("{problems:?}"))?;
+    check(children()?.is_empty(), "no children left")?;
+    check(
+        count_entries("/proc/self/fd")? == fds_before,
+        "fd count back",
+    )?;
+    check(
+        count_entries("/proc/self/task")? == threads_before,
+        "no stray threads",
+    )?;
+    Ok(())
+}
+
+fn subprocess_from_worker_thread() -> TestResult {
+    // Goal (L-4): from a loop in a worker thread, Safe and Fast attached to nothing
+    // refuse with the documented error before spawning; MultiLoop attached from the
+    // main thread delivers to the worker's loop.
+    let kernel = OsKernel;
+    for (name, watcher) in [
+        (
+            "safe",
+            Arc::new(loopwatch::SafeChildWatcher::new()) as WatcherRef,
+        ),
+        (
+            "fast",
+            Arc::new(loopwatch::FastChildWatcher::new()) as WatcherRef,
+        ),
+    ] {
+        loopwatch::set_child_watcher(Some(watcher))?;
+        let outcome = in_worker(|event_loop| {
+            let lp = event_loop.clone();
+            event_loop.run_until_complete(async move {
+                lp.subprocess_exec(&sh("exit 0"))
+                    .map(|p| p.pid())
+                    .map_err(|e| e.message().to_string())
+            })
+        })??;
+        check(
+            outcome.as_ref().err().map(String::as_str)
+                == Some(
+                    "asyncio.get_child_watcher() is not activated, subprocess support is not installed.",
+                ),
+            &format!("{name}: {outcome:?}"),
+        )?;
+        check(children()?.is_empty(), "nothing was spawned")?;
+        loopwatch::set_child_watcher(None)?;
+    }
+    let watcher: WatcherRef = Arc::new(loopwatch::watcher::MultiLoopChildWatcher::new());
+    loopwatch::set_child_watcher(Some(watcher.clone()))?;
+    watcher.attach_loop(None)?;
+    let code = in_worker(|event_loop| {
+        let lp = event_loop.clone();
+        event_loop.run_until_complete(async move {
+            match lp.subprocess_exec(&sh("exit 7")) {
+                Ok(process) => process.wait().await,
+                Err(_) => -1000,
+            }
+        })
+    })?;
+    check(
+        code == Ok(7),
+        &format!("multi-loop from a worker: {code:?}"),
+    )?;
+    loopwatch::set_child_watcher(None)?;
+    let _ = kernel;
+    Ok(())
+}
+
+/// Runs `body` with a fresh loop in a new thread and returns its result.
+fn in_worker<T: Send + 'static>(
+    body: impl FnOnce(&EventLoop) -> Result<T> + Send + 'static,
+) -> std::result::Result<Result<T>, Box<dyn std::error::Error>> {
+    let kernel = OsKernel;
+    let slot = Arc::new(loopwatch_test_slot::Slot::default());
+    let out = slot.clone();
+    let handle = kernel.spawn_thread(
+        "Worker-S",
+        Box::new(move || {
+            let result = EventLoop::new().and_then(|event_loop| {
+                let result = body(&event_loop);
+                event_loop.close()?;
+                result
+            });
+            out.push(result);
+        }),
+    )?;
+    kernel.join_thread(handle).map_err(|_| "worker panicked")?;
+    Ok(slot.take().pop().ok_or("no result")?)
+}
+
+fn fast_steals_foreign_child() -> TestResult {
+    // Goal (F-5, spec "steals"): a child spawned by other code is reaped by Fast's
+    // waitpid(-1) when any SIGCHLD is handled; the other code then gets ECHILD.
+    let kernel = OsKernel;
+    let watcher = Arc::new(loopwatch::FastChildWatcher::new());
+    let event_loop = install(watcher.clone())?;
+    let foreign = kernel.spawn(&sh("exit 4"))?;
+    let lp = event_loop.clone();
+    let code = event_loop.run_until_complete(async move {
+        // Our own child's SIGCHLD makes Fast reap everything that has exited.
+        let ours = lp.subprocess_exec(&sh("sleep 0.2; exit 0")).expect("spawn");
+        ours.wait().await
+    })?;
+    check(code == 0, "our child reported")?;
+    let theirs = kernel.wait_pid(foreign.pid, WaitMode::NoHang);
+    check(
+        theirs == Err(loopwatch::kernel::Errno::ECHILD),
+        &format!("the foreign child was stolen: {theirs:?}"),
+    )?;
+    uninstall(event_loop)
+}
+
+fn safe_and_multi_loop_leave_foreign_child() -> TestResult {
+    // Goal (S-6, M-6): Safe and MultiLoop never wait for a pid they were not given:
+    // the foreign child stays a zombie for its owner to reap.
+    let kernel = OsKernel;
+    for watcher in [
+        Arc::new(loopwatch::SafeChildWatcher::new()) as WatcherRef,
+        Arc::new(loopwatch::watcher::MultiLoopChildWatcher::new()) as WatcherRef,
+    ] {
+        let event_loop = install(watcher)?;
+        let foreign = kernel.spawn(&sh("exit 4"))?;
+        let lp = event_loop.clone();
+        let code = event_loop.run_until_complete(async move {
+            let ours = lp.subprocess_exec(&sh("sleep 0.2; exit 0")).expect("spawn");
+            ours.wait().await
+        })?;
+        check(code == 0, "our child reported")?;
+        let theirs = kernel.wait_pid(foreign.pid, WaitMode::NoHang)?;
+        check(
+            matches!(theirs, WaitStatus::Terminated(_, s) if s.returncode() == 4),
+            &format!("the foreign child is still ours to reap: {theirs:?}"),
+        )?;
+        uninstall(event_loop)?;
+    }
+    Ok(())
+}
+
+fn subprocess_spawn_errors_leave_nothing() -> TestResult {
+    // Goal: a program that does not exist is the Os(ENOENT) kind, with no zombie and
+    // no fd left (its pipes included).
+    let fds_before = count_entries("/proc/self/fd")?;
+    let event_loop = install(Arc::new(loopwatch::SafeChildWatcher::new()))?;
+    let lp = event_loop.clone();
+    let err = event_loop.run_until_complete(async move {
+        lp.subprocess_exec(&with_pipes(
+            SpawnRequest::new("/nonexistent/program", Vec::<String>::new()),
+            true,
+            true,
+            true,
+        ))
+        .map(|p| p.pid())
+    })?;
+    uninstall(event_loop)?;
+    check(
+        err.as_ref().err().map(|e| e.kind())
+            == Some(ErrorKind::Os(loopwatch::kernel::Errno::ENOENT)),
+        &format!("{err:?}"),
+    )?;
+    check(children()?.is_empty(), "no zombie")?;
+    check(count_entries("/proc/self/fd")? == fds_before, "no fd left")?;
     Ok(())
 }
 

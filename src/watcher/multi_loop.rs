@@ -132,13 +132,17 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
 fn reaper_thread<K: Kernel>(inner: Weak<Inner<K>>, read: Fd) {
     let mut buf = [0u8; 64];
     loop {
-        let Some(strong) = inner.upgrade() else { return };
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
         let kernel = strong.kernel.clone();
         drop(strong);
         match kernel.read(read, &mut buf) {
             Ok(0) => return,
             Ok(_) => {
-                let Some(strong) = inner.upgrade() else { return };
+                let Some(strong) = inner.upgrade() else {
+                    return;
+                };
                 if let Err(error) = strong.reap_all() {
                     // M-6: the handler logs, it does not raise.
                     tracing::warn!(
@@ -246,10 +250,7 @@ impl<K: Kernel> ChildWatcher<K> for MultiLoopChildWatcher<K> {
         let kernel = &self.inner.kernel;
         let (callbacks, installed) = {
             let mut state = self.inner.state.lock();
-            (
-                std::mem::take(&mut state.callbacks),
-                state.installed.take(),
-            )
+            (std::mem::take(&mut state.callbacks), state.installed.take())
         };
         drop(callbacks);
         let Some(installed) = installed else {

@@ -1,0 +1,411 @@
+//! Subprocesses: `loop.subprocess_exec` and `create_subprocess_exec` (spec L-1 … L-4).
+//!
+//! Starting a process follows `_make_subprocess_transport`: fetch the policy's child
+//! watcher, open its fork window, refuse to spawn if the watcher is not active (3.8's
+//! check: a process that no watcher would ever report is never started), spawn, and
+//! register the pid with a callback that hops to the process's loop
+//! (`call_soon_threadsafe`, R-5). If registration fails anyway, the child is killed and
+//! reaped before the error is returned: no child is ever lost.
+//!
+//! A [`Process`] signals its child through a pidfd when the kernel has them, so a
+//! signal can never reach a later process that reused the pid; without pidfds it
+//! refuses to signal once the watcher has reaped the child.
+
+mod stream;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+pub use stream::{PipeReader, PipeWriter};
+
+use crate::OsKernel;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event_loop::EventLoop;
+use crate::kernel::{Errno, Fd, Kernel, Pid, Signal, SpawnRequest, Spawned, WaitMode};
+use crate::loom::sync::Mutex;
+use crate::loom::sync::atomic::{AtomicBool, Ordering};
+use crate::watcher::{ChildWatcher, fork_window};
+
+/// What the watcher callback and the `Process` share.
+struct Exit {
+    /// Set by the watcher's callback the moment the child is reaped, before the hop
+    /// to the loop: from then on its pid may belong to someone else.
+    reaped: AtomicBool,
+    state: Mutex<ExitState>,
+}
+
+#[derive(Default)]
+struct ExitState {
+    returncode: Option<i32>,
+    waiters: Vec<Waker>,
+}
+
+/// A child process started by [`EventLoop::subprocess_exec`] (asyncio's `Process`).
+pub struct Process<K: Kernel = OsKernel> {
+    pid: Pid,
+    kernel: K,
+    exit: Arc<Exit>,
+    /// A pidfd for signalling, when the kernel has them.
+    pidfd: Option<Fd>,
+    /// The child's standard input, if it is a pipe.
+    pub stdin: Option<PipeWriter<K>>,
+    /// The child's standard output, if it is a pipe.
+    pub stdout: Option<PipeReader<K>>,
+    /// The child's standard error, if it is a pipe.
+    pub stderr: Option<PipeReader<K>>,
+}
+
+impl<K: Kernel> fmt::Debug for Process<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "<Process {} returncode={:?}>",
+            self.pid.0,
+            self.returncode()
+        )
+    }
+}
+
+impl<K: Kernel> EventLoop<K> {
+    /// Starts `request` as a child process of this loop (asyncio's
+    /// `loop.subprocess_exec`), registered with the child watcher of the kernel's
+    /// current policy. Pipes asked for in `request` become the process's
+    /// [`stdin`](Process::stdin), [`stdout`](Process::stdout) and
+    /// [`stderr`](Process::stderr).
+    ///
+    /// # Errors
+    ///
+    /// - `RuntimeError("asyncio.get_child_watcher() is not activated, subprocess
+    ///   support is not installed.")` if the watcher is not active (for Safe and Fast:
+    ///   no loop attached, or the attached loop is not running), before anything is
+    ///   spawned;
+    /// - the kernel's error from spawning (`Os(ENOENT)` for a missing program, …),
+    ///   with no child and no fd left behind;
+    /// - the watcher's error from registering, after the child was killed and reaped.
+    pub fn subprocess_exec(&self, request: &SpawnRequest) -> Result<Process<K>> {
+        let kernel = self.kernel().clone();
+        let watcher = crate::policy::get_child_watcher(&kernel)?;
+        spawn_with(self, &*watcher, request)
+    }
+}
+
+/// Starts `request` on the running loop of the real OS (asyncio's
+/// `create_subprocess_exec`).
+///
+/// # Errors
+///
+/// `RuntimeError('no running event loop')` outside a running loop; otherwise as
+/// [`EventLoop::subprocess_exec`].
+pub async fn create_subprocess_exec(request: SpawnRequest) -> Result<Process> {
+    let event_loop = crate::get_running_loop()?;
+    event_loop.subprocess_exec(&request)
+}
+
+/// The body of `subprocess_exec`, for any watcher.
+pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
+    event_loop: &EventLoop<K>,
+    watcher: &W,
+    request: &SpawnRequest,
+) -> Result<Process<K>> {
+    if event_loop.is_closed() {
+        return Err(Error::runtime("Event loop is closed"));
+    }
+    let kernel = event_loop.kernel().clone();
+    let _window = fork_window::<K, W>(watcher);
+    if !watcher.is_active() {
+        return Err(Error::runtime(
+            "asyncio.get_child_watcher() is not activated, subprocess support is not installed.",
+        ));
+    }
+    let spawned = kernel.spawn(request)?;
+    // Opened before registration, while the child cannot have been reaped: the pidfd
+    // names this process and no other.
+    let pidfd = kernel.pidfd_open(spawned.pid).ok();
+    let exit = Arc::new(Exit {
+        reaped: AtomicBool::new(false),
+        state: Mutex::new(ExitState::default()),
+    });
+    let (hop, for_callback) = (event_loop.clone(), exit.clone());
+    let callback = Box::new(move |_pid: Pid, code: i32| {
+        for_callback.reaped.store(true, Ordering::Release);
+        let exit = for_callback.clone();
+        let settle = move || exit.settle(code);
+        if let Err(error) = hop.call_soon_threadsafe(settle) {
+            // The loop is closed: nobody will run the hop, so settle here.
+            tracing::debug!(target: "asyncio", "{error}");
+            for_callback.settle(code);
+        }
+    });
+    if let Err(error) = watcher.add_child_handler(spawned.pid, callback) {
+        abandon(&kernel, &spawned, pidfd);
+        return Err(error);
+    }
+    let nonblocking = [spawned.stdin, spawned.stdout, spawned.stderr]
+        .into_iter()
+        .flatten()
+        .try_for_each(|fd| kernel.set_nonblocking(fd, true));
+    if let Err(errno) = nonblocking {
+        // Registered: the watcher reaps it once killed; its fds are closed here.
+        match pidfd {
+            Some(fd) => {
+                let _ = kernel.pidfd_send_signal(fd, Signal::SIGKILL);
+                let _ = kernel.close(fd);
+            }
+            None => {
+                let _ = kernel.kill(spawned.pid, Some(Signal::SIGKILL));
+            }
+        }
+        for fd in [spawned.stdin, spawned.stdout, spawned.stderr]
+            .into_iter()
+            .flatten()
+        {
+            let _ = kernel.close(fd);
+        }
+        return Err(errno.into());
+    }
+    let stdin = spawned
+        .stdin
+        .map(|fd| PipeWriter::new(event_loop.clone(), fd));
+    let stdout = spawned
+        .stdout
+        .map(|fd| PipeReader::new(event_loop.clone(), fd));
+    let stderr = spawned
+        .stderr
+        .map(|fd| PipeReader::new(event_loop.clone(), fd));
+    Ok(Process {
+        pid: spawned.pid,
+        kernel,
+        exit,
+        pidfd,
+        stdin,
+        stdout,
+        stderr,
+    })
+}
+
+/// A child that could not be registered: kill it, reap it, close its fds.
+fn abandon<K: Kernel>(kernel: &K, spawned: &Spawned, pidfd: Option<Fd>) {
+    match pidfd {
+        Some(fd) => {
+            let _ = kernel.pidfd_send_signal(fd, Signal::SIGKILL);
+            let _ = kernel.close(fd);
+        }
+        None => {
+            let _ = kernel.kill(spawned.pid, Some(Signal::SIGKILL));
+        }
+    }
+    while kernel.wait_pid(spawned.pid, WaitMode::Block) == Err(Errno::EINTR) {}
+    for fd in [spawned.stdin, spawned.stdout, spawned.stderr]
+        .into_iter()
+        .flatten()
+    {
+        let _ = kernel.close(fd);
+    }
+}
+
+impl Exit {
+    /// Runs in the process's loop: records the returncode and wakes waiters (L-2).
+    fn settle(&self, code: i32) {
+        let waiters = {
+            let mut state = self.state.lock();
+            if state.returncode.is_none() {
+                state.returncode = Some(code);
+            }
+            std::mem::take(&mut state.waiters)
+        };
+        for waiter in waiters {
+            waiter.wake();
+        }
+    }
+}
+
+impl<K: Kernel> Process<K> {
+    /// The child's pid.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// The exit status as asyncio reports it (spec R-1), once the loop has learnt of
+    /// the exit; `None` before.
+    pub fn returncode(&self) -> Option<i32> {
+        self.exit.state.lock().returncode
+    }
+
+    /// Waits for the child to exit and returns its returncode.
+    pub fn wait(&self) -> WaitForExit<'_> {
+        WaitForExit { exit: &self.exit }
+    }
+
+    /// Sends `signal` to the child.
+    ///
+    /// # Errors
+    ///
+    /// `ProcessLookupError` once the child has been reaped (its pid may already name
+    /// another process); the kernel's error otherwise.
+    pub fn send_signal(&self, signal: Signal) -> Result<()> {
+        if self.exit.reaped.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorKind::ProcessLookupError, ""));
+        }
+        let sent = match self.pidfd {
+            Some(pidfd) => self.kernel.pidfd_send_signal(pidfd, signal),
+            None => self.kernel.kill(self.pid, Some(signal)),
+        };
+        match sent {
+            Ok(()) => Ok(()),
+            Err(Errno::ESRCH) => Err(Error::new(ErrorKind::ProcessLookupError, "")),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
+    /// `send_signal(SIGTERM)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Process::send_signal`].
+    pub fn terminate(&self) -> Result<()> {
+        self.send_signal(Signal::SIGTERM)
+    }
+
+    /// `send_signal(SIGKILL)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Process::send_signal`].
+    pub fn kill(&self) -> Result<()> {
+        self.send_signal(Signal::SIGKILL)
+    }
+
+    /// Writes `input` (if any) to stdin and closes it, reads stdout and stderr to end
+    /// of file, waits for the exit, and returns both outputs (empty for streams that
+    /// are not pipes).
+    ///
+    /// # Errors
+    ///
+    /// The first I/O error; a closed stdin pipe (EPIPE) is not one, as in asyncio.
+    pub async fn communicate(&mut self, input: Option<&[u8]>) -> Result<(Vec<u8>, Vec<u8>)> {
+        let stdin = self.stdin.take();
+        let stdout = self.stdout.take();
+        let stderr = self.stderr.take();
+        let write = async move {
+            if let Some(mut stdin) = stdin {
+                if let Some(input) = input {
+                    match stdin.write_all(input).await {
+                        Ok(()) => {}
+                        Err(error) if error.errno() == Some(Errno::EPIPE) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+                stdin.close()?;
+            }
+            Ok(())
+        };
+        let read = |stream: Option<PipeReader<K>>| async move {
+            match stream {
+                Some(mut stream) => stream.read_to_end().await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (written, out, err) = Join3::new(write, read(stdout), read(stderr)).await;
+        written?;
+        let (out, err) = (out?, err?);
+        self.wait().await;
+        Ok((out, err))
+    }
+}
+
+impl<K: Kernel> Drop for Process<K> {
+    fn drop(&mut self) {
+        if let Some(pidfd) = self.pidfd.take() {
+            let _ = self.kernel.close(pidfd);
+        }
+    }
+}
+
+/// The future of [`Process::wait`].
+#[derive(Debug)]
+pub struct WaitForExit<'a> {
+    exit: &'a Exit,
+}
+
+impl fmt::Debug for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Exit({:?})", self.state.lock().returncode)
+    }
+}
+
+impl Future for WaitForExit<'_> {
+    type Output = i32;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<i32> {
+        let mut state = self.exit.state.lock();
+        match state.returncode {
+            Some(code) => Poll::Ready(code),
+            None => {
+                state.waiters.push(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The outputs of a [`Join3`] as they arrive.
+type Outputs<A, B, C> = (
+    Option<<A as Future>::Output>,
+    Option<<B as Future>::Output>,
+    Option<<C as Future>::Output>,
+);
+
+/// Polls three futures to completion together.
+struct Join3<A: Future, B: Future, C: Future> {
+    a: Pin<Box<A>>,
+    b: Pin<Box<B>>,
+    c: Pin<Box<C>>,
+    out: Outputs<A, B, C>,
+}
+
+impl<A: Future, B: Future, C: Future> Join3<A, B, C> {
+    fn new(a: A, b: B, c: C) -> Self {
+        Join3 {
+            a: Box::pin(a),
+            b: Box::pin(b),
+            c: Box::pin(c),
+            out: (None, None, None),
+        }
+    }
+}
+
+impl<A: Future, B: Future, C: Future> Unpin for Join3<A, B, C> {}
+
+impl<A: Future, B: Future, C: Future> Future for Join3<A, B, C> {
+    type Output = (A::Output, B::Output, C::Output);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.out.0.is_none() {
+            if let Poll::Ready(v) = this.a.as_mut().poll(cx) {
+                this.out.0 = Some(v);
+            }
+        }
+        if this.out.1.is_none() {
+            if let Poll::Ready(v) = this.b.as_mut().poll(cx) {
+                this.out.1 = Some(v);
+            }
+        }
+        if this.out.2.is_none() {
+            if let Poll::Ready(v) = this.c.as_mut().poll(cx) {
+                this.out.2 = Some(v);
+            }
+        }
+        match &mut this.out {
+            (a @ Some(_), b @ Some(_), c @ Some(_)) => Poll::Ready((
+                a.take().expect("checked"),
+                b.take().expect("checked"),
+                c.take().expect("checked"),
+            )),
+            _ => Poll::Pending,
+        }
+    }
+}
