@@ -1,0 +1,157 @@
+//! The watchers' cost and their manners toward other code's children, counted on the
+//! simulated kernel: Safe makes one wait call per registered child per SIGCHLD (O(n)),
+//! Fast a constant number per exit (O(1)); Fast steals a foreign child, Safe does not.
+
+use std::sync::Arc;
+
+use loopwatch::kernel::{ExitStatus, Fds, Processes, SpawnRequest, Threads};
+use loopwatch::watcher::fork_window;
+use loopwatch::{ChildWatcher, EventLoop, FastChildWatcher, SafeChildWatcher};
+use loopwatch_sim::{SimKernel, Simulation, actors};
+
+const IDLE: usize = 1000;
+
+/// Marks a point in the trace: a pipe opened and closed.
+fn marker(k: &SimKernel) {
+    let (r, w) = k.pipe().unwrap();
+    k.close(r).unwrap();
+    k.close(w).unwrap();
+}
+
+/// Registers `IDLE` children that run forever and one that the test ends, then runs
+/// one SIGCHLD pass between two markers; returns the number of wait calls in that pass.
+fn waits_for_one_exit<W: ChildWatcher<SimKernel>>(
+    seed: u64,
+    make: fn(SimKernel) -> W,
+    handle_sigchld: fn(&W),
+) -> usize {
+    let report = Simulation::new(seed).run(move |k| {
+        let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+        let watcher = make(k.clone());
+        watcher.attach_loop(Some(event_loop.clone())).unwrap();
+        let fired = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut last = None;
+        {
+            let _window = fork_window(&watcher);
+            for _ in 0..=IDLE {
+                let child = k.spawn(&SpawnRequest::new("sleep", ["100000"])).unwrap();
+                let fired = fired.clone();
+                watcher
+                    .add_child_handler(
+                        child.pid,
+                        Box::new(move |_, code| {
+                            assert_eq!(code, 3);
+                            fired.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }),
+                    )
+                    .unwrap();
+                last = Some(child.pid);
+            }
+        }
+        k.end_child(last.unwrap(), ExitStatus::from_exit_code(3));
+        marker(&k);
+        handle_sigchld(&watcher);
+        marker(&k);
+        assert_eq!(fired.load(std::sync::atomic::Ordering::SeqCst), 1);
+        watcher.close().unwrap();
+        event_loop.close().unwrap();
+    });
+    report.assert_completed("waits_for_one_exit");
+    let lines = report.trace.lines();
+    let marks: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("pipe() = "))
+        .map(|(i, _)| i)
+        .collect();
+    let (start, end) = (marks[marks.len() - 2], marks[marks.len() - 1]);
+    lines[start..end]
+        .iter()
+        .filter(|l| l.contains(" waitpid("))
+        .count()
+}
+
+#[test]
+fn safe_polls_every_registered_child() {
+    // Goal (S-5): with 1,001 registered children and one exit, one SIGCHLD pass makes
+    // one waitpid per registered child: 1,001 calls.
+    let waits = waits_for_one_exit(
+        1,
+        SafeChildWatcher::with_kernel,
+        SafeChildWatcher::handle_sigchld,
+    );
+    assert_eq!(waits, IDLE + 1);
+}
+
+#[test]
+fn fast_reaps_in_constant_calls() {
+    // Goal (F-5): with 1,001 registered children and one exit, Fast makes two
+    // waitpid(-1) calls: one reaps the child, one finds nobody else exited.
+    let waits = waits_for_one_exit(
+        1,
+        FastChildWatcher::with_kernel,
+        FastChildWatcher::handle_sigchld,
+    );
+    assert_eq!(waits, 2);
+}
+
+/// A library thread spawns and waits for its own child while the watcher (attached to
+/// the main thread's loop) handles a SIGCHLD pass; returns what the library saw.
+fn foreign_child_fate<W: ChildWatcher<SimKernel>>(
+    seed: u64,
+    make: fn(SimKernel) -> W,
+    handle_sigchld: fn(&W),
+) -> String {
+    let seen = Arc::new(std::sync::OnceLock::new());
+    let slot = seen.clone();
+    let report = Simulation::new(seed).run(move |k| {
+        let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+        let watcher = make(k.clone());
+        watcher.attach_loop(Some(event_loop.clone())).unwrap();
+        let (library, lines) = actors::spawn_and_wait(
+            &k,
+            SpawnRequest::new("/bin/sh", ["-c", "sleep 0.001; exit 2"]),
+        );
+        // Let the library's child exit, then run the watcher's pass before the library
+        // gets to its waitpid: the window Fast steals in.
+        k.sleep(std::time::Duration::from_millis(1));
+        handle_sigchld(&watcher);
+        k.join_thread(library).unwrap();
+        let _ = slot.set(lines.lock().unwrap().last().cloned().unwrap_or_default());
+        watcher.close().unwrap();
+        event_loop.close().unwrap();
+    });
+    report.assert_completed("foreign_child_fate");
+    seen.get().cloned().unwrap_or_default()
+}
+
+use loopwatch::kernel::Clock as _;
+
+#[test]
+fn fast_steals_a_foreign_child_safe_does_not() {
+    // Goal (F-5, S-6): across seeds, Fast sometimes reaps the library's child first
+    // (the library then gets ECHILD), and Safe never does.
+    let mut stolen = 0;
+    for seed in 0..40 {
+        let fate = foreign_child_fate(
+            seed,
+            FastChildWatcher::with_kernel,
+            FastChildWatcher::handle_sigchld,
+        );
+        if fate == "wait ECHILD" {
+            stolen += 1;
+        } else {
+            assert!(fate.starts_with("reaped"), "seed {seed}: {fate}");
+        }
+        let fate = foreign_child_fate(
+            seed,
+            SafeChildWatcher::with_kernel,
+            SafeChildWatcher::handle_sigchld,
+        );
+        assert!(
+            fate.starts_with("reaped") && fate.ends_with(" 2"),
+            "seed {seed}: Safe left {fate}"
+        );
+    }
+    assert!(stolen > 0, "Fast never stole in 40 seeds");
+}
