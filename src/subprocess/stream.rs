@@ -147,9 +147,14 @@ impl<K: Kernel> Drop for PipeReader<K> {
 }
 
 /// The parent's write end of a child's stdin.
+///
+/// As asyncio's `StreamWriter`: [`write`](PipeWriter::write) buffers without
+/// blocking, [`drain`](PipeWriter::drain) waits until the buffer is written;
+/// [`write_all`](PipeWriter::write_all) does both.
 pub struct PipeWriter<K: Kernel> {
     event_loop: EventLoop<K>,
     fd: Option<Fd>,
+    buffer: Vec<u8>,
 }
 
 impl<K: Kernel> fmt::Debug for PipeWriter<K> {
@@ -164,7 +169,23 @@ impl<K: Kernel> PipeWriter<K> {
         PipeWriter {
             event_loop,
             fd: Some(fd),
+            buffer: Vec::new(),
         }
+    }
+
+    /// Buffers `data` for the next [`PipeWriter::drain`].
+    pub fn write(&mut self, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+    }
+
+    /// Writes everything buffered, waiting while the pipe is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`PipeWriter::write_all`].
+    pub async fn drain(&mut self) -> Result<()> {
+        let pending = std::mem::take(&mut self.buffer);
+        self.write_all(&pending).await
     }
 
     /// Writes all of `data`, waiting while the pipe is full.
@@ -200,7 +221,8 @@ impl<K: Kernel> PipeWriter<K> {
         Ok(())
     }
 
-    /// Closes the pipe: the child reads end of file. Closing twice does nothing.
+    /// Closes the pipe: the child reads end of file. Bytes still buffered by
+    /// [`PipeWriter::write`] are dropped: drain first. Closing twice does nothing.
     ///
     /// # Errors
     ///

@@ -546,6 +546,20 @@ fn subprocess_suite(watcher: WatcherRef) -> TestResult {
         let (out, _) = cat.communicate(Some(&big)).await?;
         expect("communicate round-trips 200 kB", out == big);
         expect("cat exits 0", cat.returncode() == Some(0));
+        let mut cat = lp.subprocess_exec(&with_pipes(
+            SpawnRequest::new("cat", Vec::<String>::new()),
+            true,
+            true,
+            false,
+        ))?;
+        let stdin = cat.stdin.as_mut().expect("a pipe");
+        stdin.write(b"ab");
+        stdin.write(b"c");
+        stdin.drain().await?;
+        stdin.close()?;
+        let echoed = cat.stdout.as_mut().expect("a pipe").read_to_end().await?;
+        expect("write + drain + close", echoed == b"abc");
+        expect("cat exits 0 at eof", cat.wait().await == 0);
         let mut lines =
             lp.subprocess_exec(&with_pipes(sh("echo one; echo two"), false, true, false))?;
         let stdout = lines.stdout.as_mut().expect("a pipe");

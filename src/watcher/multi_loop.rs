@@ -168,27 +168,31 @@ impl<K: Kernel> Inner<K> {
     }
 
     /// M-5: one poll of `pid`; an exit is handed to its loop.
+    ///
+    /// The poll and the removal of the callback happen under the lock: the reaper
+    /// thread and `add_child_handler`'s immediate poll may look at the same pid at
+    /// once, and only the one whose `waitpid` reaped it may report it (the other would
+    /// see ECHILD and report 255).
     fn reap(&self, pid: Pid) -> Result<()> {
-        let code = loop {
-            match self.kernel.wait_pid(pid, WaitMode::NoHang) {
-                Ok(WaitStatus::StillAlive) => return Ok(()),
-                Ok(WaitStatus::Terminated(_, status)) => break returncode(status),
-                Err(Errno::ECHILD) => {
-                    warn_unknown_child(pid);
-                    break 255;
-                }
-                Err(Errno::EINTR) => continue,
-                Err(errno) => return Err(errno.into()),
+        let (event_loop, callback, code) = {
+            let mut state = self.state.lock();
+            if !state.callbacks.contains_key(&pid) {
+                return Ok(());
             }
-        };
-        let entry = self.state.lock().callbacks.remove(&pid);
-        let Some((event_loop, callback)) = entry else {
-            tracing::warn!(
-                target: "asyncio",
-                "Child watcher got an unexpected pid: {}",
-                pid.0
-            );
-            return Ok(());
+            let code = loop {
+                match self.kernel.wait_pid(pid, WaitMode::NoHang) {
+                    Ok(WaitStatus::StillAlive) => return Ok(()),
+                    Ok(WaitStatus::Terminated(_, status)) => break returncode(status),
+                    Err(Errno::ECHILD) => {
+                        warn_unknown_child(pid);
+                        break 255;
+                    }
+                    Err(Errno::EINTR) => continue,
+                    Err(errno) => return Err(errno.into()),
+                }
+            };
+            let (event_loop, callback) = state.callbacks.remove(&pid).expect("checked above");
+            (event_loop, callback, code)
         };
         if event_loop.is_closed() {
             tracing::warn!(

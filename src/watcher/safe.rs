@@ -60,21 +60,32 @@ impl<K: Kernel> SafeChildWatcher<K> {
 }
 
 /// `_do_waitpid`: one non-blocking poll of `pid` (S-4).
+///
+/// The poll and the removal of the callback happen under the watcher's lock, so that
+/// an `add_child_handler` from another thread and the SIGCHLD handler never both
+/// report one pid (the loser of the race would see ECHILD and report 255).
 fn poll_pid<K: Kernel>(core: &Core<K, Safe>, pid: Pid) -> Result<()> {
-    let code = loop {
-        match core.kernel.wait_pid(pid, WaitMode::NoHang) {
-            Ok(WaitStatus::StillAlive) => return Ok(()),
-            Ok(WaitStatus::Terminated(_, status)) => break returncode(status),
-            Err(Errno::ECHILD) => {
-                // Reaped by somebody else: the status is lost.
-                warn_unknown_child(pid);
-                break 255;
-            }
-            Err(Errno::EINTR) => continue,
-            Err(errno) => return Err(errno.into()),
+    let (callback, code) = {
+        let mut state = core.lock();
+        if !state.callbacks.contains_key(&pid) {
+            return Ok(());
         }
+        let code = loop {
+            match core.kernel.wait_pid(pid, WaitMode::NoHang) {
+                Ok(WaitStatus::StillAlive) => return Ok(()),
+                Ok(WaitStatus::Terminated(_, status)) => break returncode(status),
+                Err(Errno::ECHILD) => {
+                    // Reaped by somebody else: the status is lost.
+                    warn_unknown_child(pid);
+                    break 255;
+                }
+                Err(Errno::EINTR) => continue,
+                Err(errno) => return Err(errno.into()),
+            }
+        };
+        (state.callbacks.remove(&pid).expect("checked above"), code)
     };
-    core.deliver(pid, code);
+    core.run_callback(pid, code, callback);
     Ok(())
 }
 

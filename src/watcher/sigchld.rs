@@ -162,20 +162,23 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
         removed.is_some()
     }
 
+    /// Runs a callback taken out of the table, outside the lock.
+    pub(crate) fn run_callback(&self, pid: Pid, returncode: i32, callback: ChildCallback) {
+        if self.debug() {
+            tracing::debug!(
+                target: "asyncio",
+                "process {} exited with returncode {returncode}",
+                pid.0
+            );
+        }
+        callback(pid, returncode);
+    }
+
     /// Runs the callback registered for `pid`, if any, outside the lock.
     pub(crate) fn deliver(&self, pid: Pid, returncode: i32) {
         let callback = self.lock().callbacks.remove(&pid);
         match callback {
-            Some(callback) => {
-                if self.debug() {
-                    tracing::debug!(
-                        target: "asyncio",
-                        "process {} exited with returncode {returncode}",
-                        pid.0
-                    );
-                }
-                callback(pid, returncode);
-            }
+            Some(callback) => self.run_callback(pid, returncode, callback),
             None => {
                 if self.debug() {
                     tracing::warn!(
