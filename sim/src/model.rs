@@ -1305,12 +1305,32 @@ impl State {
 
     // ----- signals -------------------------------------------------------------------
 
+    /// Signals whose default action is to do nothing.
+    fn ignored_by_default(signal: i32) -> bool {
+        [Signal::SIGCHLD.0, Signal::SIGCONT.0, 23, 28].contains(&signal)
+    }
+
+    /// Whether a signal with `disposition` is ignored, so the kernel drops it.
+    fn is_ignored(signal: i32, disposition: Disposition) -> bool {
+        disposition == Disposition::Ignore
+            || (disposition == Disposition::Default && Self::ignored_by_default(signal))
+    }
+
     fn raise_process(&mut self, signal: Signal) {
         let disposition = self
             .dispositions
             .get(&signal.0)
             .copied()
             .unwrap_or(Disposition::Default);
+        // Linux drops an ignored signal when it is generated, unless the main thread
+        // blocks it (then it stays pending until unblocked or ignored-and-unblocked).
+        let blocked = self
+            .threads
+            .get(&MAIN_THREAD)
+            .is_some_and(|t| t.mask.contains(&signal.0));
+        if Self::is_ignored(signal.0, disposition) && !blocked {
+            return;
+        }
         if !self.pending.insert(signal.0) && disposition != Disposition::Default {
             self.mark(if signal == Signal::SIGCHLD {
                 "sigchld_coalesced"
@@ -1353,8 +1373,7 @@ impl State {
         self.changed = true;
         match disposition {
             Disposition::Default => {
-                let ignored = [Signal::SIGCHLD.0, Signal::SIGCONT.0, 23, 28];
-                if !ignored.contains(&signal) {
+                if !Self::ignored_by_default(signal) {
                     self.killed = Some(signal);
                 }
             }
@@ -1431,8 +1450,9 @@ impl State {
                 .dispositions
                 .insert(signal.0, disposition)
                 .unwrap_or(Disposition::Default);
-            if signal == Signal::SIGCHLD && disposition == Disposition::Ignore {
-                // Setting SIG_IGN discards a pending SIGCHLD; zombies already there stay.
+            if Self::is_ignored(signal.0, disposition) {
+                // POSIX: making a pending signal ignored discards it (zombies of a
+                // SIGCHLD stay).
                 self.pending.remove(&signal.0);
             }
             Ok(old)

@@ -55,6 +55,7 @@ bodies!(
     cat_roundtrip,
     spawn_enoent,
     notify_disposition_writes_its_own_fd,
+    ignored_sigchld_is_not_kept_for_later,
 );
 
 #[derive(Clone, Copy, Debug)]
@@ -455,6 +456,20 @@ impl Body for notify_disposition_writes_its_own_fd {
         for fd in [own_read, own_write, wake_read, wake_write] {
             k.close(fd).unwrap();
         }
+    }
+}
+
+impl Body for ignored_sigchld_is_not_kept_for_later {
+    // Goal: a SIGCHLD generated while its disposition is SIG_DFL (ignored) is dropped,
+    // not handed to a handler installed afterwards: only the zombie remains.
+    fn run<K: Kernel>(&self, k: &K) {
+        assert_eq!(k.disposition(Signal::SIGCHLD).unwrap(), Disposition::Default);
+        let child = k.spawn(&sh("exit 6")).unwrap();
+        k.wait_peek(WaitTarget::Pid(child.pid), WaitMode::Block).unwrap();
+        let wakeup = SigchldToPipe::install(k);
+        assert!(wakeup.drain(k).is_empty(), "the old SIGCHLD was dropped");
+        assert_eq!(reap(k, child.pid), 6);
+        wakeup.remove(k);
     }
 }
 
