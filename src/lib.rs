@@ -1,4 +1,4 @@
-//! asyncio's event-loop policies, selector event loop and (soon) child watchers, in
+//! asyncio's event-loop policies, selector event loop, child watchers and subprocesses, in
 //! Rust, behind a kernel seam that a simulator can replace.
 //!
 //! # Map
@@ -10,6 +10,11 @@
 //!   timers, readers and writers, signal handlers, tasks, the exception handler.
 //! - [`policy`]: [`AbstractEventLoopPolicy`], [`DefaultEventLoopPolicy`] and the
 //!   per-kernel module functions; the crate root repeats them for the real OS.
+//! - [`watcher`]: [`ChildWatcher`] and CPython's watchers (Safe, Fast, MultiLoop,
+//!   Threaded, Pidfd), with an essay on SIGCHLD coalescing, foreign children and pid
+//!   reuse.
+//! - [`subprocess`]: [`EventLoop::subprocess_exec`], [`create_subprocess_exec`] and
+//!   [`Process`].
 //! - [`error`]: [`Error`] and [`ErrorKind`], mirroring the Python exception CPython raises.
 //! - [`sync`]: [`BlockingMutex`](sync::BlockingMutex), a lock that may be held across
 //!   kernel calls.
@@ -72,7 +77,9 @@ pub use policy::{
 };
 pub use subprocess::{Process, create_subprocess_exec};
 pub use sys::unix::{OsJoinHandle, OsKernel, OsMonitor, OsPoller, OsWaker};
-pub use watcher::{ChildWatcher, FastChildWatcher, SafeChildWatcher};
+pub use watcher::{
+    ChildWatcher, FastChildWatcher, PidfdChildWatcher, SafeChildWatcher, ThreadedChildWatcher,
+};
 
 /// The process-wide policy, created on first use (P-1).
 pub fn get_event_loop_policy() -> PolicyRef<OsKernel> {

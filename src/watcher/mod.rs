@@ -19,7 +19,7 @@
 //! - **Pids are reused.** Once a child is reaped its pid may belong to a new process at
 //!   once. Anything that signals or waits for a pid after it was reaped may hit a
 //!   stranger. A pidfd names one process for its whole life, which is why
-//!   `PidfdChildWatcher` is the only watcher without a reuse race.
+//!   [`PidfdChildWatcher`] is the only watcher without a reuse race.
 //!
 //! Signal handlers only run safely in the main thread's loop (the wakeup fd), which is
 //! why Safe and Fast need a loop attached from the main thread, while Threaded (one
@@ -41,14 +41,20 @@
 
 mod fast;
 mod multi_loop;
+mod pidfd;
 mod safe;
 mod sigchld;
+#[cfg(test)]
+mod tests_os;
+mod threaded;
 
 use std::fmt;
 
 pub use fast::FastChildWatcher;
 pub use multi_loop::MultiLoopChildWatcher;
+pub use pidfd::PidfdChildWatcher;
 pub use safe::SafeChildWatcher;
+pub use threaded::ThreadedChildWatcher;
 
 use crate::OsKernel;
 use crate::error::{Error, Result};
@@ -92,6 +98,18 @@ pub trait ChildWatcher<K: Kernel = OsKernel>: Send + Sync + fmt::Debug + 'static
 
     /// Whether the watcher can deliver exits now (spec matrix 1.N).
     fn is_active(&self) -> bool;
+
+    /// The loop the watcher is attached to (CPython's `_loop`), for the watchers that
+    /// attach to one (Safe, Fast); `None` for the others.
+    fn attached_loop(&self) -> Option<EventLoop<K>> {
+        None
+    }
+
+    /// The watcher's type, also through a `dyn ChildWatcher` (Python's
+    /// `type(watcher)`).
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
 
     /// Opens a fork window (Python's `__enter__`). Windows nest.
     fn enter(&self) {}

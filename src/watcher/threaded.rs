@@ -1,0 +1,374 @@
+//! `ThreadedChildWatcher` (spec T-1 … T-8): one thread per registered child, blocked in
+//! `waitpid(pid, 0)`, hands the returncode to the loop that was running where the child
+//! was registered. Needs no signals and no main thread; costs a thread per child.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use super::{ChildCallback, ChildWatcher, check_pid, returncode, warn_unknown_child};
+use crate::OsKernel;
+use crate::error::{Error, Result};
+use crate::event_loop::{EventLoop, panic_message};
+use crate::kernel::{Errno, Kernel, Pid, ThreadId, WaitMode, WaitStatus};
+use crate::policy;
+use crate::sync::BlockingMutex;
+
+/// Waits for each child in a thread of its own (CPython 3.8–3.13's default watcher).
+///
+/// - [`ChildWatcher::add_child_handler`] must be called while a loop runs in the
+///   calling thread: that loop gets the callback, through
+///   [`EventLoop::call_soon_threadsafe`], so the callback runs in the loop's thread
+///   (T-3, R-4). Without one it fails with `RuntimeError('no running event loop')`.
+/// - Each call starts a thread named `asyncio-waitpid-N` (`N` counts this watcher's
+///   registrations from 0) that blocks in `waitpid(pid, 0)`, retrying on `EINTR`
+///   (T-3, T-4). A child reaped by someone else is reported as 255 with the warning
+///   "Unknown child process pid …". If the loop was closed by the time the child
+///   exits, the watcher logs "Loop … that handles pid … is closed" and drops the
+///   callback (T-4).
+/// - A callback that panics is reported by the loop as `Exception in callback …`; the
+///   loop keeps running.
+/// - `attach_loop` does nothing and `is_active` is always true (T-2);
+///   `remove_child_handler` removes nothing, always answers `true`, and the callback
+///   still fires (T-6).
+/// - Registering a pid twice starts two threads and **both callbacks fire**: whichever
+///   `waitpid` wins reports the real code, the other 255 with the warning (T-5).
+///
+/// # Deviations from CPython
+///
+/// - **No `KeyError` on a double registration.** CPython keeps its threads in a dict
+///   keyed by pid, so the second thread's `self._threads.pop(pid)` raises `KeyError`
+///   and the thread dies with a traceback (T-5). Here threads are keyed by their
+///   number `N`, so both end normally.
+/// - **Threads are joined, not leaked.** CPython's waiter threads are daemons that
+///   nobody joins (`close()` is a no-op since 3.11.7, gh-110205). This watcher keeps
+///   every thread's handle:
+///   - each `add_child_handler` first joins the threads that have finished, so a
+///     long-lived watcher holds handles only for children still running;
+///   - [`ChildWatcher::close`] joins every thread whose `waitpid` has returned. Such a
+///     thread has at most to hand the returncode to the loop (or log that the loop is
+///     closed) before it ends, so this wait is short and bounded. Threads still
+///     blocked in `waitpid` are **left running, and their handles kept**: a blocked
+///     `waitpid` cannot be interrupted without signalling the thread, and waiting for
+///     it would make `close` hang for as long as the child runs (forever, for a
+///     daemon). They end when their child does, and a later `close` (or `add`) joins
+///     them. Whoever needs no thread left therefore ends or reaps its children first,
+///     then calls `close`: once every callback has been delivered, `close` joins every
+///     thread. [`ThreadedChildWatcher::pending_threads`] says how many are left.
+///   - Dropping the watcher does what `close` does; if threads are still blocked, it
+///     warns as CPython's `__del__` does (T-7, `ResourceWarning`) and leaves them to
+///     end on their own.
+///
+/// # Pid reuse
+///
+/// As in CPython (bpo-42110, T-8), a child reaped by other code may have its pid
+/// reused before this watcher's thread calls `waitpid`; the thread then waits for the
+/// newcomer, if it is also a child of this process. Only [`super::PidfdChildWatcher`]
+/// avoids this.
+pub struct ThreadedChildWatcher<K: Kernel = OsKernel> {
+    shared: Arc<Shared<K>>,
+}
+
+/// What the watcher and its threads share.
+struct Shared<K: Kernel> {
+    kernel: K,
+    /// A kernel lock: it is held across `spawn_thread`, so that a new thread's entry
+    /// exists before the thread can look for it.
+    state: BlockingMutex<K, Waiters<K>>,
+}
+
+/// The waiter threads not joined yet (CPython's `_threads`, keyed by thread number
+/// rather than by pid) and the counter that names them (`_pid_counter`, T-1).
+struct Waiters<K: Kernel> {
+    next: u64,
+    threads: BTreeMap<u64, Waiter<K>>,
+}
+
+/// One waiter thread.
+struct Waiter<K: Kernel> {
+    pid: Pid,
+    stage: Stage,
+    /// The thread's id, known once its `waitpid` returned: `close` must not join the
+    /// thread it runs in (a callback dropped by a waiter may drop the watcher).
+    thread: Option<ThreadId>,
+    handle: K::JoinHandle,
+}
+
+/// How far a waiter thread got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Blocked in `waitpid`: joining it could take as long as the child runs.
+    Waiting,
+    /// `waitpid` returned; the thread is delivering the returncode and ends soon.
+    Reaped,
+    /// The thread's body has returned (or unwound).
+    Finished,
+}
+
+impl ThreadedChildWatcher<OsKernel> {
+    /// A new watcher on the real OS (T-1: the constructor does not warn).
+    pub fn new() -> Self {
+        ThreadedChildWatcher::with_kernel(OsKernel)
+    }
+}
+
+impl Default for ThreadedChildWatcher<OsKernel> {
+    fn default() -> Self {
+        ThreadedChildWatcher::new()
+    }
+}
+
+impl<K: Kernel> ThreadedChildWatcher<K> {
+    /// A new watcher over `kernel`.
+    pub fn with_kernel(kernel: K) -> Self {
+        let state = BlockingMutex::new(
+            &kernel,
+            Waiters {
+                next: 0,
+                threads: BTreeMap::new(),
+            },
+        );
+        ThreadedChildWatcher {
+            shared: Arc::new(Shared { kernel, state }),
+        }
+    }
+
+    /// Waiter threads started and not joined yet: those still blocked in `waitpid`,
+    /// and those that ended since the last `add_child_handler` or `close`.
+    pub fn pending_threads(&self) -> usize {
+        self.shared.state.lock().threads.len()
+    }
+
+    /// Joins the waiter threads that `ready` accepts, outside the lock, skipping the
+    /// calling thread. Returns how many are still blocked in `waitpid`.
+    fn join_where(&self, ready: impl Fn(Stage) -> bool) -> usize {
+        let kernel = &self.shared.kernel;
+        let me = kernel.current_thread();
+        let (joinable, blocked) = {
+            let mut state = self.shared.state.lock();
+            let numbers: Vec<u64> = state
+                .threads
+                .iter()
+                .filter(|(_, w)| ready(w.stage) && w.thread != Some(me))
+                .map(|(&n, _)| n)
+                .collect();
+            let joinable: Vec<(u64, Waiter<K>)> = numbers
+                .into_iter()
+                .filter_map(|n| state.threads.remove(&n).map(|w| (n, w)))
+                .collect();
+            let blocked = state
+                .threads
+                .values()
+                .filter(|w| w.stage == Stage::Waiting)
+                .count();
+            (joinable, blocked)
+        };
+        for (n, waiter) in joinable {
+            if let Err(payload) = kernel.join_thread(waiter.handle) {
+                // What `threading.excepthook` prints for a thread that raised.
+                tracing::error!(
+                    target: "asyncio",
+                    exception = %panic_message(&*payload),
+                    "Exception in thread asyncio-waitpid-{n} (pid {})",
+                    waiter.pid.0
+                );
+            }
+        }
+        blocked
+    }
+}
+
+/// Marks a waiter finished however its body ends, a panic included, so that it can be
+/// joined.
+struct FinishOnDrop<K: Kernel> {
+    shared: Arc<Shared<K>>,
+    number: u64,
+}
+
+impl<K: Kernel> Drop for FinishOnDrop<K> {
+    fn drop(&mut self) {
+        let mut state = self.shared.state.lock();
+        if let Some(waiter) = state.threads.get_mut(&self.number) {
+            waiter.stage = Stage::Finished;
+        }
+    }
+}
+
+impl<K: Kernel> Shared<K> {
+    /// Records that waiter `number`'s `waitpid` returned, and in which thread.
+    fn mark_reaped(&self, number: u64) {
+        let thread = self.kernel.current_thread();
+        let mut state = self.state.lock();
+        if let Some(waiter) = state.threads.get_mut(&number) {
+            waiter.stage = Stage::Reaped;
+            waiter.thread = Some(thread);
+        }
+    }
+}
+
+/// The waiter thread's body (CPython's `_do_waitpid`, T-4).
+fn do_waitpid<K: Kernel>(
+    shared: Arc<Shared<K>>,
+    number: u64,
+    event_loop: EventLoop<K>,
+    pid: Pid,
+    callback: ChildCallback,
+) {
+    let finish = FinishOnDrop {
+        shared: shared.clone(),
+        number,
+    };
+    let kernel = &shared.kernel;
+    let outcome = loop {
+        match kernel.wait_pid(pid, WaitMode::Block) {
+            Err(Errno::EINTR) => continue,
+            // A blocking wait never answers "still alive"; if a kernel did, waiting
+            // again is what the caller asked for.
+            Ok(WaitStatus::StillAlive) => continue,
+            Ok(WaitStatus::Terminated(_, status)) => break Ok(returncode(status)),
+            Err(Errno::ECHILD) => {
+                // Reaped by somebody else: the status is lost.
+                warn_unknown_child(pid);
+                break Ok(255);
+            }
+            Err(errno) => break Err(errno),
+        }
+    };
+    shared.mark_reaped(number);
+    let code = match outcome {
+        Ok(code) => code,
+        Err(errno) => {
+            // CPython's thread dies with the exception and the callback never runs;
+            // `threading.excepthook` prints it. Only a kernel going away gets here.
+            tracing::error!(
+                target: "asyncio",
+                exception = %Error::from(errno),
+                "Exception in thread asyncio-waitpid-{number}"
+            );
+            drop(callback);
+            drop(finish);
+            return;
+        }
+    };
+    if event_loop.get_debug() {
+        tracing::debug!(
+            target: "asyncio",
+            "process {} exited with returncode {code}",
+            pid.0
+        );
+    }
+    let delivered = if event_loop.is_closed() {
+        drop(callback);
+        false
+    } else {
+        // The loop may close between the check and this call: then the callback is
+        // dropped inside it, and the warning is the same.
+        event_loop
+            .call_soon_threadsafe(move || callback(pid, code))
+            .is_ok()
+    };
+    if !delivered {
+        tracing::warn!(
+            target: "asyncio",
+            "Loop {event_loop:?} that handles pid {} is closed",
+            pid.0
+        );
+    }
+    drop(finish);
+}
+
+impl<K: Kernel> ChildWatcher<K> for ThreadedChildWatcher<K> {
+    /// Starts the thread `asyncio-waitpid-N` that waits for `pid` and hands
+    /// `callback(pid, returncode)` to the loop running in the calling thread (T-3).
+    ///
+    /// # Errors
+    ///
+    /// `ValueError` for a pid ≤ 0; `RuntimeError('no running event loop')` when no loop
+    /// runs in the calling thread (T-3); the kernel's error if the thread cannot be
+    /// started (the callback is then dropped).
+    fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
+        check_pid(pid)?;
+        let event_loop = policy::get_running_loop(&self.shared.kernel)?;
+        // Opportunistic: a long-lived watcher keeps handles only of live waiters.
+        self.join_where(|stage| stage == Stage::Finished);
+        let kernel = &self.shared.kernel;
+        let mut state = self.shared.state.lock();
+        let number = state.next;
+        state.next += 1;
+        let shared = self.shared.clone();
+        let body = Box::new(move || do_waitpid(shared, number, event_loop, pid, callback));
+        // The lock is held across the spawn, so the new thread finds its entry.
+        let handle = kernel
+            .spawn_thread(&format!("asyncio-waitpid-{number}"), body)
+            .map_err(Error::from)?;
+        state.threads.insert(
+            number,
+            Waiter {
+                pid,
+                stage: Stage::Waiting,
+                thread: None,
+                handle,
+            },
+        );
+        Ok(())
+    }
+
+    /// Does nothing and answers `true`: the thread keeps waiting and the callback
+    /// still fires (T-6, "asyncio never calls remove_child_handler() !!!").
+    fn remove_child_handler(&self, _pid: Pid) -> bool {
+        true
+    }
+
+    /// Does nothing: callbacks go to the loop running where each child was registered
+    /// (T-2).
+    fn attach_loop(&self, _event_loop: Option<EventLoop<K>>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Joins every waiter thread whose `waitpid` has returned; threads still blocked
+    /// in `waitpid` keep running and are joined by a later `close` (see the type's
+    /// documentation for why `close` does not wait for them). Registered callbacks are
+    /// not cancelled, as in CPython (T-2).
+    ///
+    /// # Errors
+    ///
+    /// None: a waiter that panicked is logged as `Exception in thread …`.
+    fn close(&self) -> Result<()> {
+        self.join_where(|stage| stage != Stage::Waiting);
+        Ok(())
+    }
+
+    /// Always `true` (T-2).
+    fn is_active(&self) -> bool {
+        true
+    }
+}
+
+impl<K: Kernel> Drop for ThreadedChildWatcher<K> {
+    fn drop(&mut self) {
+        let blocked = self.join_where(|stage| stage != Stage::Waiting);
+        if blocked > 0 {
+            // CPython's `__del__` (T-7). The blocked threads keep only the shared
+            // state alive, and end with their children; their handles are dropped.
+            tracing::warn!(
+                target: "asyncio",
+                category = "ResourceWarning",
+                "<class 'asyncio.unix_events.ThreadedChildWatcher'> has registered but not finished child processes"
+            );
+        }
+    }
+}
+
+impl<K: Kernel> fmt::Debug for ThreadedChildWatcher<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.state.lock();
+        let threads: Vec<String> = state
+            .threads
+            .iter()
+            .map(|(n, w)| format!("asyncio-waitpid-{n}: pid {} {:?}", w.pid.0, w.stage))
+            .collect();
+        f.debug_struct("ThreadedChildWatcher")
+            .field("threads", &threads)
+            .finish()
+    }
+}
