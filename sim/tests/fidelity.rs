@@ -463,9 +463,13 @@ impl Body for ignored_sigchld_is_not_kept_for_later {
     // Goal: a SIGCHLD generated while its disposition is SIG_DFL (ignored) is dropped,
     // not handed to a handler installed afterwards: only the zombie remains.
     fn run<K: Kernel>(&self, k: &K) {
-        assert_eq!(k.disposition(Signal::SIGCHLD).unwrap(), Disposition::Default);
+        assert_eq!(
+            k.disposition(Signal::SIGCHLD).unwrap(),
+            Disposition::Default
+        );
         let child = k.spawn(&sh("exit 6")).unwrap();
-        k.wait_peek(WaitTarget::Pid(child.pid), WaitMode::Block).unwrap();
+        k.wait_peek(WaitTarget::Pid(child.pid), WaitMode::Block)
+            .unwrap();
         let wakeup = SigchldToPipe::install(k);
         assert!(wakeup.drain(k).is_empty(), "the old SIGCHLD was dropped");
         assert_eq!(reap(k, child.pid), 6);

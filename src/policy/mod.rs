@@ -135,6 +135,12 @@ impl<K: Kernel> PolicyState<K> {
         &self.kernel
     }
 
+    /// The child watcher if one was created or set, without creating one (CPython's
+    /// `policy._watcher`).
+    pub fn current_watcher(&self) -> Option<WatcherRef<K>> {
+        self.watcher.lock().clone()
+    }
+
     /// Runs `f` on the calling thread's entry.
     pub(crate) fn with_local<R>(&self, f: impl FnOnce(&mut Local<K>) -> R) -> R {
         let thread = self.kernel.current_thread();

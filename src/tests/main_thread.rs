@@ -86,14 +86,24 @@ fn main() {
         ("subprocess_multi_loop", || {
             subprocess_suite(Arc::new(loopwatch::watcher::MultiLoopChildWatcher::new()))
         }),
+        ("subprocess_threaded", || {
+            subprocess_suite(Arc::new(loopwatch::ThreadedChildWatcher::new()))
+        }),
+        ("subprocess_pidfd", || {
+            subprocess_suite(Arc::new(loopwatch::PidfdChildWatcher::new()))
+        }),
         (
             "subprocess_from_worker_thread",
             subprocess_from_worker_thread,
         ),
+        (
+            "policy_default_watcher_factory",
+            policy_default_watcher_factory,
+        ),
         ("fast_steals_foreign_child", fast_steals_foreign_child),
         (
-            "safe_and_multi_loop_leave_foreign_child",
-            safe_and_multi_loop_leave_foreign_child,
+            "non_stealing_watchers_leave_foreign_child",
+            non_stealing_watchers_leave_foreign_child,
         ),
         (
             "subprocess_spawn_errors_leave_nothing",
@@ -632,23 +642,35 @@ fn subprocess_from_worker_thread() -> TestResult {
         check(children()?.is_empty(), "nothing was spawned")?;
         loopwatch::set_child_watcher(None)?;
     }
-    let watcher: WatcherRef = Arc::new(loopwatch::watcher::MultiLoopChildWatcher::new());
-    loopwatch::set_child_watcher(Some(watcher.clone()))?;
-    watcher.attach_loop(None)?;
-    let code = in_worker(|event_loop| {
-        let lp = event_loop.clone();
-        event_loop.run_until_complete(async move {
-            match lp.subprocess_exec(&sh("exit 7")) {
-                Ok(process) => process.wait().await,
-                Err(_) => -1000,
-            }
-        })
-    })?;
-    check(
-        code == Ok(7),
-        &format!("multi-loop from a worker: {code:?}"),
-    )?;
-    loopwatch::set_child_watcher(None)?;
+    for (name, watcher) in [
+        (
+            "multi-loop",
+            Arc::new(loopwatch::watcher::MultiLoopChildWatcher::new()) as WatcherRef,
+        ),
+        (
+            "threaded",
+            Arc::new(loopwatch::ThreadedChildWatcher::new()) as WatcherRef,
+        ),
+        (
+            "pidfd",
+            Arc::new(loopwatch::PidfdChildWatcher::new()) as WatcherRef,
+        ),
+    ] {
+        loopwatch::set_child_watcher(Some(watcher.clone()))?;
+        // From the main thread, as the policy would; a no-op for Threaded and Pidfd.
+        watcher.attach_loop(None)?;
+        let code = in_worker(|event_loop| {
+            let lp = event_loop.clone();
+            event_loop.run_until_complete(async move {
+                match lp.subprocess_exec(&sh("exit 7")) {
+                    Ok(process) => process.wait().await,
+                    Err(_) => -1000,
+                }
+            })
+        })?;
+        check(code == Ok(7), &format!("{name} from a worker: {code:?}"))?;
+        loopwatch::set_child_watcher(None)?;
+    }
     let _ = kernel;
     Ok(())
 }
@@ -697,13 +719,15 @@ fn fast_steals_foreign_child() -> TestResult {
     uninstall(event_loop)
 }
 
-fn safe_and_multi_loop_leave_foreign_child() -> TestResult {
-    // Goal (S-6, M-6): Safe and MultiLoop never wait for a pid they were not given:
-    // the foreign child stays a zombie for its owner to reap.
+fn non_stealing_watchers_leave_foreign_child() -> TestResult {
+    // Goal (S-6, M-6, T-4, K-4): Safe, MultiLoop, Threaded and Pidfd never wait for a
+    // pid they were not given: the foreign child stays a zombie for its owner to reap.
     let kernel = OsKernel;
     for watcher in [
         Arc::new(loopwatch::SafeChildWatcher::new()) as WatcherRef,
         Arc::new(loopwatch::watcher::MultiLoopChildWatcher::new()) as WatcherRef,
+        Arc::new(loopwatch::ThreadedChildWatcher::new()) as WatcherRef,
+        Arc::new(loopwatch::PidfdChildWatcher::new()) as WatcherRef,
     ] {
         let event_loop = install(watcher)?;
         let foreign = kernel.spawn(&sh("exit 4"))?;
@@ -720,6 +744,39 @@ fn safe_and_multi_loop_leave_foreign_child() -> TestResult {
         )?;
         uninstall(event_loop)?;
     }
+    Ok(())
+}
+
+fn policy_default_watcher_factory() -> TestResult {
+    // Goal: a policy built with a watcher factory hands out that watcher (here Pidfd)
+    // without a custom policy class, and subprocesses use it.
+    let factory: loopwatch::WatcherFactory =
+        Arc::new(|_: &OsKernel| Arc::new(loopwatch::PidfdChildWatcher::new()) as WatcherRef);
+    let policy = Arc::new(DefaultEventLoopPolicy::with_watcher_factory(
+        OsKernel, factory,
+    ));
+    loopwatch::set_event_loop_policy(Some(policy.clone()));
+    check(
+        policy.state().and_then(|s| s.current_watcher()).is_none(),
+        "none until asked (D-1)",
+    )?;
+    let watcher = loopwatch::get_child_watcher()?;
+    check(
+        watcher.type_name().contains("PidfdChildWatcher"),
+        watcher.type_name(),
+    )?;
+    let event_loop = loopwatch::new_event_loop()?;
+    loopwatch::set_event_loop(Some(event_loop.clone()))?;
+    let lp = event_loop.clone();
+    let code = event_loop.run_until_complete(async move {
+        lp.subprocess_exec(&sh("exit 9"))
+            .expect("spawn")
+            .wait()
+            .await
+    })?;
+    check(code == 9, "pidfd watcher delivered")?;
+    loopwatch::set_child_watcher(None)?;
+    event_loop.close()?;
     Ok(())
 }
 

@@ -58,6 +58,11 @@ impl<K: Kernel> FastChildWatcher<K> {
         }
     }
 
+    /// The pids with a registered callback (CPython's `_callbacks` keys).
+    pub fn registered_pids(&self) -> Vec<Pid> {
+        self.core.lock().callbacks.keys().copied().collect()
+    }
+
     /// What the SIGCHLD handler runs (CPython's `_sig_chld`): reap every exited child.
     pub fn handle_sigchld(&self) {
         self.core.sig_chld();
@@ -166,6 +171,10 @@ impl<K: Kernel> ChildWatcher<K> for FastChildWatcher<K> {
 
     fn is_active(&self) -> bool {
         self.core.is_active()
+    }
+
+    fn attached_loop(&self) -> Option<EventLoop<K>> {
+        self.core.lock().event_loop.clone()
     }
 
     fn enter(&self) {

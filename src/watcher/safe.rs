@@ -52,6 +52,11 @@ impl<K: Kernel> SafeChildWatcher<K> {
         }
     }
 
+    /// The pids with a registered callback (CPython's `_callbacks` keys).
+    pub fn registered_pids(&self) -> Vec<Pid> {
+        self.core.lock().callbacks.keys().copied().collect()
+    }
+
     /// What the SIGCHLD handler runs (CPython's `_sig_chld`): one pass over the
     /// registered pids. Custom loops, and tests that play the signal, call it directly.
     pub fn handle_sigchld(&self) {
@@ -136,6 +141,10 @@ impl<K: Kernel> ChildWatcher<K> for SafeChildWatcher<K> {
 
     fn is_active(&self) -> bool {
         self.core.is_active()
+    }
+
+    fn attached_loop(&self) -> Option<EventLoop<K>> {
+        self.core.lock().event_loop.clone()
     }
 }
 
