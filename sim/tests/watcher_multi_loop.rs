@@ -3,8 +3,8 @@
 //! (never synchronously), replacement and removal, reaped-elsewhere, closed loops,
 //! close's restore, and idle loops in other threads being woken (bpo-38323 fixed).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use loopwatch::kernel::{
@@ -15,7 +15,12 @@ use loopwatch::watcher::MultiLoopChildWatcher;
 use loopwatch::{ChildWatcher, EventLoop};
 use loopwatch_sim::{SimKernel, Simulation, seed_from_env, seeds_from_env};
 
-type Log = Arc<Mutex<Vec<String>>>;
+/// What the callbacks saw; never held across a kernel call.
+#[allow(
+    clippy::disallowed_types,
+    reason = "a test's record, never held across a kernel call"
+)]
+type Log = Arc<std::sync::Mutex<Vec<String>>>;
 
 fn seeds() -> Vec<u64> {
     match std::env::var("LOOPWATCH_SEED") {
