@@ -449,11 +449,8 @@ impl State {
         Step::Done(result)
     }
 
-    fn make_pipe(&mut self) -> Result<(Fd, Fd), Errno> {
-        if self.fds.len() + 2 > fd_limit(&self.config) {
-            self.mark("emfile");
-            return Err(Errno::EMFILE);
-        }
+    /// A new empty pipe with one reader and one writer; returns its id.
+    fn new_pipe(&mut self) -> u64 {
         let id = self.next_pipe;
         self.next_pipe += 1;
         self.pipes.insert(
@@ -464,6 +461,15 @@ impl State {
                 writers: 1,
             },
         );
+        id
+    }
+
+    fn make_pipe(&mut self) -> Result<(Fd, Fd), Errno> {
+        if self.fds.len() + 2 > fd_limit(&self.config) {
+            self.mark("emfile");
+            return Err(Errno::EMFILE);
+        }
+        let id = self.new_pipe();
         let read = self.alloc_fd(FdKind::PipeRead(id), true)?;
         let write = self.alloc_fd(FdKind::PipeWrite(id), true)?;
         self.changed = true;
@@ -857,16 +863,7 @@ impl State {
         for (index, stream) in streams.iter().enumerate() {
             match stream {
                 Stdio::Pipe => {
-                    let id = self.next_pipe;
-                    self.next_pipe += 1;
-                    self.pipes.insert(
-                        id,
-                        Pipe {
-                            buf: VecDeque::new(),
-                            readers: 1,
-                            writers: 1,
-                        },
-                    );
+                    let id = self.new_pipe();
                     let kind = if index == 0 {
                         FdKind::PipeWrite(id)
                     } else {

@@ -148,22 +148,8 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
         .flatten()
         .try_for_each(|fd| kernel.set_nonblocking(fd, true));
     if let Err(errno) = nonblocking {
-        // Registered: the watcher reaps it once killed; its fds are closed here.
-        match pidfd {
-            Some(fd) => {
-                let _ = kernel.pidfd_send_signal(fd, Signal::SIGKILL);
-                let _ = kernel.close(fd);
-            }
-            None => {
-                let _ = kernel.kill(spawned.pid, Some(Signal::SIGKILL));
-            }
-        }
-        for fd in [spawned.stdin, spawned.stdout, spawned.stderr]
-            .into_iter()
-            .flatten()
-        {
-            let _ = kernel.close(fd);
-        }
+        // Registered: the watcher reaps it once killed.
+        kill_and_close(&kernel, &spawned, pidfd);
         return Err(errno.into());
     }
     let stdin = spawned
@@ -186,8 +172,9 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
     })
 }
 
-/// A child that could not be registered: kill it, reap it, close its fds.
-fn abandon<K: Kernel>(kernel: &K, spawned: &Spawned, pidfd: Option<Fd>) {
+/// Kills a child that will not be handed out (through its pidfd when there is one,
+/// still unreaped, so the signal cannot reach another process) and closes its fds.
+fn kill_and_close<K: Kernel>(kernel: &K, spawned: &Spawned, pidfd: Option<Fd>) {
     match pidfd {
         Some(fd) => {
             let _ = kernel.pidfd_send_signal(fd, Signal::SIGKILL);
@@ -197,13 +184,19 @@ fn abandon<K: Kernel>(kernel: &K, spawned: &Spawned, pidfd: Option<Fd>) {
             let _ = kernel.kill(spawned.pid, Some(Signal::SIGKILL));
         }
     }
-    while kernel.wait_pid(spawned.pid, WaitMode::Block) == Err(Errno::EINTR) {}
     for fd in [spawned.stdin, spawned.stdout, spawned.stderr]
         .into_iter()
         .flatten()
     {
         let _ = kernel.close(fd);
     }
+}
+
+/// A child that could not be registered: nobody else will reap it, so kill it, close
+/// its fds and reap it here.
+fn abandon<K: Kernel>(kernel: &K, spawned: &Spawned, pidfd: Option<Fd>) {
+    kill_and_close(kernel, spawned, pidfd);
+    while kernel.wait_pid(spawned.pid, WaitMode::Block) == Err(Errno::EINTR) {}
 }
 
 impl Exit {

@@ -59,7 +59,7 @@ pub use threaded::ThreadedChildWatcher;
 use crate::OsKernel;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
-use crate::kernel::{ExitStatus, Kernel, Pid};
+use crate::kernel::{Errno, ExitStatus, Kernel, Pid, WaitMode, WaitStatus};
 
 /// What a watcher calls when a child exits: `(pid, returncode)`.
 pub type ChildCallback = Box<dyn FnOnce(Pid, i32) + Send + 'static>;
@@ -160,6 +160,24 @@ pub(crate) fn check_pid(pid: Pid) -> Result<()> {
 /// The returncode of a status (spec R-1).
 pub(crate) fn returncode(status: ExitStatus) -> i32 {
     status.returncode()
+}
+
+/// One `waitpid(pid, WNOHANG)` as the polling watchers do it (`_do_waitpid`):
+/// `None` while the child runs; its returncode once reaped; 255 with spec R-2's
+/// warning when somebody else reaped it. `EINTR` is retried; other errors returned.
+pub(crate) fn poll_returncode<K: Kernel>(kernel: &K, pid: Pid) -> Result<Option<i32>> {
+    loop {
+        match kernel.wait_pid(pid, WaitMode::NoHang) {
+            Ok(WaitStatus::StillAlive) => return Ok(None),
+            Ok(WaitStatus::Terminated(_, status)) => return Ok(Some(returncode(status))),
+            Err(Errno::ECHILD) => {
+                warn_unknown_child(pid);
+                return Ok(Some(255));
+            }
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
 }
 
 /// Spec R-2's warning for a child somebody else reaped.

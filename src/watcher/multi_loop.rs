@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
 
-use super::{ChildCallback, ChildWatcher, check_pid, returncode, warn_unknown_child};
+use super::{ChildCallback, ChildWatcher, check_pid, poll_returncode};
 use crate::OsKernel;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
-use crate::kernel::{Disposition, Errno, Fd, Kernel, Pid, Signal, WaitMode, WaitStatus};
+use crate::kernel::{Disposition, Errno, Fd, Kernel, Pid, Signal};
 use crate::sync::BlockingMutex;
 
 /// Delivers each child's exit to the loop running where it was registered.
@@ -179,17 +179,8 @@ impl<K: Kernel> Inner<K> {
             if !state.callbacks.contains_key(&pid) {
                 return Ok(());
             }
-            let code = loop {
-                match self.kernel.wait_pid(pid, WaitMode::NoHang) {
-                    Ok(WaitStatus::StillAlive) => return Ok(()),
-                    Ok(WaitStatus::Terminated(_, status)) => break returncode(status),
-                    Err(Errno::ECHILD) => {
-                        warn_unknown_child(pid);
-                        break 255;
-                    }
-                    Err(Errno::EINTR) => continue,
-                    Err(errno) => return Err(errno.into()),
-                }
+            let Some(code) = poll_returncode(&self.kernel, pid)? else {
+                return Ok(());
             };
             let (event_loop, callback) = state.callbacks.remove(&pid).expect("checked above");
             (event_loop, callback, code)

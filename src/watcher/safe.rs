@@ -6,11 +6,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::sigchld::{Core, Reaper};
-use super::{ChildCallback, ChildWatcher, check_pid, returncode, warn_unknown_child};
+use super::{ChildCallback, ChildWatcher, check_pid, poll_returncode};
 use crate::OsKernel;
 use crate::error::Result;
 use crate::event_loop::EventLoop;
-use crate::kernel::{Errno, Kernel, Pid, WaitMode, WaitStatus};
+use crate::kernel::{Kernel, Pid};
 
 /// Polls each registered child on SIGCHLD (CPython 3.7's default watcher).
 ///
@@ -75,18 +75,8 @@ fn poll_pid<K: Kernel>(core: &Core<K, Safe>, pid: Pid) -> Result<()> {
         if !state.callbacks.contains_key(&pid) {
             return Ok(());
         }
-        let code = loop {
-            match core.kernel.wait_pid(pid, WaitMode::NoHang) {
-                Ok(WaitStatus::StillAlive) => return Ok(()),
-                Ok(WaitStatus::Terminated(_, status)) => break returncode(status),
-                Err(Errno::ECHILD) => {
-                    // Reaped by somebody else: the status is lost.
-                    warn_unknown_child(pid);
-                    break 255;
-                }
-                Err(Errno::EINTR) => continue,
-                Err(errno) => return Err(errno.into()),
-            }
+        let Some(code) = poll_returncode(&core.kernel, pid)? else {
+            return Ok(());
         };
         (state.callbacks.remove(&pid).expect("checked above"), code)
     };
