@@ -1,0 +1,199 @@
+//! `loopwatch`: run the conformance matrix, or one scenario on one backend.
+//!
+//! ```text
+//! cargo loopwatch check [--seeds N] [--no-cpython]
+//! cargo loopwatch scenario run FILE --backend os|sim|cpython3.X --watcher W [--seed S]
+//! cargo loopwatch scenario diff FILE [--watcher W]
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use loopwatch_conformance::matrix::{self, Options, Status};
+use loopwatch_conformance::scenario::{Scenario, WatcherName};
+use loopwatch_conformance::{Backend, run};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loopwatch",
+    about = "Conformance of asyncio child watchers: loopwatch on the OS, on the simulator, and CPython"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Every scenario × watcher on the OS, the simulator and CPython 3.7–3.13; writes
+    /// target/loopwatch/report.md and report.json; fails on a new divergence.
+    Check {
+        /// Simulator seeds per scenario and watcher.
+        #[arg(long, default_value_t = 4)]
+        seeds: u64,
+        /// Skip the CPython comparison.
+        #[arg(long)]
+        no_cpython: bool,
+        /// Scenario directory (default: the crate's scenarios/).
+        #[arg(long)]
+        scenarios: Option<PathBuf>,
+    },
+    /// One scenario.
+    Scenario {
+        #[command(subcommand)]
+        command: ScenarioCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ScenarioCommand {
+    /// Runs FILE on one backend and prints its trace as JSON.
+    Run {
+        /// The scenario file.
+        file: PathBuf,
+        /// os, sim or cpython3.X.
+        #[arg(long, default_value = "os")]
+        backend: String,
+        /// The watcher (default: the scenario's first).
+        #[arg(long)]
+        watcher: Option<String>,
+        /// The simulator's seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Runs FILE on loopwatch (OS) and every CPython, and shows where traces differ.
+    Diff {
+        /// The scenario file.
+        file: PathBuf,
+        /// Only this watcher (default: all the scenario lists).
+        #[arg(long)]
+        watcher: Option<String>,
+    },
+}
+
+fn watchers(scenario: &Scenario, chosen: Option<&str>) -> Result<Vec<WatcherName>, String> {
+    match chosen {
+        Some(name) => Ok(vec![WatcherName::parse(name)?]),
+        None => Ok(scenario.watchers.clone()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<bool, String> {
+    match command {
+        Command::Check {
+            seeds,
+            no_cpython,
+            scenarios,
+        } => {
+            let mut options = Options {
+                seeds,
+                cpython: !no_cpython,
+                ..Options::default()
+            };
+            if let Some(dir) = scenarios {
+                options.scenarios = dir;
+            }
+            let total = loopwatch_conformance::scenario::load_dir(&options.scenarios)?
+                .iter()
+                .map(|s| s.watchers.len())
+                .sum::<usize>();
+            let mut done = 0;
+            let result = matrix::check(&options, |what| {
+                done += 1;
+                eprint!("\r[{done:>3}/{total}] {what:<60}");
+            })?;
+            eprintln!();
+            print!("{}", result.terminal());
+            let out = PathBuf::from("target").join("loopwatch");
+            std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            std::fs::write(out.join("report.md"), result.markdown()).map_err(|e| e.to_string())?;
+            let json = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
+            std::fs::write(out.join("report.json"), json).map_err(|e| e.to_string())?;
+            for cell in &result.cells {
+                match &cell.status {
+                    Status::Diverges { expected, got } => println!(
+                        "NEW DIVERGENCE {} / {} / {} (clauses {}):\n  loopwatch: {expected:?}\n  {}: {got:?}",
+                        cell.scenario,
+                        cell.watcher,
+                        cell.backend,
+                        cell.clauses.join(", "),
+                        cell.backend
+                    ),
+                    Status::Failed { error } => println!(
+                        "FAILED {} / {} / {} (clauses {}): {error}",
+                        cell.scenario,
+                        cell.watcher,
+                        cell.backend,
+                        cell.clauses.join(", ")
+                    ),
+                    _ => {}
+                }
+            }
+            println!(
+                "{} comparisons; report: target/loopwatch/report.md, report.json",
+                result.compared()
+            );
+            Ok(result.ok())
+        }
+        Command::Scenario {
+            command:
+                ScenarioCommand::Run {
+                    file,
+                    backend,
+                    watcher,
+                    seed,
+                },
+        } => {
+            let scenario = Scenario::load(&file)?;
+            let backend = Backend::parse(&backend, seed)?;
+            let mut ok = true;
+            for watcher in watchers(&scenario, watcher.as_deref())? {
+                let output = run(&scenario, &file, watcher, &backend)?;
+                println!(
+                    "{}",
+                    serde_json::to_string(&output).map_err(|e| e.to_string())?
+                );
+                ok &= output.skipped.is_none();
+            }
+            Ok(ok)
+        }
+        Command::Scenario {
+            command: ScenarioCommand::Diff { file, watcher },
+        } => {
+            let scenario = Scenario::load(&file)?;
+            let mut same = true;
+            for watcher in watchers(&scenario, watcher.as_deref())? {
+                let ours = run(&scenario, &file, watcher, &Backend::Os)?;
+                println!("{watcher} loopwatch: {:?}", ours.trace);
+                for minor in matrix::CPYTHON_MINORS {
+                    if minor < watcher.since_cpython() {
+                        continue;
+                    }
+                    let theirs = run(&scenario, &file, watcher, &Backend::CPython(minor))?;
+                    if let Some(reason) = theirs.skipped {
+                        println!("  cpython3.{minor}: skipped ({reason})");
+                    } else if theirs.trace == ours.trace {
+                        println!("  cpython3.{minor}: same");
+                    } else {
+                        same = false;
+                        println!("  cpython3.{minor}: {:?}", theirs.trace);
+                    }
+                }
+            }
+            Ok(same)
+        }
+    }
+}

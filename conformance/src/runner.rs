@@ -1,0 +1,317 @@
+//! Runs a scenario on a loopwatch kernel and records the normalised trace.
+
+use std::collections::BTreeMap;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use loopwatch::kernel::{Kernel, Pid, Signal, SpawnRequest, WaitMode, WaitStatus, WaitTarget};
+use loopwatch::watcher::{MultiLoopChildWatcher, fork_window};
+use loopwatch::{
+    Error, ErrorKind, EventLoop, FastChildWatcher, PidfdChildWatcher, SafeChildWatcher,
+    ThreadedChildWatcher, WatcherRef, policy,
+};
+
+use crate::scenario::{Fate, Scenario, Step, WatcherName};
+
+/// How long `wait` waits by default, and teardown waits for killed children.
+const WAIT_MS: u64 = 5000;
+
+/// What callbacks and steps share. A plain `std` lock: it is never held across a
+/// kernel call.
+#[allow(clippy::disallowed_types, reason = "never held across a kernel call")]
+type Shared = Arc<std::sync::Mutex<Record>>;
+
+#[derive(Default)]
+struct Record {
+    trace: Vec<String>,
+    exited: BTreeMap<String, i32>,
+    waker: Option<Waker>,
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Record> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The Python exception class name of an error, as CPython's runner prints it.
+pub fn python_class(error: &Error) -> String {
+    match error.kind() {
+        ErrorKind::RuntimeError => "RuntimeError".into(),
+        ErrorKind::ValueError => "ValueError".into(),
+        ErrorKind::TypeError => "TypeError".into(),
+        ErrorKind::NotImplementedError => "NotImplementedError".into(),
+        ErrorKind::AssertionError => "AssertionError".into(),
+        ErrorKind::CancelledError => "CancelledError".into(),
+        ErrorKind::ChildProcessError => "ChildProcessError".into(),
+        ErrorKind::ProcessLookupError => "ProcessLookupError".into(),
+        ErrorKind::Os(errno) => match errno.0 {
+            1 | 13 => "PermissionError".into(),
+            2 => "FileNotFoundError".into(),
+            _ => "OSError".into(),
+        },
+        _ => "Panic".into(),
+    }
+}
+
+/// A new watcher of kind `name` over `kernel`.
+pub fn make_watcher<K: Kernel>(name: WatcherName, kernel: &K) -> WatcherRef<K> {
+    let kernel = kernel.clone();
+    match name {
+        WatcherName::Safe => Arc::new(SafeChildWatcher::with_kernel(kernel)),
+        WatcherName::Fast => Arc::new(FastChildWatcher::with_kernel(kernel)),
+        WatcherName::MultiLoop => Arc::new(MultiLoopChildWatcher::with_kernel(kernel)),
+        WatcherName::Threaded => Arc::new(ThreadedChildWatcher::with_kernel(kernel)),
+        WatcherName::Pidfd => Arc::new(PidfdChildWatcher::with_kernel(kernel)),
+    }
+}
+
+/// Awaits a timer of `ms` on `event_loop`.
+async fn sleep<K: Kernel>(event_loop: &EventLoop<K>, ms: u64) {
+    let deadline = event_loop.time() + ms as f64 / 1000.0;
+    poll_fn(|cx| {
+        if event_loop.time() >= deadline {
+            return Poll::Ready(());
+        }
+        let waker = cx.waker().clone();
+        // A closed loop cannot time anything: give up at once.
+        if event_loop.call_at(deadline, move || waker.wake()).is_err() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    })
+    .await;
+}
+
+/// Awaits `child`'s callback; `false` on timeout.
+async fn wait_exit<K: Kernel>(
+    event_loop: &EventLoop<K>,
+    shared: &Shared,
+    child: &str,
+    ms: u64,
+) -> bool {
+    let deadline = event_loop.time() + ms as f64 / 1000.0;
+    let mut timer = None;
+    poll_fn(|cx| {
+        let mut record = lock(shared);
+        if record.exited.contains_key(child) {
+            return Poll::Ready(true);
+        }
+        if event_loop.time() >= deadline {
+            return Poll::Ready(false);
+        }
+        record.waker = Some(cx.waker().clone());
+        drop(record);
+        if timer.is_none() {
+            let waker = cx.waker().clone();
+            timer = event_loop.call_at(deadline, move || waker.wake()).ok();
+            if timer.is_none() {
+                return Poll::Ready(false);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The steps' state.
+struct Run<K: Kernel> {
+    kernel: K,
+    event_loop: EventLoop<K>,
+    watcher: WatcherRef<K>,
+    shared: Shared,
+    pids: BTreeMap<String, Pid>,
+    registered: Vec<String>,
+}
+
+impl<K: Kernel> Run<K> {
+    fn note(&self, line: String) {
+        lock(&self.shared).trace.push(line);
+    }
+
+    fn error(&self, op: &str, child: &str, error: &Error) {
+        self.note(format!("error {op} {child} {}", python_class(error)));
+    }
+
+    fn spawn(&mut self, child: &str, fate: &Fate) -> Option<Pid> {
+        let request = match fate.script() {
+            Some(script) => SpawnRequest::new("/bin/sh", ["-c", script.as_str()]),
+            None => SpawnRequest::new("sleep", ["1000"]),
+        };
+        match self.kernel.spawn(&request) {
+            Ok(spawned) => {
+                self.pids.insert(child.to_string(), spawned.pid);
+                Some(spawned.pid)
+            }
+            Err(errno) => {
+                self.error("spawn", child, &errno.into());
+                None
+            }
+        }
+    }
+
+    fn callback(&self, child: &str) -> loopwatch::watcher::ChildCallback {
+        let (shared, child) = (self.shared.clone(), child.to_string());
+        Box::new(move |_pid, code| {
+            let waker = {
+                let mut record = lock(&shared);
+                record.trace.push(format!("exit {child} {code}"));
+                record.exited.insert(child, code);
+                record.waker.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        })
+    }
+
+    fn register(&mut self, op: &str, child: &str, pid: Pid) {
+        let callback = self.callback(child);
+        match self.watcher.add_child_handler(pid, callback) {
+            Ok(()) => self.registered.push(child.to_string()),
+            Err(error) => self.error(op, child, &error),
+        }
+    }
+
+    async fn step(&mut self, step: &Step) {
+        match step {
+            Step::Start { child, fate } => {
+                let watcher = self.watcher.clone();
+                let _window = fork_window(&*watcher);
+                if let Some(pid) = self.spawn(child, fate) {
+                    self.register("start", child, pid);
+                }
+            }
+            Step::Spawn { child, fate } => {
+                self.spawn(child, fate);
+            }
+            Step::Register { child } => {
+                let Some(&pid) = self.pids.get(child) else {
+                    return;
+                };
+                let watcher = self.watcher.clone();
+                let _window = fork_window(&*watcher);
+                self.register("register", child, pid);
+            }
+            Step::Remove { child } => {
+                let Some(&pid) = self.pids.get(child) else {
+                    return;
+                };
+                let removed = self.watcher.remove_child_handler(pid);
+                self.note(format!("removed {child} {removed}"));
+            }
+            Step::Wait { child, timeout_ms } => {
+                let ms = timeout_ms.unwrap_or(WAIT_MS);
+                if !wait_exit(&self.event_loop, &self.shared, child, ms).await {
+                    self.note(format!("timeout {child}"));
+                }
+            }
+            Step::Sleep { ms } => sleep(&self.event_loop, *ms).await,
+            Step::Kill { child, signal } => {
+                let Some(&pid) = self.pids.get(child) else {
+                    return;
+                };
+                if let Err(errno) = self.kernel.kill(pid, Some(Signal(*signal))) {
+                    self.error("kill", child, &errno.into());
+                }
+            }
+            Step::ForeignWait { child } => {
+                let Some(&pid) = self.pids.get(child) else {
+                    return;
+                };
+                let line = loop {
+                    match self.kernel.wait_pid(pid, WaitMode::Block) {
+                        Ok(WaitStatus::Terminated(_, status)) => {
+                            break format!("foreign {child} {}", status.returncode());
+                        }
+                        Err(loopwatch::kernel::Errno::EINTR) => continue,
+                        Err(loopwatch::kernel::Errno::ECHILD) => {
+                            break format!("foreign {child} ECHILD");
+                        }
+                        other => break format!("foreign {child} {other:?}"),
+                    }
+                };
+                self.note(line);
+            }
+            Step::Active => {
+                let active = self.watcher.is_active();
+                self.note(format!("active {active}"));
+            }
+        }
+    }
+
+    /// Kills what still runs, lets registered children report, lists zombies.
+    async fn teardown(&mut self) {
+        let names: Vec<String> = self.pids.keys().cloned().collect();
+        for name in &names {
+            let pid = self.pids[name];
+            if let Ok(WaitStatus::StillAlive) = self
+                .kernel
+                .wait_peek(WaitTarget::Pid(pid), WaitMode::NoHang)
+            {
+                let _ = self.kernel.kill(pid, Some(Signal::SIGKILL));
+            }
+        }
+        for name in &names {
+            let exited = lock(&self.shared).exited.contains_key(name);
+            if self.registered.contains(name) && !exited {
+                wait_exit(&self.event_loop, &self.shared, name, WAIT_MS).await;
+            }
+        }
+        for name in &names {
+            let pid = self.pids[name];
+            if let Ok(WaitStatus::Terminated(..)) = self
+                .kernel
+                .wait_peek(WaitTarget::Pid(pid), WaitMode::NoHang)
+            {
+                self.note(format!("zombie {name}"));
+                let _ = self.kernel.wait_pid(pid, WaitMode::NoHang);
+            }
+        }
+    }
+}
+
+/// Runs `scenario` with `watcher` on `kernel`, from the process's main thread (the
+/// signal-based watchers need it), and returns the trace.
+///
+/// # Errors
+///
+/// Setting the loop or the watcher up failed.
+pub fn execute<K: Kernel>(
+    kernel: &K,
+    scenario: &Scenario,
+    watcher: WatcherName,
+) -> Result<Vec<String>, Error> {
+    policy::set_event_loop_policy(kernel, None);
+    let event_loop = EventLoop::with_kernel(kernel.clone())?;
+    policy::set_event_loop(kernel, Some(event_loop.clone()))?;
+    let watcher_ref = make_watcher(watcher, kernel);
+    watcher_ref.attach_loop(Some(event_loop.clone()))?;
+    policy::set_child_watcher(kernel, Some(watcher_ref.clone()))?;
+    let shared: Shared = Arc::default();
+    let mut run = Run {
+        kernel: kernel.clone(),
+        event_loop: event_loop.clone(),
+        watcher: watcher_ref.clone(),
+        shared: shared.clone(),
+        pids: BTreeMap::new(),
+        registered: Vec::new(),
+    };
+    let steps = scenario.steps.clone();
+    let outcome = event_loop.run_until_complete(async move {
+        for step in &steps {
+            run.step(step).await;
+        }
+        run.teardown().await;
+    });
+    let closed = watcher_ref.close();
+    policy::set_child_watcher(kernel, None)?;
+    policy::set_event_loop(kernel, None)?;
+    event_loop.close()?;
+    policy::set_event_loop_policy(kernel, None);
+    outcome?;
+    closed?;
+    let trace = std::mem::take(&mut lock(&shared).trace);
+    Ok(trace)
+}
