@@ -146,7 +146,23 @@ fn execute(command: Command) -> Result<bool, String> {
                 "{} comparisons; report: target/loopwatch/report.md, report.json",
                 result.compared()
             );
-            Ok(result.ok())
+            // The bug zoo: each broken watcher must be caught by some scenario.
+            let mut zoo_ok = true;
+            for (name, caught) in loopwatch_conformance::zoo::hunt(&options)? {
+                match caught.first() {
+                    Some(cell) => println!(
+                        "zoo: {name} caught by {} on {} (clauses {})",
+                        cell.scenario,
+                        cell.backend,
+                        cell.clauses.join(", ")
+                    ),
+                    None => {
+                        zoo_ok = false;
+                        println!("zoo: {name} SLIPPED THROUGH: no scenario caught it");
+                    }
+                }
+            }
+            Ok(result.ok() && zoo_ok)
         }
         Command::Scenario {
             command:

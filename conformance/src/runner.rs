@@ -283,10 +283,24 @@ pub fn execute<K: Kernel>(
     scenario: &Scenario,
     watcher: WatcherName,
 ) -> Result<Vec<String>, Error> {
+    execute_with(kernel, scenario, &|k: &K| make_watcher(watcher, k))
+}
+
+/// As [`execute`], with a watcher that `make` builds: a user's own, or one of the
+/// [`zoo`](crate::zoo)'s broken ones.
+///
+/// # Errors
+///
+/// Setting the loop or the watcher up failed.
+pub fn execute_with<K: Kernel>(
+    kernel: &K,
+    scenario: &Scenario,
+    make: &dyn Fn(&K) -> WatcherRef<K>,
+) -> Result<Vec<String>, Error> {
     policy::set_event_loop_policy(kernel, None);
     let event_loop = EventLoop::with_kernel(kernel.clone())?;
     policy::set_event_loop(kernel, Some(event_loop.clone()))?;
-    let watcher_ref = make_watcher(watcher, kernel);
+    let watcher_ref = make(kernel);
     watcher_ref.attach_loop(Some(event_loop.clone()))?;
     policy::set_child_watcher(kernel, Some(watcher_ref.clone()))?;
     let shared: Shared = Arc::default();
