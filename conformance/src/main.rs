@@ -4,12 +4,15 @@
 //! cargo loopwatch check [--seeds N] [--no-cpython]
 //! cargo loopwatch scenario run FILE --backend os|sim|cpython3.X --watcher W [--seed S]
 //! cargo loopwatch scenario diff FILE [--watcher W]
+//! cargo loopwatch explore --watcher W [--seeds N] [--shard i/n] [--faults eintr,spurious]
+//! cargo loopwatch replay FILE --watcher W --seed S [--faults …]
 //! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use loopwatch_conformance::explore::{self, Fault, Shard};
 use loopwatch_conformance::matrix::{self, Options, Status};
 use loopwatch_conformance::scenario::{Scenario, WatcherName};
 use loopwatch_conformance::{Backend, run};
@@ -38,6 +41,39 @@ enum Command {
         /// Scenario directory (default: the crate's scenarios/).
         #[arg(long)]
         scenarios: Option<PathBuf>,
+    },
+    /// Seeded exploration on the simulator: every scenario of WATCHER over seeds,
+    /// checking that each trace equals the real OS's; JSON lines out.
+    Explore {
+        /// The watcher.
+        #[arg(long)]
+        watcher: String,
+        /// Seeds of the whole sweep (0..N).
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// This run's part of the sweep, i/n (seeds with seed % n == i).
+        #[arg(long, default_value = "0/1")]
+        shard: String,
+        /// Faults to switch on: eintr, spurious (comma-separated).
+        #[arg(long, default_value = "")]
+        faults: String,
+        /// Scenario directory (default: the crate's scenarios/).
+        #[arg(long)]
+        scenarios: Option<PathBuf>,
+    },
+    /// Re-runs one seed of FILE on the simulator and prints the kernel trace.
+    Replay {
+        /// The scenario file.
+        file: PathBuf,
+        /// The watcher.
+        #[arg(long)]
+        watcher: String,
+        /// The seed.
+        #[arg(long)]
+        seed: u64,
+        /// Faults, as given to explore.
+        #[arg(long, default_value = "")]
+        faults: String,
     },
     /// One scenario.
     Scenario {
@@ -93,6 +129,46 @@ fn main() -> ExitCode {
 
 fn execute(command: Command) -> Result<bool, String> {
     match command {
+        Command::Explore {
+            watcher,
+            seeds,
+            shard,
+            faults,
+            scenarios,
+        } => {
+            // Check every argument before producing any output.
+            let watcher = WatcherName::parse(&watcher)?;
+            let shard = Shard::parse(&shard)?;
+            let faults = Fault::parse_list(&faults)?;
+            let dir =
+                scenarios.unwrap_or_else(|| loopwatch_conformance::crate_dir().join("scenarios"));
+            loopwatch_conformance::scenario::load_dir(&dir)?;
+            let mut ok = true;
+            explore::explore(&dir, watcher, seeds, shard, &faults, |verdict| {
+                ok &= verdict.ok;
+                println!("{}", serde_json::to_string(verdict).unwrap_or_default());
+            })?;
+            Ok(ok)
+        }
+        Command::Replay {
+            file,
+            watcher,
+            seed,
+            faults,
+        } => {
+            let watcher = WatcherName::parse(&watcher)?;
+            let faults = Fault::parse_list(&faults)?;
+            let scenario = Scenario::load(&file)?;
+            let (trace, report) = explore::run_seed(&scenario, watcher, seed, &faults)?;
+            print!("{}", report.trace.text());
+            println!("scenario trace: {trace:?}");
+            println!(
+                "trace hash: {:016x}; marks: {:?}",
+                report.hash(),
+                report.marks
+            );
+            Ok(true)
+        }
         Command::Check {
             seeds,
             no_cpython,

@@ -3,7 +3,9 @@
 //! real-OS runs need the process's main thread. The CPython comparison is
 //! `cargo loopwatch check`'s job.
 
+use loopwatch_conformance::explore::{self, Fault, Shard};
 use loopwatch_conformance::matrix::{self, Options, Status};
+use loopwatch_conformance::scenario::WatcherName;
 
 fn main() {
     let options = Options {
@@ -36,6 +38,36 @@ fn main() {
                 );
             }
         }
+    }
+    // explore's shards: 0/4 … 3/4 together give exactly the unsharded run's verdicts.
+    let dir = loopwatch_conformance::crate_dir().join("scenarios");
+    let sweep = |shard: Shard| {
+        let mut seen = Vec::new();
+        explore::explore(
+            &dir,
+            WatcherName::Threaded,
+            8,
+            shard,
+            &[Fault::Eintr],
+            |v| {
+                seen.push((v.scenario.clone(), v.seed, v.ok));
+            },
+        )
+        .expect("explore runs");
+        seen
+    };
+    let mut whole = sweep(Shard::ALL);
+    let mut parts: Vec<_> = (0..4)
+        .flat_map(|i| sweep(Shard { index: i, count: 4 }))
+        .collect();
+    whole.sort();
+    parts.sort();
+    if whole == parts && !whole.is_empty() && whole.iter().all(|(_, _, ok)| *ok) {
+        passed += 1;
+        println!("test explore_shards_cover_the_sweep_exactly ... ok");
+    } else {
+        failed += 1;
+        println!("test explore_shards_cover_the_sweep_exactly ... FAILED {whole:?} vs {parts:?}");
     }
     println!("{passed} passed, {failed} failed");
     if failed > 0 {

@@ -1,0 +1,577 @@
+#!/usr/bin/env python3
+"""Run one loopwatch scenario (format `loopwatch-scenario/1`) on real CPython.
+
+Usage: python3 runner.py SCENARIO.json WATCHER [--force]
+
+WATCHER is one of safe, fast, multi_loop, threaded, pidfd. The script prints one
+JSON object on stdout:
+
+    {"scenario": name, "watcher": w, "backend": "cpython3.X", "trace": [...]}
+
+or, when the watcher does not exist in this CPython (or is not listed in the
+scenario's `watchers`, unless --force is given):
+
+    {"scenario": name, "watcher": w, "backend": "cpython3.X", "skipped": reason}
+
+See ../SCENARIOS.md for the format, the operations and the trace. Standard library
+only; runs unchanged on CPython 3.7 to 3.13. Diagnostics (asyncio's own warnings,
+teardown notes) go to stderr.
+
+Children are started with os.fork() + os.execv(), never with subprocess.Popen:
+Popen keeps a list of abandoned children and reaps them in _cleanup(), which would
+be a second reaper the watchers do not expect.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+
+# 3.12+: the watcher constructors, set_child_watcher and fork() in a multi-threaded
+# process warn; the trace is about behaviour, not about deprecation.
+warnings.simplefilter("ignore", DeprecationWarning)
+
+FORMAT = "loopwatch-scenario/1"
+BACKEND = "cpython%d.%d" % sys.version_info[:2]
+
+WATCHERS = {
+    "safe": "SafeChildWatcher",
+    "fast": "FastChildWatcher",
+    "multi_loop": "MultiLoopChildWatcher",
+    "threaded": "ThreadedChildWatcher",
+    "pidfd": "PidfdChildWatcher",
+}
+
+DEFAULT_WAIT_MS = 5000
+# Teardown: how long to await the callback of a registered child that is still
+# running (and is killed here) or a zombie: the watcher must report it.
+TEARDOWN_WAIT_S = 3.0
+# Teardown: how long to await the callback of a child whose handler was removed, or
+# which is already reaped: some watchers report it (Threaded, Pidfd 3.12+ ignore
+# remove; Threaded/Safe/MultiLoop/Pidfd report a foreign-reaped child as 255), some
+# never do (Fast F-7, removed handlers elsewhere). The grace is ample for a callback
+# that is already on its way.
+TEARDOWN_GRACE_S = 0.3
+# Teardown: how long to wait for a SIGKILLed child to stop running.
+DEATH_WAIT_S = 3.0
+# Hard wall-clock limit for the whole run (SIGALRM watchdog, main thread only).
+WATCHDOG_S = 120
+
+
+def log(msg):
+    sys.stderr.write("runner: %s\n" % msg)
+    sys.stderr.flush()
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class ScenarioError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------
+# Scenario loading and a structural check (the JSON Schema is the reference; this
+# only refuses what the runner could not execute).
+
+STEP_FIELDS = {
+    "start": ({"child", "fate"}, set()),
+    "spawn": ({"child", "fate"}, set()),
+    "register": ({"child"}, set()),
+    "remove": ({"child"}, set()),
+    "foreign_wait": ({"child"}, set()),
+    "wait": ({"child"}, {"timeout_ms"}),
+    "sleep": ({"ms"}, set()),
+    "kill": ({"child", "signal"}, set()),
+    "active": (set(), set()),
+}
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_fate(fate, where):
+    if not isinstance(fate, dict):
+        raise ScenarioError("%s: fate must be an object" % where)
+    kinds = [k for k in ("exit", "signal", "forever") if k in fate]
+    if len(kinds) != 1:
+        raise ScenarioError("%s: fate needs exactly one of exit/signal/forever" % where)
+    extra = set(fate) - {"exit", "signal", "forever", "after_ms"}
+    if extra:
+        raise ScenarioError("%s: unknown fate keys %s" % (where, sorted(extra)))
+    if "exit" in fate and not (_is_int(fate["exit"]) and 0 <= fate["exit"] <= 255):
+        raise ScenarioError("%s: exit must be 0..255" % where)
+    if "signal" in fate and not (_is_int(fate["signal"]) and 1 <= fate["signal"] <= 64):
+        raise ScenarioError("%s: signal must be 1..64" % where)
+    if "forever" in fate and fate["forever"] is not True:
+        raise ScenarioError("%s: forever must be true" % where)
+    if "after_ms" in fate and not (_is_int(fate["after_ms"]) and fate["after_ms"] >= 0):
+        raise ScenarioError("%s: after_ms must be an integer >= 0" % where)
+
+
+def load_scenario(path):
+    with open(path) as f:
+        sc = json.load(f)
+    if not isinstance(sc, dict):
+        raise ScenarioError("scenario must be a JSON object")
+    if sc.get("format") != FORMAT:
+        raise ScenarioError("format must be %r" % FORMAT)
+    for key in ("name", "description", "clauses", "watchers", "steps"):
+        if key not in sc:
+            raise ScenarioError("missing key %r" % key)
+    if not isinstance(sc["steps"], list):
+        raise ScenarioError("steps must be a list")
+    known = set()
+    for i, step in enumerate(sc["steps"]):
+        where = "step %d" % i
+        if not isinstance(step, dict) or step.get("op") not in STEP_FIELDS:
+            raise ScenarioError("%s: unknown op" % where)
+        op = step["op"]
+        required, optional = STEP_FIELDS[op]
+        fields = set(step) - {"op"}
+        if not required <= fields or fields - required - optional:
+            raise ScenarioError("%s (%s): fields must be %s (+ optional %s)"
+                                % (where, op, sorted(required), sorted(optional)))
+        if "child" in step:
+            child = step["child"]
+            if not isinstance(child, str) or not child:
+                raise ScenarioError("%s: bad child name" % where)
+            if op in ("start", "spawn"):
+                if child in known:
+                    raise ScenarioError("%s: child %r is created twice" % (where, child))
+                check_fate(step["fate"], where)
+                known.add(child)
+            elif child not in known:
+                raise ScenarioError("%s: child %r used before start/spawn" % (where, child))
+        if op == "sleep" and not (_is_int(step["ms"]) and step["ms"] >= 0):
+            raise ScenarioError("%s: ms must be an integer >= 0" % where)
+        if op == "wait" and "timeout_ms" in step and not (
+                _is_int(step["timeout_ms"]) and step["timeout_ms"] >= 1):
+            raise ScenarioError("%s: timeout_ms must be an integer >= 1" % where)
+        if op == "kill" and not (_is_int(step["signal"]) and 1 <= step["signal"] <= 64):
+            raise ScenarioError("%s: signal must be 1..64" % where)
+    return sc
+
+
+# --------------------------------------------------------------------------------
+# Children
+
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+
+
+def seconds(ms):
+    """after_ms -> the argument of sh's sleep: 20 -> '0.02', 1500 -> '1.5'."""
+    return "%g" % (ms / 1000.0)
+
+
+def fate_argv(fate):
+    if fate.get("forever"):
+        return SLEEP, ["sleep", "1000"]
+    if "exit" in fate:
+        action = "exit %d" % fate["exit"]
+    else:
+        action = "kill -%d $$" % fate["signal"]
+    if "after_ms" in fate:
+        action = "sleep %s; %s" % (seconds(fate["after_ms"]), action)
+    return "/bin/sh", ["/bin/sh", "-c", action]
+
+
+def fork_exec(fate):
+    """fork() + execv(); returns the pid. The child never returns into Python."""
+    path, argv = fate_argv(fate)
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            # What subprocess.Popen(restore_signals=True) does: Python ignores
+            # SIGPIPE and SIGXFSZ, and ignored dispositions survive exec.
+            for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), signal.SIG_DFL)
+            try:
+                import resource
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core files
+            except Exception:
+                pass
+            fd = os.open(os.devnull, os.O_RDWR)
+            os.dup2(fd, 0)
+            os.dup2(fd, 1)  # stdout carries the JSON result
+            os.execv(path, argv)
+        finally:
+            os._exit(127)
+    return pid
+
+
+class Child(object):
+    def __init__(self, name, pid, fut):
+        self.name = name
+        self.pid = pid
+        self.fut = fut            # resolved by the first callback
+        self.callbacks = 0        # callbacks received
+        self.registered = False   # a registration succeeded at some point
+        self.removed = False      # remove_child_handler was called after that
+        self.reaped = False       # reaped by this runner (foreign_wait/teardown)
+
+
+def child_state(pid):
+    """'running', 'zombie' or 'gone' (not our child any more: reaped)."""
+    try:
+        res = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return "gone"
+    if res is None or getattr(res, "si_pid", 0) == 0:
+        return "running"
+    return "zombie"
+
+
+def returncode_of(status):
+    """spec R-1: exit code, or -signal; else the raw status."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    return status
+
+
+# --------------------------------------------------------------------------------
+# The run
+
+class Runner(object):
+    def __init__(self, scenario, watcher_name, cls):
+        self.sc = scenario
+        self.watcher_name = watcher_name
+        self.cls = cls
+        self.trace = []
+        self.children = {}       # name -> Child
+        self.order = []          # creation order
+        self.loop = None
+        self.watcher = None
+        self.loop_thread = None
+
+    # -- callback ------------------------------------------------------------
+
+    def on_exit(self, pid, returncode, name):
+        # Recorded at call time, whatever the thread (Safe/Fast call it
+        # synchronously, MultiLoop/Threaded through call_soon_threadsafe, Pidfd
+        # from its reader).
+        self.trace.append("exit %s %d" % (name, returncode))
+        if threading.get_ident() == self.loop_thread:
+            self._resolve(name)
+        else:
+            self.loop.call_soon_threadsafe(self._resolve, name)
+
+    def _resolve(self, name):
+        child = self.children.get(name)
+        if child is None:
+            return
+        child.callbacks += 1
+        if not child.fut.done():
+            child.fut.set_result(None)
+
+    def error(self, op, child, exc):
+        self.trace.append("error %s %s %s" % (op, child, type(exc).__name__))
+
+    # -- operations ----------------------------------------------------------
+
+    def _new_child(self, name, pid):
+        child = Child(name, pid, self.loop.create_future())
+        self.children[name] = child
+        self.order.append(name)
+        return child
+
+    def op_start(self, step):
+        name = step["child"]
+        with self.watcher:
+            try:
+                pid = fork_exec(step["fate"])
+            except Exception as exc:
+                self.error("start", name, exc)
+                return
+            child = self._new_child(name, pid)
+            try:
+                self.watcher.add_child_handler(pid, self.on_exit, name)
+            except Exception as exc:
+                self.error("start", name, exc)
+            else:
+                child.registered = True
+                child.removed = False
+
+    def op_spawn(self, step):
+        name = step["child"]
+        try:
+            pid = fork_exec(step["fate"])
+        except Exception as exc:
+            self.error("spawn", name, exc)
+            return
+        self._new_child(name, pid)
+
+    def _child(self, op, name):
+        child = self.children.get(name)
+        if child is None:  # its start/spawn failed
+            self.trace.append("error %s %s NoChild" % (op, name))
+        return child
+
+    def op_register(self, step):
+        child = self._child("register", step["child"])
+        if child is None:
+            return
+        try:
+            with self.watcher:
+                self.watcher.add_child_handler(child.pid, self.on_exit, child.name)
+        except Exception as exc:
+            self.error("register", child.name, exc)
+        else:
+            child.registered = True
+            child.removed = False
+
+    def op_remove(self, step):
+        child = self._child("remove", step["child"])
+        if child is None:
+            return
+        try:
+            removed = self.watcher.remove_child_handler(child.pid)
+        except Exception as exc:
+            self.error("remove", child.name, exc)
+            return
+        if child.registered:
+            child.removed = True
+        if removed is True:
+            text = "true"
+        elif removed is False:
+            text = "false"
+        else:
+            text = repr(removed)
+        self.trace.append("removed %s %s" % (child.name, text))
+
+    async def op_wait(self, step):
+        child = self._child("wait", step["child"])
+        if child is None:
+            return
+        timeout = step.get("timeout_ms", DEFAULT_WAIT_MS) / 1000.0
+        done, _ = await asyncio.wait([child.fut], timeout=timeout)
+        if not done:
+            self.trace.append("timeout %s" % child.name)
+
+    async def op_sleep(self, step):
+        await asyncio.sleep(step["ms"] / 1000.0)
+
+    def op_kill(self, step):
+        child = self._child("kill", step["child"])
+        if child is None:
+            return
+        try:
+            os.kill(child.pid, step["signal"])
+        except Exception as exc:
+            self.error("kill", child.name, exc)
+
+    def op_foreign_wait(self, step):
+        child = self._child("foreign_wait", step["child"])
+        if child is None:
+            return
+        # Foreign code's blocking waitpid in the loop's thread: the loop is blocked
+        # meanwhile, as it would be.
+        try:
+            _, status = os.waitpid(child.pid, 0)
+        except ChildProcessError:
+            self.trace.append("foreign %s ECHILD" % child.name)
+        except Exception as exc:
+            self.error("foreign_wait", child.name, exc)
+        else:
+            child.reaped = True
+            self.trace.append("foreign %s %d" % (child.name, returncode_of(status)))
+
+    def op_active(self, step):
+        try:
+            active = self.watcher.is_active()
+        except Exception as exc:
+            self.error("active", "-", exc)
+            return
+        self.trace.append("active %s" % ("true" if active else "false"))
+
+    # -- the coroutine -------------------------------------------------------
+
+    async def main(self):
+        try:
+            for step in self.sc["steps"]:
+                handler = getattr(self, "op_" + step["op"])
+                result = handler(step)
+                if asyncio.iscoroutine(result):
+                    await result
+        finally:
+            await self.teardown_children()
+
+    async def teardown_children(self):
+        """Kill what still runs, one child at a time, awaiting each callback."""
+        for name in self.order:
+            child = self.children[name]
+            if child.reaped:
+                continue
+            state = child_state(child.pid)
+            if state == "running":
+                try:
+                    os.kill(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                await self.until_dead(child)
+            if child.registered and child.callbacks == 0:
+                must_report = not child.removed and state != "gone"
+                timeout = TEARDOWN_WAIT_S if must_report else TEARDOWN_GRACE_S
+                done, _ = await asyncio.wait([child.fut], timeout=timeout)
+                if not done and must_report:
+                    log("teardown: no callback for registered child %s (pid %d) in %gs"
+                        % (name, child.pid, timeout))
+        # Let the watcher handle any SIGCHLD still pending (Fast reaps unknown
+        # children here), so the zombie list below does not depend on timing.
+        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)
+
+    async def until_dead(self, child):
+        deadline = time.monotonic() + DEATH_WAIT_S
+        while child_state(child.pid) == "running":
+            if time.monotonic() > deadline:
+                log("teardown: child %s (pid %d) survives SIGKILL" % (child.name, child.pid))
+                return
+            await asyncio.sleep(0.002)
+
+    def list_zombies(self):
+        for name in self.order:
+            child = self.children[name]
+            if child.reaped:
+                continue
+            if child_state(child.pid) == "zombie":
+                self.trace.append("zombie %s" % name)
+                try:
+                    os.waitpid(child.pid, 0)
+                    child.reaped = True
+                except ChildProcessError:
+                    pass
+
+    # -- whole run -----------------------------------------------------------
+
+    def run(self):
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        self.loop_thread = threading.get_ident()
+        asyncio.set_event_loop(loop)
+        watcher = self.cls()
+        self.watcher = watcher
+        watcher.attach_loop(loop)
+        asyncio.set_child_watcher(watcher)
+        try:
+            loop.run_until_complete(self.main())
+            self.list_zombies()
+        finally:
+            try:
+                watcher.close()
+                asyncio.set_child_watcher(None)
+            finally:
+                loop.close()
+
+    def kill_and_reap_all(self):
+        """Last resort: no child may outlive the runner."""
+        for name in self.order:
+            child = self.children[name]
+            if child.reaped:
+                continue
+            try:
+                os.kill(child.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                if child_state(child.pid) != "gone":
+                    os.waitpid(child.pid, 0)
+            except ChildProcessError:
+                pass  # reaped by a watcher (or its thread) meanwhile
+            child.reaped = True
+
+
+def watcher_class(name):
+    """(class, None) or (None, reason to skip)."""
+    attr = WATCHERS[name]
+    cls = getattr(asyncio, attr, None)
+    if cls is None:
+        return None, "asyncio.%s does not exist in CPython %d.%d" % (
+            (attr,) + tuple(sys.version_info[:2]))
+    if name == "pidfd":
+        if not hasattr(os, "pidfd_open"):
+            return None, "os.pidfd_open is not available"
+        try:
+            os.close(os.pidfd_open(os.getpid()))
+        except OSError as exc:
+            return None, "os.pidfd_open fails here: %s" % exc
+    return cls, None
+
+
+def main(argv):
+    args = [a for a in argv[1:] if a != "--force"]
+    force = len(args) != len(argv) - 1
+    if len(args) != 2 or args[1] not in WATCHERS:
+        sys.stderr.write("usage: %s SCENARIO.json {%s} [--force]\n"
+                         % (argv[0], ",".join(sorted(WATCHERS))))
+        return 2
+    path, wname = args
+    try:
+        sc = load_scenario(path)
+    except (OSError, ValueError, ScenarioError) as exc:
+        sys.stderr.write("runner: %s: invalid scenario: %s\n" % (path, exc))
+        return 2
+
+    head = {"scenario": sc["name"], "watcher": wname, "backend": BACKEND}
+    cls, reason = watcher_class(wname)
+    if cls is None:
+        head["skipped"] = reason
+        emit(head)
+        return 0
+    if wname not in sc["watchers"] and not force:
+        head["skipped"] = "the scenario does not list watcher %s" % wname
+        emit(head)
+        return 0
+
+    runner = Runner(sc, wname, cls)
+
+    def watchdog(signum, frame):
+        # Runs in the main thread, between bytecodes or when a blocking call is
+        # interrupted. Killing every child unblocks a foreign_wait on a child that
+        # never ends; the run then finishes with a visible error line.
+        runner.trace.append("error watchdog - Timeout")
+        log("watchdog: run exceeded %ds, killing every child" % WATCHDOG_S)
+        for child in list(runner.children.values()):
+            try:
+                os.kill(child.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        signal.signal(signal.SIGALRM, hard_stop)
+        signal.alarm(10)
+
+    def hard_stop(signum, frame):
+        log("watchdog: still stuck, exiting")
+        runner.kill_and_reap_all()
+        os._exit(3)
+
+    signal.signal(signal.SIGALRM, watchdog)
+    signal.alarm(WATCHDOG_S)
+    status = 0
+    try:
+        runner.run()
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    finally:
+        runner.kill_and_reap_all()
+        signal.alarm(0)
+    if status == 0:
+        head["trace"] = list(runner.trace)
+        emit(head)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,236 @@
+//! Seeded exploration: every scenario of a watcher on the simulator, over many seeds,
+//! with faults a real kernel may show that must not change what the watcher reports
+//! (EINTR on blocking calls, spurious poll wake-ups). The invariant: each seed's trace
+//! equals the real OS's. Seeds are sharded by `seed % n == i`, so the shards of one
+//! sweep cover its seeds exactly once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runner::execute;
+use crate::scenario::{Scenario, WatcherName};
+
+/// `i/n`: this run's part of a sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// Which part, `0..count`.
+    pub index: u64,
+    /// How many parts.
+    pub count: u64,
+}
+
+impl Shard {
+    /// The whole sweep.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `i/n`.
+    ///
+    /// # Errors
+    ///
+    /// A message when the form is wrong, `n` is 0, or `i` is not below `n`.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let (index, count) = text
+            .split_once('/')
+            .ok_or_else(|| format!("shard {text:?} is not of the form i/n"))?;
+        let index: u64 = index
+            .parse()
+            .map_err(|_| format!("shard {text:?}: {index:?} is not a number"))?;
+        let count: u64 = count
+            .parse()
+            .map_err(|_| format!("shard {text:?}: {count:?} is not a number"))?;
+        if count == 0 {
+            return Err(format!("shard {text:?}: n must be at least 1"));
+        }
+        if index >= count {
+            return Err(format!("shard {text:?}: i must be below n ({count})"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The seeds of `0..seeds` that belong to this shard.
+    pub fn seeds(self, seeds: u64) -> impl Iterator<Item = u64> {
+        (0..seeds).filter(move |s| s % self.count == self.index)
+    }
+}
+
+/// Faults an exploration may switch on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fault {
+    /// EINTR from blocking calls (probability 0.3).
+    Eintr,
+    /// Polls that wake with nothing to report (probability 0.3).
+    Spurious,
+}
+
+impl Fault {
+    /// Parses a comma-separated list of `eintr`, `spurious`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the unknown fault and the valid ones.
+    pub fn parse_list(text: &str) -> Result<Vec<Fault>, String> {
+        text.split(',')
+            .filter(|f| !f.is_empty())
+            .map(|f| match f {
+                "eintr" => Ok(Fault::Eintr),
+                "spurious" => Ok(Fault::Spurious),
+                other => Err(format!("unknown fault {other:?}; valid: eintr, spurious")),
+            })
+            .collect()
+    }
+
+    fn names(faults: &[Fault]) -> String {
+        faults
+            .iter()
+            .map(|f| match f {
+                Fault::Eintr => "eintr",
+                Fault::Spurious => "spurious",
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The simulation for `seed` with `faults`.
+pub fn simulation(seed: u64, faults: &[Fault]) -> loopwatch_sim::Simulation {
+    let mut plan = loopwatch_sim::FaultPlan::none();
+    for fault in faults {
+        match fault {
+            Fault::Eintr => plan.eintr = 0.3,
+            Fault::Spurious => plan.spurious_wakeup = 0.3,
+        }
+    }
+    loopwatch_sim::Simulation::new(seed).faults(plan)
+}
+
+/// One seed's verdict, printed as a JSON line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The seed.
+    pub seed: u64,
+    /// The scenario.
+    pub scenario: String,
+    /// The watcher.
+    pub watcher: String,
+    /// Whether the invariant held.
+    pub ok: bool,
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// The command that replays this seed.
+    pub replay: String,
+}
+
+/// Runs `scenario` with `watcher` on the simulator and returns the scenario trace
+/// and the simulation's report.
+///
+/// # Errors
+///
+/// The run could not set up, or did not complete.
+pub fn run_seed(
+    scenario: &Scenario,
+    watcher: WatcherName,
+    seed: u64,
+    faults: &[Fault],
+) -> Result<(Vec<String>, loopwatch_sim::Report), String> {
+    #[allow(
+        clippy::disallowed_types,
+        reason = "hands the trace out of the simulation"
+    )]
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let (out, scenario) = (slot.clone(), scenario.clone());
+    let report = simulation(seed, faults).run(move |kernel| {
+        let result = execute(&kernel, &scenario, watcher);
+        *out.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
+    });
+    if report.outcome != loopwatch_sim::Outcome::Completed {
+        return Err(format!("simulation ended: {:?}", report.outcome));
+    }
+    let trace = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+        .ok_or("no result")?
+        .map_err(|e| e.to_string())?;
+    Ok((trace, report))
+}
+
+/// Explores every scenario of `watcher` under `dir` over this shard's seeds, calling
+/// `emit` with each verdict. Must run on the process's main thread (the real-OS
+/// reference run needs it).
+///
+/// # Errors
+///
+/// The scenarios cannot be loaded, or the reference run failed.
+pub fn explore(
+    dir: &Path,
+    watcher: WatcherName,
+    seeds: u64,
+    shard: Shard,
+    faults: &[Fault],
+    mut emit: impl FnMut(&Verdict),
+) -> Result<(), String> {
+    let scenarios = crate::scenario::load_dir(dir)?;
+    for scenario in scenarios.iter().filter(|s| s.watchers.contains(&watcher)) {
+        let reference =
+            execute(&loopwatch::OsKernel, scenario, watcher).map_err(|e| e.to_string())?;
+        let path: PathBuf = dir.join(format!("{}.json", scenario.name));
+        for seed in shard.seeds(seeds) {
+            let problem = match run_seed(scenario, watcher, seed, faults) {
+                Ok((trace, _)) if trace == reference => None,
+                Ok((trace, _)) => Some(format!("expected {reference:?}, got {trace:?}")),
+                Err(error) => Some(error),
+            };
+            let mut replay = format!(
+                "cargo loopwatch replay {} --watcher {watcher} --seed {seed}",
+                path.display()
+            );
+            if !faults.is_empty() {
+                replay.push_str(&format!(" --faults {}", Fault::names(faults)));
+            }
+            emit(&Verdict {
+                seed,
+                scenario: scenario.name.clone(),
+                watcher: watcher.to_string(),
+                ok: problem.is_none(),
+                problem,
+                replay,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_seeds() {
+        // Goal: for several n, the shards i/n are disjoint and together give 0..N.
+        for count in 1..6 {
+            let mut all: Vec<u64> = (0..count)
+                .flat_map(|index| Shard { index, count }.seeds(37).collect::<Vec<_>>())
+                .collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..37).collect::<Vec<_>>(), "n = {count}");
+        }
+    }
+
+    #[test]
+    fn bad_shards_and_faults_are_refused() {
+        // Goal: malformed or out-of-range shards and unknown faults are clear errors.
+        for bad in ["", "1", "a/2", "1/b", "2/2", "0/0"] {
+            assert!(Shard::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Shard::parse("3/4"), Ok(Shard { index: 3, count: 4 }));
+        assert!(
+            Fault::parse_list("eintr,bogus")
+                .unwrap_err()
+                .contains("bogus")
+        );
+    }
+}
