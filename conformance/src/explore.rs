@@ -123,18 +123,14 @@ pub struct Verdict {
     pub replay: String,
 }
 
-/// Runs `scenario` with `watcher` on the simulator and returns the scenario trace
-/// and the simulation's report.
-///
-/// # Errors
-///
-/// The run could not set up, or did not complete.
+/// Runs `scenario` with `watcher` on the simulator: the scenario trace (or why there
+/// is none) and the simulation's report, which has the kernel trace either way.
 pub fn run_seed(
     scenario: &Scenario,
     watcher: WatcherName,
     seed: u64,
     faults: &[Fault],
-) -> Result<(Vec<String>, loopwatch_sim::Report), String> {
+) -> (Result<Vec<String>, String>, loopwatch_sim::Report) {
     #[allow(
         clippy::disallowed_types,
         reason = "hands the trace out of the simulation"
@@ -147,15 +143,18 @@ pub fn run_seed(
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
     });
     if report.outcome != loopwatch_sim::Outcome::Completed {
-        return Err(format!("simulation ended: {:?}", report.outcome));
+        return (
+            Err(format!("simulation ended: {:?}", report.outcome)),
+            report,
+        );
     }
     let trace = slot
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take()
-        .ok_or("no result")?
-        .map_err(|e| e.to_string())?;
-    Ok((trace, report))
+        .ok_or_else(|| "no result".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    (trace, report)
 }
 
 /// Explores every scenario of `watcher` under `dir` over this shard's seeds, calling
@@ -179,9 +178,9 @@ pub fn explore(
             execute(&loopwatch::OsKernel, scenario, watcher).map_err(|e| e.to_string())?;
         let path: PathBuf = dir.join(format!("{}.json", scenario.name));
         for seed in shard.seeds(seeds) {
-            let problem = match run_seed(scenario, watcher, seed, faults) {
-                Ok((trace, _)) if trace == reference => None,
-                Ok((trace, _)) => Some(format!("expected {reference:?}, got {trace:?}")),
+            let problem = match run_seed(scenario, watcher, seed, faults).0 {
+                Ok(trace) if trace == reference => None,
+                Ok(trace) => Some(format!("expected {reference:?}, got {trace:?}")),
                 Err(error) => Some(error),
             };
             let mut replay = format!(

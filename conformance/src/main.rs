@@ -159,15 +159,24 @@ fn execute(command: Command) -> Result<bool, String> {
             let watcher = WatcherName::parse(&watcher)?;
             let faults = Fault::parse_list(&faults)?;
             let scenario = Scenario::load(&file)?;
-            let (trace, report) = explore::run_seed(&scenario, watcher, seed, &faults)?;
+            let (trace, report) = explore::run_seed(&scenario, watcher, seed, &faults);
             print!("{}", report.trace.text());
-            println!("scenario trace: {trace:?}");
+            println!("outcome: {:?}", report.outcome);
             println!(
                 "trace hash: {:016x}; marks: {:?}",
                 report.hash(),
                 report.marks
             );
-            Ok(true)
+            match trace {
+                Ok(trace) => {
+                    println!("scenario trace: {trace:?}");
+                    Ok(true)
+                }
+                Err(error) => {
+                    println!("no scenario trace: {error}");
+                    Ok(false)
+                }
+            }
         }
         Command::Check {
             seeds,

@@ -67,19 +67,45 @@ pub fn make_watcher<K: Kernel>(name: WatcherName, kernel: &K) -> WatcherRef<K> {
     }
 }
 
+/// A one-shot timer on the loop: `fired` once its callback ran. The callback decides,
+/// not a clock comparison: the loop may run a timer up to its clock resolution early,
+/// as asyncio's does.
+struct Timer {
+    fired: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Timer {
+    fn start<K: Kernel>(event_loop: &EventLoop<K>, ms: u64, waker: Waker) -> Option<Timer> {
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = fired.clone();
+        event_loop
+            .call_later(ms as f64 / 1000.0, move || {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                waker.wake();
+            })
+            .ok()
+            .map(|_| Timer { fired })
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Awaits a timer of `ms` on `event_loop`.
 async fn sleep<K: Kernel>(event_loop: &EventLoop<K>, ms: u64) {
-    let deadline = event_loop.time() + ms as f64 / 1000.0;
-    poll_fn(|cx| {
-        if event_loop.time() >= deadline {
-            return Poll::Ready(());
-        }
-        let waker = cx.waker().clone();
-        // A closed loop cannot time anything: give up at once.
-        if event_loop.call_at(deadline, move || waker.wake()).is_err() {
-            return Poll::Ready(());
-        }
-        Poll::Pending
+    let mut timer: Option<Timer> = None;
+    poll_fn(|cx| match &timer {
+        Some(timer) if timer.fired() => Poll::Ready(()),
+        Some(_) => Poll::Pending,
+        None => match Timer::start(event_loop, ms, cx.waker().clone()) {
+            Some(started) => {
+                timer = Some(started);
+                Poll::Pending
+            }
+            // A closed loop cannot time anything: give up at once.
+            None => Poll::Ready(()),
+        },
     })
     .await;
 }
@@ -91,21 +117,19 @@ async fn wait_exit<K: Kernel>(
     child: &str,
     ms: u64,
 ) -> bool {
-    let deadline = event_loop.time() + ms as f64 / 1000.0;
-    let mut timer = None;
+    let mut timer: Option<Timer> = None;
     poll_fn(|cx| {
         let mut record = lock(shared);
         if record.exited.contains_key(child) {
             return Poll::Ready(true);
         }
-        if event_loop.time() >= deadline {
+        if timer.as_ref().is_some_and(Timer::fired) {
             return Poll::Ready(false);
         }
         record.waker = Some(cx.waker().clone());
         drop(record);
         if timer.is_none() {
-            let waker = cx.waker().clone();
-            timer = event_loop.call_at(deadline, move || waker.wake()).ok();
+            timer = Timer::start(event_loop, ms, cx.waker().clone());
             if timer.is_none() {
                 return Poll::Ready(false);
             }

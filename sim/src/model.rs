@@ -142,6 +142,8 @@ struct Proc {
     stderr: Option<u64>,
     /// Bytes of the plan's stdout already written.
     written: usize,
+    /// When it terminated, for ready-list order.
+    stamp: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +168,8 @@ struct Pipe {
     buf: VecDeque<u8>,
     readers: u32,
     writers: u32,
+    /// When it last became readable (data or end of file), for ready-list order.
+    stamp: u64,
 }
 
 #[derive(Debug, Default)]
@@ -250,6 +254,9 @@ pub(crate) struct State {
     wakeup_fd: Option<Fd>,
     monitors: BTreeMap<u64, MonitorState>,
     next_monitor: u64,
+    /// Counts readiness changes: a poll reports ready fds in the order they became
+    /// ready, as epoll's ready list does.
+    stamps: u64,
 }
 
 impl fmt::Debug for State {
@@ -330,6 +337,7 @@ impl State {
             wakeup_fd: None,
             monitors: BTreeMap::new(),
             next_monitor: 1,
+            stamps: 0,
         }
     }
 
@@ -420,6 +428,8 @@ impl State {
             FdKind::PipeWrite(id) => {
                 if let Some(pipe) = self.pipes.get_mut(&id) {
                     pipe.writers -= 1;
+                    self.stamps += 1;
+                    pipe.stamp = self.stamps;
                 }
                 self.gc_pipe(id);
             }
@@ -459,6 +469,7 @@ impl State {
                 buf: VecDeque::new(),
                 readers: 1,
                 writers: 1,
+                stamp: 0,
             },
         );
         id
@@ -535,6 +546,8 @@ impl State {
                 } else if room > 0 {
                     let n = room.min(data.len());
                     pipe.buf.extend(&data[..n]);
+                    self.stamps += 1;
+                    pipe.stamp = self.stamps;
                     self.changed = true;
                     Ok(n)
                 } else if nonblocking {
@@ -596,6 +609,18 @@ impl State {
             format_args!("fcntl({fd}, nonblock={nonblocking:?} cloexec={cloexec:?}) = {result:?}"),
         );
         Step::Done(result)
+    }
+
+    /// When `fd` last became readable: epoll's ready list keeps that order.
+    fn ready_stamp(&self, fd: i32) -> u64 {
+        match self.fds.get(&fd).map(|e| e.kind) {
+            Some(FdKind::PipeRead(id)) => self.pipes.get(&id).map_or(0, |p| p.stamp),
+            Some(FdKind::PidFd { pid, seq }) => match self.procs.get(&pid) {
+                Some(proc) if proc.seq == seq => proc.stamp,
+                _ => 0,
+            },
+            _ => 0,
+        }
     }
 
     /// Whether `fd` reads and writes without blocking, as epoll sees it.
@@ -724,19 +749,23 @@ impl State {
             .iter()
             .map(|(&fd, &(token, interest))| (fd, token, interest))
             .collect();
-        let mut events = Vec::new();
+        let mut ready = Vec::new();
         for (fd, token, interest) in registrations {
             let (readable, writable) = self.readiness(fd);
             let readable = readable && interest.readable;
             let writable = writable && interest.writable;
             if readable || writable {
-                events.push(Event {
+                let event = Event {
                     token,
                     readable,
                     writable,
-                });
+                };
+                ready.push((self.ready_stamp(fd), event));
             }
         }
+        // Oldest readiness first, as epoll's ready list; ties in registration order.
+        ready.sort_by_key(|(stamp, _)| *stamp);
+        let events: Vec<Event> = ready.into_iter().map(|(_, event)| event).collect();
         let poller = self.pollers.get_mut(&id).expect("live poller");
         let woken = std::mem::take(&mut poller.woken);
         let timed_out = deadline.is_some_and(|d| self.time >= d);
@@ -907,6 +936,7 @@ impl State {
                 stdout: child_ends[1],
                 stderr: child_ends[2],
                 written: 0,
+                stamp: 0,
             },
         );
         self.changed = true;
@@ -927,6 +957,8 @@ impl State {
             return;
         }
         proc.state = ProcState::Zombie(status);
+        self.stamps += 1;
+        proc.stamp = self.stamps;
         let ends = [
             proc.stdin.take().map(FdKind::PipeRead),
             proc.stdout.take().map(FdKind::PipeWrite),
@@ -1198,6 +1230,8 @@ impl State {
         let room = PIPE_CAPACITY - pipe.buf.len();
         let n = room.min(stdout.len() - proc.written);
         pipe.buf.extend(&stdout[proc.written..proc.written + n]);
+        self.stamps += 1;
+        pipe.stamp = self.stamps;
         proc.written += n;
         self.changed = true;
     }
@@ -1248,6 +1282,8 @@ impl State {
                 if let Some(out) = output.and_then(|id| self.pipes.get_mut(&id)) {
                     if out.readers > 0 {
                         out.buf.extend(data);
+                        self.stamps += 1;
+                        out.stamp = self.stamps;
                     }
                 }
                 self.changed = true;
@@ -1426,6 +1462,8 @@ impl State {
             let pipe = self.pipes.get_mut(&id).expect("open pipe");
             if pipe.readers > 0 && pipe.buf.len() < PIPE_CAPACITY {
                 pipe.buf.push_back(byte);
+                self.stamps += 1;
+                pipe.stamp = self.stamps;
             }
         }
     }
