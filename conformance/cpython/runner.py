@@ -19,7 +19,34 @@ teardown notes) go to stderr.
 
 Children are started with os.fork() + os.execv(), never with subprocess.Popen:
 Popen keeps a list of abandoned children and reaps them in _cleanup(), which would
-be a second reaper the watchers do not expect.
+be a second reaper the watchers do not expect. Like Popen(restore_signals=True), the
+child starts with SIGPIPE/SIGXFSZ at their defaults; signals are blocked across
+fork() so that a signal sent before exec acts as it would after it.
+
+Points SCENARIOS.md leaves open, as this runner settles them:
+
+- Operations other than `wait` and `sleep` never yield to the loop, so nothing is
+  reaped between two consecutive non-waiting steps (Safe/Fast handle SIGCHLD only
+  when the loop runs; MultiLoop's handler may run between any two bytecodes).
+- `wait` returns as soon as the child has had at least one callback, ever: a second
+  `wait` after a callback returns at once (use `sleep` to catch a later callback).
+- `register` is `with watcher: add_child_handler(...)`; `start` forks inside the
+  same `with` block as its add_child_handler. A `start` whose add_child_handler
+  raises prints `error start <child> <Kind>` (the child exists and is torn down).
+- Teardown, after the last step, child by child in creation order: a child that is
+  still running is sent SIGKILL and waited for until it is no longer running; if the
+  child was ever registered and has had no callback yet, its callback is awaited
+  (TEARDOWN_WAIT_S when it should come; TEARDOWN_GRACE_S when its handler was
+  removed or it was already reaped elsewhere, since only some watchers report
+  those). Then the loop runs 50 ms more (so Fast reaps what it will), and each
+  child still a zombie gives `zombie <child>` and is reaped. A teardown wait that
+  times out adds no trace line (a note goes to stderr).
+- `kill` of a child that is no longer ours (reaped: waitid gives ECHILD) reports
+  `error kill <child> ProcessLookupError` without calling os.kill: its pid may have
+  been reused by an unrelated process. The teardown never signals such pids either.
+- A scenario that would block for ever (a `foreign_wait` on a `forever` child)
+  trips a WATCHDOG_S watchdog: every child is killed, the trace gets
+  `error watchdog - Timeout`, and the runner exits with status 3.
 """
 
 import asyncio
@@ -32,6 +59,11 @@ import threading
 import time
 import traceback
 import warnings
+
+try:
+    import resource
+except ImportError:  # not on every platform
+    resource = None
 
 # 3.12+: the watcher constructors, set_child_watcher and fork() in a multi-threaded
 # process warn; the trace is about behaviour, not about deprecation.
@@ -51,7 +83,7 @@ WATCHERS = {
 DEFAULT_WAIT_MS = 5000
 # Teardown: how long to await the callback of a registered child that is still
 # running (and is killed here) or a zombie: the watcher must report it.
-TEARDOWN_WAIT_S = 3.0
+TEARDOWN_WAIT_S = 1.0
 # Teardown: how long to await the callback of a child whose handler was removed, or
 # which is already reaped: some watchers report it (Threaded, Pidfd 3.12+ ignore
 # remove; Threaded/Safe/MultiLoop/Pidfd report a foreign-reaped child as 255), some
@@ -60,6 +92,13 @@ TEARDOWN_WAIT_S = 3.0
 TEARDOWN_GRACE_S = 0.3
 # Teardown: how long to wait for a SIGKILLed child to stop running.
 DEATH_WAIT_S = 3.0
+# The loop never sleeps longer than this (a ticker task). MultiLoop's SIGCHLD handler
+# is a plain Python signal handler without a wakeup fd: a SIGCHLD that arrives just
+# before the loop enters epoll_wait() only runs once epoll_wait() returns (the lost
+# wakeup behind bpo-38323), which would push the callback to the end of the next
+# wait's timeout and make the trace depend on that race. A busy loop bounds the
+# delay; no other behaviour changes.
+TICK_S = 0.01
 # Hard wall-clock limit for the whole run (SIGALRM watchdog, main thread only).
 WATCHDOG_S = 120
 
@@ -169,8 +208,8 @@ SLEEP = shutil.which("sleep") or "/bin/sleep"
 
 
 def seconds(ms):
-    """after_ms -> the argument of sh's sleep: 20 -> '0.02', 1500 -> '1.5'."""
-    return "%g" % (ms / 1000.0)
+    """after_ms -> the argument of sh's sleep: 20 -> '0.02', 1500 -> '1.5', 0 -> '0'."""
+    return ("%d.%03d" % divmod(ms, 1000)).rstrip("0").rstrip(".")
 
 
 def fate_argv(fate):
@@ -185,28 +224,73 @@ def fate_argv(fate):
     return "/bin/sh", ["/bin/sh", "-c", action]
 
 
-def fork_exec(fate):
-    """fork() + execv(); returns the pid. The child never returns into Python."""
-    path, argv = fate_argv(fate)
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            # What subprocess.Popen(restore_signals=True) does: Python ignores
-            # SIGPIPE and SIGXFSZ, and ignored dispositions survive exec.
-            for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):
-                if hasattr(signal, name):
-                    signal.signal(getattr(signal, name), signal.SIG_DFL)
+def _blockable_signals():
+    """Every signal number pthread_sigmask accepts (glibc reserves 32 and 33)."""
+    if hasattr(signal, "valid_signals"):  # 3.8+
+        return sorted(int(s) for s in signal.valid_signals() if 0 < int(s) < signal.NSIG)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    sigs = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            for signum in range(1, signal.NSIG):
+                try:
+                    signal.pthread_sigmask(signal.SIG_BLOCK, [signum])
+                except (ValueError, OSError, RuntimeWarning):
+                    continue
+                sigs.append(signum)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return sigs
+
+
+BLOCKABLE = _blockable_signals()
+# Ignored in the Python parent, restored to the default in the child, as
+# subprocess.Popen(restore_signals=True) (and so asyncio's subprocess_exec) does.
+RESTORED = [getattr(signal, n) for n in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, n)]
+
+
+def _child_after_fork(path, argv, mask):
+    """In the forked child: never returns into the runner."""
+    try:
+        # Until exec, the child still has the parent's Python handlers (SIGINT's
+        # KeyboardInterrupt, the watcher's SIGCHLD handler, the watchdog's SIGALRM).
+        # Signals are blocked across fork(); put every caught signal back to its
+        # default before unblocking, so a signal sent before exec (a `kill` step
+        # right after `start`) acts exactly as it would after exec.
+        for signum in BLOCKABLE:
             try:
-                import resource
-                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core files
-            except Exception:
+                handler = signal.getsignal(signum)
+                if callable(handler) or (handler == signal.SIG_IGN and signum in RESTORED):
+                    signal.signal(signum, signal.SIG_DFL)
+            except (ValueError, OSError, RuntimeError):
                 pass
-            fd = os.open(os.devnull, os.O_RDWR)
-            os.dup2(fd, 0)
-            os.dup2(fd, 1)  # stdout carries the JSON result
-            os.execv(path, argv)
-        finally:
-            os._exit(127)
+        if resource is not None:
+            try:
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core files
+            except (ValueError, OSError):
+                pass
+        fd = os.open(os.devnull, os.O_RDWR)
+        os.dup2(fd, 0)
+        os.dup2(fd, 1)  # the runner's stdout carries the JSON result
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.execv(path, argv)
+    finally:
+        os._exit(127)
+
+
+def fork_exec(fate):
+    """fork() + execv(); returns the pid."""
+    path, argv = fate_argv(fate)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKABLE)
+    pid = -1
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _child_after_fork(path, argv, mask)
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     return pid
 
 
@@ -368,6 +452,10 @@ class Runner(object):
         if child is None:
             return
         try:
+            if child_state(child.pid) == "gone":
+                # Reaped already: its pid may belong to another process by now, so
+                # it is not signalled; os.kill on a free pid raises the same error.
+                raise ProcessLookupError(3, "No such process")
             os.kill(child.pid, step["signal"])
         except Exception as exc:
             self.error("kill", child.name, exc)
@@ -398,7 +486,12 @@ class Runner(object):
 
     # -- the coroutine -------------------------------------------------------
 
+    async def tick(self):
+        while True:
+            await asyncio.sleep(TICK_S)
+
     async def main(self):
+        ticker = self.loop.create_task(self.tick())
         try:
             for step in self.sc["steps"]:
                 handler = getattr(self, "op_" + step["op"])
@@ -406,7 +499,14 @@ class Runner(object):
                 if asyncio.iscoroutine(result):
                     await result
         finally:
-            await self.teardown_children()
+            try:
+                await self.teardown_children()
+            finally:
+                ticker.cancel()
+                try:
+                    await ticker
+                except asyncio.CancelledError:
+                    pass
 
     async def teardown_children(self):
         """Kill what still runs, one child at a time, awaiting each callback."""
@@ -457,21 +557,25 @@ class Runner(object):
     # -- whole run -----------------------------------------------------------
 
     def run(self):
+        # SCENARIOS.md "Setup and teardown": a new current loop, the watcher made,
+        # attached and installed; the steps as one coroutine; then the teardown.
         loop = asyncio.new_event_loop()
         self.loop = loop
         self.loop_thread = threading.get_ident()
-        asyncio.set_event_loop(loop)
-        watcher = self.cls()
-        self.watcher = watcher
-        watcher.attach_loop(loop)
-        asyncio.set_child_watcher(watcher)
+        watcher = None
         try:
+            asyncio.set_event_loop(loop)
+            watcher = self.cls()
+            self.watcher = watcher
+            watcher.attach_loop(loop)
+            asyncio.set_child_watcher(watcher)
             loop.run_until_complete(self.main())
             self.list_zombies()
         finally:
             try:
-                watcher.close()
-                asyncio.set_child_watcher(None)
+                if watcher is not None:
+                    watcher.close()
+                    asyncio.set_child_watcher(None)
             finally:
                 loop.close()
 
@@ -479,15 +583,14 @@ class Runner(object):
         """Last resort: no child may outlive the runner."""
         for name in self.order:
             child = self.children[name]
-            if child.reaped:
-                continue
+            if child.reaped or child_state(child.pid) == "gone":
+                continue  # never signal a pid that is no longer our child
             try:
                 os.kill(child.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+            except OSError:
                 pass
             try:
-                if child_state(child.pid) != "gone":
-                    os.waitpid(child.pid, 0)
+                os.waitpid(child.pid, 0)
             except ChildProcessError:
                 pass  # reaped by a watcher (or its thread) meanwhile
             child.reaped = True
@@ -537,7 +640,10 @@ def main(argv):
 
     runner = Runner(sc, wname, cls)
 
+    tripped = []
+
     def watchdog(signum, frame):
+        tripped.append(True)
         # Runs in the main thread, between bytecodes or when a blocking call is
         # interrupted. Killing every child unblocks a foreign_wait on a child that
         # never ends; the run then finishes with a visible error line.
@@ -545,7 +651,8 @@ def main(argv):
         log("watchdog: run exceeded %ds, killing every child" % WATCHDOG_S)
         for child in list(runner.children.values()):
             try:
-                os.kill(child.pid, signal.SIGKILL)
+                if child_state(child.pid) != "gone":
+                    os.kill(child.pid, signal.SIGKILL)
             except OSError:
                 pass
         signal.signal(signal.SIGALRM, hard_stop)
@@ -570,6 +677,8 @@ def main(argv):
     if status == 0:
         head["trace"] = list(runner.trace)
         emit(head)
+        if tripped:
+            status = 3  # the trace is printed, but the run did not end by itself
     return status
 
 

@@ -238,8 +238,12 @@ impl Matrix {
     }
 }
 
-/// Runs the matrix. `progress` hears about each scenario × watcher as it starts. Must
-/// be called from the process's main thread (the real-OS backend needs it).
+/// How many CPython runs go at once: they mostly wait on children and timers.
+const CPYTHON_PARALLEL: usize = 4;
+
+/// Runs the matrix. `progress` hears about each scenario × watcher as it starts, then
+/// about the CPython runs. Must be called from the process's main thread (the real-OS
+/// backend needs it).
 ///
 /// # Errors
 ///
@@ -251,109 +255,198 @@ pub fn check(options: &Options, mut progress: impl FnMut(&str)) -> Result<Matrix
     } else {
         Vec::new()
     };
-    let mut matrix = Matrix::default();
     let mut used = vec![false; known.len()];
+    let mut matrix = Matrix::default();
+    // loopwatch on the OS (the reference) and on the simulator, in the main thread.
+    let mut references = Vec::new();
     for scenario in &scenarios {
         let path = options.scenarios.join(format!("{}.json", scenario.name));
         for &watcher in &scenario.watchers {
             progress(&format!("{} / {watcher}", scenario.name));
-            let cells = compare(scenario, &path, watcher, options, &known, &mut used);
+            let (cells, reference) = ours(scenario, &path, watcher, options, &known, &mut used);
             matrix.cells.extend(cells);
+            if let Some(reference) = reference {
+                references.push((scenario, path.clone(), watcher, reference));
+            }
         }
     }
+    // CPython, several interpreters at a time.
+    if options.cpython {
+        let mut jobs = Vec::new();
+        for (index, (_, _, watcher, _)) in references.iter().enumerate() {
+            for minor in CPYTHON_MINORS {
+                if minor >= watcher.since_cpython() {
+                    jobs.push((index, minor));
+                }
+            }
+        }
+        progress(&format!("{} CPython runs", jobs.len()));
+        let results = run_parallel(&jobs, |&(index, minor)| {
+            let (scenario, path, watcher, _) = &references[index];
+            run(scenario, path, *watcher, &Backend::CPython(minor))
+        });
+        for (index, (scenario, _, watcher, reference)) in references.iter().enumerate() {
+            for minor in CPYTHON_MINORS {
+                let backend = Backend::CPython(minor).label();
+                let status = if minor < watcher.since_cpython() {
+                    Status::Skipped {
+                        reason: format!("CPython 3.{minor} has no {watcher} watcher in this form"),
+                    }
+                } else {
+                    let at = jobs
+                        .iter()
+                        .position(|job| *job == (index, minor))
+                        .expect("a job per cell");
+                    match &results[at] {
+                        Ok(output) => match &output.skipped {
+                            Some(reason) => Status::Skipped {
+                                reason: reason.clone(),
+                            },
+                            None => judge(
+                                scenario,
+                                *watcher,
+                                &backend,
+                                reference,
+                                output.trace.clone(),
+                                &known,
+                                &mut used,
+                            ),
+                        },
+                        Err(error) => Status::Failed {
+                            error: error.clone(),
+                        },
+                    }
+                };
+                matrix.cells.push(Cell {
+                    scenario: scenario.name.clone(),
+                    clauses: scenario.clauses.clone(),
+                    watcher: watcher.to_string(),
+                    backend,
+                    status,
+                });
+            }
+        }
+    }
+    // A ratchet entry for a backend that did not run cannot be judged stale.
     matrix.stale = known
         .iter()
         .zip(&used)
-        .filter(|(_, used)| !**used)
+        .filter(|(k, used)| !**used && (options.cpython || !k.backend.starts_with("cpython")))
         .map(|(k, _)| k.clone())
         .collect();
     Ok(matrix)
 }
 
-fn compare(
+/// Runs `work` on each job with up to [`CPYTHON_PARALLEL`] threads; results in job order.
+fn run_parallel<J: Sync, T: Send>(jobs: &[J], work: impl Fn(&J) -> T + Sync) -> Vec<T> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    #[allow(
+        clippy::disallowed_types,
+        reason = "collects results; the harness, not simulated code"
+    )]
+    let results = std::sync::Mutex::new((0..jobs.len()).map(|_| None).collect::<Vec<Option<T>>>());
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the harness starts interpreters in parallel; nothing here is simulated"
+    )]
+    std::thread::scope(|scope| {
+        for _ in 0..CPYTHON_PARALLEL {
+            scope.spawn(|| {
+                loop {
+                    let at = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(job) = jobs.get(at) else { break };
+                    let result = work(job);
+                    results
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)[at] = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_iter()
+        .map(|r| r.expect("every job ran"))
+        .collect()
+}
+
+/// Compares `got` with the reference, consulting the ratchet.
+fn judge(
+    scenario: &Scenario,
+    watcher: WatcherName,
+    backend: &str,
+    reference: &[String],
+    got: Vec<String>,
+    known: &[KnownDivergence],
+    used: &mut [bool],
+) -> Status {
+    if got == reference {
+        return Status::Match;
+    }
+    match known
+        .iter()
+        .position(|k| k.covers(&scenario.name, watcher.as_str(), backend))
+    {
+        Some(index) => {
+            used[index] = true;
+            Status::Known {
+                reason: known[index].reason.clone(),
+            }
+        }
+        None => Status::Diverges {
+            expected: reference.to_vec(),
+            got,
+        },
+    }
+}
+
+/// loopwatch on the real OS (the reference) and on the simulator's seeds.
+fn ours(
     scenario: &Scenario,
     path: &Path,
     watcher: WatcherName,
     options: &Options,
     known: &[KnownDivergence],
     used: &mut [bool],
-) -> Vec<Cell> {
-    let cell = |backend: String, status: Status| Cell {
+) -> (Vec<Cell>, Option<Vec<String>>) {
+    let cell = |backend: &str, status: Status| Cell {
         scenario: scenario.name.clone(),
         clauses: scenario.clauses.clone(),
         watcher: watcher.to_string(),
-        backend,
+        backend: backend.to_string(),
         status,
     };
     let reference = match run(scenario, path, watcher, &Backend::Os) {
         Ok(output) => output.trace,
-        Err(error) => return vec![cell("os".into(), Status::Failed { error })],
-    };
-    let mut cells = vec![cell("os".into(), Status::Match)];
-    let mut judge = |backend: String, got: Vec<String>| {
-        if got == reference {
-            return Status::Match;
-        }
-        match known
-            .iter()
-            .position(|k| k.covers(&scenario.name, watcher.as_str(), &backend))
-        {
-            Some(index) => {
-                used[index] = true;
-                Status::Known {
-                    reason: known[index].reason.clone(),
-                }
-            }
-            None => Status::Diverges {
-                expected: reference.clone(),
-                got,
-            },
-        }
+        Err(error) => return (vec![cell("os", Status::Failed { error })], None),
     };
     // The simulator must agree with the real OS on every seed.
     let mut sim = Status::Match;
     for seed in 0..options.seeds {
-        match run(scenario, path, watcher, &Backend::Sim(seed)) {
-            Ok(output) if output.trace == reference => {}
-            Ok(output) => {
-                sim = judge("sim".into(), output.trace);
-                if !matches!(sim, Status::Known { .. }) {
-                    if let Status::Diverges { expected, got } = sim {
-                        sim = Status::Failed {
-                            error: format!(
-                                "seed {seed} differs from the OS: expected {expected:?}, got {got:?}; replay: cargo loopwatch scenario run {} --backend sim --seed {seed} --watcher {watcher}",
-                                path.display()
-                            ),
-                        };
-                    }
-                    break;
-                }
-            }
+        let got = match run(scenario, path, watcher, &Backend::Sim(seed)) {
+            Ok(output) => output.trace,
             Err(error) => {
                 sim = Status::Failed { error };
                 break;
             }
+        };
+        match judge(scenario, watcher, "sim", &reference, got, known, used) {
+            Status::Diverges { expected, got } => {
+                sim = Status::Failed {
+                    error: format!(
+                        "seed {seed} differs from the OS: expected {expected:?}, got {got:?}; replay: cargo loopwatch replay {} --watcher {watcher} --seed {seed}",
+                        path.display()
+                    ),
+                };
+                break;
+            }
+            status @ Status::Known { .. } => sim = status,
+            _ => {}
         }
     }
-    cells.push(cell("sim".into(), sim));
-    if options.cpython {
-        for minor in CPYTHON_MINORS {
-            let backend = Backend::CPython(minor);
-            let status = if minor < watcher.since_cpython() {
-                Status::Skipped {
-                    reason: format!("CPython 3.{minor} has no {watcher} watcher in this form"),
-                }
-            } else {
-                match run(scenario, path, watcher, &backend) {
-                    Ok(output) => match output.skipped {
-                        Some(reason) => Status::Skipped { reason },
-                        None => judge(backend.label(), output.trace),
-                    },
-                    Err(error) => Status::Failed { error },
-                }
-            };
-            cells.push(cell(backend.label(), status));
-        }
-    }
-    cells
+    (
+        vec![cell("os", Status::Match), cell("sim", sim)],
+        Some(reference),
+    )
 }

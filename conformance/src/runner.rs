@@ -1,6 +1,6 @@
 //! Runs a scenario on a loopwatch kernel and records the normalised trace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -14,8 +14,15 @@ use loopwatch::{
 
 use crate::scenario::{Fate, Scenario, Step, WatcherName};
 
-/// How long `wait` waits by default, and teardown waits for killed children.
+/// How long `wait` waits by default.
 const WAIT_MS: u64 = 5000;
+/// Teardown: how long to await the callback a registered child must get.
+const TEARDOWN_WAIT_MS: u64 = 1000;
+/// Teardown: how long to await a callback only some watchers give (the handler was
+/// removed, or the child is already reaped).
+const TEARDOWN_GRACE_MS: u64 = 300;
+/// Teardown: how long a SIGKILLed child may take to stop running.
+const DEATH_WAIT_MS: u64 = 3000;
 
 /// What callbacks and steps share. A plain `std` lock: it is never held across a
 /// kernel call.
@@ -139,6 +146,15 @@ async fn wait_exit<K: Kernel>(
     .await
 }
 
+/// A child as the kernel sees it now, without reaping it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChildState {
+    Running,
+    Zombie,
+    /// Reaped (by a watcher, foreign code or this runner).
+    Gone,
+}
+
 /// The steps' state.
 struct Run<K: Kernel> {
     kernel: K,
@@ -146,7 +162,13 @@ struct Run<K: Kernel> {
     watcher: WatcherRef<K>,
     shared: Shared,
     pids: BTreeMap<String, Pid>,
-    registered: Vec<String>,
+    /// Children in creation order.
+    order: Vec<String>,
+    registered: BTreeSet<String>,
+    /// Children whose handler was removed after they were registered.
+    removed: BTreeSet<String>,
+    /// Children this runner reaped itself (`foreign_wait`, teardown).
+    reaped: BTreeSet<String>,
 }
 
 impl<K: Kernel> Run<K> {
@@ -158,6 +180,26 @@ impl<K: Kernel> Run<K> {
         self.note(format!("error {op} {child} {}", python_class(error)));
     }
 
+    /// The child's pid, or `error <op> <child> NoChild` when its spawn failed.
+    fn pid(&self, op: &str, child: &str) -> Option<Pid> {
+        let pid = self.pids.get(child).copied();
+        if pid.is_none() {
+            self.note(format!("error {op} {child} NoChild"));
+        }
+        pid
+    }
+
+    fn state(&self, pid: Pid) -> ChildState {
+        match self
+            .kernel
+            .wait_peek(WaitTarget::Pid(pid), WaitMode::NoHang)
+        {
+            Ok(WaitStatus::StillAlive) => ChildState::Running,
+            Ok(WaitStatus::Terminated(..)) => ChildState::Zombie,
+            Err(_) => ChildState::Gone,
+        }
+    }
+
     fn spawn(&mut self, child: &str, fate: &Fate) -> Option<Pid> {
         let request = match fate.script() {
             Some(script) => SpawnRequest::new("/bin/sh", ["-c", script.as_str()]),
@@ -166,6 +208,7 @@ impl<K: Kernel> Run<K> {
         match self.kernel.spawn(&request) {
             Ok(spawned) => {
                 self.pids.insert(child.to_string(), spawned.pid);
+                self.order.push(child.to_string());
                 Some(spawned.pid)
             }
             Err(errno) => {
@@ -193,7 +236,10 @@ impl<K: Kernel> Run<K> {
     fn register(&mut self, op: &str, child: &str, pid: Pid) {
         let callback = self.callback(child);
         match self.watcher.add_child_handler(pid, callback) {
-            Ok(()) => self.registered.push(child.to_string()),
+            Ok(()) => {
+                self.registered.insert(child.to_string());
+                self.removed.remove(child);
+            }
             Err(error) => self.error(op, child, &error),
         }
     }
@@ -211,7 +257,7 @@ impl<K: Kernel> Run<K> {
                 self.spawn(child, fate);
             }
             Step::Register { child } => {
-                let Some(&pid) = self.pids.get(child) else {
+                let Some(pid) = self.pid("register", child) else {
                     return;
                 };
                 let watcher = self.watcher.clone();
@@ -219,10 +265,13 @@ impl<K: Kernel> Run<K> {
                 self.register("register", child, pid);
             }
             Step::Remove { child } => {
-                let Some(&pid) = self.pids.get(child) else {
+                let Some(pid) = self.pid("remove", child) else {
                     return;
                 };
                 let removed = self.watcher.remove_child_handler(pid);
+                if self.registered.contains(child) {
+                    self.removed.insert(child.clone());
+                }
                 self.note(format!("removed {child} {removed}"));
             }
             Step::Wait { child, timeout_ms } => {
@@ -233,20 +282,24 @@ impl<K: Kernel> Run<K> {
             }
             Step::Sleep { ms } => sleep(&self.event_loop, *ms).await,
             Step::Kill { child, signal } => {
-                let Some(&pid) = self.pids.get(child) else {
+                let Some(pid) = self.pid("kill", child) else {
                     return;
                 };
-                if let Err(errno) = self.kernel.kill(pid, Some(Signal(*signal))) {
+                // A reaped child's pid may belong to a stranger by now: not signalled.
+                if self.state(pid) == ChildState::Gone {
+                    self.error("kill", child, &loopwatch::kernel::Errno::ESRCH.into());
+                } else if let Err(errno) = self.kernel.kill(pid, Some(Signal(*signal))) {
                     self.error("kill", child, &errno.into());
                 }
             }
             Step::ForeignWait { child } => {
-                let Some(&pid) = self.pids.get(child) else {
+                let Some(pid) = self.pid("foreign_wait", child) else {
                     return;
                 };
                 let line = loop {
                     match self.kernel.wait_pid(pid, WaitMode::Block) {
                         Ok(WaitStatus::Terminated(_, status)) => {
+                            self.reaped.insert(child.clone());
                             break format!("foreign {child} {}", status.returncode());
                         }
                         Err(loopwatch::kernel::Errno::EINTR) => continue,
@@ -265,32 +318,47 @@ impl<K: Kernel> Run<K> {
         }
     }
 
-    /// Kills what still runs, lets registered children report, lists zombies.
+    /// SCENARIOS.md's teardown: child by child in creation order, kill what still runs
+    /// and await its death, await the callback of a registered child that has had
+    /// none; then let the loop run 50 ms, and list (and reap) the zombies.
     async fn teardown(&mut self) {
-        let names: Vec<String> = self.pids.keys().cloned().collect();
-        for name in &names {
-            let pid = self.pids[name];
-            if let Ok(WaitStatus::StillAlive) = self
-                .kernel
-                .wait_peek(WaitTarget::Pid(pid), WaitMode::NoHang)
-            {
+        for name in self.order.clone() {
+            if self.reaped.contains(&name) {
+                continue;
+            }
+            let pid = self.pids[&name];
+            let state = self.state(pid);
+            if state == ChildState::Running {
                 let _ = self.kernel.kill(pid, Some(Signal::SIGKILL));
+                let mut waited = 0;
+                while self.state(pid) == ChildState::Running && waited < DEATH_WAIT_MS {
+                    sleep(&self.event_loop, 2).await;
+                    waited += 2;
+                }
+            }
+            let called = lock(&self.shared).exited.contains_key(&name);
+            if self.registered.contains(&name) && !called {
+                let must_report = !self.removed.contains(&name) && state != ChildState::Gone;
+                let ms = if must_report {
+                    TEARDOWN_WAIT_MS
+                } else {
+                    TEARDOWN_GRACE_MS
+                };
+                wait_exit(&self.event_loop, &self.shared, &name, ms).await;
             }
         }
-        for name in &names {
-            let exited = lock(&self.shared).exited.contains_key(name);
-            if self.registered.contains(name) && !exited {
-                wait_exit(&self.event_loop, &self.shared, name, WAIT_MS).await;
+        // Let the watcher handle a SIGCHLD still pending (Fast reaps unknown children
+        // here), so that the zombie list does not depend on timing.
+        sleep(&self.event_loop, 50).await;
+        for name in self.order.clone() {
+            if self.reaped.contains(&name) {
+                continue;
             }
-        }
-        for name in &names {
-            let pid = self.pids[name];
-            if let Ok(WaitStatus::Terminated(..)) = self
-                .kernel
-                .wait_peek(WaitTarget::Pid(pid), WaitMode::NoHang)
-            {
+            let pid = self.pids[&name];
+            if self.state(pid) == ChildState::Zombie {
                 self.note(format!("zombie {name}"));
                 let _ = self.kernel.wait_pid(pid, WaitMode::NoHang);
+                self.reaped.insert(name);
             }
         }
     }
@@ -334,7 +402,10 @@ pub fn execute_with<K: Kernel>(
         watcher: watcher_ref.clone(),
         shared: shared.clone(),
         pids: BTreeMap::new(),
-        registered: Vec::new(),
+        order: Vec::new(),
+        registered: BTreeSet::new(),
+        removed: BTreeSet::new(),
+        reaped: BTreeSet::new(),
     };
     let steps = scenario.steps.clone();
     let outcome = event_loop.run_until_complete(async move {
