@@ -41,6 +41,10 @@ enum Command {
         /// Scenario directory (default: the crate's scenarios/).
         #[arg(long)]
         scenarios: Option<PathBuf>,
+        /// Check a watcher of the bug zoo instead of the built-in ones
+        /// (shell-returncode, no-replace, lost-wakeup): fails, naming what it broke.
+        #[arg(long)]
+        zoo: Option<String>,
     },
     /// Seeded exploration on the simulator: every scenario of WATCHER over seeds,
     /// checking that each trace equals the real OS's; JSON lines out.
@@ -115,6 +119,41 @@ fn watchers(scenario: &Scenario, chosen: Option<&str>) -> Result<Vec<WatcherName
     }
 }
 
+/// `check --zoo NAME`: the suite against one broken watcher; false when it is caught.
+fn check_zoo(name: &str, options: &Options) -> Result<bool, String> {
+    use loopwatch_conformance::zoo::{Bug, MakeWatcher, ZooMaker, check_watcher};
+    let bug = Bug::ALL
+        .into_iter()
+        .find(|b| b.name().strip_prefix("zoo-") == Some(name))
+        .ok_or_else(|| {
+            let names: Vec<&str> = Bug::ALL
+                .iter()
+                .filter_map(|b| b.name().strip_prefix("zoo-"))
+                .collect();
+            format!("unknown zoo watcher {name:?}; valid: {}", names.join(", "))
+        })?;
+    let maker = ZooMaker {
+        bug,
+        like: WatcherName::Safe,
+    };
+    let result = check_watcher(&maker, options)?;
+    let mut clean = true;
+    for cell in &result.cells {
+        if let Status::Diverges { expected, got } = &cell.status {
+            clean = false;
+            println!(
+                "{} breaks {} in scenario {} on {}:\n  expected {expected:?}\n  got      {got:?}",
+                maker.name(),
+                cell.clauses.join(", "),
+                cell.scenario,
+                cell.backend
+            );
+        }
+    }
+    println!("{} checks of {}", result.cells.len(), maker.name());
+    Ok(clean)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match execute(cli.command) {
@@ -182,6 +221,7 @@ fn execute(command: Command) -> Result<bool, String> {
             seeds,
             no_cpython,
             scenarios,
+            zoo,
         } => {
             let mut options = Options {
                 seeds,
@@ -190,6 +230,9 @@ fn execute(command: Command) -> Result<bool, String> {
             };
             if let Some(dir) = scenarios {
                 options.scenarios = dir;
+            }
+            if let Some(name) = zoo {
+                return check_zoo(&name, &options);
             }
             let total = loopwatch_conformance::scenario::load_dir(&options.scenarios)?
                 .iter()
