@@ -24,7 +24,8 @@ fn refused(output: &Output, needle: &str) {
 #[test]
 fn malformed_json_names_line_and_column() {
     // Goal: a scenario that is not valid JSON is refused with its line and column.
-    let dir = std::env::temp_dir().join(format!("loopwatch-cli-{}", std::process::id()));
+    let pid = loopwatch::kernel::Processes::getpid(&loopwatch::OsKernel);
+    let dir = std::env::temp_dir().join(format!("loopwatch-cli-{pid}"));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("broken.json");
     std::fs::write(
