@@ -239,11 +239,18 @@ fn execute(command: Command) -> Result<bool, String> {
                 .map(|s| s.watchers.len())
                 .sum::<usize>();
             let mut done = 0;
-            let result = matrix::check(&options, |what| {
+            let mut result = matrix::check(&options, |what| {
                 done += 1;
                 eprint!("\r[{done:>3}/{total}] {what:<60}");
             })?;
             eprintln!();
+            // The policy clauses, against the default policy, on both kernels.
+            result
+                .cells
+                .extend(loopwatch_conformance::policy_suite::check_policy(
+                    &loopwatch_conformance::policy_suite::DefaultPolicy,
+                    seeds,
+                ));
             print!("{}", result.terminal());
             let out = PathBuf::from("target").join("loopwatch");
             std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;

@@ -39,6 +39,32 @@ fn main() {
             }
         }
     }
+    // The policy clauses against the default policy, on both kernels.
+    for cell in loopwatch_conformance::policy_suite::check_policy(
+        &loopwatch_conformance::policy_suite::DefaultPolicy,
+        4,
+    ) {
+        match &cell.status {
+            Status::Match => {
+                passed += 1;
+                println!(
+                    "test {} ({}) [{}] ... ok",
+                    cell.scenario,
+                    cell.clauses.join(", "),
+                    cell.backend
+                );
+            }
+            other => {
+                failed += 1;
+                println!(
+                    "test {} ({}) [{}] ... FAILED {other:?}",
+                    cell.scenario,
+                    cell.clauses.join(", "),
+                    cell.backend
+                );
+            }
+        }
+    }
     // explore's shards: 0/4 … 3/4 together give exactly the unsharded run's verdicts.
     let dir = loopwatch_conformance::crate_dir().join("scenarios");
     let sweep = |shard: Shard| {
