@@ -244,13 +244,18 @@ fn execute(command: Command) -> Result<bool, String> {
                 eprint!("\r[{done:>3}/{total}] {what:<60}");
             })?;
             eprintln!();
-            // The policy clauses, against the default policy, on both kernels.
-            result
-                .cells
-                .extend(loopwatch_conformance::policy_suite::check_policy(
-                    &loopwatch_conformance::policy_suite::DefaultPolicy,
-                    seeds,
-                ));
+            // The policy clauses, against the default policy, on both kernels, and
+            // the same checks on CPython.
+            let policy_cells = loopwatch_conformance::policy_suite::check_policy(
+                &loopwatch_conformance::policy_suite::DefaultPolicy,
+                seeds,
+            );
+            if options.cpython {
+                let theirs =
+                    loopwatch_conformance::policy_suite::compare_with_cpython(&policy_cells);
+                result.cells.extend(theirs);
+            }
+            result.cells.extend(policy_cells);
             print!("{}", result.terminal());
             let out = PathBuf::from("target").join("loopwatch");
             std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;

@@ -307,3 +307,56 @@ pub fn check_policy<M: MakePolicy>(maker: &M, seeds: u64) -> Vec<Cell> {
     }
     cells
 }
+
+/// The default policy's checks on CPython 3.7–3.13 (`cpython/policy_checks.py`, the
+/// same checks written in Python), compared with loopwatch's outcomes in `ours` (the
+/// real-OS cells of [`check_policy`] for [`DefaultPolicy`]).
+pub fn compare_with_cpython(ours: &[Cell]) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for minor in crate::matrix::CPYTHON_MINORS {
+        let backend = format!("cpython3.{minor}");
+        let Some(python) = crate::cpython(minor) else {
+            continue;
+        };
+        let output = std::process::Command::new(&python)
+            .arg(crate::crate_dir().join("cpython").join("policy_checks.py"))
+            .output();
+        let parsed: Result<serde_json::Value, String> = match output {
+            Ok(out) if out.status.success() => {
+                serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+            }
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+            Err(error) => Err(error.to_string()),
+        };
+        for cell in ours.iter().filter(|c| c.backend == "os") {
+            let check = cell.scenario.trim_start_matches("policy:");
+            let theirs = parsed.as_ref().map_err(Clone::clone).and_then(|v| {
+                v["checks"][check]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("no result for {check}"))
+            });
+            let ours_ok = matches!(cell.status, Status::Match);
+            let status = match theirs {
+                Err(error) => Status::Failed { error },
+                Ok(result) if (result == "ok") == ours_ok => Status::Match,
+                Ok(result) => Status::Diverges {
+                    expected: vec![if ours_ok {
+                        "ok".into()
+                    } else {
+                        format!("{:?}", cell.status)
+                    }],
+                    got: vec![result],
+                },
+            };
+            cells.push(Cell {
+                scenario: cell.scenario.clone(),
+                clauses: cell.clauses.clone(),
+                watcher: cell.watcher.clone(),
+                backend: backend.clone(),
+                status,
+            });
+        }
+    }
+    cells
+}
