@@ -238,8 +238,9 @@ impl Matrix {
     }
 }
 
-/// How many CPython runs go at once: they mostly wait on children and timers.
-const CPYTHON_PARALLEL: usize = 4;
+/// How many CPython runs go at once: they mostly wait on children and timers, so
+/// more than the two cores of the reference machine pay.
+const CPYTHON_PARALLEL: usize = 6;
 
 /// Runs the matrix. `progress` hears about each scenario × watcher as it starts, then
 /// about the CPython runs. Must be called from the process's main thread (the real-OS
