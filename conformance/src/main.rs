@@ -3,7 +3,7 @@
 //! ```text
 //! cargo loopwatch check [--seeds N] [--no-cpython]
 //! cargo loopwatch scenario run FILE --backend os|sim|cpython3.X --watcher W [--seed S]
-//! cargo loopwatch scenario diff FILE [--watcher W]
+//! cargo loopwatch scenario diff FILE [--watcher W]   (also: cargo loopwatch diff FILE)
 //! cargo loopwatch explore --watcher W [--seeds N] [--shard i/n] [--faults eintr,spurious]
 //! cargo loopwatch replay FILE --watcher W --seed S [--faults …]
 //! ```
@@ -78,6 +78,15 @@ enum Command {
         /// Faults, as given to explore.
         #[arg(long, default_value = "")]
         faults: String,
+    },
+    /// Runs FILE on loopwatch (OS) and every CPython and shows where traces differ
+    /// (the same as `scenario diff`).
+    Diff {
+        /// The scenario file.
+        file: PathBuf,
+        /// Only this watcher (default: all the scenario lists).
+        #[arg(long)]
+        watcher: Option<String>,
     },
     /// One scenario.
     Scenario {
@@ -154,7 +163,26 @@ fn check_zoo(name: &str, options: &Options) -> Result<bool, String> {
     Ok(clean)
 }
 
+/// `[=====>    ]  120/249`: a bar for the terminal, on stderr.
+fn progress_bar(done: usize, total: usize) -> String {
+    const WIDTH: usize = 30;
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let mut bar = "=".repeat(filled);
+    if filled < WIDTH {
+        bar.push('>');
+        bar.push_str(&" ".repeat(WIDTH - filled - 1));
+    }
+    format!("[{bar}] {done:>4}/{total}")
+}
+
 fn main() -> ExitCode {
+    // As a Unix filter: end quietly when the reader of stdout goes away (`| head`),
+    // rather than panic on EPIPE, which Rust programs get with SIGPIPE ignored.
+    use loopwatch::kernel::Signals as _;
+    let _ = loopwatch::OsKernel.set_disposition(
+        loopwatch::kernel::Signal::SIGPIPE,
+        loopwatch::kernel::Disposition::Default,
+    );
     let cli = Cli::parse();
     match execute(cli.command) {
         Ok(true) => ExitCode::SUCCESS,
@@ -168,6 +196,9 @@ fn main() -> ExitCode {
 
 fn execute(command: Command) -> Result<bool, String> {
     match command {
+        Command::Diff { file, watcher } => execute(Command::Scenario {
+            command: ScenarioCommand::Diff { file, watcher },
+        }),
         Command::Explore {
             watcher,
             seeds,
@@ -241,7 +272,7 @@ fn execute(command: Command) -> Result<bool, String> {
             let mut done = 0;
             let mut result = matrix::check(&options, |what| {
                 done += 1;
-                eprint!("\r[{done:>3}/{total}] {what:<60}");
+                eprint!("\r{} {what:<60}", progress_bar(done.min(total), total));
             })?;
             eprintln!();
             // The policy clauses, against the default policy, on both kernels, and
