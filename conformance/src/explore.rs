@@ -5,7 +5,6 @@
 //! sweep cover its seeds exactly once.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -131,29 +130,13 @@ pub fn run_seed(
     seed: u64,
     faults: &[Fault],
 ) -> (Result<Vec<String>, String>, loopwatch_sim::Report) {
-    #[allow(
-        clippy::disallowed_types,
-        reason = "hands the trace out of the simulation"
-    )]
-    let slot = Arc::new(std::sync::Mutex::new(None));
-    let (out, scenario) = (slot.clone(), scenario.clone());
-    let report = simulation(seed, faults).run(move |kernel| {
-        let result = execute(&kernel, &scenario, watcher);
-        *out.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
-    });
-    if report.outcome != loopwatch_sim::Outcome::Completed {
-        return (
-            Err(format!("simulation ended: {:?}", report.outcome)),
-            report,
-        );
-    }
-    let trace = slot
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take()
-        .ok_or_else(|| "no result".to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
+    let scenario = scenario.clone();
+    let (result, report) =
+        simulation(seed, faults).run_returning(move |kernel| execute(&kernel, &scenario, watcher));
+    let trace = match result {
+        None => Err(format!("simulation ended: {:?}", report.outcome)),
+        Some(result) => result.map_err(|e| e.to_string()),
+    };
     (trace, report)
 }
 

@@ -40,7 +40,6 @@ pub mod zoo;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -154,34 +153,18 @@ pub fn run(
             .map(output)
             .map_err(|e| e.to_string()),
         Backend::Sim(seed) => {
-            #[allow(
-                clippy::disallowed_types,
-                reason = "hands the trace out of the simulation"
-            )]
-            let slot = Arc::new(std::sync::Mutex::new(None));
-            let (out, scenario_copy) = (slot.clone(), scenario.clone());
-            let report =
-                loopwatch_sim::Simulation::new(*seed)
-                    .keep_trace(true)
-                    .run(move |kernel| {
-                        let result = runner::execute(&kernel, &scenario_copy, watcher);
-                        *out.lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
-                    });
-            if report.outcome != loopwatch_sim::Outcome::Completed {
+            let scenario_copy = scenario.clone();
+            let (result, report) = loopwatch_sim::Simulation::new(*seed)
+                .run_returning(move |kernel| runner::execute(&kernel, &scenario_copy, watcher));
+            let Some(result) = result else {
                 let lines = report.trace.lines();
                 let tail = lines[lines.len().saturating_sub(20)..].join("\n");
                 return Err(format!(
-                    "simulation {:?} with seed {seed}; replay: cargo loopwatch scenario run {} --backend sim --seed {seed} --watcher {watcher}\n{tail}",
+                    "simulation {:?} with seed {seed}; replay: cargo loopwatch replay {} --watcher {watcher} --seed {seed}\n{tail}",
                     report.outcome,
                     scenario_path.display()
                 ));
-            }
-            let result = slot
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-                .ok_or("the simulation produced no result")?;
+            };
             result.map(output).map_err(|e| e.to_string())
         }
         Backend::CPython(minor) => {

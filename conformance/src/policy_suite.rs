@@ -269,30 +269,17 @@ pub fn check_policy<M: MakePolicy>(maker: &M, seeds: u64) -> Vec<Cell> {
     }
     let mut sim: Vec<(String, Vec<String>, Result<(), String>)> = Vec::new();
     for seed in 0..seeds {
-        #[allow(
-            clippy::disallowed_types,
-            reason = "hands results out of the simulation"
-        )]
-        let slot = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (out, maker_copy) = (slot.clone(), maker.clone());
-        let report = loopwatch_sim::Simulation::new(seed).run(move |kernel| {
-            let results = run_checks(&kernel, &maker_copy);
-            *out.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = results;
-        });
-        let results = std::mem::take(
-            &mut *slot
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        if report.outcome != loopwatch_sim::Outcome::Completed {
+        let maker_copy = maker.clone();
+        let (results, report) = loopwatch_sim::Simulation::new(seed)
+            .run_returning(move |kernel| run_checks(&kernel, &maker_copy));
+        let Some(results) = results else {
             sim = vec![(
                 "simulation".into(),
                 vec![],
                 Err(format!("seed {seed}: {:?}", report.outcome)),
             )];
             break;
-        }
+        };
         let failed = results.iter().any(|(_, _, r)| r.is_err());
         sim = results
             .into_iter()

@@ -88,25 +88,12 @@ fn on_sim<M: MakeWatcher>(
     seed: u64,
     maker: &M,
 ) -> Result<Vec<String>, String> {
-    #[allow(
-        clippy::disallowed_types,
-        reason = "hands the trace out of the simulation"
-    )]
-    let slot = Arc::new(std::sync::Mutex::new(None));
-    let (out, scenario, maker) = (slot.clone(), scenario.clone(), maker.clone());
-    let report = loopwatch_sim::Simulation::new(seed).run(move |kernel| {
-        let result = execute_with(&kernel, &scenario, &|k| maker.make(k));
-        *out.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
-    });
-    if report.outcome != loopwatch_sim::Outcome::Completed {
-        return Err(format!("simulation {:?} with seed {seed}", report.outcome));
-    }
-    slot.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take()
-        .ok_or_else(|| "no result".to_string())?
-        .map_err(|e| e.to_string())
+    let (scenario, maker) = (scenario.clone(), maker.clone());
+    let (result, report) = loopwatch_sim::Simulation::new(seed)
+        .run_returning(move |kernel| execute_with(&kernel, &scenario, &|k| maker.make(k)));
+    let result =
+        result.ok_or_else(|| format!("simulation {:?} with seed {seed}", report.outcome))?;
+    result.map_err(|e| e.to_string())
 }
 
 /// A zoo watcher: a correct watcher with one rule broken.

@@ -213,6 +213,34 @@ impl Simulation {
 }
 
 impl Simulation {
+    /// As [`Simulation::run`], handing back what `main` returned (`None` when the run
+    /// did not complete: a deadlock, a panic, the step limit).
+    pub fn run_returning<T, F>(&self, main: F) -> (Option<T>, Report)
+    where
+        T: Send + 'static,
+        F: FnOnce(SimKernel) -> T + Send + 'static,
+    {
+        #[allow(
+            clippy::disallowed_types,
+            reason = "set once by the finished main thread, read after the run"
+        )]
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let out = slot.clone();
+        let report = self.run(move |kernel| {
+            let value = main(kernel);
+            *out.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(value);
+        });
+        let value = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        (
+            value.filter(|_| report.outcome == Outcome::Completed),
+            report,
+        )
+    }
+
     /// As [`Simulation::run`]; with `LOOPWATCH_CHECK_DETERMINISM` set, runs the
     /// scenario a second time and panics, naming the first divergent step, if the two
     /// traces differ.
