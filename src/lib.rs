@@ -61,6 +61,8 @@ mod loom;
 pub mod policy;
 pub mod subprocess;
 mod sys;
+#[cfg(test)]
+mod test_support;
 pub mod watcher;
 
 /// Synchronisation that is safe to hold across kernel calls.

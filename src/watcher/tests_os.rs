@@ -18,8 +18,6 @@
 #![cfg(all(target_os = "linux", not(loom)))]
 
 use std::collections::BTreeSet;
-use std::io::{Read, Seek};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -30,8 +28,7 @@ use crate::OsKernel;
 use crate::error::ErrorKind;
 use crate::event_loop::{EventLoop, ExceptionContext};
 use crate::kernel::{
-    Clock, Fd, Fds, Pid, Processes, Signal, SpawnRequest, Stdio, ThreadId, Threads, WaitMode,
-    WaitStatus,
+    Clock, Fds, Pid, Processes, Signal, SpawnRequest, ThreadId, Threads, WaitMode, WaitStatus,
 };
 use crate::loom::sync::Mutex;
 
@@ -54,52 +51,13 @@ const THREAD_BATCH: usize = 100;
 /// this module (the calling test), with a process-wide capture of `tracing` events,
 /// and checks that it passed.
 fn isolated(name: &str, body: impl FnOnce()) {
-    let k = OsKernel;
     if std::env::var_os(ISOLATED).is_some_and(|v| v == name) {
         capture::install();
         body();
         return;
     }
-    let module = module_path!()
-        .split_once("::")
-        .map_or(module_path!(), |(_, path)| path);
-    let test = format!("{module}::{name}");
-    let exe = std::env::current_exe().expect("path of the test binary");
-    // An unlinked file, not a pipe: reading a pipe to its end would hang if a copy of
-    // its write end leaked into a grandchild.
-    let path = std::env::temp_dir().join(format!("loopwatch-watcher-{}-{name}.log", k.getpid()));
-    let mut log = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    std::fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
-    let mut request = SpawnRequest::new(exe, [test.as_str(), "--exact", "--test-threads=1"]);
-    request.env.push((ISOLATED.into(), name.into()));
-    request.stdin = Stdio::Null;
-    request.stdout = Stdio::Fd(Fd(log.as_raw_fd()));
-    request.stderr = Stdio::Fd(Fd(log.as_raw_fd()));
-    let runner = Children::default();
-    let pid = runner.start(&request);
-    // Bounded: a hung copy is killed (by `runner`'s drop) rather than hanging the suite.
-    let status = poll_until(Duration::from_secs(600), || {
-        match k.wait_pid(pid, WaitMode::NoHang) {
-            Ok(WaitStatus::Terminated(_, status)) => Some(status),
-            Ok(WaitStatus::StillAlive) => None,
-            Err(errno) => panic!("wait_pid({pid}) for {test}: {errno}"),
-        }
-    })
-    .unwrap_or_else(|| panic!("{test} in its own process did not end"));
-    let mut output = String::new();
-    log.seek(std::io::SeekFrom::Start(0))
-        .and_then(|_| log.read_to_string(&mut output))
-        .expect("read the output");
-    assert!(
-        status.returncode() == 0 && output.contains("test result: ok. 1 passed"),
-        "{test} in its own process gave returncode {}:\n{output}",
-        status.returncode()
-    );
+    let test = crate::test_support::test_path(module_path!(), name);
+    crate::test_support::rerun_alone(&test, ISOLATED, name, Duration::from_secs(600));
 }
 
 /// Calls `probe` every 10 ms until it answers, for at most `limit`.

@@ -13,7 +13,6 @@
 //! fails: children and fds are held by guards ([`Child`], [`Owned`]) that clean up on drop.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -281,44 +280,13 @@ fn writable(token: usize) -> Event {
 /// only the test `name` of this module (which must be the calling test), so that no
 /// other test's children or fds exist there, and checks that it passed.
 fn isolated(name: &str, body: impl FnOnce(&OsKernel)) {
-    let k = OsKernel;
     let _lock = lock();
     if std::env::var_os(ISOLATED).is_some_and(|v| v == name) {
-        body(&k);
+        body(&OsKernel);
         return;
     }
-    // libtest names tests by their path without the crate name.
-    let module = module_path!()
-        .split_once("::")
-        .map_or(module_path!(), |(_, path)| path);
-    let test = format!("{module}::{name}");
-    let exe = std::env::current_exe().expect("path of the test binary");
-    // The output goes to an unlinked file rather than a pipe: reading a pipe to its end
-    // would hang, not fail, if spawn leaked a copy of its write end.
-    let path = std::env::temp_dir().join(format!("loopwatch-{}-{name}.log", k.getpid()));
-    let mut log = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    std::fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
-    let mut request = SpawnRequest::new(exe, [test.as_str(), "--exact", "--test-threads=1"]);
-    request.env.push((ISOLATED.into(), name.into()));
-    request.stdin = Stdio::Null;
-    request.stdout = Stdio::Fd(Fd(log.as_raw_fd()));
-    request.stderr = Stdio::Fd(Fd(log.as_raw_fd()));
-    let mut started = start(&k, &request);
-    let status = started.child.reap();
-    let mut output = String::new();
-    log.seek(std::io::SeekFrom::Start(0))
-        .and_then(|_| log.read_to_string(&mut output))
-        .expect("read the output");
-    assert!(
-        status.returncode() == 0 && output.contains("test result: ok. 1 passed"),
-        "{test} in its own process gave returncode {}:\n{output}",
-        status.returncode()
-    );
+    let test = crate::test_support::test_path(module_path!(), name);
+    crate::test_support::rerun_alone(&test, ISOLATED, name, Duration::from_secs(600));
 }
 
 // Goal: a child stays a zombie until waited for; a peek does not reap it, and wait_pid reaps it exactly once.
