@@ -55,7 +55,6 @@
 
 pub mod error;
 pub mod event_loop;
-mod globals;
 pub mod kernel;
 mod loom;
 pub mod policy;
@@ -72,10 +71,10 @@ pub mod sync {
 
 pub use error::{Error, ErrorKind, Result};
 pub use event_loop::{EventLoop, ExceptionContext, ExceptionHandler, Handle, Task};
-pub use globals::{PolicyRef, ProcessGlobals};
 pub use kernel::Kernel;
 pub use policy::{
-    AbstractEventLoopPolicy, DefaultEventLoopPolicy, PolicyState, WatcherFactory, WatcherRef,
+    AbstractEventLoopPolicy, DefaultEventLoopPolicy, PolicyRef, PolicyState, WatcherFactory,
+    WatcherRef,
 };
 pub use subprocess::{Process, create_subprocess_exec};
 pub use sys::unix::{OsJoinHandle, OsKernel, OsMonitor, OsPoller, OsWaker};

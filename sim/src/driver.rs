@@ -43,7 +43,9 @@ type StdMutex<T> = std::sync::Mutex<T>;
 /// What every `SimKernel` handle of one run shares.
 pub(crate) struct Shared {
     state: StdMutex<State>,
-    pub(crate) globals: std::sync::OnceLock<loopwatch::ProcessGlobals<crate::SimKernel>>,
+    /// The simulated process's store for state above the seam; cleared at the end
+    /// of the run, which ends the cycles through its values back to this `Shared`.
+    pub(crate) locals: loopwatch::kernel::ProcessLocals,
 }
 
 impl fmt::Debug for Shared {
@@ -104,7 +106,7 @@ impl Shared {
     pub(crate) fn new(state: State) -> Shared {
         Shared {
             state: StdMutex::new(state),
-            globals: std::sync::OnceLock::new(),
+            locals: loopwatch::kernel::ProcessLocals::new(),
         }
     }
 
@@ -168,6 +170,27 @@ pub enum Outcome {
 pub(crate) struct RunResult {
     pub(crate) outcome: Outcome,
     pub(crate) threads_abandoned: usize,
+    /// The threads still alive at the end, to be unwound by [`unwind_abandoned`]
+    /// once the report has been taken.
+    pub(crate) abandoned: Abandoned,
+}
+
+/// Threads that were alive when the process ended: suspended coroutines, and threads
+/// spawned in the last step that never started.
+pub(crate) struct Abandoned(Vec<Coroutine<(), (), ()>>);
+
+/// Frees the abandoned threads: each suspended coroutine is unwound, so the values on
+/// its stack are dropped and its stack is unmapped. The run is over (`aborting` is
+/// set), so a destructor's kernel call is not a scheduling point and a call that would
+/// block fails with `EIO` at once; the thread's own `catch_unwind` at its root ends the
+/// unwinding. Threads that never started drop their bodies unrun.
+pub(crate) fn unwind_abandoned(shared: &Shared, abandoned: Abandoned) {
+    debug_assert!(shared.lock().aborting, "only a finished run is torn down");
+    for mut coroutine in abandoned.0 {
+        coroutine.force_unwind();
+    }
+    let unstarted = std::mem::take(&mut shared.lock().new_threads);
+    drop(unstarted);
 }
 
 fn new_coroutine(
@@ -311,14 +334,12 @@ pub(crate) fn run(shared: &Arc<Shared>, main: Box<dyn FnOnce() + Send>) -> RunRe
         }
     };
     shared.lock().aborting = true;
-    // Threads still alive when the process ends are abandoned where they stand: their
-    // destructors could only block on a world that no longer runs.
+    // Threads still alive when the process ends stop where they stand, as in a
+    // process exit; they are unwound after the report is taken.
     let threads_abandoned = coroutines.len();
-    for (_, coroutine) in coroutines {
-        std::mem::forget(coroutine);
-    }
     RunResult {
         outcome,
         threads_abandoned,
+        abandoned: Abandoned(coroutines.into_values().collect()),
     }
 }

@@ -5,11 +5,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use loopwatch::ProcessGlobals;
 use loopwatch::kernel::{
     Clock, Disposition, Errno, Event, Fd, Fds, Interest, Kernel, Monitor, Pid, Poll, PollWaker,
-    Poller, Processes, Signal, Signals, SpawnRequest, Spawned, ThreadId, Threads, Token, WaitMode,
-    WaitStatus, WaitTarget,
+    Poller, ProcessLocals, Processes, Signal, Signals, SpawnRequest, Spawned, ThreadId, Threads,
+    Token, WaitMode, WaitStatus, WaitTarget,
 };
 
 use crate::driver::Shared;
@@ -405,10 +404,8 @@ impl Threads for SimKernel {
 }
 
 impl Kernel for SimKernel {
-    fn globals(&self) -> &ProcessGlobals<Self> {
-        self.shared
-            .globals
-            .get_or_init(|| ProcessGlobals::new(self))
+    fn process_locals(&self) -> &ProcessLocals {
+        &self.shared.locals
     }
 }
 

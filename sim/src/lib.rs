@@ -53,8 +53,9 @@
 //!   computation takes no virtual time.
 //! - A signal interrupts (`EINTR`) only a poll or a pipe read/write that is blocked; the
 //!   wait calls restart, as with `SA_RESTART`. Injected `EINTR` can hit any of them.
-//! - Threads still blocked when the main thread returns are abandoned without running
-//!   their destructors, as a process exit would.
+//! - Threads still blocked when the main thread returns stop there, as in a process
+//!   exit: the report counts them and what they hold. Only then are they unwound, so
+//!   the run's memory is freed; their destructors' kernel calls fail with `EIO`.
 //! - Locks other than the kernel's [`Monitor`](loopwatch::kernel::Monitor) are not
 //!   scheduling points: code must not hold a `std` lock across a kernel call.
 
@@ -187,28 +188,29 @@ impl Simulation {
             shared: shared.clone(),
         };
         let result = driver::run(&shared, Box::new(move || main(kernel)));
-        // The process-wide policy may hold loops that hold this kernel: let go of it
-        // so the simulation's memory is freed.
-        if let Some(globals) = shared.globals.get() {
-            let _ = globals;
-            loopwatch::policy::set_event_loop_policy(
-                &SimKernel {
-                    shared: shared.clone(),
-                },
-                None,
-            );
-        }
-        let state = shared.lock();
-        Report {
-            seed: self.config.seed,
-            outcome: result.outcome,
-            trace: state.trace.clone(),
-            marks: state.marks.clone(),
-            steps: state.steps,
-            threads_abandoned: result.threads_abandoned,
-            children_left: state.children_left(),
-            fds_left: state.open_fds(),
-        }
+        // The process is over: its policy, running loops and signal wiring hold
+        // kernels, and so this `Shared`. Dropping them ends those cycles, so the whole
+        // simulation's memory is freed.
+        shared.locals.clear();
+        let report = {
+            let state = shared.lock();
+            Report {
+                seed: self.config.seed,
+                outcome: result.outcome,
+                trace: state.trace.clone(),
+                marks: state.marks.clone(),
+                steps: state.steps,
+                threads_abandoned: result.threads_abandoned,
+                children_left: state.children_left(),
+                fds_left: state.open_fds(),
+            }
+        };
+        // What the abandoned threads held is freed only now, so the report shows the
+        // process as it ended; their destructors may store into the process's slots
+        // again, hence the second clear.
+        driver::unwind_abandoned(&shared, result.abandoned);
+        shared.locals.clear();
+        report
     }
 }
 

@@ -16,6 +16,7 @@
 //! the message `Exception in callback …`; the loop keeps running.
 
 mod handle;
+mod running;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ use std::task::{Context, Poll as TaskPoll, Wake, Waker};
 use std::time::Duration;
 
 pub use handle::Handle;
+pub use running::{get_running_loop, try_get_running_loop};
 pub use task::Task;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -455,16 +457,14 @@ impl<K: Kernel> EventLoop<K> {
             if state.running_thread.is_some() {
                 return Err(Error::runtime("This event loop is already running"));
             }
-            if kernel.globals().running_loop(kernel).is_some() {
+            if try_get_running_loop(kernel).is_some() {
                 return Err(Error::runtime(
                     "Cannot run the event loop while another loop is running",
                 ));
             }
             state.running_thread = Some(thread);
         }
-        kernel
-            .globals()
-            .set_running_loop(kernel, Some(self.clone()));
+        running::set_running_loop(kernel, Some(self.clone()));
         // Undo the running state however the loop ends, a panic included.
         struct Running<'a, K: Kernel>(&'a EventLoop<K>);
         impl<K: Kernel> Drop for Running<'_, K> {
@@ -475,7 +475,7 @@ impl<K: Kernel> EventLoop<K> {
                     state.stopping = false;
                     state.running_thread = None;
                 }
-                kernel.globals().set_running_loop(kernel, None);
+                running::set_running_loop(kernel, None);
             }
         }
         let _running = Running(self);

@@ -28,6 +28,7 @@
 //!   simulator can decide them; per-thread state above the seam is keyed by
 //!   [`ThreadId`], never by `thread_local!`.
 
+mod locals;
 mod types;
 
 use std::any::Any;
@@ -39,7 +40,7 @@ pub use types::{
     ThreadId, Token, WaitMode, WaitStatus, WaitTarget,
 };
 
-use crate::globals::ProcessGlobals;
+pub use locals::ProcessLocals;
 
 /// A monotonic clock.
 pub trait Clock {
@@ -231,7 +232,8 @@ pub trait Monitor: Send + Sync + Debug + 'static {
 pub trait Kernel:
     Clock + Fds + Poll + Processes + Signals + Threads + Clone + Send + Sync + Debug + 'static
 {
-    /// The process-wide state above the seam (the policy slot, running loops) of the
-    /// process this kernel serves. The real OS has one; each simulated process its own.
-    fn globals(&self) -> &ProcessGlobals<Self>;
+    /// The per-process store for state kept above the seam (the policy slot, the
+    /// running loops, the loops' signal wiring) of the process this kernel serves. The
+    /// real OS has one; each simulated process its own, cleared when it ends.
+    fn process_locals(&self) -> &ProcessLocals;
 }

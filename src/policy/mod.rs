@@ -21,9 +21,8 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event_loop::EventLoop;
-use crate::globals::PolicyRef;
 use crate::kernel::{Kernel, ThreadId};
 use crate::loom::sync::Mutex;
 use crate::sync::BlockingMutex;
@@ -202,28 +201,40 @@ impl<K: Kernel> AbstractEventLoopPolicy<K> for DefaultEventLoopPolicy<K> {
     }
 }
 
+/// A shared policy object, as the process-wide slot holds it.
+pub type PolicyRef<K> = Arc<dyn AbstractEventLoopPolicy<K>>;
+
+/// `events._event_loop_policy` under `events._lock`, one per process. A kernel lock:
+/// making the default policy on first use calls the kernel.
+struct PolicySlot<K: Kernel>(BlockingMutex<K, Option<PolicyRef<K>>>);
+
+fn policy_slot<K: Kernel>(kernel: &K) -> Arc<PolicySlot<K>> {
+    kernel
+        .process_locals()
+        .get_or_init(|| PolicySlot(BlockingMutex::new(kernel, None)))
+}
+
 /// The policy of `kernel`'s process, created as a [`DefaultEventLoopPolicy`] on first
 /// use; the same object until it is replaced (P-1).
 pub fn get_event_loop_policy<K: Kernel>(kernel: &K) -> PolicyRef<K> {
-    kernel.globals().policy(kernel)
+    let slot = policy_slot(kernel);
+    let mut policy = slot.0.lock();
+    policy
+        .get_or_insert_with(|| Arc::new(DefaultEventLoopPolicy::with_kernel(kernel.clone())))
+        .clone()
 }
 
 /// Replaces the process's policy; `None` restores the default by making the next
 /// [`get_event_loop_policy`] build a fresh one (P-2, P-3). Passing a non-policy is
 /// ruled out by the type (P-2's `TypeError`).
 pub fn set_event_loop_policy<K: Kernel>(kernel: &K, policy: Option<PolicyRef<K>>) {
-    kernel.globals().set_policy(policy);
+    let slot = policy_slot(kernel);
+    let old = std::mem::replace(&mut *slot.0.lock(), policy);
+    // Dropped outside the lock: the old policy's loops and watcher may call back here.
+    drop(old);
 }
 
-/// The loop running in this thread, or `RuntimeError('no running event loop')` (P-4).
-pub fn get_running_loop<K: Kernel>(kernel: &K) -> Result<EventLoop<K>> {
-    try_get_running_loop(kernel).ok_or_else(|| Error::runtime("no running event loop"))
-}
-
-/// The loop running in this thread, or `None` (CPython's `_get_running_loop`, P-5).
-pub fn try_get_running_loop<K: Kernel>(kernel: &K) -> Option<EventLoop<K>> {
-    kernel.globals().running_loop(kernel)
-}
+pub use crate::event_loop::{get_running_loop, try_get_running_loop};
 
 /// The running loop if there is one, else the policy's `get_event_loop()` (P-6).
 pub fn get_event_loop<K: Kernel>(kernel: &K) -> Result<EventLoop<K>> {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
+use crate::Error;
 use crate::error::ErrorKind;
 use crate::kernel::Threads;
 

@@ -15,8 +15,7 @@ mod tests;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::globals::ProcessGlobals;
-use crate::kernel::{Clock, Errno, Kernel};
+use crate::kernel::{Clock, Errno, Kernel, ProcessLocals};
 
 pub use poll::{OsPoller, OsWaker};
 pub use thread::{OsJoinHandle, OsMonitor};
@@ -34,11 +33,12 @@ impl OsKernel {
     }
 }
 
-static GLOBALS: OnceLock<ProcessGlobals<OsKernel>> = OnceLock::new();
+/// This process's store; a forked child inherits a copy, as it inherits all memory.
+static LOCALS: OnceLock<ProcessLocals> = OnceLock::new();
 
 impl Kernel for OsKernel {
-    fn globals(&self) -> &ProcessGlobals<Self> {
-        GLOBALS.get_or_init(|| ProcessGlobals::new(&OsKernel))
+    fn process_locals(&self) -> &ProcessLocals {
+        LOCALS.get_or_init(ProcessLocals::new)
     }
 }
 
