@@ -4,6 +4,7 @@
 
 use std::cell::UnsafeCell;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
@@ -37,7 +38,10 @@ impl<K: Threads, T> BlockingMutex<K, T> {
     /// Blocks until the lock is free, then takes it.
     pub fn lock(&self) -> BlockingMutexGuard<'_, K, T> {
         self.monitor.enter();
-        BlockingMutexGuard { mutex: self }
+        BlockingMutexGuard {
+            mutex: self,
+            _not_send_or_sync: PhantomData,
+        }
     }
 
     /// Wakes every thread waiting in [`BlockingMutexGuard::wait`].
@@ -56,9 +60,41 @@ impl<K: Threads, T: fmt::Debug> fmt::Debug for BlockingMutex<K, T> {
 }
 
 /// Proof that the lock of a [`BlockingMutex`] is held; releases it on drop.
+///
+/// Like `std`'s guard it is `Sync` only when `T` is, since a shared guard hands out
+/// `&T` to every thread it is shared with, and it is not `Send`: the lock is released
+/// by the thread that took it.
+///
+/// ```
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<loopwatch::sync::BlockingMutexGuard<'static, loopwatch::OsKernel, u64>>();
+/// ```
+///
+/// A guard over a `Cell` (which is `Send` but not `Sync`) cannot be shared
+/// (reliability finding 4: it could, and two threads incrementing through `&guard` lost
+/// increments):
+///
+/// ```compile_fail
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<
+///     loopwatch::sync::BlockingMutexGuard<'static, loopwatch::OsKernel, std::cell::Cell<u64>>,
+/// >();
+/// ```
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<loopwatch::sync::BlockingMutexGuard<'static, loopwatch::OsKernel, u64>>();
+/// ```
 pub struct BlockingMutexGuard<'a, K: Threads, T> {
     mutex: &'a BlockingMutex<K, T>,
+    /// Neither `Send` nor `Sync` by itself; `Sync` is granted below for `T: Sync`.
+    _not_send_or_sync: PhantomData<*const ()>,
 }
+
+// SAFETY: a shared guard gives out only `&T` (through `Deref`) and `wait`, which needs
+// `&mut self`; sharing `&T` between threads is sound exactly when `T: Sync`, as for
+// `std::sync::MutexGuard`.
+unsafe impl<K: Threads, T: Sync> Sync for BlockingMutexGuard<'_, K, T> {}
 
 impl<K: Threads, T> BlockingMutexGuard<'_, K, T> {
     /// Releases the lock, waits for [`BlockingMutex::notify_all`] or the timeout, and
