@@ -64,9 +64,19 @@ mod sys;
 mod test_support;
 pub mod watcher;
 
-/// Synchronisation that is safe to hold across kernel calls.
+/// Synchronisation that is safe to hold across kernel calls, and the check that no
+/// other lock is.
 pub mod sync {
     pub use crate::sys::sync::{BlockingMutex, BlockingMutexGuard};
+
+    /// How many of loopwatch's short locks (the ones that must never be held across a
+    /// kernel call) the calling OS thread holds now. A kernel implementation asserts
+    /// that this is zero at each call that can block or switch threads: the simulator
+    /// does so at every scheduling point, which is how a short lock held across a
+    /// kernel call is caught the first time a test runs that path.
+    pub fn short_locks_held() -> usize {
+        crate::loom::sync::short_locks_held()
+    }
 }
 
 pub use error::{Error, ErrorKind, Result};

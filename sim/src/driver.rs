@@ -124,6 +124,13 @@ impl Shared {
         mut op: impl FnMut(&mut State, Tid) -> Step<R>,
     ) -> R {
         let inside = in_coroutine();
+        let held = loopwatch::sync::short_locks_held();
+        if held > 0 && inside && !std::thread::panicking() {
+            // The seam's rule: a short lock never spans a kernel call. Here it would
+            // span a thread switch, so another simulated thread could find the lock
+            // taken and block the only OS thread forever.
+            panic!("{name} called while holding {held} short lock(s): use a BlockingMutex");
+        }
         if inside && !self.lock().aborting {
             suspend();
         }

@@ -150,3 +150,52 @@ fn default_policy_in_simulated_process() {
         report.assert_completed("default_policy_in_simulated_process");
     }
 }
+
+#[test]
+fn finding_18_no_short_lock_held_across_kernel_calls() {
+    // Goal (reliability finding 18): a reader callback, a signal handler and a task
+    // step each run with no short lock held, so the kernel calls they make are
+    // scheduling points like any other; the simulator checks this at every call.
+    for seed in seeds() {
+        let report = Simulation::new(seed).run(|k: SimKernel| {
+            use loopwatch::kernel::{Fds, Signals};
+            use loopwatch::sync::short_locks_held;
+            let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+            let held = Arc::new(AtomicUsize::new(0));
+            let (read, write) = k.pipe().unwrap();
+            let (h1, k1, lp1) = (held.clone(), k.clone(), event_loop.clone());
+            event_loop
+                .add_reader(read, move || {
+                    h1.fetch_add(short_locks_held(), Ordering::SeqCst);
+                    let mut buf = [0u8; 8];
+                    let _ = k1.read(read, &mut buf);
+                    lp1.remove_reader(read).unwrap();
+                })
+                .unwrap();
+            let (h2, k2, lp2) = (held.clone(), k.clone(), event_loop.clone());
+            event_loop
+                .add_signal_handler(Signal::SIGUSR1, move || {
+                    h2.fetch_add(short_locks_held(), Ordering::SeqCst);
+                    let _ = k2.write(write, b"x");
+                    let _ = &lp2;
+                })
+                .unwrap();
+            let (h3, k3, lp3) = (held.clone(), k.clone(), event_loop.clone());
+            let task = event_loop
+                .create_task(async move {
+                    h3.fetch_add(short_locks_held(), Ordering::SeqCst);
+                    k3.raise(Signal::SIGUSR1).unwrap();
+                    let stopper = lp3.clone();
+                    lp3.call_later(1.0, move || stopper.stop()).unwrap();
+                })
+                .unwrap();
+            event_loop.run_forever().unwrap();
+            assert!(task.done());
+            assert_eq!(held.load(Ordering::SeqCst), 0);
+            assert!(event_loop.remove_signal_handler(Signal::SIGUSR1).unwrap());
+            event_loop.close().unwrap();
+            let _ = (k.close(read), k.close(write));
+        });
+        report.assert_completed("finding_18_no_short_lock_held_across_kernel_calls");
+    }
+}

@@ -57,7 +57,38 @@ const PRUNE_TIMERS_MIN: usize = 100;
 const SIGNAL_READ_CHUNK: usize = 64;
 
 type Callback = Box<dyn FnOnce() + Send + 'static>;
-type RepeatingCallback = Arc<Mutex<Box<dyn FnMut() + Send + 'static>>>;
+type RepeatingCallback = Arc<Repeating>;
+
+/// A callback that runs each time its fd is ready or its signal arrives.
+///
+/// It runs with its slot emptied and the lock released: the callback makes kernel
+/// calls, and a short lock is never held across one. Only the loop's thread runs
+/// callbacks, one at a time, so the slot is always refilled before the next run.
+pub(crate) struct Repeating(Mutex<Option<Box<dyn FnMut() + Send + 'static>>>);
+
+impl Repeating {
+    fn new(callback: Box<dyn FnMut() + Send + 'static>) -> RepeatingCallback {
+        Arc::new(Repeating(Mutex::new(Some(callback))))
+    }
+
+    fn run(&self) {
+        let Some(callback) = self.0.lock().take() else {
+            return;
+        };
+        // Put back however the callback ends: one that panicked stays registered, as
+        // asyncio keeps a handler whose callback raised.
+        struct Refill<'a>(&'a Repeating, Option<Box<dyn FnMut() + Send + 'static>>);
+        impl Drop for Refill<'_> {
+            fn drop(&mut self) {
+                *self.0.0.lock() = self.1.take();
+            }
+        }
+        let mut refill = Refill(self, Some(callback));
+        if let Some(callback) = refill.1.as_mut() {
+            callback();
+        }
+    }
+}
 
 /// A loop's custom exception handler: `(loop, context)`, as asyncio's.
 pub type ExceptionHandler<K = OsKernel> =
@@ -557,7 +588,7 @@ impl<K: Kernel> EventLoop<K> {
         let started = self.get_debug().then(|| self.time());
         let outcome = match job {
             Job::Once(callback) => catch_unwind(AssertUnwindSafe(callback)),
-            Job::Repeat(callback) => catch_unwind(AssertUnwindSafe(|| (callback.lock())())),
+            Job::Repeat(callback) => catch_unwind(AssertUnwindSafe(|| callback.run())),
             Job::Task(cell) => {
                 // Tasks report their own panics with the task's name.
                 cell.step();
@@ -880,7 +911,7 @@ impl<K: Kernel> EventLoop<K> {
         }
         let entry = FdCallback {
             handle: handle.clone(),
-            callback: Arc::new(Mutex::new(callback)),
+            callback: Repeating::new(callback),
         };
         let table = if reader {
             &mut state.readers
@@ -973,7 +1004,7 @@ impl<K: Kernel> EventLoop<K> {
         let handle = Handle::new(std::any::type_name::<F>());
         let entry = SignalEntry {
             handle: handle.clone(),
-            callback: Arc::new(Mutex::new(Box::new(callback))),
+            callback: Repeating::new(Box::new(callback)),
             previous,
         };
         if let Some(old) = state.signal_handlers.insert(signal, entry) {

@@ -86,23 +86,27 @@ impl<K: Kernel> TaskCell<K> {
     /// Runs one step of the task: the loop's ready queue calls this.
     pub(crate) fn step(self: &Arc<Self>) {
         self.scheduled.store(false, Ordering::Release);
-        let mut body = self.body.lock();
-        let Some(task) = body.as_mut() else { return };
+        // The body is taken out of its slot for the step: polling it (and dropping it
+        // when it is done) runs user code that makes kernel calls, and a short lock is
+        // never held across one. Only the loop's thread steps a task, one step at a
+        // time; a wake during the poll queues the next step behind this one, which
+        // finds the body back in place.
+        let Some(mut task) = self.body.lock().take() else {
+            return;
+        };
         if self.cancel_requested.load(Ordering::Acquire) {
             task.fail(Error::cancelled());
-            *body = None;
             return;
         }
         let waker = Waker::from(Arc::new(TaskWaker(self.clone())));
         let mut cx = Context::from_waker(&waker);
         match catch_unwind(AssertUnwindSafe(|| task.poll(&mut cx))) {
-            Ok(Poll::Pending) => {}
-            Ok(Poll::Ready(())) => *body = None,
+            Ok(Poll::Pending) => *self.body.lock() = Some(task),
+            Ok(Poll::Ready(())) => drop(task),
             Err(payload) => {
                 let message = panic_message(&*payload);
                 task.fail(Error::new(ErrorKind::Panic, message.clone()));
-                *body = None;
-                drop(body);
+                drop(task);
                 if let Some(inner) = self.event_loop.upgrade() {
                     inner.report_panic(
                         &format!("Task exception was never retrieved: {}", self.name),
