@@ -47,7 +47,8 @@
 //!
 //! # Limitations
 //!
-//! - Unix only; `OsKernel` is tested on Linux. The Windows proactor policy is not
+//! - Linux only: `OsKernel` refuses to build where signal or errno numbers differ
+//!   from Linux's (the seam's numbers). The Windows proactor policy is not
 //!   provided.
 //! - The default policy keeps a thread's loop until the policy is dropped or the
 //!   thread calls `set_event_loop(None)`; CPython's `threading.local` forgets it when

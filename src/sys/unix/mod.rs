@@ -1,9 +1,11 @@
 //! `OsKernel`: the [`Kernel`] seam on the real operating system, over libc and mio.
 //!
-//! Linux is the primary target (pidfd, `pipe2`, `gettid`); other Unix systems build,
-//! with `pidfd_*` answering `ENOSYS`.
+//! Linux only: the seam's signal and errno numbers are Linux's and are passed to the
+//! OS unchanged, and a build for a target that numbers them otherwise fails with a
+//! message saying so (`numbers`).
 
 mod fd;
+mod numbers;
 mod poll;
 mod process;
 mod signal;
