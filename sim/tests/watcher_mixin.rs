@@ -1,7 +1,7 @@
 //! CPython's `ChildWatcherTestsMixin` (test_unix_events.py@3.11:1137-1694, plus the
 //! 3.7-only `test_add_child_handler_with_no_loop_attached`) and the watcher half of
 //! `PolicyTests` (3.7: 1818-1893; 3.11: 1696-1764), ported test for test onto the
-//! simulated kernel. Spec: /work/shared/spec/cpython-spec.md sections 1.E-1.H, 2.1, 2.3.
+//! simulated kernel. Spec: `docs/spec.md`, sections 1.D to 1.H (D-, W-, R-, S-, F-).
 //!
 //! Every mixin test body is written once, generic over [`Watcher`], and instantiated
 //! as `safe_<name>` ([`SafeChildWatcher`]) and `fast_<name>` ([`FastChildWatcher`]),
