@@ -501,7 +501,10 @@ fn finding_09_panic_does_not_hide_coalesced_exits<W: Watcher>(case: &mut Case<W>
     {
         let _window = fork_window(&case.watcher);
         case.watcher
-            .add_child_handler(pids[0], Box::new(|_, _| panic!("boom in the first callback")))
+            .add_child_handler(
+                pids[0],
+                Box::new(|_, _| panic!("boom in the first callback")),
+            )
             .expect("add_child_handler");
         for &pid in &pids[1..] {
             case.add(pid, "cb", &[]);

@@ -1214,7 +1214,10 @@ fn finding_03_threaded_reused_pid_not_signalled() {
     for seed in seeds(20) {
         let report = without_pidfd_reusing_pids(seed).run(reused_pid_scenario(threaded));
         assert_clean(&report, "finding_03_threaded_reused_pid_not_signalled");
-        assert!(report.mark("pidfd_enosys") > 0, "seed {seed}: pidfd was used");
+        assert!(
+            report.mark("pidfd_enosys") > 0,
+            "seed {seed}: pidfd was used"
+        );
         assert!(report.mark("pid_reused") > 0, "seed {seed}: no pid reused");
     }
 }
@@ -1225,7 +1228,10 @@ fn finding_03_multi_loop_reused_pid_not_signalled() {
     for seed in seeds(20) {
         let report = without_pidfd_reusing_pids(seed).run(reused_pid_scenario(multi_loop));
         assert_clean(&report, "finding_03_multi_loop_reused_pid_not_signalled");
-        assert!(report.mark("pidfd_enosys") > 0, "seed {seed}: pidfd was used");
+        assert!(
+            report.mark("pidfd_enosys") > 0,
+            "seed {seed}: pidfd was used"
+        );
         assert!(report.mark("pid_reused") > 0, "seed {seed}: no pid reused");
     }
 }
@@ -1293,7 +1299,11 @@ fn finding_12_pidfd_dropped_loop_is_freed() {
             let watcher = pidfd(&k);
             loopwatch::policy::set_child_watcher(&k, Some(watcher.clone())).unwrap();
             let pids = spawn_then_drop_loop(&k, 10);
-            assert_eq!(k.open_fds(), fds, "the pidfds and the loop's fds are closed");
+            assert_eq!(
+                k.open_fds(),
+                fds,
+                "the pidfds and the loop's fds are closed"
+            );
             for pid in &pids {
                 k.kill(*pid, Some(Signal::SIGKILL)).unwrap();
             }
@@ -1326,8 +1336,11 @@ fn sigchld_ignored_scenario(make: MakeWatcher) -> impl FnOnce(SimKernel) + Send 
 
 fn check_sigchld_ignored_warning(make: MakeWatcher, test: &str) {
     for seed in seeds(20) {
-        let (report, warnings) =
-            run_capturing_target(Simulation::new(seed), "loopwatch", sigchld_ignored_scenario(make));
+        let (report, warnings) = run_capturing_target(
+            Simulation::new(seed),
+            "loopwatch",
+            sigchld_ignored_scenario(make),
+        );
         assert_clean(&report, test);
         assert_eq!(warnings.len(), 1, "seed {seed}: {warnings:?}");
         assert!(

@@ -29,6 +29,12 @@ use crate::loom::sync::Mutex;
 use crate::loom::sync::atomic::{AtomicBool, Ordering};
 use crate::watcher::{ChildWatcher, fork_window};
 
+/// Set by tests to give `spawn_with` the fallback of kernels without pidfds (before
+/// 5.3, or under a seccomp filter) on a kernel that has them.
+#[cfg(test)]
+pub(crate) static PIDFD_DISABLED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// What the watcher callback and the `Process` share.
 struct Exit {
     /// Set by the watcher's callback the moment the child is reaped, before the hop
@@ -124,6 +130,15 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
     // Opened before registration, while the child cannot have been reaped: the pidfd
     // names this process and no other.
     let pidfd = kernel.pidfd_open(spawned.pid).ok();
+    #[cfg(test)]
+    let pidfd = if PIDFD_DISABLED.load(std::sync::atomic::Ordering::SeqCst) {
+        if let Some(fd) = pidfd {
+            let _ = kernel.close(fd);
+        }
+        None
+    } else {
+        pidfd
+    };
     let exit = Arc::new(Exit {
         reaped: AtomicBool::new(false),
         state: Mutex::new(ExitState::default()),
@@ -219,6 +234,18 @@ impl<K: Kernel> Process<K> {
     /// The child's pid.
     pub fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// Whether the child is known to be reaped (its pid may name another process).
+    #[cfg(test)]
+    pub(crate) fn known_reaped(&self) -> bool {
+        self.exit.reaped.load(Ordering::Acquire)
+    }
+
+    /// Whether the process signals through a pidfd.
+    #[cfg(test)]
+    pub(crate) fn has_pidfd(&self) -> bool {
+        self.pidfd.is_some()
     }
 
     /// The exit status as asyncio reports it (spec R-1), once the loop has learnt of
