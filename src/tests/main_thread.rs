@@ -1071,10 +1071,13 @@ fn finding_14_callback_may_ask_for_the_watcher_being_attached() -> TestResult {
     // starts, so the child may run Rust code.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        let code = match attach_runs_callback_asking_for_watcher() {
-            Ok(true) => 0,
-            Ok(false) => 1,
-            Err(_) => 2,
+        // Whatever happens, the child ends here: an unwinding panic must not return
+        // into this copy of the test runner.
+        let code = match catch_unwind(attach_runs_callback_asking_for_watcher) {
+            Ok(Ok(true)) => 0,
+            Ok(Ok(false)) => 1,
+            Ok(Err(_)) => 2,
+            Err(_) => 3,
         };
         // SAFETY: ends the child without running the parent's atexit handlers.
         unsafe { libc::_exit(code) };
@@ -1107,7 +1110,11 @@ fn attach_runs_callback_asking_for_watcher() -> Result<bool> {
         // A loop of the factory's own, to register with (3.7: Safe needs one).
         let own = EventLoop::new().expect("a loop");
         watcher.attach_loop(Some(own.clone())).expect("attach");
-        let pid = kernel.spawn(&sh("exit 0")).expect("spawn").pid;
+        // It exits once its stdin is closed, after it was registered.
+        let child = kernel
+            .spawn(&with_pipes(sh("read x; exit 0"), true, false, false))
+            .expect("spawn");
+        let pid = child.pid;
         let slot = slot.clone();
         watcher
             .add_child_handler(
@@ -1119,6 +1126,9 @@ fn attach_runs_callback_asking_for_watcher() -> Result<bool> {
             .expect("add_child_handler");
         watcher.attach_loop(None).expect("detach");
         own.close().expect("close");
+        kernel
+            .close(child.stdin.expect("a stdin pipe"))
+            .expect("close its stdin");
         kernel
             .wait_peek(loopwatch::kernel::WaitTarget::Pid(pid), WaitMode::Block)
             .expect("the child exits");
