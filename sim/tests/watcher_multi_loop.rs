@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use loopwatch::kernel::{
-    Clock, Disposition, ExitStatus, Fds as _, Pid, Processes, Signal, Signals, SpawnRequest, Stdio,
-    Threads, WaitMode,
+    Clock, Disposition, ExitStatus, Pid, Processes, Signal, Signals, SpawnRequest, Stdio, Threads,
+    WaitMode,
 };
 use loopwatch::watcher::MultiLoopChildWatcher;
 use loopwatch::{ChildWatcher, EventLoop};

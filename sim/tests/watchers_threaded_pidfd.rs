@@ -902,7 +902,8 @@ fn threaded_closed_loop_drops_callback() {
             let watcher = Arc::new(ThreadedChildWatcher::with_kernel(k.clone()));
             let dropped = Arc::new(AtomicBool::new(false));
             let (w, flag) = (watcher.clone(), DropFlag(dropped.clone()));
-            in_worker(&k, move |event_loop, _| {
+            // Kept alive here: the loop is closed, not dropped, when the child exits.
+            let closed = in_worker(&k, move |event_loop, _| {
                 event_loop
                     .run_until_complete(async {
                         w.add_child_handler(
@@ -916,6 +917,7 @@ fn threaded_closed_loop_drops_callback() {
                     })
                     .unwrap();
                 event_loop.close().unwrap();
+                event_loop
             });
             k.kill(pid, Some(Signal::SIGKILL)).unwrap();
             // Bounded polling in virtual time: the waiter needs a few steps.
@@ -931,6 +933,7 @@ fn threaded_closed_loop_drops_callback() {
             );
             watcher.close().unwrap();
             assert_eq!(watcher.pending_threads(), 0);
+            drop(closed);
         });
         assert_clean(&report, "threaded_closed_loop_drops_callback");
         assert_eq!(warnings.len(), 1, "seed {seed}: {warnings:?}");

@@ -783,7 +783,8 @@ fn threaded_closed_loop_drops_callback() {
         let watcher = Arc::new(ThreadedChildWatcher::new());
         let (dropped_tx, dropped) = mpsc::channel();
         let w = watcher.clone();
-        in_loop_thread(move |event_loop, _| {
+        // Kept alive here: the loop is closed, not dropped, when the child exits.
+        let closed = in_loop_thread(move |event_loop, _| {
             let signal = DropSignal(dropped_tx);
             event_loop
                 .run_until_complete(async {
@@ -798,6 +799,7 @@ fn threaded_closed_loop_drops_callback() {
                 })
                 .unwrap();
             event_loop.close().unwrap();
+            event_loop
         });
         OsKernel.kill(pid, Some(Signal::SIGKILL)).unwrap();
         dropped
@@ -805,6 +807,7 @@ fn threaded_closed_loop_drops_callback() {
             .expect("the callback is dropped");
         watcher.close().unwrap();
         assert_eq!(watcher.pending_threads(), 0);
+        drop(closed);
         let warned = warnings();
         assert_eq!(warned.len(), 1, "{warned:?}");
         assert!(
