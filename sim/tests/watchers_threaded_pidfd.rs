@@ -1274,7 +1274,7 @@ fn spawn_then_drop_loop(k: &SimKernel, count: usize) -> Vec<Pid> {
 fn finding_12_threaded_dropped_loop_is_freed() {
     // Goal (reliability finding 12): a loop dropped without close while Threaded waits for its children is freed (its fds closed); once the children end, their waiters end and nothing is left.
     for seed in seeds(20) {
-        let report = Simulation::new(seed).run(|k| {
+        let (report, warnings) = run_capturing(Simulation::new(seed), |k| {
             let fds = k.open_fds();
             let watcher = threaded(&k);
             loopwatch::policy::set_child_watcher(&k, Some(watcher.clone())).unwrap();
@@ -1290,6 +1290,14 @@ fn finding_12_threaded_dropped_loop_is_freed() {
             drop(watcher);
         });
         assert_clean(&report, "finding_12_threaded_dropped_loop_is_freed");
+        // Each waiter found its loop gone, and said so as for a closed loop.
+        assert_eq!(warnings.len(), 10, "seed {seed}: {warnings:?}");
+        assert!(
+            warnings.iter().all(|w| w.starts_with("Loop <EventLoop #")
+                && w.contains(" dropped> that handles pid ")
+                && w.ends_with(" is closed")),
+            "seed {seed}: {warnings:?}"
+        );
     }
 }
 

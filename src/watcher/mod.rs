@@ -60,6 +60,15 @@
 //! pid may be reused before the watcher learns of it. Only a pidfd closes that case,
 //! which is why a process signals through one whenever the kernel has them.
 //!
+//! # Loops dropped without `close`
+//!
+//! What loopwatch itself leaves in a loop's queue or reader table on a child's behalf
+//! (the exit hop of a [`Process`](crate::Process), Threaded's and MultiLoop's pending
+//! exits) holds the loop weakly, so a loop dropped without `close` is freed, with its
+//! fds, as a closed one. A callback of the user's that captures a handle of its own
+//! loop still keeps that loop alive while it is queued or registered: close loops
+//! rather than drop them.
+//!
 //! # SIGCHLD set to `SIG_IGN`
 //!
 //! With SIGCHLD ignored the kernel reaps every child itself the moment it exits, so no
