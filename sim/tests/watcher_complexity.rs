@@ -67,7 +67,7 @@ fn waits_for_one_exit<W: ChildWatcher<SimKernel>>(
     let (start, end) = (marks[marks.len() - 2], marks[marks.len() - 1]);
     lines[start..end]
         .iter()
-        .filter(|l| l.contains(" waitpid("))
+        .filter(|l| l.contains(" waitpid(") || l.contains(" waitid("))
         .count()
 }
 
@@ -85,14 +85,15 @@ fn safe_polls_every_registered_child() {
 
 #[test]
 fn fast_reaps_in_constant_calls() {
-    // Goal (F-5): with 1,001 registered children and one exit, Fast makes two
-    // waitpid(-1) calls: one reaps the child, one finds nobody else exited.
+    // Goal (F-5): with 1,001 registered children and one exit, Fast makes three wait
+    // calls: a waitid(P_ALL, WNOWAIT) peek that names the child, the waitpid that reaps
+    // it (under its reap fence), and a peek that finds nobody else exited.
     let waits = waits_for_one_exit(
         1,
         FastChildWatcher::with_kernel,
         FastChildWatcher::handle_sigchld,
     );
-    assert_eq!(waits, 2);
+    assert_eq!(waits, 3);
 }
 
 /// A library thread spawns and waits for its own child while the watcher (attached to
@@ -130,9 +131,11 @@ use loopwatch::kernel::Clock as _;
 #[test]
 fn fast_steals_a_foreign_child_safe_does_not() {
     // Goal (F-5, S-6): across seeds, Fast sometimes reaps the library's child first
-    // (the library then gets ECHILD), and Safe never does.
+    // (the library then gets ECHILD), and Safe never does. Fast's pass makes three
+    // calls before its reap (a peek, and its lock around the fence lookup), each a
+    // point where the library may reap first: it steals in a few percent of seeds.
     let mut stolen = 0;
-    for seed in 0..40 {
+    for seed in 0..400 {
         let fate = foreign_child_fate(
             seed,
             FastChildWatcher::with_kernel,
@@ -153,5 +156,5 @@ fn fast_steals_a_foreign_child_safe_does_not() {
             "seed {seed}: Safe left {fate}"
         );
     }
-    assert!(stolen > 0, "Fast never stole in 40 seeds");
+    assert!(stolen > 0, "Fast never stole in 400 seeds");
 }

@@ -478,9 +478,67 @@ mixin_tests! {
     add_child_handler_with_no_loop_attached =>
         safe_add_child_handler_with_no_loop_attached,
         fast_add_child_handler_with_no_loop_attached;
+    finding_09_panic_does_not_hide_coalesced_exits =>
+        finding_09_safe_panic_does_not_hide_coalesced_exits,
+        finding_09_fast_panic_does_not_hide_coalesced_exits;
 }
 
 // ----- ChildWatcherTestsMixin ---------------------------------------------------------
+
+/// Reliability finding 9: a panicking callback must not end the SIGCHLD pass.
+fn finding_09_panic_does_not_hide_coalesced_exits<W: Watcher>(case: &mut Case<W>) {
+    // Goal (reliability finding 9): five exits coalesced into one SIGCHLD pass, the first callback panicking: its panic is reported on its own to the loop's exception handler, the other four callbacks run in the same pass, and no child is left a zombie.
+    let seen: Shared<(String, Option<String>)> = Shared::default();
+    let record = seen.clone();
+    case.event_loop
+        .set_exception_handler(Some(Arc::new(move |_, context| {
+            record.push((
+                context.message.clone(),
+                context.exception.as_ref().map(|e| e.message().to_string()),
+            ));
+        })));
+    let pids: Vec<Pid> = (0..5).map(|_| case.spawn()).collect();
+    {
+        let _window = fork_window(&case.watcher);
+        case.watcher
+            .add_child_handler(
+                pids[0],
+                Box::new(|_, _| panic!("boom in the first callback")),
+            )
+            .expect("add_child_handler");
+        for &pid in &pids[1..] {
+            case.add(pid, "cb", &[]);
+        }
+    }
+    for (code, &pid) in pids.iter().enumerate() {
+        case.exit(pid, exitcode(code as u8));
+    }
+    // One pass for all five, as after one coalesced SIGCHLD.
+    case.sig_chld();
+    let expected: Vec<Call> = pids[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, &pid)| ("cb", pid, i as i32 + 1, vec![]))
+        .collect();
+    assert_eq!(case.calls_sorted(), expected, "the other four are reported");
+    let seen = seen.take();
+    assert_eq!(seen.len(), 1, "one report: {seen:?}");
+    assert_eq!(seen[0].0, "Unknown exception in SIGCHLD handler");
+    assert!(
+        seen[0]
+            .1
+            .as_deref()
+            .is_some_and(|text| text.contains("boom in the first callback")),
+        "{seen:?}"
+    );
+    for &pid in &pids {
+        assert_eq!(
+            case.kernel.wait_pid(pid, WaitMode::NoHang),
+            Err(Errno::ECHILD),
+            "{pid:?} was reaped in the pass"
+        );
+    }
+}
 
 /// Whether `watcher` reports itself active from inside a run of `event_loop`: true
 /// exactly when it is attached to that loop, the only one running (S-9).
@@ -1379,6 +1437,57 @@ fn child_watcher_replace_mainloop_existing_3_7() {
         event_loop.close().expect("close");
         new_loop.close().expect("close");
     });
+}
+
+#[test]
+fn finding_14_callback_may_ask_for_the_watcher_being_attached() {
+    run_policy(
+        "finding_14_callback_may_ask_for_the_watcher_being_attached",
+        |kernel| {
+            // Goal (reliability finding 14): a custom watcher factory hands out a Safe watcher with a registered child that has exited; attaching it (inside get_child_watcher) runs that child's callback, which calls get_child_watcher: it gets the same watcher instead of deadlocking on the policy's lock.
+            let got: Shared<WatcherRef<SimKernel>> = Shared::default();
+            let slot = got.clone();
+            let factory: loopwatch::WatcherFactory<SimKernel> = Arc::new(move |k: &SimKernel| {
+                let watcher = SafeChildWatcher::with_kernel(k.clone());
+                // A loop of the factory's own, to register with (3.7: Safe needs one).
+                let own = EventLoop::with_kernel(k.clone()).expect("a loop");
+                watcher.attach_loop(Some(own.clone())).expect("attach");
+                let pid = spawn_child(k);
+                let (slot, k2) = (slot.clone(), k.clone());
+                watcher
+                    .add_child_handler(
+                        pid,
+                        Box::new(move |_, _| {
+                            let again = loopwatch::policy::get_child_watcher(&k2)
+                                .expect("get_child_watcher from a callback");
+                            slot.push(again);
+                        }),
+                    )
+                    .expect("add_child_handler");
+                watcher.attach_loop(None).expect("detach");
+                own.close().expect("close");
+                end_child(k, pid, exitcode(0));
+                Arc::new(watcher)
+            });
+            let policy = Arc::new(DefaultEventLoopPolicy::with_watcher_factory(
+                kernel.clone(),
+                factory,
+            ));
+            loopwatch::policy::set_event_loop_policy(&kernel, Some(policy.clone()));
+            let event_loop = policy.new_event_loop().expect("new_event_loop");
+            policy
+                .set_event_loop(Some(event_loop.clone()))
+                .expect("set_event_loop");
+            let watcher = policy.get_child_watcher().expect("get_child_watcher");
+            let got = got.take();
+            assert_eq!(got.len(), 1, "the callback ran once");
+            assert!(Arc::ptr_eq(&got[0], &watcher), "and got the same watcher");
+            policy.set_child_watcher(None).expect("set_child_watcher");
+            policy.set_event_loop(None).expect("set_event_loop");
+            event_loop.close().expect("close");
+            loopwatch::policy::set_event_loop_policy(&kernel, None);
+        },
+    );
 }
 
 impl<W: Watcher> fmt::Debug for Case<W> {

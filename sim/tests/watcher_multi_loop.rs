@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use loopwatch::kernel::{
-    Clock, Disposition, ExitStatus, Pid, Processes, Signal, Signals, SpawnRequest, Threads,
+    Clock, Disposition, ExitStatus, Pid, Processes, Signal, Signals, SpawnRequest, Stdio, Threads,
     WaitMode,
 };
 use loopwatch::watcher::MultiLoopChildWatcher;
 use loopwatch::{ChildWatcher, EventLoop};
-use loopwatch_sim::{SimKernel, Simulation, seed_from_env, seeds_from_env};
+use loopwatch_sim::{ChildPlan, SimKernel, Simulation, seed_from_env, seeds_from_env};
 
 /// What the callbacks saw; never held across a kernel call.
 #[allow(
@@ -230,6 +230,89 @@ fn close_leaves_a_replaced_handler_alone() {
         k.set_disposition(Signal::SIGCHLD, Disposition::Default)
             .unwrap();
     });
+}
+
+#[test]
+fn finding_11_close_returns_while_a_child_holds_the_pipe() {
+    // Goal (reliability finding 11): close, and dropping the watcher, return while a child holds the write end of the watcher's pipe (as a forked child that did not exec does), rather than waiting for that child to end.
+    each_seed(
+        "finding_11_close_returns_while_a_child_holds_the_pipe",
+        |k| {
+            k.register_program("forever", ChildPlan::Forever);
+            let mut holders = Vec::new();
+            for closing in [true, false] {
+                let watcher = MultiLoopChildWatcher::with_kernel(k.clone());
+                watcher.attach_loop(None).unwrap();
+                let Disposition::Notify(write) = k.disposition(Signal::SIGCHLD).unwrap() else {
+                    panic!("MultiLoop installs a Notify handler");
+                };
+                // The simulator's children do not fork; a child given the write end as
+                // its stdout holds it as an inherited copy would.
+                let mut request = SpawnRequest::new("forever", Vec::<String>::new());
+                request.stdout = Stdio::Fd(write);
+                holders.push(k.spawn(&request).unwrap().pid);
+                if closing {
+                    watcher.close().unwrap();
+                    assert!(!watcher.is_active());
+                } else {
+                    drop(watcher);
+                }
+                assert_eq!(
+                    k.disposition(Signal::SIGCHLD).unwrap(),
+                    Disposition::Default
+                );
+            }
+            for holder in holders {
+                k.kill(holder, Some(Signal::SIGKILL)).unwrap();
+                k.wait_pid(holder, WaitMode::Block).unwrap();
+            }
+        },
+    );
+}
+
+#[test]
+fn finding_13_reaper_dropping_the_last_handle_closes_cleanly() {
+    // Goal (reliability finding 13): when the reaper thread drops a callback that holds the last handle of the watcher, the watcher closes from inside its own reaper: no self-join, the pipe's fds closed, the disposition restored, the thread ended.
+    each_seed(
+        "finding_13_reaper_dropping_the_last_handle_closes_cleanly",
+        |k| {
+            let fds = k.open_fds();
+            let watcher: Arc<dyn ChildWatcher<SimKernel>> =
+                Arc::new(MultiLoopChildWatcher::with_kernel(k.clone()));
+            watcher.attach_loop(None).unwrap();
+            let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+            let (w, k2) = (watcher.clone(), k.clone());
+            let pid = event_loop
+                .run_until_complete(async move {
+                    let pid = forever(&k2);
+                    let keep = w.clone();
+                    w.add_child_handler(pid, Box::new(move |_, _| drop(keep)))
+                        .unwrap();
+                    pid
+                })
+                .unwrap();
+            // The exit will find its loop closed: the reaper drops the callback, and with
+            // it the last handle of the watcher.
+            event_loop.close().unwrap();
+            drop(event_loop);
+            drop(watcher);
+            k.end_child(pid, ExitStatus::from_exit_code(0));
+            for _ in 0..1000 {
+                if k.open_fds() == fds && k.children_left() == (0, 0) {
+                    break;
+                }
+                k.sleep(Duration::from_millis(1));
+            }
+            assert_eq!(k.children_left(), (0, 0), "the reaper reaped the child");
+            assert_eq!(k.open_fds(), fds, "the watcher's pipe is closed");
+            assert_eq!(
+                k.disposition(Signal::SIGCHLD).unwrap(),
+                Disposition::Default
+            );
+            // One more turn for the reaper to return.
+            k.sleep(Duration::from_millis(1));
+        },
+    );
 }
 
 /// Yields once to the loop, as `asyncio.sleep(0)`.

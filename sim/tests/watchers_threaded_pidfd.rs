@@ -16,15 +16,15 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use loopwatch::kernel::{
-    Clock, ExitStatus, Fds, Pid, Processes, Signal, SpawnRequest, ThreadId, Threads, WaitMode,
-    WaitStatus,
+    Clock, ExitStatus, Fds, Pid, Processes, Signal, Signals, SpawnRequest, ThreadId, Threads,
+    WaitMode, WaitStatus,
 };
-use loopwatch::watcher::ChildCallback;
+use loopwatch::watcher::{ChildCallback, MultiLoopChildWatcher};
 use loopwatch::{
     ChildWatcher, ErrorKind, EventLoop, ExceptionContext, PidfdChildWatcher, ThreadedChildWatcher,
 };
 use loopwatch_sim::{
-    FaultPlan, Report, SimKernel, Simulation, actors, check_determinism, seed_from_env,
+    FaultPlan, PidReuse, Report, SimKernel, Simulation, actors, check_determinism, seed_from_env,
     seeds_from_env,
 };
 
@@ -186,8 +186,8 @@ fn register_and_wait(
     seen
 }
 
-/// Captures `asyncio` events emitted on this OS thread (every simulated thread runs on
-/// it): `(level, message, category)`.
+/// Captures the events of one target emitted on this OS thread (every simulated thread
+/// runs on it): `(level, message, category)`.
 mod capture {
     use std::sync::mpsc;
 
@@ -197,7 +197,8 @@ mod capture {
 
     pub(super) type Captured = (Level, String, String);
 
-    pub(super) struct Capture(pub(super) mpsc::Sender<Captured>);
+    /// Sends the events of target `.1` to `.0`.
+    pub(super) struct Capture(pub(super) mpsc::Sender<Captured>, pub(super) &'static str);
 
     struct Fields(String, String);
 
@@ -228,7 +229,7 @@ mod capture {
         fn record(&self, _: &Id, _: &Record<'_>) {}
         fn record_follows_from(&self, _: &Id, _: &Id) {}
         fn event(&self, event: &Event<'_>) {
-            if event.metadata().target() != "asyncio" {
+            if event.metadata().target() != self.1 {
                 return;
             }
             let mut fields = Fields(String::new(), String::new());
@@ -240,14 +241,25 @@ mod capture {
     }
 }
 
-/// Runs `simulation` with `scenario`, capturing the warnings the code under test logs.
+/// Runs `simulation` with `scenario`, capturing the warnings the code under test logs
+/// on target `asyncio` (CPython's).
 fn run_capturing(
     simulation: Simulation,
     scenario: impl FnOnce(SimKernel) + Send + 'static,
 ) -> (Report, Vec<String>) {
+    run_capturing_target(simulation, "asyncio", scenario)
+}
+
+/// As [`run_capturing`], for the warnings on `target`.
+fn run_capturing_target(
+    simulation: Simulation,
+    target: &'static str,
+    scenario: impl FnOnce(SimKernel) + Send + 'static,
+) -> (Report, Vec<String>) {
     let (tx, rx) = mpsc::channel();
-    let report =
-        tracing::subscriber::with_default(capture::Capture(tx), || simulation.run(scenario));
+    let report = tracing::subscriber::with_default(capture::Capture(tx, target), || {
+        simulation.run(scenario)
+    });
     let warnings = rx
         .try_iter()
         .filter(|(level, _, _)| *level == tracing::Level::WARN)
@@ -890,7 +902,8 @@ fn threaded_closed_loop_drops_callback() {
             let watcher = Arc::new(ThreadedChildWatcher::with_kernel(k.clone()));
             let dropped = Arc::new(AtomicBool::new(false));
             let (w, flag) = (watcher.clone(), DropFlag(dropped.clone()));
-            in_worker(&k, move |event_loop, _| {
+            // Kept alive here: the loop is closed, not dropped, when the child exits.
+            let closed = in_worker(&k, move |event_loop, _| {
                 event_loop
                     .run_until_complete(async {
                         w.add_child_handler(
@@ -904,6 +917,7 @@ fn threaded_closed_loop_drops_callback() {
                     })
                     .unwrap();
                 event_loop.close().unwrap();
+                event_loop
             });
             k.kill(pid, Some(Signal::SIGKILL)).unwrap();
             // Bounded polling in virtual time: the waiter needs a few steps.
@@ -919,6 +933,7 @@ fn threaded_closed_loop_drops_callback() {
             );
             watcher.close().unwrap();
             assert_eq!(watcher.pending_threads(), 0);
+            drop(closed);
         });
         assert_clean(&report, "threaded_closed_loop_drops_callback");
         assert_eq!(warnings.len(), 1, "seed {seed}: {warnings:?}");
@@ -1130,4 +1145,231 @@ fn pidfd_eperm_reaches_the_caller() {
         loopwatch::kernel::Errno::EPERM,
         "pidfd_eperm_reaches_the_caller",
     );
+}
+
+// ----- reliability findings ------------------------------------------------------------
+
+/// A simulation where `pidfd_open` fails with ENOSYS (a kernel before 5.3), so a
+/// `Process` can only signal by pid, and where a freed pid goes to the next child at once.
+fn without_pidfd_reusing_pids(seed: u64) -> Simulation {
+    let plan = FaultPlan {
+        pidfd_enosys: true,
+        ..FaultPlan::default()
+    };
+    let mut simulation = Simulation::new(seed).faults(plan);
+    simulation.config_mut().pid_reuse = PidReuse::LastFreed;
+    simulation
+}
+
+fn multi_loop(k: &SimKernel) -> Watcher {
+    Arc::new(MultiLoopChildWatcher::with_kernel(k.clone()))
+}
+
+/// A watcher that reaps in a thread of its own (Threaded, MultiLoop) reaps a process's
+/// child while the loop does not run; its pid goes to a stranger; `send_signal` must
+/// refuse rather than hit the stranger.
+fn reused_pid_scenario(make: MakeWatcher) -> impl Fn(SimKernel) + Clone + Send + 'static {
+    move |k: SimKernel| {
+        let watcher = make(&k);
+        // MultiLoop installs its handler here (main thread); a no-op for Threaded.
+        watcher.attach_loop(None).unwrap();
+        loopwatch::policy::set_child_watcher(&k, Some(watcher.clone())).unwrap();
+        let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+        let lp = event_loop.clone();
+        let process = event_loop
+            .run_until_complete(async move {
+                lp.subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))
+            })
+            .unwrap()
+            .unwrap();
+        let pid = process.pid();
+        // The loop does not run: the watcher's thread reaps the child, and the hop that
+        // tells the loop waits in the loop's queue.
+        while k.children_left() != (0, 0) {
+            k.sleep(Duration::from_millis(1));
+        }
+        let stranger = sleeper(&k);
+        assert_eq!(stranger, pid, "the freed pid went to the stranger");
+        let error = process
+            .send_signal(Signal::SIGTERM)
+            .expect_err("the child was reaped: nothing to signal");
+        assert_eq!(error.kind(), ErrorKind::ProcessLookupError);
+        assert_eq!(
+            k.wait_pid(stranger, WaitMode::NoHang),
+            Ok(WaitStatus::StillAlive),
+            "the stranger survives"
+        );
+        let code = event_loop
+            .run_until_complete(async { process.wait().await })
+            .unwrap();
+        assert_eq!(code, 3);
+        k.kill(stranger, Some(Signal::SIGKILL)).unwrap();
+        assert_eq!(reap(&k, stranger), -9);
+        drop(process);
+        loopwatch::policy::set_child_watcher(&k, None).unwrap();
+        event_loop.close().unwrap();
+    }
+}
+
+#[test]
+fn finding_03_threaded_reused_pid_not_signalled() {
+    // Goal (reliability finding 3): without pidfds, a child reaped by Threaded's waiter before the loop hears of it is marked reaped at once: send_signal gives ProcessLookupError and the stranger that got its pid survives.
+    for seed in seeds(20) {
+        let report = without_pidfd_reusing_pids(seed).run(reused_pid_scenario(threaded));
+        assert_clean(&report, "finding_03_threaded_reused_pid_not_signalled");
+        assert!(
+            report.mark("pidfd_enosys") > 0,
+            "seed {seed}: pidfd was used"
+        );
+        assert!(report.mark("pid_reused") > 0, "seed {seed}: no pid reused");
+    }
+}
+
+#[test]
+fn finding_03_multi_loop_reused_pid_not_signalled() {
+    // Goal (reliability finding 3): without pidfds, a child reaped by MultiLoop's reaper thread before the loop hears of it is marked reaped at once: send_signal gives ProcessLookupError and the stranger that got its pid survives.
+    for seed in seeds(20) {
+        let report = without_pidfd_reusing_pids(seed).run(reused_pid_scenario(multi_loop));
+        assert_clean(&report, "finding_03_multi_loop_reused_pid_not_signalled");
+        assert!(
+            report.mark("pidfd_enosys") > 0,
+            "seed {seed}: pidfd was used"
+        );
+        assert!(report.mark("pid_reused") > 0, "seed {seed}: no pid reused");
+    }
+}
+
+/// Spawns `count` long-running processes from a loop in a worker thread, then drops
+/// the processes and the loop without closing it; returns the pids.
+fn spawn_then_drop_loop(k: &SimKernel, count: usize) -> Vec<Pid> {
+    let (tx, rx) = mpsc::channel();
+    let k2 = k.clone();
+    let worker = k
+        .spawn_thread(
+            "Worker",
+            Box::new(move || {
+                let event_loop = EventLoop::with_kernel(k2.clone()).unwrap();
+                let lp = event_loop.clone();
+                let processes = event_loop
+                    .run_until_complete(async move {
+                        (0..count)
+                            .map(|_| {
+                                lp.subprocess_exec(&SpawnRequest::new("sleep", ["100000"]))
+                                    .unwrap()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap();
+                let _ = tx.send(processes.iter().map(|p| p.pid()).collect::<Vec<_>>());
+                drop(processes);
+                drop(event_loop);
+            }),
+        )
+        .unwrap();
+    k.join_thread(worker).unwrap();
+    rx.recv().unwrap()
+}
+
+#[test]
+fn finding_12_threaded_dropped_loop_is_freed() {
+    // Goal (reliability finding 12): a loop dropped without close while Threaded waits for its children is freed (its fds closed); once the children end, their waiters end and nothing is left.
+    for seed in seeds(20) {
+        let (report, warnings) = run_capturing(Simulation::new(seed), |k| {
+            let fds = k.open_fds();
+            let watcher = threaded(&k);
+            loopwatch::policy::set_child_watcher(&k, Some(watcher.clone())).unwrap();
+            let pids = spawn_then_drop_loop(&k, 10);
+            assert_eq!(k.open_fds(), fds, "the dropped loop's fds are closed");
+            for pid in &pids {
+                k.kill(*pid, Some(Signal::SIGKILL)).unwrap();
+            }
+            while k.children_left() != (0, 0) {
+                k.sleep(Duration::from_millis(1));
+            }
+            loopwatch::policy::set_child_watcher(&k, None).unwrap();
+            drop(watcher);
+        });
+        assert_clean(&report, "finding_12_threaded_dropped_loop_is_freed");
+        // Each waiter found its loop gone, and said so as for a closed loop.
+        assert_eq!(warnings.len(), 10, "seed {seed}: {warnings:?}");
+        assert!(
+            warnings.iter().all(|w| w.starts_with("Loop <EventLoop #")
+                && w.contains(" dropped> that handles pid ")
+                && w.ends_with(" is closed")),
+            "seed {seed}: {warnings:?}"
+        );
+    }
+}
+
+#[test]
+fn finding_12_pidfd_dropped_loop_is_freed() {
+    // Goal (reliability finding 12): a loop dropped without close while Pidfd watches its children is freed with its readers, so every pidfd is closed; the children are left unreaped, as close leaves them (documented), and nothing else.
+    for seed in seeds(20) {
+        let report = Simulation::new(seed).run(|k| {
+            let fds = k.open_fds();
+            let watcher = pidfd(&k);
+            loopwatch::policy::set_child_watcher(&k, Some(watcher.clone())).unwrap();
+            let pids = spawn_then_drop_loop(&k, 10);
+            assert_eq!(
+                k.open_fds(),
+                fds,
+                "the pidfds and the loop's fds are closed"
+            );
+            for pid in &pids {
+                k.kill(*pid, Some(Signal::SIGKILL)).unwrap();
+            }
+            // Nobody is left to reap them: as after close, they are the caller's.
+            for pid in &pids {
+                assert_eq!(reap(&k, *pid), -9);
+            }
+            loopwatch::policy::set_child_watcher(&k, None).unwrap();
+            drop(watcher);
+        });
+        assert_clean(&report, "finding_12_pidfd_dropped_loop_is_freed");
+    }
+}
+
+/// SIGCHLD is ignored before the watcher exists: the kernel reaps the child itself, the
+/// watcher reports 255, and says why on target `loopwatch`.
+fn sigchld_ignored_scenario(make: MakeWatcher) -> impl FnOnce(SimKernel) + Send + 'static {
+    move |k: SimKernel| {
+        let before = actors::ignore_sigchld(&k).unwrap();
+        let pid = sh(&k, "sleep 1; exit 3");
+        let watcher = make(&k);
+        in_worker(&k, move |event_loop, _| {
+            let seen = register_and_wait(&event_loop, &watcher, &[("a".to_string(), pid)]);
+            assert_eq!((seen[0].pid, seen[0].code), (pid, 255));
+            watcher.close().unwrap();
+        });
+        k.set_disposition(Signal::SIGCHLD, before).unwrap();
+    }
+}
+
+fn check_sigchld_ignored_warning(make: MakeWatcher, test: &str) {
+    for seed in seeds(20) {
+        let (report, warnings) = run_capturing_target(
+            Simulation::new(seed),
+            "loopwatch",
+            sigchld_ignored_scenario(make),
+        );
+        assert_clean(&report, test);
+        assert_eq!(warnings.len(), 1, "seed {seed}: {warnings:?}");
+        assert!(
+            warnings[0].contains("SIGCHLD") && warnings[0].contains("SIG_IGN"),
+            "seed {seed}: {warnings:?}"
+        );
+        assert!(warnings[0].contains("1001"), "names the pid: {warnings:?}");
+    }
+}
+
+#[test]
+fn finding_15_threaded_sigchld_ignored_is_reported() {
+    // Goal (reliability finding 15): with SIGCHLD set to SIG_IGN before the watcher exists, Threaded still reports the child (as 255, as CPython) and warns on target loopwatch why.
+    check_sigchld_ignored_warning(threaded, "finding_15_threaded_sigchld_ignored_is_reported");
+}
+
+#[test]
+fn finding_15_pidfd_sigchld_ignored_is_reported() {
+    // Goal (reliability finding 15): with SIGCHLD set to SIG_IGN before the watcher exists, Pidfd still reports the child (as 255, as CPython) and warns on target loopwatch why.
+    check_sigchld_ignored_warning(pidfd, "finding_15_pidfd_sigchld_ignored_is_reported");
 }

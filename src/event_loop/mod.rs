@@ -237,6 +237,39 @@ impl<K: Kernel> fmt::Debug for EventLoop<K> {
     }
 }
 
+/// A handle to a loop that does not keep it alive (crate-internal). What a registration
+/// that outlives its caller holds (a child watcher's pending exit, a one-shot reader),
+/// so that a loop dropped without `close` is freed rather than kept by its own queue.
+pub(crate) struct WeakLoop<K: Kernel> {
+    inner: std::sync::Weak<Inner<K>>,
+    id: u64,
+}
+
+impl<K: Kernel> Clone for WeakLoop<K> {
+    fn clone(&self) -> Self {
+        WeakLoop {
+            inner: self.inner.clone(),
+            id: self.id,
+        }
+    }
+}
+
+impl<K: Kernel> WeakLoop<K> {
+    /// The loop, if a handle to it still exists somewhere.
+    pub(crate) fn upgrade(&self) -> Option<EventLoop<K>> {
+        self.inner.upgrade().map(|inner| EventLoop { inner })
+    }
+}
+
+impl<K: Kernel> fmt::Debug for WeakLoop<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.upgrade() {
+            Some(event_loop) => fmt::Debug::fmt(&event_loop, f),
+            None => write!(f, "<EventLoop #{} dropped>", self.id),
+        }
+    }
+}
+
 impl EventLoop<OsKernel> {
     /// A new loop on the real OS.
     pub fn new() -> Result<EventLoop<OsKernel>> {
@@ -422,6 +455,14 @@ impl<K: Kernel> EventLoop<K> {
     /// The kernel this loop runs on.
     pub fn kernel(&self) -> &K {
         &self.inner.kernel
+    }
+
+    /// A handle that does not keep the loop alive.
+    pub(crate) fn downgrade(&self) -> WeakLoop<K> {
+        WeakLoop {
+            inner: Arc::downgrade(&self.inner),
+            id: self.inner.id,
+        }
     }
 
     // ----- running and stopping -----------------------------------------------------

@@ -4,10 +4,12 @@
 //! Each takes the policy as `&P` and calls the other methods through it, so overrides
 //! are honoured: `get_event_loop` creates with `policy.set_event_loop(policy.new_event_loop())`.
 
+use std::sync::Arc;
+
 use super::{AbstractEventLoopPolicy, WatcherRef};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, ThreadId};
 
 /// The default `get_event_loop` (C-2, C-3).
 pub fn get_event_loop<K, P>(policy: &P) -> Result<EventLoop<K>>
@@ -57,24 +59,70 @@ where
     Ok(())
 }
 
-/// The default `get_child_watcher` (D-1, D-2, D-3): create the default watcher once,
-/// under the policy's lock, attached in the main thread to its current loop.
+/// The default `get_child_watcher` (D-1, D-2, D-3): create the default watcher once
+/// and, in the main thread, attach it to the main thread's current loop.
+///
+/// The watcher is stored before it is attached, and no lock of the policy is held
+/// while the factory runs or the watcher attaches: attaching may run child callbacks
+/// (Safe reports at once the children that exited while it was detached), and a
+/// callback that asks for the watcher gets it, as in CPython, whose `_watcher` is set
+/// before `attach_loop` runs. If attaching fails, the watcher is not kept.
+///
+/// # Errors
+///
+/// The watcher's `attach_loop` error; `RuntimeError` if the factory itself asks for
+/// the watcher it is building.
 pub fn get_child_watcher<K, P>(policy: &P) -> Result<WatcherRef<K>>
 where
     K: Kernel,
     P: AbstractEventLoopPolicy<K> + ?Sized,
 {
     let state = policy.state().ok_or_else(Error::not_implemented)?;
-    let mut slot = state.watcher.lock();
-    if let Some(watcher) = slot.as_ref() {
-        return Ok(watcher.clone());
+    if let Some(watcher) = state.current_watcher() {
+        return Ok(watcher);
     }
-    let watcher = (state.watcher_factory)(state.kernel());
-    if state.kernel().is_main_thread() {
+    let kernel = state.kernel();
+    let me = kernel.current_thread();
+    if *state.creator.lock() == Some(me) {
+        return Err(Error::runtime(
+            "get_child_watcher() called by the child watcher factory it is running",
+        ));
+    }
+    let watcher = {
+        let _creation = state.creation.lock();
+        // Created by another thread while this one waited.
+        if let Some(watcher) = state.current_watcher() {
+            return Ok(watcher);
+        }
+        /// Forgets the creator however the factory ends, a panic included.
+        struct Creating<'a>(&'a crate::loom::sync::Mutex<Option<ThreadId>>);
+        impl Drop for Creating<'_> {
+            fn drop(&mut self) {
+                *self.0.lock() = None;
+            }
+        }
+        *state.creator.lock() = Some(me);
+        let creating = Creating(&state.creator);
+        let watcher = (state.watcher_factory)(kernel);
+        drop(creating);
+        *state.watcher.lock() = Some(watcher.clone());
+        watcher
+    };
+    if kernel.is_main_thread() {
         let current = state.with_local(|local| local.event_loop.clone());
-        watcher.attach_loop(current)?;
+        if let Err(error) = watcher.attach_loop(current) {
+            let removed = {
+                let mut slot = state.watcher.lock();
+                if slot.as_ref().is_some_and(|w| Arc::ptr_eq(w, &watcher)) {
+                    slot.take()
+                } else {
+                    None
+                }
+            };
+            drop(removed);
+            return Err(error);
+        }
     }
-    *slot = Some(watcher.clone());
     Ok(watcher)
 }
 

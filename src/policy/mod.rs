@@ -97,8 +97,15 @@ pub struct PolicyState<K: Kernel = OsKernel> {
     kernel: K,
     locals: Mutex<BTreeMap<ThreadId, Local<K>>>,
     /// The child watcher (CPython's `self._watcher`), created on first use (D-1).
-    /// A kernel lock: creating and attaching a watcher makes kernel calls.
+    /// Held only to read or replace the slot: never while a watcher is created or
+    /// attached, which runs other code (the factory, child callbacks).
     pub(crate) watcher: BlockingMutex<K, Option<WatcherRef<K>>>,
+    /// Serialises the creation of the default watcher, so the factory runs once
+    /// (D-1). A kernel lock: the factory may make kernel calls.
+    pub(crate) creation: BlockingMutex<K, ()>,
+    /// The thread running the factory, if one is: a factory that asks for the watcher
+    /// it is building gets an error instead of a deadlock.
+    pub(crate) creator: Mutex<Option<ThreadId>>,
     /// Builds the default watcher.
     pub(crate) watcher_factory: WatcherFactory<K>,
 }
@@ -123,6 +130,8 @@ impl<K: Kernel> PolicyState<K> {
     pub fn with_watcher_factory(kernel: K, factory: WatcherFactory<K>) -> PolicyState<K> {
         PolicyState {
             watcher: BlockingMutex::new(&kernel, None),
+            creation: BlockingMutex::new(&kernel, ()),
+            creator: Mutex::new(None),
             kernel,
             locals: Mutex::new(BTreeMap::new()),
             watcher_factory: factory,

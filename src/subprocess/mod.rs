@@ -8,8 +8,19 @@
 //! reaped before the error is returned: no child is ever lost.
 //!
 //! A [`Process`] signals its child through a pidfd when the kernel has them, so a
-//! signal can never reach a later process that reused the pid; without pidfds it
-//! refuses to signal once the watcher has reaped the child.
+//! signal can never reach a later process that reused the pid. Without pidfds (a kernel
+//! before 5.3, a seccomp filter, no fd left: `pidfd_open`'s error is logged at `debug`
+//! level on target [`DIAGNOSTICS`]) it signals by pid,
+//! and refuses with `ProcessLookupError` once the child is reaped. "Reaped" is marked
+//! by the watcher in the thread that reaps, in the same critical section as its
+//! `waitpid` (the child's [`ReapFence`], handed over with
+//! [`ChildWatcher::add_child_handler_fenced`]), and `send_signal` holds that fence
+//! across its check and its `kill()`: the kill reaches the child (at worst a zombie)
+//! or nothing, never a process that took its pid. A child reaped by code outside
+//! loopwatch (a foreign `waitpid(-1)`) is outside the fence: there only a pidfd helps.
+//!
+//! The process's registration holds its loop weakly: a loop dropped without `close`
+//! is not kept alive by its children's pending exits.
 
 mod stream;
 
@@ -26,14 +37,16 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::EventLoop;
 use crate::kernel::{Errno, Fd, Kernel, Pid, Signal, SpawnRequest, Spawned, WaitMode};
 use crate::loom::sync::Mutex;
-use crate::loom::sync::atomic::{AtomicBool, Ordering};
-use crate::watcher::{ChildWatcher, fork_window};
+use crate::watcher::{ChildWatcher, DIAGNOSTICS, ReapFence, fork_window};
+
+/// Set by tests to give `spawn_with` the fallback of kernels without pidfds (before
+/// 5.3, or under a seccomp filter) on a kernel that has them.
+#[cfg(test)]
+pub(crate) static PIDFD_DISABLED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// What the watcher callback and the `Process` share.
 struct Exit {
-    /// Set by the watcher's callback the moment the child is reaped, before the hop
-    /// to the loop: from then on its pid may belong to someone else.
-    reaped: AtomicBool,
     state: Mutex<ExitState>,
 }
 
@@ -48,6 +61,8 @@ pub struct Process<K: Kernel = OsKernel> {
     pid: Pid,
     kernel: K,
     exit: Arc<Exit>,
+    /// Marked by the watcher when it reaps the child; held by `send_signal`.
+    fence: ReapFence<K>,
     /// A pidfd for signalling, when the kernel has them.
     pidfd: Option<Fd>,
     /// The child's standard input, if it is a pipe.
@@ -123,23 +138,50 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
     let spawned = kernel.spawn(request)?;
     // Opened before registration, while the child cannot have been reaped: the pidfd
     // names this process and no other.
-    let pidfd = kernel.pidfd_open(spawned.pid).ok();
+    let pidfd = match kernel.pidfd_open(spawned.pid) {
+        Ok(fd) => Some(fd),
+        Err(errno) => {
+            tracing::debug!(
+                target: DIAGNOSTICS,
+                pid = spawned.pid.0,
+                %errno,
+                "pidfd_open failed: the process will be signalled by pid, until reaped"
+            );
+            None
+        }
+    };
+    #[cfg(test)]
+    let pidfd = if PIDFD_DISABLED.load(std::sync::atomic::Ordering::SeqCst) {
+        if let Some(fd) = pidfd {
+            let _ = kernel.close(fd);
+        }
+        None
+    } else {
+        pidfd
+    };
     let exit = Arc::new(Exit {
-        reaped: AtomicBool::new(false),
         state: Mutex::new(ExitState::default()),
     });
-    let (hop, for_callback) = (event_loop.clone(), exit.clone());
+    let fence = ReapFence::new(&kernel);
+    // Weak: the loop's queue may hold this callback, and must not keep the loop alive.
+    let (hop, for_callback, marked) = (event_loop.downgrade(), exit.clone(), fence.clone());
     let callback = Box::new(move |_pid: Pid, code: i32| {
-        for_callback.reaped.store(true, Ordering::Release);
+        // The watcher marked it already where it reaped; a watcher of the user's that
+        // does not know fences reaches here first.
+        marked.lock().mark_reaped();
         let exit = for_callback.clone();
         let settle = move || exit.settle(code);
-        if let Err(error) = hop.call_soon_threadsafe(settle) {
-            // The loop is closed: nobody will run the hop, so settle here.
+        let hopped = match hop.upgrade() {
+            Some(event_loop) => event_loop.call_soon_threadsafe(settle),
+            None => Err(Error::runtime("Event loop is closed")),
+        };
+        if let Err(error) = hopped {
+            // The loop is closed or gone: nobody will run the hop, so settle here.
             tracing::debug!(target: "asyncio", "{error}");
             for_callback.settle(code);
         }
     });
-    if let Err(error) = watcher.add_child_handler(spawned.pid, callback) {
+    if let Err(error) = watcher.add_child_handler_fenced(spawned.pid, fence.clone(), callback) {
         abandon(&kernel, &spawned, pidfd);
         return Err(error);
     }
@@ -148,8 +190,8 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
         .flatten()
         .try_for_each(|fd| kernel.set_nonblocking(fd, true));
     if let Err(errno) = nonblocking {
-        // Registered: the watcher reaps it once killed.
-        kill_and_close(&kernel, &spawned, pidfd);
+        // Registered: the watcher reaps it once killed, perhaps already has.
+        kill_and_close(&kernel, &spawned, pidfd, Some(&fence));
         return Err(errno.into());
     }
     let stdin = spawned
@@ -165,6 +207,7 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
         pid: spawned.pid,
         kernel,
         exit,
+        fence,
         pidfd,
         stdin,
         stdout,
@@ -173,15 +216,25 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
 }
 
 /// Kills a child that will not be handed out (through its pidfd when there is one,
-/// still unreaped, so the signal cannot reach another process) and closes its fds.
-fn kill_and_close<K: Kernel>(kernel: &K, spawned: &Spawned, pidfd: Option<Fd>) {
+/// or by pid under its reap fence if a watcher may reap it, so that the signal cannot
+/// reach another process) and closes its fds.
+fn kill_and_close<K: Kernel>(
+    kernel: &K,
+    spawned: &Spawned,
+    pidfd: Option<Fd>,
+    fence: Option<&ReapFence<K>>,
+) {
     match pidfd {
         Some(fd) => {
             let _ = kernel.pidfd_send_signal(fd, Signal::SIGKILL);
             let _ = kernel.close(fd);
         }
         None => {
-            let _ = kernel.kill(spawned.pid, Some(Signal::SIGKILL));
+            let guard = fence.map(ReapFence::lock);
+            if !guard.as_ref().is_some_and(|g| g.is_reaped()) {
+                let _ = kernel.kill(spawned.pid, Some(Signal::SIGKILL));
+            }
+            drop(guard);
         }
     }
     for fd in [spawned.stdin, spawned.stdout, spawned.stderr]
@@ -195,7 +248,7 @@ fn kill_and_close<K: Kernel>(kernel: &K, spawned: &Spawned, pidfd: Option<Fd>) {
 /// A child that could not be registered: nobody else will reap it, so kill it, close
 /// its fds and reap it here.
 fn abandon<K: Kernel>(kernel: &K, spawned: &Spawned, pidfd: Option<Fd>) {
-    kill_and_close(kernel, spawned, pidfd);
+    kill_and_close(kernel, spawned, pidfd, None);
     while kernel.wait_pid(spawned.pid, WaitMode::Block) == Err(Errno::EINTR) {}
 }
 
@@ -221,6 +274,18 @@ impl<K: Kernel> Process<K> {
         self.pid
     }
 
+    /// Whether the child is known to be reaped (its pid may name another process).
+    #[cfg(test)]
+    pub(crate) fn known_reaped(&self) -> bool {
+        self.fence.is_reaped()
+    }
+
+    /// Whether the process signals through a pidfd.
+    #[cfg(test)]
+    pub(crate) fn has_pidfd(&self) -> bool {
+        self.pidfd.is_some()
+    }
+
     /// The exit status as asyncio reports it (spec R-1), once the loop has learnt of
     /// the exit; `None` before.
     pub fn returncode(&self) -> Option<i32> {
@@ -239,13 +304,17 @@ impl<K: Kernel> Process<K> {
     /// `ProcessLookupError` once the child has been reaped (its pid may already name
     /// another process); the kernel's error otherwise.
     pub fn send_signal(&self, signal: Signal) -> Result<()> {
-        if self.exit.reaped.load(Ordering::Acquire) {
+        // Held across the check and the kill: the watcher cannot reap the child in
+        // between, so a kill by pid reaches the child (at worst a zombie) or nobody.
+        let fence = self.fence.lock();
+        if fence.is_reaped() {
             return Err(Error::new(ErrorKind::ProcessLookupError, ""));
         }
         let sent = match self.pidfd {
             Some(pidfd) => self.kernel.pidfd_send_signal(pidfd, signal),
             None => self.kernel.kill(self.pid, Some(signal)),
         };
+        drop(fence);
         match sent {
             Ok(()) => Ok(()),
             Err(Errno::ESRCH) => Err(Error::new(ErrorKind::ProcessLookupError, "")),

@@ -21,14 +21,17 @@ fn await_ready<K: Kernel>(
     cx: &mut Context<'_>,
 ) -> Result<()> {
     let waker: Arc<Mutex<Option<Waker>>> = Arc::new(Mutex::new(Some(cx.waker().clone())));
-    let lp = event_loop.clone();
+    // Weak: the callback lives in the loop's own table, and must not keep it alive.
+    let lp = event_loop.downgrade();
     let callback = move || {
         // One shot: the task re-arms it if it still cannot make progress.
-        let _ = if readable {
-            lp.remove_reader(fd)
-        } else {
-            lp.remove_writer(fd)
-        };
+        if let Some(lp) = lp.upgrade() {
+            let _ = if readable {
+                lp.remove_reader(fd)
+            } else {
+                lp.remove_writer(fd)
+            };
+        }
         if let Some(waker) = waker.lock().take() {
             waker.wake();
         }

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use loopwatch::kernel::{
-    Disposition, Fds, Pid, Processes, Signal, Signals, SpawnRequest, Stdio, Threads, WaitMode,
-    WaitStatus,
+    Clock, Disposition, Fds, Pid, Processes, Signal, Signals, SpawnRequest, Stdio, Threads,
+    WaitMode, WaitStatus,
 };
 use loopwatch::policy::base;
 use loopwatch::{
-    AbstractEventLoopPolicy, DefaultEventLoopPolicy, ErrorKind, EventLoop, OsKernel, PolicyState,
-    Result, WatcherRef,
+    AbstractEventLoopPolicy, ChildWatcher, DefaultEventLoopPolicy, ErrorKind, EventLoop, OsKernel,
+    PolicyState, Result, WatcherRef,
 };
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
@@ -108,6 +108,34 @@ fn main() {
         (
             "subprocess_spawn_errors_leave_nothing",
             subprocess_spawn_errors_leave_nothing,
+        ),
+        (
+            "finding_09_safe_panic_does_not_hide_coalesced_exits",
+            || {
+                finding_09_panic_does_not_hide_coalesced_exits(Arc::new(
+                    loopwatch::SafeChildWatcher::new(),
+                ))
+            },
+        ),
+        (
+            "finding_09_fast_panic_does_not_hide_coalesced_exits",
+            || {
+                finding_09_panic_does_not_hide_coalesced_exits(Arc::new(
+                    loopwatch::FastChildWatcher::new(),
+                ))
+            },
+        ),
+        (
+            "finding_11_multi_loop_close_returns_while_a_forked_child_lives",
+            finding_11_multi_loop_close_returns_while_a_forked_child_lives,
+        ),
+        (
+            "finding_13_reaper_dropping_the_last_handle_closes_cleanly",
+            finding_13_reaper_dropping_the_last_handle_closes_cleanly,
+        ),
+        (
+            "finding_14_callback_may_ask_for_the_watcher_being_attached",
+            finding_14_callback_may_ask_for_the_watcher_being_attached,
         ),
     ];
     let filter: Vec<String> = std::env::args()
@@ -806,6 +834,321 @@ fn subprocess_spawn_errors_leave_nothing() -> TestResult {
     Ok(())
 }
 
+// ----- reliability findings ----------------------------------------------------------
+
+/// How long a test waits for what should happen at once before it fails instead of
+/// hanging. Generous: a loaded machine must not fail a test.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Calls `probe` every 10 ms until it is true, for at most [`PATIENCE`].
+fn poll_until(mut probe: impl FnMut() -> bool) -> bool {
+    let kernel = OsKernel;
+    let step = std::time::Duration::from_millis(10);
+    let mut waited = std::time::Duration::ZERO;
+    while !probe() {
+        if waited >= PATIENCE {
+            return false;
+        }
+        kernel.sleep(step);
+        waited += step;
+    }
+    true
+}
+
+/// Unblocks SIGCHLD in this thread when dropped, however the test ends.
+struct SigchldBlocked;
+
+impl SigchldBlocked {
+    fn new() -> std::result::Result<SigchldBlocked, loopwatch::kernel::Errno> {
+        OsKernel.block_signal(Signal::SIGCHLD)?;
+        Ok(SigchldBlocked)
+    }
+}
+
+impl Drop for SigchldBlocked {
+    fn drop(&mut self) {
+        let _ = OsKernel.unblock_signal(Signal::SIGCHLD);
+    }
+}
+
+fn finding_09_panic_does_not_hide_coalesced_exits(watcher: WatcherRef) -> TestResult {
+    // Goal (reliability finding 9): five exits coalesced into one SIGCHLD, the first callback panicking: the panic goes to the loop's exception handler on its own, the other four are reported in the same pass, and no zombie is left.
+    let kernel = OsKernel;
+    // SIGCHLD can then only reach the main thread, which blocks it: the five exits
+    // make one pending signal, and one pass of the watcher.
+    check(
+        poll_until(|| count_entries("/proc/self/task").is_ok_and(|n| n == 1)),
+        "the process is single-threaded",
+    )?;
+    let event_loop = install(watcher.clone())?;
+    let reported = Arc::new(loopwatch_test_slot::Slot::default());
+    let panics = Arc::new(loopwatch_test_slot::Slot::default());
+    let seen = panics.clone();
+    event_loop.set_exception_handler(Some(Arc::new(move |_, context| {
+        seen.push(context.message.clone());
+    })));
+    let mut pids = Vec::new();
+    let mut stdins = Vec::new();
+    let outcome = (|| -> TestResult {
+        let blocked = SigchldBlocked::new()?;
+        {
+            let _window = loopwatch::watcher::fork_window(&*watcher);
+            for code in 0..5 {
+                // Each child exits once its stdin closes, after all are registered.
+                let request = with_pipes(sh(&format!("read x; exit {code}")), true, false, false);
+                let spawned = kernel.spawn(&request)?;
+                let pid = spawned.pid;
+                pids.push(pid);
+                stdins.extend(spawned.stdin);
+                let slot = reported.clone();
+                let callback: loopwatch::watcher::ChildCallback = if code == 0 {
+                    Box::new(|_, _| panic!("boom in the first callback"))
+                } else {
+                    Box::new(move |pid, code| slot.push((pid, code)))
+                };
+                watcher.add_child_handler(pid, callback)?;
+            }
+        }
+        for fd in stdins.drain(..) {
+            kernel.close(fd)?;
+        }
+        for &pid in &pids {
+            // Waits for the exit without reaping: the child stays a zombie.
+            kernel.wait_peek(loopwatch::kernel::WaitTarget::Pid(pid), WaitMode::Block)?;
+        }
+        // The one pending SIGCHLD is delivered here, to this thread.
+        drop(blocked);
+        let out = reported.clone();
+        event_loop.run_until_complete(async move {
+            for _ in 0..100 {
+                loopwatch_test_slot::yield_now().await;
+                if out.len() == 4 {
+                    break;
+                }
+            }
+        })?;
+        let mut got = reported.take();
+        got.sort();
+        let expected: Vec<(Pid, i32)> = pids[1..].iter().copied().zip(1..).collect();
+        check(got == expected, &format!("the other four: {got:?}"))?;
+        let panics = panics.take();
+        check(
+            panics == ["Unknown exception in SIGCHLD handler"],
+            &format!("one report: {panics:?}"),
+        )?;
+        Ok(())
+    })();
+    uninstall(event_loop)?;
+    // Whatever the outcome, leave no child or fd behind for the next test.
+    for fd in stdins {
+        let _ = kernel.close(fd);
+    }
+    for &pid in &pids {
+        let _ = kernel.wait_pid(pid, WaitMode::Block);
+    }
+    outcome?;
+    check(children()?.is_empty(), "no zombie left")
+}
+
+/// Forks a child that does not exec and sleeps: it holds copies of every fd.
+fn fork_sleeper() -> std::result::Result<Pid, Box<dyn std::error::Error>> {
+    // SAFETY: the child only calls async-signal-safe functions (sleep, _exit), so it
+    // is sound whatever the parent's other threads held at the fork.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::sleep(600);
+            libc::_exit(0);
+        }
+    }
+    if pid < 0 {
+        return Err("fork failed".into());
+    }
+    Ok(Pid(pid))
+}
+
+fn finding_11_multi_loop_close_returns_while_a_forked_child_lives() -> TestResult {
+    // Goal (reliability finding 11): close, Drop and set_child_watcher replacing a MultiLoop watcher return while a forked child that did not exec still holds the watcher's pipe, instead of waiting for that child to end.
+    let kernel = OsKernel;
+    for how in ["close", "drop", "set_child_watcher"] {
+        let watcher = Arc::new(loopwatch::watcher::MultiLoopChildWatcher::new());
+        watcher.attach_loop(None)?;
+        if how == "set_child_watcher" {
+            loopwatch::set_child_watcher(Some(watcher.clone()))?;
+        }
+        let child = fork_sleeper()?;
+        // A safety net: if closing hangs, the child is killed after a long while, so
+        // that the suite ends (and this test fails: the child must outlive the close).
+        let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
+        let net = kernel.spawn_thread(
+            "finding-11-net",
+            Box::new(move || {
+                if cancelled.recv_timeout(PATIENCE).is_err() {
+                    let _ = OsKernel.kill(child, Some(Signal::SIGKILL));
+                }
+            }),
+        )?;
+        match how {
+            "close" => watcher.close()?,
+            "drop" => drop(watcher),
+            _ => {
+                drop(watcher);
+                loopwatch::set_child_watcher(None)?;
+            }
+        }
+        let alive = kernel.wait_pid(child, WaitMode::NoHang)? == WaitStatus::StillAlive;
+        let _ = cancel.send(());
+        kernel
+            .join_thread(net)
+            .map_err(|_| "the safety net panicked")?;
+        let _ = kernel.kill(child, Some(Signal::SIGKILL));
+        while kernel.wait_pid(child, WaitMode::Block) == Err(loopwatch::kernel::Errno::EINTR) {}
+        check(
+            alive,
+            &format!("{how} returned only once the forked child ended"),
+        )?;
+        check(
+            kernel.disposition(Signal::SIGCHLD)? == Disposition::Default,
+            "SIGCHLD restored",
+        )?;
+    }
+    Ok(())
+}
+
+fn finding_13_reaper_dropping_the_last_handle_closes_cleanly() -> TestResult {
+    // Goal (reliability finding 13): when MultiLoop's reaper thread drops a callback that holds the last handle of the watcher, the watcher closes inside its own reaper without joining itself: the thread ends, the pipe's fds are closed, SIGCHLD is restored.
+    let kernel = OsKernel;
+    let fds_before = count_entries("/proc/self/fd")?;
+    let threads_before = count_entries("/proc/self/task")?;
+    let watcher: WatcherRef = Arc::new(loopwatch::watcher::MultiLoopChildWatcher::new());
+    watcher.attach_loop(None)?;
+    let mut request = SpawnRequest::new("cat", Vec::<String>::new());
+    request.stdin = Stdio::Pipe;
+    let child = kernel.spawn(&request)?;
+    let w = watcher.clone();
+    // The worker's loop is closed when it returns, before the child exits.
+    in_worker(move |event_loop| {
+        event_loop.run_until_complete(async move {
+            let keep = w.clone();
+            w.add_child_handler(child.pid, Box::new(move |_, _| drop(keep)))
+        })?
+    })??;
+    drop(watcher);
+    // cat exits at end of input; the reaper finds its loop closed and drops the
+    // callback, and with it the watcher.
+    kernel.close(child.stdin.ok_or("a stdin pipe")?)?;
+    let settled = poll_until(|| {
+        children().is_ok_and(|c| c.is_empty())
+            && count_entries("/proc/self/task").is_ok_and(|n| n == threads_before)
+            && count_entries("/proc/self/fd").is_ok_and(|n| n == fds_before)
+    });
+    check(children()?.is_empty(), "the reaper reaped the child")?;
+    check(
+        count_entries("/proc/self/task")? == threads_before,
+        "the reaper thread ended",
+    )?;
+    check(
+        count_entries("/proc/self/fd")? == fds_before,
+        &format!(
+            "the watcher's fds are closed ({} open, {fds_before} before)",
+            count_entries("/proc/self/fd")?
+        ),
+    )?;
+    check(settled, "settled")?;
+    check(
+        kernel.disposition(Signal::SIGCHLD)? == Disposition::Default,
+        "SIGCHLD restored",
+    )
+}
+
+fn finding_14_callback_may_ask_for_the_watcher_being_attached() -> TestResult {
+    // Goal (reliability finding 14): a custom watcher factory hands out a Safe watcher with a registered child that has exited; attaching it inside get_child_watcher runs that child's callback, which calls get_child_watcher and gets the same watcher instead of deadlocking on the policy's lock.
+    let kernel = OsKernel;
+    // Run in a forked child, so that a deadlock fails this test (the parent gives up
+    // after a long while) rather than hanging the suite.
+    // SAFETY: this binary runs one test at a time on the main thread and joins what it
+    // starts, so the child may run Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // Whatever happens, the child ends here: an unwinding panic must not return
+        // into this copy of the test runner.
+        let code = match catch_unwind(attach_runs_callback_asking_for_watcher) {
+            Ok(Ok(true)) => 0,
+            Ok(Ok(false)) => 1,
+            Ok(Err(_)) => 2,
+            Err(_) => 3,
+        };
+        // SAFETY: ends the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    check(pid > 0, "fork succeeded")?;
+    let pid = Pid(pid);
+    let mut status = None;
+    let ended = poll_until(|| match kernel.wait_pid(pid, WaitMode::NoHang) {
+        Ok(WaitStatus::Terminated(_, s)) => {
+            status = Some(s.returncode());
+            true
+        }
+        _ => false,
+    });
+    if !ended {
+        let _ = kernel.kill(pid, Some(Signal::SIGKILL));
+        let _ = kernel.wait_pid(pid, WaitMode::Block);
+        return Err("get_child_watcher deadlocked (the child was killed)".into());
+    }
+    check(status == Some(0), &format!("the child reported {status:?}"))
+}
+
+/// The body of finding 14's child: whether the callback got the policy's watcher.
+fn attach_runs_callback_asking_for_watcher() -> Result<bool> {
+    let got: Arc<loopwatch_test_slot::Slot<WatcherRef>> = Arc::default();
+    let slot = got.clone();
+    let factory: loopwatch::WatcherFactory = Arc::new(move |_: &OsKernel| {
+        let kernel = OsKernel;
+        let watcher = loopwatch::SafeChildWatcher::new();
+        // A loop of the factory's own, to register with (3.7: Safe needs one).
+        let own = EventLoop::new().expect("a loop");
+        watcher.attach_loop(Some(own.clone())).expect("attach");
+        // It exits once its stdin is closed, after it was registered.
+        let child = kernel
+            .spawn(&with_pipes(sh("read x; exit 0"), true, false, false))
+            .expect("spawn");
+        let pid = child.pid;
+        let slot = slot.clone();
+        watcher
+            .add_child_handler(
+                pid,
+                Box::new(move |_, _| {
+                    slot.push(loopwatch::get_child_watcher().expect("get_child_watcher"));
+                }),
+            )
+            .expect("add_child_handler");
+        watcher.attach_loop(None).expect("detach");
+        own.close().expect("close");
+        kernel
+            .close(child.stdin.expect("a stdin pipe"))
+            .expect("close its stdin");
+        kernel
+            .wait_peek(loopwatch::kernel::WaitTarget::Pid(pid), WaitMode::Block)
+            .expect("the child exits");
+        Arc::new(watcher) as WatcherRef
+    });
+    let policy = Arc::new(DefaultEventLoopPolicy::with_watcher_factory(
+        OsKernel, factory,
+    ));
+    loopwatch::set_event_loop_policy(Some(policy.clone()));
+    let event_loop = loopwatch::new_event_loop()?;
+    loopwatch::set_event_loop(Some(event_loop.clone()))?;
+    let watcher = loopwatch::get_child_watcher()?;
+    let got = got.take();
+    let same = got.len() == 1 && Arc::ptr_eq(&got[0], &watcher);
+    loopwatch::set_child_watcher(None)?;
+    loopwatch::set_event_loop(None)?;
+    event_loop.close()?;
+    Ok(same)
+}
+
 fn count_entries(dir: &str) -> std::io::Result<usize> {
     Ok(std::fs::read_dir(dir)?.count())
 }
@@ -842,6 +1185,9 @@ mod loopwatch_test_slot {
         }
         pub(super) fn take(&self) -> Vec<T> {
             std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+        }
+        pub(super) fn len(&self) -> usize {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
         }
     }
 

@@ -7,11 +7,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::sigchld::{Core, Reaper};
-use super::{ChildCallback, ChildWatcher, check_pid, returncode};
+use super::{ChildCallback, ChildWatcher, ReapFence, check_pid, returncode};
 use crate::OsKernel;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::EventLoop;
-use crate::kernel::{Errno, Kernel, Pid, WaitMode, WaitStatus};
+use crate::kernel::{Errno, Kernel, Pid, WaitMode, WaitStatus, WaitTarget};
 
 /// Reaps every exited child on SIGCHLD.
 ///
@@ -24,6 +24,16 @@ use crate::kernel::{Errno, Kernel, Pid, WaitMode, WaitStatus};
 ///   and zombies left when the last window closes are logged (F-2).
 /// - **Steals**: it reaps children other code spawned (their `waitpid` gets ECHILD).
 /// - A child reaped by someone else is never reported (F-7): its callback never runs.
+/// - A callback that panics during a pass is reported on its own through the loop's
+///   exception handler ("Unknown exception in SIGCHLD handler"), and the pass goes on
+///   reaping; one that panics inside `add` (an early exit, F-4) propagates.
+/// - Each exit costs a `waitid(P_ALL, WNOHANG | WNOWAIT)` peek, which names the child
+///   without reaping it, then the `waitpid(pid, WNOHANG)` that reaps it, holding the
+///   child's reap fence when it was registered with
+///   [`ChildWatcher::add_child_handler_fenced`]; one more peek ends the pass. Still
+///   O(1) per exit.
+/// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
+///   loop's handler in its place (and detaching puts `SIG_IGN` back).
 pub struct FastChildWatcher<K: Kernel = OsKernel> {
     core: Arc<Core<K, Fast>>,
 }
@@ -88,13 +98,39 @@ impl<K: Kernel> Reaper<K> for Fast {
 
     fn reap_all(core: &Core<K, Self>) -> Result<()> {
         loop {
-            let (pid, code) = match core.kernel.wait_any(WaitMode::NoHang) {
+            // Which child has exited, without reaping it: its reap fence, if it has
+            // one, is taken before the wait that reaps it.
+            let pid = match core.kernel.wait_peek(WaitTarget::Any, WaitMode::NoHang) {
                 // No children left, or none exited: SIGCHLDs coalesce, so the loop
                 // runs until one of these.
                 Err(Errno::ECHILD) | Ok(WaitStatus::StillAlive) => return Ok(()),
                 Err(Errno::EINTR) => continue,
                 Err(errno) => return Err(errno.into()),
-                Ok(WaitStatus::Terminated(pid, status)) => (pid, returncode(status)),
+                Ok(WaitStatus::Terminated(pid, _)) => pid,
+            };
+            let fence = core.lock().fences.get(&pid).cloned();
+            let code = {
+                let mut guard = fence.as_ref().map(ReapFence::lock);
+                let reaped = loop {
+                    match core.kernel.wait_pid(pid, WaitMode::NoHang) {
+                        Err(Errno::EINTR) => continue,
+                        other => break other,
+                    }
+                };
+                let code = match reaped {
+                    Ok(WaitStatus::Terminated(_, status)) => Some(returncode(status)),
+                    // Reaped by other code since the peek (and perhaps its pid taken
+                    // by a new child): not ours to report (F-7), but gone.
+                    Err(Errno::ECHILD) | Ok(WaitStatus::StillAlive) => None,
+                    Err(errno) => return Err(errno.into()),
+                };
+                if let Some(guard) = guard.as_mut() {
+                    guard.mark_reaped();
+                }
+                code
+            };
+            let Some(code) = code else {
+                continue;
             };
             let registered = {
                 let mut state = core.lock();
@@ -120,12 +156,9 @@ impl<K: Kernel> Reaper<K> for Fast {
     }
 }
 
-impl<K: Kernel> ChildWatcher<K> for FastChildWatcher<K> {
-    /// # Errors
-    ///
-    /// `ValueError` for a pid ≤ 0; `AssertionError` ("Must use the context manager")
-    /// outside a fork window; `RuntimeError` with no loop attached (3.7, F-3).
-    fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
+impl<K: Kernel> FastChildWatcher<K> {
+    /// `add_child_handler`, with the child's reap fence if it has one.
+    fn add(&self, pid: Pid, fence: Option<ReapFence<K>>, callback: ChildCallback) -> Result<()> {
         check_pid(pid)?;
         if self.core.lock().extra.forks == 0 {
             return Err(Error::new(
@@ -139,16 +172,42 @@ impl<K: Kernel> ChildWatcher<K> for FastChildWatcher<K> {
             match state.extra.zombies.remove(&pid) {
                 Some(code) => Some((callback, code)),
                 None => {
-                    state.callbacks.insert(pid, callback);
+                    state.insert(pid, callback, fence.clone());
                     None
                 }
             }
         };
         if let Some((callback, code)) = early {
+            // Reaped by a pass before it was registered, the fence unknown then.
+            if let Some(fence) = fence {
+                fence.lock().mark_reaped();
+            }
             // It exited before it was registered: report it now (F-4).
             callback(pid, code);
         }
         Ok(())
+    }
+}
+
+impl<K: Kernel> ChildWatcher<K> for FastChildWatcher<K> {
+    /// # Errors
+    ///
+    /// `ValueError` for a pid ≤ 0; `AssertionError` ("Must use the context manager")
+    /// outside a fork window; `RuntimeError` with no loop attached (3.7, F-3).
+    fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
+        self.add(pid, None, callback)
+    }
+
+    /// # Errors
+    ///
+    /// As [`ChildWatcher::add_child_handler`].
+    fn add_child_handler_fenced(
+        &self,
+        pid: Pid,
+        fence: ReapFence<K>,
+        callback: ChildCallback,
+    ) -> Result<()> {
+        self.add(pid, Some(fence), callback)
     }
 
     fn remove_child_handler(&self, pid: Pid) -> bool {

@@ -37,7 +37,50 @@
 //! the closure. The returncode follows spec R-1 ([`ExitStatus::returncode`]).
 //!
 //! Warnings CPython logs or warns are `tracing` events on target `asyncio` with
-//! CPython's text, so tests can assert on them.
+//! CPython's text, so tests can assert on them. Diagnostics of loopwatch's own, which
+//! CPython does not give, are on target [`DIAGNOSTICS`] (`loopwatch`).
+//!
+//! # Signalling a child by pid: the reap fence
+//!
+//! Without a pidfd, [`Process::send_signal`](crate::Process::send_signal) can only
+//! `kill()` a pid, and that is safe only while the pid is still its child's: until the
+//! child is reaped. A flag "reaped" set when the watcher reports the exit comes too
+//! late for the watchers that reap in a thread of their own (Threaded, MultiLoop): the
+//! report reaches the loop after a `call_soon_threadsafe` hop, and in between the pid
+//! may already name a stranger. So each process has a [`ReapFence`], shared with the
+//! watcher through [`ChildWatcher::add_child_handler_fenced`]: the watcher holds the
+//! fence across the `waitpid` that reaps the child and the marking, and `send_signal`
+//! holds it across its check and its `kill()`. Either the signal goes first, to a child
+//! that is at worst a zombie (whose pid nobody else can have), or the child is marked
+//! reaped first and `send_signal` gives `ProcessLookupError`. No watcher ever blocks
+//! while it holds a fence: Threaded waits with a `WNOWAIT` peek (the child stays a
+//! zombie), then takes the fence and reaps with `WNOHANG`.
+//!
+//! A child that *other* code reaps (a foreign `waitpid(-1)`) is outside any fence: its
+//! pid may be reused before the watcher learns of it. Only a pidfd closes that case,
+//! which is why a process signals through one whenever the kernel has them.
+//!
+//! # Loops dropped without `close`
+//!
+//! What loopwatch itself leaves in a loop's queue or reader table on a child's behalf
+//! (the exit hop of a [`Process`](crate::Process), Threaded's and MultiLoop's pending
+//! exits) holds the loop weakly, so a loop dropped without `close` is freed, with its
+//! fds, as a closed one. A callback of the user's that captures a handle of its own
+//! loop still keeps that loop alive while it is queued or registered: close loops
+//! rather than drop them.
+//!
+//! # SIGCHLD set to `SIG_IGN`
+//!
+//! With SIGCHLD ignored the kernel reaps every child itself the moment it exits, so no
+//! `waitpid` can read an exit status. The watchers that install their own SIGCHLD
+//! handler (Safe and Fast through their loop, MultiLoop process-wide) replace
+//! `SIG_IGN` for as long as they are attached, and do not see it. Threaded and Pidfd
+//! never touch the disposition: with SIGCHLD ignored they report every child as 255, as
+//! CPython's do. They say why, once per registration, with a `warn` event on target
+//! [`DIAGNOSTICS`] naming the pid, rather than refusing to register: refusing would
+//! make a program that inherited `SIG_IGN` (it survives `exec`) unable to start any
+//! child, where CPython starts it and reports 255; the exit is still reported, so
+//! nothing waits forever. The check costs one `sigaction` query per registration.
 
 mod fast;
 mod multi_loop;
@@ -56,13 +99,89 @@ pub use pidfd::PidfdChildWatcher;
 pub use safe::SafeChildWatcher;
 pub use threaded::ThreadedChildWatcher;
 
+use std::sync::Arc;
+
 use crate::OsKernel;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
-use crate::kernel::{Errno, ExitStatus, Kernel, Pid, WaitMode, WaitStatus};
+use crate::kernel::{Disposition, Errno, ExitStatus, Kernel, Pid, Signal, WaitMode, WaitStatus};
+use crate::sync::{BlockingMutex, BlockingMutexGuard};
 
 /// What a watcher calls when a child exits: `(pid, returncode)`.
 pub type ChildCallback = Box<dyn FnOnce(Pid, i32) + Send + 'static>;
+
+/// The `tracing` target of loopwatch's own diagnostics (those CPython does not give):
+/// stable, so that an application can filter on it.
+pub const DIAGNOSTICS: &str = "loopwatch";
+
+/// Whether one child has been reaped, under a lock that whoever reaps it holds across
+/// the reaping `waitpid` and the marking, and whoever signals it by pid holds across the
+/// check and the `kill()` (see the [module documentation](self#signalling-a-child-by-pid-the-reap-fence)).
+///
+/// Clones share the fence. It is a kernel lock ([`BlockingMutex`]), as `kill` and
+/// `waitpid` are kernel calls; nobody blocks while holding it.
+pub struct ReapFence<K: Kernel = OsKernel> {
+    reaped: Arc<BlockingMutex<K, bool>>,
+}
+
+impl<K: Kernel> Clone for ReapFence<K> {
+    fn clone(&self) -> Self {
+        ReapFence {
+            reaped: self.reaped.clone(),
+        }
+    }
+}
+
+impl<K: Kernel> ReapFence<K> {
+    /// A fence for a child not reaped yet.
+    pub fn new(kernel: &K) -> ReapFence<K> {
+        ReapFence {
+            reaped: Arc::new(BlockingMutex::new(kernel, false)),
+        }
+    }
+
+    /// Takes the fence: until the guard is dropped, nobody else reaps the child (through
+    /// a fence-aware watcher) or signals it by pid.
+    pub fn lock(&self) -> ReapGuard<'_, K> {
+        ReapGuard {
+            reaped: self.reaped.lock(),
+        }
+    }
+
+    /// Whether the child has been marked reaped.
+    pub fn is_reaped(&self) -> bool {
+        *self.reaped.lock()
+    }
+}
+
+impl<K: Kernel> fmt::Debug for ReapFence<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReapFence(reaped={})", self.is_reaped())
+    }
+}
+
+/// A held [`ReapFence`].
+pub struct ReapGuard<'a, K: Kernel = OsKernel> {
+    reaped: BlockingMutexGuard<'a, K, bool>,
+}
+
+impl<K: Kernel> ReapGuard<'_, K> {
+    /// Whether the child has been marked reaped.
+    pub fn is_reaped(&self) -> bool {
+        *self.reaped
+    }
+
+    /// Marks the child reaped: from now on its pid may name another process.
+    pub fn mark_reaped(&mut self) {
+        *self.reaped = true;
+    }
+}
+
+impl<K: Kernel> fmt::Debug for ReapGuard<'_, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReapGuard(reaped={})", self.is_reaped())
+    }
+}
 
 /// The child watcher interface (asyncio's `AbstractChildWatcher`, spec W-2).
 ///
@@ -77,6 +196,36 @@ pub trait ChildWatcher<K: Kernel = OsKernel>: Send + Sync + fmt::Debug + 'static
     ///
     /// `ValueError` for a pid ≤ 0; otherwise as each watcher documents.
     fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()>;
+
+    /// As [`ChildWatcher::add_child_handler`], and marks `fence` reaped in the same
+    /// critical section as the `waitpid` that reaps `pid` (or finds it reaped by
+    /// someone else), before anything else can run: what
+    /// [`EventLoop::subprocess_exec`](crate::EventLoop::subprocess_exec) registers
+    /// with, so that its [`Process`](crate::Process) never signals a reused pid.
+    ///
+    /// Every watcher of this crate implements it. The provided body, for a watcher of
+    /// your own, registers through `add_child_handler` and marks the fence when the
+    /// callback is called: sound for a watcher that calls back in the thread that
+    /// reaped, as soon as it reaped; one that reports from another thread should
+    /// override this method and take the fence around its own `waitpid`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ChildWatcher::add_child_handler`].
+    fn add_child_handler_fenced(
+        &self,
+        pid: Pid,
+        fence: ReapFence<K>,
+        callback: ChildCallback,
+    ) -> Result<()> {
+        self.add_child_handler(
+            pid,
+            Box::new(move |pid, code| {
+                fence.lock().mark_reaped();
+                callback(pid, code);
+            }),
+        )
+    }
 
     /// Forgets the callback for `pid`; returns whether there was one.
     fn remove_child_handler(&self, pid: Pid) -> bool;
@@ -165,19 +314,49 @@ pub(crate) fn returncode(status: ExitStatus) -> i32 {
 /// One `waitpid(pid, WNOHANG)` as the polling watchers do it (`_do_waitpid`):
 /// `None` while the child runs; its returncode once reaped; 255 with spec R-2's
 /// warning when somebody else reaped it. `EINTR` is retried; other errors returned.
-pub(crate) fn poll_returncode<K: Kernel>(kernel: &K, pid: Pid) -> Result<Option<i32>> {
-    loop {
+///
+/// With a `fence`, the fence is held across the wait and marked reaped whenever the
+/// pid turns out to be no longer the child's (reaped here or elsewhere).
+pub(crate) fn poll_returncode<K: Kernel>(
+    kernel: &K,
+    pid: Pid,
+    fence: Option<&ReapFence<K>>,
+) -> Result<Option<i32>> {
+    let mut guard = fence.map(ReapFence::lock);
+    let (code, elsewhere) = loop {
         match kernel.wait_pid(pid, WaitMode::NoHang) {
             Ok(WaitStatus::StillAlive) => return Ok(None),
-            Ok(WaitStatus::Terminated(_, status)) => return Ok(Some(returncode(status))),
-            Err(Errno::ECHILD) => {
-                warn_unknown_child(pid);
-                return Ok(Some(255));
-            }
+            Ok(WaitStatus::Terminated(_, status)) => break (returncode(status), false),
+            Err(Errno::ECHILD) => break (255, true),
             Err(Errno::EINTR) => continue,
             Err(errno) => return Err(errno.into()),
         }
+    };
+    if let Some(guard) = guard.as_mut() {
+        guard.mark_reaped();
     }
+    drop(guard);
+    if elsewhere {
+        warn_unknown_child(pid);
+    }
+    Ok(Some(code))
+}
+
+/// Whether SIGCHLD is ignored, so that the kernel reaps children itself; warns then on
+/// target [`DIAGNOSTICS`] that `pid` will be reported as 255 (see the module
+/// documentation). A disposition that cannot be read counts as not ignored.
+pub(crate) fn warn_if_sigchld_ignored<K: Kernel>(kernel: &K, pid: Pid) -> bool {
+    let ignored = kernel.disposition(Signal::SIGCHLD) == Ok(Disposition::Ignore);
+    if ignored {
+        tracing::warn!(
+            target: DIAGNOSTICS,
+            pid = pid.0,
+            "SIGCHLD is ignored (SIG_IGN): the kernel reaps children itself, so no exit \
+             status can be read and pid {} will be reported with returncode 255",
+            pid.0
+        );
+    }
+    ignored
 }
 
 /// Spec R-2's warning for a child somebody else reaped.

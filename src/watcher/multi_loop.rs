@@ -12,11 +12,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
 
-use super::{ChildCallback, ChildWatcher, check_pid, poll_returncode};
+use super::{ChildCallback, ChildWatcher, ReapFence, check_pid, poll_returncode};
 use crate::OsKernel;
 use crate::error::{Error, Result};
-use crate::event_loop::EventLoop;
-use crate::kernel::{Disposition, Errno, Fd, Kernel, Pid, Signal};
+use crate::event_loop::{EventLoop, WeakLoop};
+use crate::kernel::{Disposition, Errno, Fd, Kernel, Pid, Signal, ThreadId};
+use crate::loom::sync::Mutex;
+use crate::loom::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::BlockingMutex;
 
 /// Delivers each child's exit to the loop running where it was registered.
@@ -29,7 +31,21 @@ use crate::sync::BlockingMutex;
 /// - Only registered pids are waited for (O(n) `waitpid(pid, WNOHANG)` per SIGCHLD,
 ///   M-6): it never reaps another's child. A child reaped elsewhere reports 255.
 /// - `close` restores the disposition it replaced, unless someone changed it since
-///   (then it warns and leaves it, M-7), and joins its reaper thread.
+///   (then it warns and leaves it, M-7), and stops and joins its reaper thread.
+/// - `close` (and `Drop`, and `set_child_watcher` replacing the watcher) returns at
+///   once, whatever holds the watcher's pipe: the reaper is told to stop by a flag and
+///   woken with a byte, not by end of file, which never comes while a forked child
+///   that did not exec holds a copy of the write end.
+/// - A callback may hold the last handle of the watcher. If the reaper thread drops it
+///   (its loop was closed), the watcher closes from inside its own reaper: it does not
+///   join itself; the reaper ends, closing its end of the pipe, once the pass is over.
+/// - The watcher holds each registering loop weakly: a loop dropped without `close` is
+///   freed, and its children's exits are then logged as for a closed loop.
+/// - With [`ChildWatcher::add_child_handler_fenced`], the reaper holds the child's reap
+///   fence across the `waitpid` that reaps it and marks it there, in the reaper
+///   thread, before the exit is handed to the loop.
+/// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
+///   watcher's handler in its place (and `close` puts `SIG_IGN` back).
 pub struct MultiLoopChildWatcher<K: Kernel = OsKernel> {
     inner: Arc<Inner<K>>,
 }
@@ -41,13 +57,29 @@ struct Inner<K: Kernel> {
 
 struct Installed<K: Kernel> {
     previous: Disposition,
-    read: Fd,
     write: Fd,
     reaper: K::JoinHandle,
+    /// What the watcher and its reaper thread share to end it.
+    stop: Arc<Stop>,
+}
+
+/// How `close` ends the reaper thread.
+struct Stop {
+    /// Set by `close`; the reaper checks it after each wake-up.
+    stopping: AtomicBool,
+    /// The reaper's thread, once it runs: `close` must not join the thread it runs in.
+    thread: Mutex<Option<ThreadId>>,
+}
+
+/// One registered child: its loop (held weakly), callback and reap fence.
+struct Entry<K: Kernel> {
+    event_loop: WeakLoop<K>,
+    callback: ChildCallback,
+    fence: Option<ReapFence<K>>,
 }
 
 struct State<K: Kernel> {
-    callbacks: BTreeMap<Pid, (EventLoop<K>, ChildCallback)>,
+    callbacks: BTreeMap<Pid, Entry<K>>,
     installed: Option<Installed<K>>,
 }
 
@@ -103,17 +135,22 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
             }
         };
         let weak = Arc::downgrade(&self.inner);
+        let stop = Arc::new(Stop {
+            stopping: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        });
+        let (reaper_kernel, reaper_stop) = (kernel.clone(), stop.clone());
         let reaper = kernel.spawn_thread(
             "loopwatch-sigchld",
-            Box::new(move || reaper_thread(weak, read)),
+            Box::new(move || reaper_thread(reaper_kernel, weak, read, reaper_stop)),
         );
         match reaper {
             Ok(reaper) => {
                 state.installed = Some(Installed {
                     previous,
-                    read,
                     write,
                     reaper,
+                    stop,
                 });
                 Ok(())
             }
@@ -127,21 +164,21 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
     }
 }
 
-/// The reaper thread: one pass over the registered pids per byte read; ends when
-/// the write end is closed.
-fn reaper_thread<K: Kernel>(inner: Weak<Inner<K>>, read: Fd) {
+/// The reaper thread: one pass over the registered pids per wake-up (bytes read);
+/// ends when `close` says so (or at end of file, or when the watcher is gone), and
+/// closes the read end of the pipe, which it alone uses.
+fn reaper_thread<K: Kernel>(kernel: K, inner: Weak<Inner<K>>, read: Fd, stop: Arc<Stop>) {
+    *stop.thread.lock() = Some(kernel.current_thread());
     let mut buf = [0u8; 64];
-    loop {
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
-        let kernel = strong.kernel.clone();
-        drop(strong);
+    while !stop.stopping.load(Ordering::Acquire) {
         match kernel.read(read, &mut buf) {
-            Ok(0) => return,
+            Ok(0) => break,
             Ok(_) => {
+                if stop.stopping.load(Ordering::Acquire) {
+                    break;
+                }
                 let Some(strong) = inner.upgrade() else {
-                    return;
+                    break;
                 };
                 if let Err(error) = strong.reap_all() {
                     // M-6: the handler logs, it does not raise.
@@ -151,20 +188,30 @@ fn reaper_thread<K: Kernel>(inner: Weak<Inner<K>>, read: Fd) {
                         "Unknown exception in SIGCHLD handler"
                     );
                 }
+                // May be the last handle: then the watcher closes here, in this
+                // thread, and `stopping` ends the loop.
+                drop(strong);
             }
             Err(Errno::EINTR) => continue,
-            Err(_) => return,
+            Err(_) => break,
         }
     }
+    // Nothing else reads or closes this fd; if closing fails there is nothing left to
+    // release.
+    let _ = kernel.close(read);
 }
 
 impl<K: Kernel> Inner<K> {
     fn reap_all(&self) -> Result<()> {
         let pids: Vec<Pid> = self.state.lock().callbacks.keys().copied().collect();
+        // Every pid is polled even if one poll fails: the first error is returned.
+        let mut first_error = None;
         for pid in pids {
-            self.reap(pid)?;
+            if let Err(error) = self.reap(pid) {
+                first_error.get_or_insert(error);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// M-5: one poll of `pid`; an exit is handed to its loop.
@@ -172,32 +219,39 @@ impl<K: Kernel> Inner<K> {
     /// The poll and the removal of the callback happen under the lock: the reaper
     /// thread and `add_child_handler`'s immediate poll may look at the same pid at
     /// once, and only the one whose `waitpid` reaped it may report it (the other would
-    /// see ECHILD and report 255).
+    /// see ECHILD and report 255). The poll holds the pid's reap fence, if it has one.
     fn reap(&self, pid: Pid) -> Result<()> {
-        let (event_loop, callback, code) = {
+        let entry = {
             let mut state = self.state.lock();
-            if !state.callbacks.contains_key(&pid) {
-                return Ok(());
-            }
-            let Some(code) = poll_returncode(&self.kernel, pid)? else {
+            let Some(fence) = state.callbacks.get(&pid).map(|e| e.fence.clone()) else {
                 return Ok(());
             };
-            let (event_loop, callback) = state.callbacks.remove(&pid).expect("checked above");
-            (event_loop, callback, code)
+            let Some(code) = poll_returncode(&self.kernel, pid, fence.as_ref())? else {
+                return Ok(());
+            };
+            (state.callbacks.remove(&pid).expect("checked above"), code)
         };
-        if event_loop.is_closed() {
-            tracing::warn!(
-                target: "asyncio",
-                "Loop {event_loop:?} that handles pid {} is closed",
-                pid.0
-            );
-            return Ok(());
-        }
-        if event_loop
-            .call_soon_threadsafe(move || callback(pid, code))
-            .is_err()
-        {
-            // Closed between the check and the call.
+        let (
+            Entry {
+                event_loop,
+                callback,
+                ..
+            },
+            code,
+        ) = entry;
+        let delivered = match event_loop.upgrade() {
+            Some(event_loop) if !event_loop.is_closed() => {
+                // Closed between the check and the call: the callback is dropped in it.
+                event_loop
+                    .call_soon_threadsafe(move || callback(pid, code))
+                    .is_ok()
+            }
+            _ => {
+                drop(callback);
+                false
+            }
+        };
+        if !delivered {
             tracing::warn!(
                 target: "asyncio",
                 "Loop {event_loop:?} that handles pid {} is closed",
@@ -205,6 +259,23 @@ impl<K: Kernel> Inner<K> {
             );
         }
         Ok(())
+    }
+}
+
+impl<K: Kernel> MultiLoopChildWatcher<K> {
+    /// `add_child_handler`, with the child's reap fence if it has one.
+    fn add(&self, pid: Pid, fence: Option<ReapFence<K>>, callback: ChildCallback) -> Result<()> {
+        check_pid(pid)?;
+        let event_loop = crate::policy::get_running_loop(&self.inner.kernel)?;
+        let entry = Entry {
+            event_loop: event_loop.downgrade(),
+            callback,
+            fence,
+        };
+        let replaced = self.inner.state.lock().callbacks.insert(pid, entry);
+        // Dropped outside the lock: a callback may hold the last handle of a loop.
+        drop(replaced);
+        self.inner.reap(pid)
     }
 }
 
@@ -215,14 +286,19 @@ impl<K: Kernel> ChildWatcher<K> for MultiLoopChildWatcher<K> {
     /// running loop in the calling thread; a kernel error other than ECHILD from the
     /// immediate poll.
     fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
-        check_pid(pid)?;
-        let event_loop = crate::policy::get_running_loop(&self.inner.kernel)?;
-        self.inner
-            .state
-            .lock()
-            .callbacks
-            .insert(pid, (event_loop, callback));
-        self.inner.reap(pid)
+        self.add(pid, None, callback)
+    }
+
+    /// # Errors
+    ///
+    /// As [`ChildWatcher::add_child_handler`].
+    fn add_child_handler_fenced(
+        &self,
+        pid: Pid,
+        fence: ReapFence<K>,
+        callback: ChildCallback,
+    ) -> Result<()> {
+        self.add(pid, Some(fence), callback)
     }
 
     fn remove_child_handler(&self, pid: Pid) -> bool {
@@ -260,12 +336,22 @@ impl<K: Kernel> ChildWatcher<K> for MultiLoopChildWatcher<K> {
                 "SIGCHLD handler was changed by outside code"
             ),
         }
-        // End of file tells the reaper to stop.
-        let _ = kernel.close(installed.write);
-        if kernel.join_thread(installed.reaper).is_err() {
+        // Not end of file: a forked child that did not exec may hold a copy of the
+        // write end for as long as it lives. The flag says stop, the byte wakes the
+        // reaper (if the non-blocking pipe is full, the reaper has bytes to read
+        // anyway).
+        installed.stop.stopping.store(true, Ordering::Release);
+        let _ = kernel.write(installed.write, &[0]);
+        let own_thread = *installed.stop.thread.lock() == Some(kernel.current_thread());
+        if own_thread {
+            // Closing from the reaper itself (it dropped the last handle): it ends
+            // once its pass returns, closing the read end; joining it here would
+            // wait for ourselves.
+            drop(installed.reaper);
+        } else if kernel.join_thread(installed.reaper).is_err() {
             tracing::error!(target: "asyncio", "the SIGCHLD reaper thread panicked");
         }
-        let _ = kernel.close(installed.read);
+        let _ = kernel.close(installed.write);
         Ok(())
     }
 

@@ -4,7 +4,9 @@
 
 use std::fmt;
 
-use super::{ChildCallback, ChildWatcher, check_pid, returncode};
+use super::{
+    ChildCallback, ChildWatcher, ReapFence, check_pid, returncode, warn_if_sigchld_ignored,
+};
 use crate::OsKernel;
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, ExceptionContext};
@@ -34,6 +36,18 @@ use crate::policy;
 ///   fires (K-2).
 /// - Registering a pid twice gives two pidfds and two readers, and both callbacks
 ///   fire: one with the real code, the other with 255 and the warning (K-2).
+/// - With [`ChildWatcher::add_child_handler_fenced`], the child's reap fence is held
+///   across the `waitpid` that reaps it and marked before the callback runs.
+/// - With SIGCHLD set to `SIG_IGN`, the kernel reaps every child itself: the pidfd
+///   turns readable, `waitpid` finds nothing, and the child is reported as 255 with
+///   the warning above, as in CPython. `add_child_handler` checks the disposition and
+///   warns on target [`DIAGNOSTICS`](super::DIAGNOSTICS) that the pid will be
+///   reported as 255 and why (see the
+///   [module documentation](super#sigchld-set-to-sig_ign)).
+/// - Nothing holds the loop but the loop's own reader: a loop dropped without `close`
+///   is freed as one closed is, its pidfds closed with it. As after `close`, the
+///   children it was watching are then left for someone else to reap: one zombie per
+///   such child once it exits, never more (CPython leaves the same).
 ///
 /// # Deviations from CPython
 ///
@@ -104,7 +118,12 @@ fn warn_status_already_read(pid: Pid) {
 }
 
 /// The reader's body (CPython's `_do_wait`), run once, in the loop's thread.
-fn do_wait<K: Kernel>(mut pidfd: OwnedPidfd<K>, pid: Pid, callback: ChildCallback) {
+fn do_wait<K: Kernel>(
+    mut pidfd: OwnedPidfd<K>,
+    pid: Pid,
+    fence: Option<ReapFence<K>>,
+    callback: ChildCallback,
+) {
     let kernel = pidfd.kernel.clone();
     let fd = pidfd.fd.expect("an open pidfd");
     let event_loop = policy::try_get_running_loop(&kernel);
@@ -112,19 +131,29 @@ fn do_wait<K: Kernel>(mut pidfd: OwnedPidfd<K>, pid: Pid, callback: ChildCallbac
         // Only fails from another thread; the reader runs in the loop's own.
         let _ = event_loop.remove_reader(fd);
     }
+    let mut guard = fence.as_ref().map(ReapFence::lock);
     let outcome = loop {
         match kernel.wait_pid(pid, WaitMode::NoHang) {
             Err(Errno::EINTR) => continue,
-            Ok(WaitStatus::Terminated(_, status)) => break Ok(returncode(status)),
+            Ok(WaitStatus::Terminated(_, status)) => break Ok(Some(returncode(status))),
             // ECHILD: reaped by somebody else. Still running: the pidfd's process
             // is gone, so this pid is a newcomer and the status was read elsewhere.
-            Err(Errno::ECHILD) | Ok(WaitStatus::StillAlive) => {
-                warn_status_already_read(pid);
-                break Ok(255);
-            }
+            Err(Errno::ECHILD) | Ok(WaitStatus::StillAlive) => break Ok(None),
             Err(errno) => break Err(errno),
         }
     };
+    if outcome.is_ok() {
+        if let Some(guard) = guard.as_mut() {
+            guard.mark_reaped();
+        }
+    }
+    drop(guard);
+    let outcome = outcome.map(|code| {
+        code.unwrap_or_else(|| {
+            warn_status_already_read(pid);
+            255
+        })
+    });
     pidfd.close();
     match outcome {
         Ok(code) => callback(pid, code),
@@ -150,6 +179,34 @@ fn do_wait<K: Kernel>(mut pidfd: OwnedPidfd<K>, pid: Pid, callback: ChildCallbac
     }
 }
 
+impl<K: Kernel> PidfdChildWatcher<K> {
+    /// `add_child_handler`, with the child's reap fence if it has one.
+    fn add(&self, pid: Pid, fence: Option<ReapFence<K>>, callback: ChildCallback) -> Result<()> {
+        check_pid(pid)?;
+        let event_loop = policy::get_running_loop(&self.kernel)?;
+        let fd = self.kernel.pidfd_open(pid).map_err(Error::from)?;
+        warn_if_sigchld_ignored(&self.kernel, pid);
+        let mut pending = Some((
+            OwnedPidfd {
+                kernel: self.kernel.clone(),
+                fd: Some(fd),
+            },
+            fence,
+            callback,
+        ));
+        // If `add_reader` fails, the closure is dropped with the pidfd it owns, which
+        // closes it.
+        event_loop.add_reader(fd, move || {
+            // Runs once: it removes itself, and a second readiness report for the same
+            // registration cannot be queued after that.
+            if let Some((pidfd, fence, callback)) = pending.take() {
+                do_wait(pidfd, pid, fence, callback);
+            }
+        })?;
+        Ok(())
+    }
+}
+
 impl<K: Kernel> ChildWatcher<K> for PidfdChildWatcher<K> {
     /// Opens a pidfd for `pid` and adds it as a reader to the loop running in the
     /// calling thread; `callback(pid, returncode)` runs there once the child exits.
@@ -162,26 +219,19 @@ impl<K: Kernel> ChildWatcher<K> for PidfdChildWatcher<K> {
     /// loop's `add_reader` error. On every error nothing stays registered and no fd
     /// stays open.
     fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
-        check_pid(pid)?;
-        let event_loop = policy::get_running_loop(&self.kernel)?;
-        let fd = self.kernel.pidfd_open(pid).map_err(Error::from)?;
-        let mut pending = Some((
-            OwnedPidfd {
-                kernel: self.kernel.clone(),
-                fd: Some(fd),
-            },
-            callback,
-        ));
-        // If `add_reader` fails, the closure is dropped with the pidfd it owns, which
-        // closes it.
-        event_loop.add_reader(fd, move || {
-            // Runs once: it removes itself, and a second readiness report for the same
-            // registration cannot be queued after that.
-            if let Some((pidfd, callback)) = pending.take() {
-                do_wait(pidfd, pid, callback);
-            }
-        })?;
-        Ok(())
+        self.add(pid, None, callback)
+    }
+
+    /// # Errors
+    ///
+    /// As [`ChildWatcher::add_child_handler`].
+    fn add_child_handler_fenced(
+        &self,
+        pid: Pid,
+        fence: ReapFence<K>,
+        callback: ChildCallback,
+    ) -> Result<()> {
+        self.add(pid, Some(fence), callback)
     }
 
     /// Does nothing and answers `true`: the reader stays and the callback still fires

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::sigchld::{Core, Reaper};
-use super::{ChildCallback, ChildWatcher, check_pid, poll_returncode};
+use super::{ChildCallback, ChildWatcher, ReapFence, check_pid, poll_returncode};
 use crate::OsKernel;
 use crate::error::Result;
 use crate::event_loop::EventLoop;
@@ -21,8 +21,15 @@ use crate::kernel::{Kernel, Pid};
 ///   exited is reported synchronously, before it returns.
 /// - A child reaped by someone else is reported as 255 with a warning (R-2).
 /// - Callbacks run in the loop's thread, inside the SIGCHLD handler (or inside `add`
-///   / `attach_loop`); a panicking callback is reported through the loop's exception
-///   handler when it runs in the handler, and propagates from `add`/`attach_loop`.
+///   / `attach_loop`). A callback that panics during a pass (the SIGCHLD handler's, or
+///   the one `attach_loop` makes) is reported on its own through the loop's exception
+///   handler ("Unknown exception in SIGCHLD handler"), and the pass goes on with the
+///   other children; one that panics inside `add` propagates to its caller, as
+///   CPython's exception does.
+/// - With [`ChildWatcher::add_child_handler_fenced`], the child's reap fence is held
+///   across the `waitpid` that reaps it and marked before anything else runs.
+/// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
+///   loop's handler in its place (and detaching puts `SIG_IGN` back).
 pub struct SafeChildWatcher<K: Kernel = OsKernel> {
     core: Arc<Core<K, Safe>>,
 }
@@ -64,24 +71,24 @@ impl<K: Kernel> SafeChildWatcher<K> {
     }
 }
 
-/// `_do_waitpid`: one non-blocking poll of `pid` (S-4).
+/// `_do_waitpid`: one non-blocking poll of `pid` (S-4). Returns the callback to run
+/// and the returncode once the child is gone, its entry taken out of the table.
 ///
 /// The poll and the removal of the callback happen under the watcher's lock, so that
 /// an `add_child_handler` from another thread and the SIGCHLD handler never both
-/// report one pid (the loser of the race would see ECHILD and report 255).
-fn poll_pid<K: Kernel>(core: &Core<K, Safe>, pid: Pid) -> Result<()> {
-    let (callback, code) = {
-        let mut state = core.lock();
-        if !state.callbacks.contains_key(&pid) {
-            return Ok(());
-        }
-        let Some(code) = poll_returncode(&core.kernel, pid)? else {
-            return Ok(());
-        };
-        (state.callbacks.remove(&pid).expect("checked above"), code)
+/// report one pid (the loser of the race would see ECHILD and report 255); the poll
+/// holds the pid's reap fence, if it has one.
+fn poll_pid<K: Kernel>(core: &Core<K, Safe>, pid: Pid) -> Result<Option<(ChildCallback, i32)>> {
+    let mut state = core.lock();
+    if !state.callbacks.contains_key(&pid) {
+        return Ok(None);
+    }
+    let fence = state.fences.get(&pid).cloned();
+    let Some(code) = poll_returncode(&core.kernel, pid, fence.as_ref())? else {
+        return Ok(None);
     };
-    core.run_callback(pid, code, callback);
-    Ok(())
+    let callback = state.take(pid).expect("checked above");
+    Ok(Some((callback, code)))
 }
 
 impl<K: Kernel> Reaper<K> for Safe {
@@ -90,8 +97,31 @@ impl<K: Kernel> Reaper<K> for Safe {
     fn reap_all(core: &Core<K, Self>) -> Result<()> {
         // A snapshot: callbacks may register or remove pids while it runs (S-5).
         let pids: Vec<Pid> = core.lock().callbacks.keys().copied().collect();
+        // Every pid is polled even if one poll fails: the first error is returned
+        // after the pass.
+        let mut first_error = None;
         for pid in pids {
-            poll_pid(core, pid)?;
+            match poll_pid(core, pid) {
+                Ok(Some((callback, code))) => core.run_in_pass(pid, code, callback),
+                Ok(None) => {}
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl<K: Kernel> SafeChildWatcher<K> {
+    /// `add_child_handler`, with the child's reap fence if it has one.
+    fn add(&self, pid: Pid, fence: Option<ReapFence<K>>, callback: ChildCallback) -> Result<()> {
+        check_pid(pid)?;
+        self.core.require_loop()?;
+        self.core.lock().insert(pid, callback, fence);
+        if let Some((callback, code)) = poll_pid(&self.core, pid)? {
+            // Reported synchronously, and a panic propagates (CPython raises).
+            self.core.run_callback(pid, code, callback);
         }
         Ok(())
     }
@@ -104,10 +134,19 @@ impl<K: Kernel> ChildWatcher<K> for SafeChildWatcher<K> {
     /// watcher does not have a loop attached") with no loop attached (3.7, S-3); a
     /// kernel error other than ECHILD from the immediate poll.
     fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
-        check_pid(pid)?;
-        self.core.require_loop()?;
-        self.core.lock().callbacks.insert(pid, callback);
-        poll_pid(&self.core, pid)
+        self.add(pid, None, callback)
+    }
+
+    /// # Errors
+    ///
+    /// As [`ChildWatcher::add_child_handler`].
+    fn add_child_handler_fenced(
+        &self,
+        pid: Pid,
+        fence: ReapFence<K>,
+        callback: ChildCallback,
+    ) -> Result<()> {
+        self.add(pid, Some(fence), callback)
     }
 
     fn remove_child_handler(&self, pid: Pid) -> bool {

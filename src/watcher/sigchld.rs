@@ -8,7 +8,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Weak};
 
-use super::ChildCallback;
+use super::{ChildCallback, ReapFence};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{EventLoop, ExceptionContext, panic_message};
 use crate::kernel::{Kernel, Pid, Signal};
@@ -27,7 +27,32 @@ pub(crate) trait Reaper<K: Kernel>: Send + Sync + Sized + 'static {
 pub(crate) struct State<K: Kernel, X> {
     pub(crate) event_loop: Option<EventLoop<K>>,
     pub(crate) callbacks: BTreeMap<Pid, ChildCallback>,
+    /// The reap fences of the registered pids that have one (see
+    /// [`ReapFence`]); always a subset of `callbacks`' keys.
+    pub(crate) fences: BTreeMap<Pid, ReapFence<K>>,
     pub(crate) extra: X,
+}
+
+impl<K: Kernel, X> State<K, X> {
+    /// Registers `callback` (and `fence`) for `pid`, replacing what was there.
+    pub(crate) fn insert(
+        &mut self,
+        pid: Pid,
+        callback: ChildCallback,
+        fence: Option<ReapFence<K>>,
+    ) {
+        self.callbacks.insert(pid, callback);
+        match fence {
+            Some(fence) => self.fences.insert(pid, fence),
+            None => self.fences.remove(&pid),
+        };
+    }
+
+    /// Takes `pid`'s callback out of the table, with its fence.
+    pub(crate) fn take(&mut self, pid: Pid) -> Option<ChildCallback> {
+        self.fences.remove(&pid);
+        self.callbacks.remove(&pid)
+    }
 }
 
 /// The shared part of a SIGCHLD-driven watcher.
@@ -47,6 +72,7 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
                 State {
                     event_loop: None,
                     callbacks: BTreeMap::new(),
+                    fences: BTreeMap::new(),
                     extra: R::Extra::default(),
                 },
             ),
@@ -112,8 +138,10 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
         Ok(())
     }
 
-    /// The SIGCHLD handler (`_sig_chld`): one reaping pass; anything that goes wrong,
-    /// a callback's panic included, goes to the loop's exception handler.
+    /// The SIGCHLD handler (`_sig_chld`): one reaping pass; anything that goes wrong
+    /// goes to the loop's exception handler. A callback's panic is reported on
+    /// its own by the pass, which goes on with the other exits (see
+    /// [`Core::run_in_pass`]).
     pub(crate) fn sig_chld(&self) {
         let outcome = catch_unwind(AssertUnwindSafe(|| R::reap_all(self)));
         let exception = match outcome {
@@ -121,6 +149,12 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
             Ok(Err(error)) => error,
             Err(payload) => Error::new(ErrorKind::Panic, panic_message(&*payload)),
         };
+        self.report(exception);
+    }
+
+    /// Reports `exception` as the SIGCHLD handler's: to the attached loop's
+    /// exception handler, or, detached, as an `error` event.
+    fn report(&self, exception: Error) {
         let event_loop = self.lock().event_loop.clone();
         let context = ExceptionContext {
             message: "Unknown exception in SIGCHLD handler".to_string(),
@@ -143,6 +177,7 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
         let dropped = {
             let mut state = self.lock();
             state.extra = R::Extra::default();
+            state.fences.clear();
             std::mem::take(&mut state.callbacks)
         };
         drop(dropped);
@@ -158,7 +193,7 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
     }
 
     pub(crate) fn remove(&self, pid: Pid) -> bool {
-        let removed = self.lock().callbacks.remove(&pid);
+        let removed = self.lock().take(pid);
         removed.is_some()
     }
 
@@ -174,11 +209,25 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
         callback(pid, returncode);
     }
 
-    /// Runs the callback registered for `pid`, if any, outside the lock.
+    /// Runs a callback during a reaping pass (a SIGCHLD, or the one `attach_loop`
+    /// makes): its panic is caught and reported on its own, as the SIGCHLD handler's
+    /// error, and the pass goes on, so one bad callback cannot leave the other exits of
+    /// a coalesced SIGCHLD unreported (and their children zombies).
+    pub(crate) fn run_in_pass(&self, pid: Pid, returncode: i32, callback: ChildCallback) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            self.run_callback(pid, returncode, callback);
+        }));
+        if let Err(payload) = outcome {
+            self.report(Error::new(ErrorKind::Panic, panic_message(&*payload)));
+        }
+    }
+
+    /// Runs the callback registered for `pid`, if any, outside the lock, as a pass
+    /// does ([`Core::run_in_pass`]).
     pub(crate) fn deliver(&self, pid: Pid, returncode: i32) {
-        let callback = self.lock().callbacks.remove(&pid);
+        let callback = self.lock().take(pid);
         match callback {
-            Some(callback) => self.run_callback(pid, returncode, callback),
+            Some(callback) => self.run_in_pass(pid, returncode, callback),
             None => {
                 if self.debug() {
                     tracing::warn!(

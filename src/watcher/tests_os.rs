@@ -150,13 +150,18 @@ mod capture {
 
     /// The `asyncio` events at `level` so far.
     pub(super) fn asyncio(level: Level) -> Vec<Captured> {
+        of("asyncio", level)
+    }
+
+    /// The events of `target` at `level` so far.
+    pub(super) fn of(target: &str, level: Level) -> Vec<Captured> {
         EVENTS
             .get()
             .map(|events| {
                 events
                     .lock()
                     .iter()
-                    .filter(|e| e.target == "asyncio" && e.level == level)
+                    .filter(|e| e.target == target && e.level == level)
                     .cloned()
                     .collect()
             })
@@ -203,6 +208,11 @@ impl Children {
 
     fn pids(&self) -> Vec<Pid> {
         self.0.0.lock().clone()
+    }
+
+    /// Takes on a child started elsewhere (by `spawn_with`).
+    fn adopt(&self, pid: Pid) {
+        self.0.0.lock().push(pid);
     }
 }
 
@@ -773,7 +783,8 @@ fn threaded_closed_loop_drops_callback() {
         let watcher = Arc::new(ThreadedChildWatcher::new());
         let (dropped_tx, dropped) = mpsc::channel();
         let w = watcher.clone();
-        in_loop_thread(move |event_loop, _| {
+        // Kept alive here: the loop is closed, not dropped, when the child exits.
+        let closed = in_loop_thread(move |event_loop, _| {
             let signal = DropSignal(dropped_tx);
             event_loop
                 .run_until_complete(async {
@@ -788,6 +799,7 @@ fn threaded_closed_loop_drops_callback() {
                 })
                 .unwrap();
             event_loop.close().unwrap();
+            event_loop
         });
         OsKernel.kill(pid, Some(Signal::SIGKILL)).unwrap();
         dropped
@@ -795,6 +807,7 @@ fn threaded_closed_loop_drops_callback() {
             .expect("the callback is dropped");
         watcher.close().unwrap();
         assert_eq!(watcher.pending_threads(), 0);
+        drop(closed);
         let warned = warnings();
         assert_eq!(warned.len(), 1, "{warned:?}");
         assert!(
@@ -1232,5 +1245,215 @@ fn pidfd_thousand_children() {
         });
         assert!(warnings().is_empty(), "{:?}", warnings());
         assert_clean(&children, fds);
+    });
+}
+
+// ----- reliability findings ----------------------------------------------------------
+
+#[test]
+fn finding_03_threaded_reaped_child_is_marked_before_the_hop() {
+    // Goal (reliability finding 3): with pidfd_open unavailable, a child reaped by Threaded's waiter while its loop does not run is known reaped at once, before the hop reaches the loop: send_signal gives ProcessLookupError rather than kill() a pid that may be reused.
+    isolated(
+        "finding_03_threaded_reaped_child_is_marked_before_the_hop",
+        || {
+            let fds = warm_up();
+            crate::subprocess::PIDFD_DISABLED.store(true, Ordering::SeqCst);
+            let children = Children::default();
+            let watcher = Arc::new(ThreadedChildWatcher::new());
+            let (w, c) = (watcher.clone(), children.clone());
+            in_loop_thread(move |event_loop, _| {
+                let lp = event_loop.clone();
+                let process = event_loop
+                    .run_until_complete(async move {
+                        crate::subprocess::spawn_with(
+                            &lp,
+                            &*w,
+                            &SpawnRequest::new("/bin/sh", ["-c", "exit 3"]),
+                        )
+                    })
+                    .expect("run_until_complete")
+                    .expect("spawn");
+                let pid = process.pid();
+                c.adopt(pid);
+                assert!(!process.has_pidfd(), "the switch took pidfds away");
+                // The loop does not run: the waiter reaps the child, and its hop to the
+                // loop waits in the loop's queue.
+                let reaped = poll_until(PATIENCE, || (!is_our_child(pid)).then_some(()));
+                assert!(reaped.is_some(), "the waiter did not reap {pid}");
+                assert!(
+                    process.known_reaped(),
+                    "the reaping thread marks the child reaped"
+                );
+                let error = process.send_signal(Signal::SIGTERM).unwrap_err();
+                assert_eq!(error.kind(), ErrorKind::ProcessLookupError);
+                let code = event_loop
+                    .run_until_complete(async { process.wait().await })
+                    .expect("run_until_complete");
+                assert_eq!(code, 3);
+            });
+            watcher.close().unwrap();
+            assert_clean(&children, fds);
+        },
+    );
+}
+
+/// Starts `count` sleepers with `spawn_with` from a loop in a new thread, then drops the
+/// processes and the loop without closing it; returns the pids.
+fn spawn_then_drop_loop(watcher: Arc<dyn ChildWatcher>, count: usize) -> Vec<Pid> {
+    let (tx, rx) = mpsc::channel();
+    let thread = OsKernel
+        .spawn_thread(
+            "loop-thread",
+            Box::new(move || {
+                let event_loop = EventLoop::new().expect("a loop");
+                let lp = event_loop.clone();
+                let processes = event_loop
+                    .run_until_complete(async move {
+                        (0..count)
+                            .map(|_| {
+                                crate::subprocess::spawn_with(
+                                    &lp,
+                                    &*watcher,
+                                    &SpawnRequest::new("/bin/sleep", ["60"]),
+                                )
+                                .expect("spawn")
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .expect("run_until_complete");
+                let _ = tx.send(processes.iter().map(|p| p.pid()).collect::<Vec<_>>());
+                drop(processes);
+                drop(event_loop);
+            }),
+        )
+        .expect("start the loop thread");
+    if let Err(payload) = OsKernel.join_thread(thread) {
+        std::panic::resume_unwind(payload);
+    }
+    rx.recv().expect("the pids")
+}
+
+#[test]
+fn finding_12_threaded_dropped_loop_is_freed() {
+    // Goal (reliability finding 12): a loop dropped without close while Threaded waits for its children is freed at once (its fds closed); once the children end, the waiters reap them and end; no fd, zombie or thread is left.
+    isolated("finding_12_threaded_dropped_loop_is_freed", || {
+        let fds = warm_up();
+        let children = Children::default();
+        let watcher = Arc::new(ThreadedChildWatcher::new());
+        let pids = spawn_then_drop_loop(watcher.clone(), 10);
+        for &pid in &pids {
+            children.adopt(pid);
+        }
+        assert_eq!(fd_count(), fds, "the dropped loop's fds are closed");
+        for &pid in &pids {
+            OsKernel.kill(pid, Some(Signal::SIGKILL)).unwrap();
+        }
+        let reaped = poll_until(PATIENCE, || {
+            pids.iter().all(|&pid| !is_our_child(pid)).then_some(())
+        });
+        assert!(reaped.is_some(), "the waiters reaped the children");
+        watcher.close().unwrap();
+        assert_eq!(watcher.pending_threads(), 0, "every waiter joined");
+        assert_clean(&children, fds);
+    });
+}
+
+#[test]
+fn finding_12_pidfd_dropped_loop_is_freed() {
+    // Goal (reliability finding 12): a loop dropped without close while Pidfd watches its children is freed with its readers: every pidfd and the loop's fds are closed. The children are left unreaped, as after close (documented), and are the caller's to reap.
+    isolated("finding_12_pidfd_dropped_loop_is_freed", || {
+        if !pidfd_usable("finding_12_pidfd_dropped_loop_is_freed") {
+            return;
+        }
+        let fds = warm_up();
+        let children = Children::default();
+        let watcher = Arc::new(PidfdChildWatcher::new());
+        let pids = spawn_then_drop_loop(watcher, 10);
+        for &pid in &pids {
+            children.adopt(pid);
+        }
+        assert_eq!(pidfds(), BTreeSet::new(), "pidfds left open");
+        assert_eq!(fd_count(), fds, "the dropped loop's fds are closed");
+        for &pid in &pids {
+            OsKernel.kill(pid, Some(Signal::SIGKILL)).unwrap();
+            assert!(matches!(
+                OsKernel.wait_pid(pid, WaitMode::Block),
+                Ok(WaitStatus::Terminated(_, status)) if status.returncode() == -9
+            ));
+        }
+        assert_clean(&children, fds);
+    });
+}
+
+/// Sets SIGCHLD's disposition while it lives, and puts back the one before when
+/// dropped, however the test ends.
+struct SigchldDisposition(crate::kernel::Disposition);
+
+impl SigchldDisposition {
+    fn set(disposition: crate::kernel::Disposition) -> SigchldDisposition {
+        use crate::kernel::Signals;
+        let previous = OsKernel
+            .set_disposition(Signal::SIGCHLD, disposition)
+            .expect("set SIGCHLD's disposition");
+        SigchldDisposition(previous)
+    }
+}
+
+impl Drop for SigchldDisposition {
+    fn drop(&mut self) {
+        use crate::kernel::Signals;
+        let _ = OsKernel.set_disposition(Signal::SIGCHLD, self.0);
+    }
+}
+
+/// With SIGCHLD ignored, `watcher` reports a registered child as 255 and warns on
+/// target `loopwatch`, naming the cause and the pid.
+fn check_sigchld_ignored(watcher: Arc<dyn ChildWatcher>) {
+    let fds = warm_up();
+    let children = Children::default();
+    let ignored = SigchldDisposition::set(crate::kernel::Disposition::Ignore);
+    let pid = children.sleeper();
+    let w = watcher.clone();
+    let seen = in_loop_thread(move |event_loop, _| {
+        let reports = Reports::new(&event_loop);
+        event_loop
+            .run_until_complete(async {
+                w.add_child_handler(pid, reports.callback("ignored"))
+                    .unwrap();
+            })
+            .unwrap();
+        OsKernel.kill(pid, Some(Signal::SIGKILL)).unwrap();
+        reports.wait_for(1)
+    });
+    drop(ignored);
+    watcher.close().unwrap();
+    assert_eq!((seen[0].pid, seen[0].code), (pid, 255));
+    let warned = capture::of("loopwatch", tracing::Level::WARN);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    let message = &warned[0].message;
+    assert!(
+        message.contains("SIGCHLD") && message.contains("SIG_IGN"),
+        "{message}"
+    );
+    assert!(message.contains(&pid.0.to_string()), "{message}");
+    assert_clean(&children, fds);
+}
+
+#[test]
+fn finding_15_threaded_sigchld_ignored_is_reported() {
+    // Goal (reliability finding 15): with SIGCHLD set to SIG_IGN before the watcher exists, Threaded reports the child as 255 (the kernel reaped it, as CPython) and warns on target loopwatch why; the disposition is restored on every path.
+    isolated("finding_15_threaded_sigchld_ignored_is_reported", || {
+        check_sigchld_ignored(Arc::new(ThreadedChildWatcher::new()));
+    });
+}
+
+#[test]
+fn finding_15_pidfd_sigchld_ignored_is_reported() {
+    // Goal (reliability finding 15): with SIGCHLD set to SIG_IGN before the watcher exists, Pidfd reports the child as 255 (the kernel reaped it, as CPython) and warns on target loopwatch why; the disposition is restored on every path.
+    isolated("finding_15_pidfd_sigchld_ignored_is_reported", || {
+        if !pidfd_usable("finding_15_pidfd_sigchld_ignored_is_reported") {
+            return;
+        }
+        check_sigchld_ignored(Arc::new(PidfdChildWatcher::new()));
     });
 }

@@ -1,16 +1,19 @@
-//! `ThreadedChildWatcher` (spec T-1 … T-8): one thread per registered child, blocked in
-//! `waitpid(pid, 0)`, hands the returncode to the loop that was running where the child
+//! `ThreadedChildWatcher` (spec T-1 … T-8): one thread per registered child, blocked
+//! until it exits, reaps it and hands the returncode to the loop that was running where the child
 //! was registered. Needs no signals and no main thread; costs a thread per child.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::{ChildCallback, ChildWatcher, check_pid, returncode, warn_unknown_child};
+use super::{
+    ChildCallback, ChildWatcher, ReapFence, check_pid, returncode, warn_if_sigchld_ignored,
+    warn_unknown_child,
+};
 use crate::OsKernel;
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, panic_message};
-use crate::kernel::{Errno, Kernel, Pid, ThreadId, WaitMode, WaitStatus};
+use crate::event_loop::{EventLoop, WeakLoop, panic_message};
+use crate::kernel::{Errno, Kernel, Pid, ThreadId, WaitMode, WaitStatus, WaitTarget};
 use crate::policy;
 use crate::sync::BlockingMutex;
 
@@ -21,8 +24,10 @@ use crate::sync::BlockingMutex;
 ///   [`EventLoop::call_soon_threadsafe`], so the callback runs in the loop's thread
 ///   (T-3, R-4). Without one it fails with `RuntimeError('no running event loop')`.
 /// - Each call starts a thread named `asyncio-waitpid-N` (`N` counts this watcher's
-///   registrations from 0) that blocks in `waitpid(pid, 0)`, retrying on `EINTR`
-///   (T-3, T-4). A child reaped by someone else is reported as 255 with the warning
+///   registrations from 0) that blocks until the child exits, then reaps it, retrying
+///   on `EINTR` (T-3, T-4). CPython blocks in `waitpid(pid, 0)`; here the blocking
+///   wait is a `waitid(WNOWAIT)` peek followed by `waitpid(pid, WNOHANG)`, for the
+///   reap fence (see "Pid reuse" below). A child reaped by someone else is reported as 255 with the warning
 ///   "Unknown child process pid …". If the loop was closed by the time the child
 ///   exits, the watcher logs "Loop … that handles pid … is closed" and drops the
 ///   callback (T-4).
@@ -65,6 +70,29 @@ use crate::sync::BlockingMutex;
 /// reused before this watcher's thread calls `waitpid`; the thread then waits for the
 /// newcomer, if it is also a child of this process. Only [`super::PidfdChildWatcher`]
 /// avoids this.
+///
+/// A waiter does not reap in its blocking wait: it waits with a `waitid(WNOWAIT)`
+/// peek, which leaves the exited child a zombie (so its pid cannot be reused yet),
+/// then takes the child's reap fence (when it was registered with
+/// [`ChildWatcher::add_child_handler_fenced`], as `subprocess_exec` does), reaps with
+/// `waitpid(pid, WNOHANG)` and marks the fence, all in the waiter's thread, before the
+/// exit is handed to the loop. A [`Process`](crate::Process) without a pidfd therefore
+/// never signals its pid once it was reaped, even while the loop has not heard yet.
+///
+/// # Loops dropped without `close`
+///
+/// A waiter holds its loop weakly: a loop dropped without `close` while its children
+/// run is freed at once (its fds closed). When such a child exits, its waiter reaps it,
+/// logs "Loop … that handles pid … is closed", drops the callback and ends: the only
+/// cost of the children still running is their waiter threads, until they exit.
+///
+/// # SIGCHLD set to `SIG_IGN`
+///
+/// The kernel then reaps every child itself: the waiter's wait fails with ECHILD and
+/// the child is reported as 255 with "Unknown child process pid …", as in CPython.
+/// `add_child_handler` checks the disposition and warns on target
+/// [`DIAGNOSTICS`](super::DIAGNOSTICS) that the pid will be reported as 255 and why
+/// (see the [module documentation](super#sigchld-set-to-sig_ign)).
 pub struct ThreadedChildWatcher<K: Kernel = OsKernel> {
     shared: Arc<Shared<K>>,
 }
@@ -206,12 +234,60 @@ impl<K: Kernel> Shared<K> {
     }
 }
 
+/// How a waiter's wait ended.
+enum Waited {
+    /// The child was reaped here: its returncode.
+    Reaped(i32),
+    /// Somebody else reaped it: the status is lost.
+    Elsewhere,
+}
+
+/// Waits for `pid` to exit without reaping it, then reaps it holding its fence (if it
+/// has one), and marks the fence. Blocks only in the peek, never holding the fence.
+fn wait_and_reap<K: Kernel>(
+    kernel: &K,
+    pid: Pid,
+    fence: Option<&ReapFence<K>>,
+) -> std::result::Result<Waited, Errno> {
+    loop {
+        match kernel.wait_peek(WaitTarget::Pid(pid), WaitMode::Block) {
+            Err(Errno::EINTR) => continue,
+            // A blocking wait never answers "still alive"; if a kernel did, waiting
+            // again is what the caller asked for.
+            Ok(WaitStatus::StillAlive) => continue,
+            Ok(WaitStatus::Terminated(..)) | Err(Errno::ECHILD) => {}
+            Err(errno) => return Err(errno),
+        }
+        // The child is a zombie (its pid still its own), or no longer our child.
+        let mut guard = fence.map(ReapFence::lock);
+        let reaped = loop {
+            match kernel.wait_pid(pid, WaitMode::NoHang) {
+                Err(Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
+        let waited = match reaped {
+            Ok(WaitStatus::Terminated(_, status)) => Waited::Reaped(returncode(status)),
+            Err(Errno::ECHILD) => Waited::Elsewhere,
+            // Reaped by somebody else since the peek, and the pid already taken by a
+            // new child of ours: the status is lost, and the newcomer is not ours.
+            Ok(WaitStatus::StillAlive) => Waited::Elsewhere,
+            Err(errno) => return Err(errno),
+        };
+        if let Some(guard) = guard.as_mut() {
+            guard.mark_reaped();
+        }
+        return Ok(waited);
+    }
+}
+
 /// The waiter thread's body (CPython's `_do_waitpid`, T-4).
 fn do_waitpid<K: Kernel>(
     shared: Arc<Shared<K>>,
     number: u64,
-    event_loop: EventLoop<K>,
+    event_loop: WeakLoop<K>,
     pid: Pid,
+    fence: Option<ReapFence<K>>,
     callback: ChildCallback,
 ) {
     let finish = FinishOnDrop {
@@ -219,20 +295,14 @@ fn do_waitpid<K: Kernel>(
         number,
     };
     let kernel = &shared.kernel;
-    let outcome = loop {
-        match kernel.wait_pid(pid, WaitMode::Block) {
-            Err(Errno::EINTR) => continue,
-            // A blocking wait never answers "still alive"; if a kernel did, waiting
-            // again is what the caller asked for.
-            Ok(WaitStatus::StillAlive) => continue,
-            Ok(WaitStatus::Terminated(_, status)) => break Ok(returncode(status)),
-            Err(Errno::ECHILD) => {
-                // Reaped by somebody else: the status is lost.
-                warn_unknown_child(pid);
-                break Ok(255);
-            }
-            Err(errno) => break Err(errno),
+    let outcome = match wait_and_reap(kernel, pid, fence.as_ref()) {
+        Ok(Waited::Reaped(code)) => Ok(code),
+        Ok(Waited::Elsewhere) => {
+            // Reaped by somebody else: the status is lost.
+            warn_unknown_child(pid);
+            Ok(255)
         }
+        Err(errno) => Err(errno),
     };
     shared.mark_reaped(number);
     let code = match outcome {
@@ -250,22 +320,31 @@ fn do_waitpid<K: Kernel>(
             return;
         }
     };
-    if event_loop.get_debug() {
-        tracing::debug!(
-            target: "asyncio",
-            "process {} exited with returncode {code}",
-            pid.0
-        );
-    }
-    let delivered = if event_loop.is_closed() {
-        drop(callback);
-        false
-    } else {
-        // The loop may close between the check and this call: then the callback is
-        // dropped inside it, and the warning is the same.
-        event_loop
-            .call_soon_threadsafe(move || callback(pid, code))
-            .is_ok()
+    let delivered = match event_loop.upgrade() {
+        Some(event_loop) => {
+            if event_loop.get_debug() {
+                tracing::debug!(
+                    target: "asyncio",
+                    "process {} exited with returncode {code}",
+                    pid.0
+                );
+            }
+            if event_loop.is_closed() {
+                drop(callback);
+                false
+            } else {
+                // The loop may close between the check and this call: then the
+                // callback is dropped inside it, and the warning is the same.
+                event_loop
+                    .call_soon_threadsafe(move || callback(pid, code))
+                    .is_ok()
+            }
+        }
+        // Dropped without close: nobody can run the callback.
+        None => {
+            drop(callback);
+            false
+        }
     };
     if !delivered {
         tracing::warn!(
@@ -277,18 +356,12 @@ fn do_waitpid<K: Kernel>(
     drop(finish);
 }
 
-impl<K: Kernel> ChildWatcher<K> for ThreadedChildWatcher<K> {
-    /// Starts the thread `asyncio-waitpid-N` that waits for `pid` and hands
-    /// `callback(pid, returncode)` to the loop running in the calling thread (T-3).
-    ///
-    /// # Errors
-    ///
-    /// `ValueError` for a pid ≤ 0; `RuntimeError('no running event loop')` when no loop
-    /// runs in the calling thread (T-3); the kernel's error if the thread cannot be
-    /// started (the callback is then dropped).
-    fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
+impl<K: Kernel> ThreadedChildWatcher<K> {
+    /// `add_child_handler`, with the child's reap fence if it has one.
+    fn add(&self, pid: Pid, fence: Option<ReapFence<K>>, callback: ChildCallback) -> Result<()> {
         check_pid(pid)?;
-        let event_loop = policy::get_running_loop(&self.shared.kernel)?;
+        let event_loop = policy::get_running_loop(&self.shared.kernel)?.downgrade();
+        warn_if_sigchld_ignored(&self.shared.kernel, pid);
         // Opportunistic: a long-lived watcher keeps handles only of live waiters.
         self.join_where(|stage| stage == Stage::Finished);
         let kernel = &self.shared.kernel;
@@ -296,7 +369,7 @@ impl<K: Kernel> ChildWatcher<K> for ThreadedChildWatcher<K> {
         let number = state.next;
         state.next += 1;
         let shared = self.shared.clone();
-        let body = Box::new(move || do_waitpid(shared, number, event_loop, pid, callback));
+        let body = Box::new(move || do_waitpid(shared, number, event_loop, pid, fence, callback));
         // The lock is held across the spawn, so the new thread finds its entry.
         let handle = kernel
             .spawn_thread(&format!("asyncio-waitpid-{number}"), body)
@@ -311,6 +384,35 @@ impl<K: Kernel> ChildWatcher<K> for ThreadedChildWatcher<K> {
             },
         );
         Ok(())
+    }
+}
+
+impl<K: Kernel> ChildWatcher<K> for ThreadedChildWatcher<K> {
+    /// Starts the thread `asyncio-waitpid-N` that waits for `pid` and hands
+    /// `callback(pid, returncode)` to the loop running in the calling thread (T-3).
+    ///
+    /// # Errors
+    ///
+    /// `ValueError` for a pid ≤ 0; `RuntimeError('no running event loop')` when no loop
+    /// runs in the calling thread (T-3); the kernel's error if the thread cannot be
+    /// started (the callback is then dropped).
+    fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
+        self.add(pid, None, callback)
+    }
+
+    /// As [`ChildWatcher::add_child_handler`]; the waiter holds `fence` across the
+    /// `waitpid` that reaps the child (see the type's documentation).
+    ///
+    /// # Errors
+    ///
+    /// As [`ChildWatcher::add_child_handler`].
+    fn add_child_handler_fenced(
+        &self,
+        pid: Pid,
+        fence: ReapFence<K>,
+        callback: ChildCallback,
+    ) -> Result<()> {
+        self.add(pid, Some(fence), callback)
     }
 
     /// Does nothing and answers `true`: the thread keeps waiting and the callback
