@@ -66,9 +66,73 @@ fn record(info: &PanicHookInfo<'_>) {
             message,
             location: info.location().map(ToString::to_string),
             backtrace: (backtrace.status() == BacktraceStatus::Captured)
-                .then(|| backtrace.to_string()),
+                .then(|| own_frames(&backtrace.to_string())),
         });
     });
+}
+
+/// How many frames of a backtrace a report shows.
+const FRAMES: usize = 12;
+
+/// The frames of the failing body in a backtrace's text: from below the panic
+/// machinery down to where the sweep or the simulator called the body, without the
+/// standard library's closure shims in between. (Taken whole, a simulated thread's
+/// backtrace has some seventy frames, most of them the harness's and the
+/// coroutine library's.)
+fn own_frames(backtrace: &str) -> String {
+    const MACHINERY: &[&str] = &[
+        "std::",
+        "core::",
+        "alloc::",
+        "<std::",
+        "<core::",
+        "<alloc::",
+        "__rust",
+        "loopwatch_sim::testing::",
+    ];
+    const CALLERS: &[&str] = &[
+        "loopwatch_sim::testing::sweep::",
+        "loopwatch_sim::testing::harness::",
+        "loopwatch_sim::Simulation::",
+        "loopwatch_sim::driver::",
+    ];
+    let mut frames: Vec<Vec<&str>> = Vec::new();
+    for line in backtrace.lines() {
+        let numbered = line
+            .trim_start()
+            .split_once(": ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if numbered {
+            frames.push(vec![line]);
+        } else if let Some(frame) = frames.last_mut() {
+            frame.push(line);
+        }
+    }
+    let symbol = |frame: &Vec<&str>| -> String {
+        frame[0]
+            .trim_start()
+            .split_once(": ")
+            .map_or(String::new(), |(_, s)| s.to_string())
+    };
+    let is = |frame: &Vec<&str>, prefixes: &[&str]| {
+        let symbol = symbol(frame);
+        prefixes.iter().any(|p| symbol.starts_with(p))
+    };
+    let own: Vec<&Vec<&str>> = frames
+        .iter()
+        .skip_while(|frame| is(frame, MACHINERY))
+        .take_while(|frame| !is(frame, CALLERS))
+        .filter(|frame| !is(frame, MACHINERY))
+        .collect();
+    let mut text: Vec<String> = own
+        .iter()
+        .take(FRAMES)
+        .flat_map(|frame| frame.iter().map(|line| (*line).to_string()))
+        .collect();
+    if own.len() > FRAMES {
+        text.push(format!("… {} more frames", own.len() - FRAMES));
+    }
+    text.join("\n")
 }
 
 /// The first panic recorded on this thread since the last call, if any.
@@ -126,5 +190,62 @@ impl Drop for Quiet {
                 Err(shared) => std::panic::set_hook(Box::new(move |info| shared(info))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{catch_unwind, set_hook, take_hook};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "counts the panics of this test's own thread"
+    )]
+    fn quiet_records_the_first_panic_and_puts_the_hook_back() {
+        // Goal: while quiet, this thread's panics reach neither the installed hook nor
+        // the terminal, the first one is recorded, and afterwards the hook that was
+        // there before is back.
+        static HERE: OnceLock<std::thread::ThreadId> = OnceLock::new();
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        HERE.set(std::thread::current().id()).unwrap();
+        set_hook(Box::new(|_| {
+            if HERE.get() == Some(&std::thread::current().id()) {
+                CALLS.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+        let quiet = Quiet::begin();
+        let _ = catch_unwind(|| panic!("first"));
+        let _ = catch_unwind(|| panic!("second"));
+        let first = take_first_panic().expect("recorded");
+        assert_eq!(first.message, "first");
+        assert!(first.location.unwrap().contains("quiet.rs"));
+        assert_eq!(CALLS.load(Ordering::SeqCst), 0);
+        drop(quiet);
+        let _ = catch_unwind(|| panic!("after"));
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+        drop(take_hook());
+    }
+
+    #[test]
+    fn own_frames_keep_the_bodys_frames() {
+        // Goal: of a simulated thread's backtrace, only the frames between the panic
+        // machinery and the sweep that called the body are kept.
+        let backtrace = "   0: std::panicking::begin_panic\n             at std.rs:1:1\n   \
+            1: loopwatch_sim::testing::helpers::reap\n             at helpers.rs:2:2\n   \
+            2: my_tests::body::{{closure}}\n             at tests/my_tests.rs:3:3\n   \
+            3: core::ops::function::FnOnce::call_once\n   \
+            4: my_tests::helper\n             at tests/my_tests.rs:4:4\n   \
+            5: loopwatch_sim::testing::sweep::Sweep::try_run::{{closure}}\n   \
+            6: my_tests::main\n";
+        assert_eq!(
+            own_frames(backtrace),
+            "   2: my_tests::body::{{closure}}\n             at tests/my_tests.rs:3:3\n   \
+             4: my_tests::helper\n             at tests/my_tests.rs:4:4"
+        );
     }
 }

@@ -430,7 +430,7 @@ impl fmt::Display for SweepFailure {
                 writeln!(f, "  at {location}")?;
             }
             if let Some(backtrace) = &panic.backtrace {
-                writeln!(f, "  backtrace (RUST_BACKTRACE is set):")?;
+                writeln!(f, "  its own frames (RUST_BACKTRACE is set):")?;
                 indented(f, backtrace, usize::MAX)?;
             }
         }
