@@ -69,7 +69,7 @@ fn run(program: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Ran {
 }
 
 /// Every trial of the demo binary, in `--list`'s order and format.
-const TRIALS: [&str; 13] = [
+const TRIALS: [&str; 14] = [
     "exit_codes [os]: test",
     "exit_codes [sim]: test",
     "pipe_then_eof [os]: test",
@@ -83,6 +83,7 @@ const TRIALS: [&str; 13] = [
     "leaks_a_pipe [os]: test",
     "leaks_a_pipe [sim]: test",
     "first_reaped_is_first_spawned [sim]: test",
+    "sweep_in_a_main_thread_test: test",
 ];
 
 #[test]
@@ -102,7 +103,8 @@ fn list_names_every_trial_without_running_any() {
         [
             "leaks_a_pipe [os]: test",
             "leaks_a_pipe [sim]: test",
-            "first_reaped_is_first_spawned [sim]: test"
+            "first_reaped_is_first_spawned [sim]: test",
+            "sweep_in_a_main_thread_test: test",
         ]
     );
 }
@@ -123,7 +125,7 @@ fn filter_runs_both_arms_of_a_body() {
     assert!(lines[1].starts_with("test exit_codes [sim]") && lines[1].ends_with("... ok"));
     assert!(
         lines[2].starts_with(
-            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 11 filtered out;"
+            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 12 filtered out;"
         ),
         "{}",
         ran.stdout
@@ -144,12 +146,12 @@ fn exact_and_skip_select_single_trials() {
     );
     assert!(
         ran.stdout
-            .contains("1 passed; 0 failed; 0 ignored; 0 measured; 12 filtered out")
+            .contains("1 passed; 0 failed; 0 ignored; 0 measured; 13 filtered out")
     );
     let ran = run(&demo, &["--exact", "exit_codes"], &[]);
     assert!(
         ran.stdout
-            .contains("0 passed; 0 failed; 0 ignored; 0 measured; 13 filtered out")
+            .contains("0 passed; 0 failed; 0 ignored; 0 measured; 14 filtered out")
     );
     let ran = run(&demo, &["pipe_then", "--skip", "[os]"], &[]);
     assert_eq!(ran.code, Some(0), "{}", ran.all());
@@ -160,7 +162,7 @@ fn exact_and_skip_select_single_trials() {
     );
     assert!(
         ran.stdout
-            .contains("1 passed; 0 failed; 0 ignored; 0 measured; 12 filtered out")
+            .contains("1 passed; 0 failed; 0 ignored; 0 measured; 13 filtered out")
     );
 }
 
@@ -300,6 +302,35 @@ fn failing_sim_arm_prints_one_report_and_replays() {
             again.all()
         );
     }
+}
+
+#[test]
+fn sweep_in_a_harness_test_names_the_trial() {
+    // Goal: a for_seeds inside a harness binary's main-thread test names that test
+    // in its replay command (the thread there is "main", not the test), and its
+    // report is printed once.
+    let ran = run(
+        &demo(),
+        &["--ignored", "--exact", "sweep_in_a_main_thread_test"],
+        &[],
+    );
+    let all = ran.all();
+    let (seed, replay) = first_seed_and_replay(&all);
+    assert_eq!(
+        replay,
+        format!(
+            "LOOPWATCH_SEED={seed} cargo test -p loopwatch-sim --test testing_demo sweep_in_a_main_thread_test -- --exact"
+        )
+    );
+    // The report is printed once, in the failure's section, with where the test
+    // panicked.
+    assert_eq!(
+        all.matches("seeds failed; the first is seed").count(),
+        1,
+        "{all}"
+    );
+    assert!(!all.contains("thread 'main'"), "{all}");
+    assert!(all.trim_end().lines().count() <= 60, "{all}");
 }
 
 #[test]

@@ -9,7 +9,8 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use super::Body;
 use super::capture::Capture;
 use super::leaks::LeakAccount;
-use super::sweep::{Sweep, run_on_os};
+use super::quiet::run_quietly;
+use super::sweep::{Sweep, as_trial, run_on_os};
 use crate::{Report, SimKernel, Simulation};
 
 /// How many seeds a simulator arm runs unless the environment says otherwise.
@@ -243,13 +244,18 @@ impl Test {
         let mut trials = Vec::new();
         if let Some(os) = os {
             let skip = self.skip_os;
+            let name = os_name.clone();
             trials.push(Trial::ignorable_test(os_name, move || match skip {
                 Some(reason) => Ok(Completion::ignored_with(reason)),
                 None => {
                     // Each test on the real OS starts from a fresh default policy,
                     // whatever the one before left in the process.
                     loopwatch::set_event_loop_policy(None);
-                    os().map(|()| Completion::Completed).map_err(Failed::from)
+                    // The panic's message goes to the failure's report alone, not
+                    // also to the terminal as it happens.
+                    run_quietly(|| as_trial(&name, os))
+                        .map(|()| Completion::Completed)
+                        .map_err(Failed::from)
                 }
             }));
         }
@@ -283,7 +289,10 @@ impl Test {
 ///
 /// Before each test on the real OS the default event-loop policy is put back (as
 /// CPython's tests do), and while it runs, a [`Capture`] also records the events of
-/// the process's other threads.
+/// the process's other threads. A test's panic is reported once, in its failure's
+/// section, with where it happened (and the test's own frames when `RUST_BACKTRACE`
+/// is set), rather than also printed as it happens; panics of other threads are
+/// printed as usual.
 ///
 /// ```no_run
 /// use loopwatch_sim::testing::{Harness, Test};

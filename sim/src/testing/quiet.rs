@@ -135,6 +135,37 @@ fn own_frames(backtrace: &str) -> String {
     text.join("\n")
 }
 
+/// Runs `f` quietly: `Err` with its panic's message, where it happened and (with
+/// `RUST_BACKTRACE`) the body's frames if it panicked, or with what it returned plus
+/// that place if it returned `Err` after a panic it caught.
+pub(crate) fn run_quietly(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    let quiet = Quiet::begin();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let panic = take_first_panic();
+    drop(quiet);
+    let problem = match result {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(problem)) => problem,
+        Err(_) => match &panic {
+            Some(panic) => format!("panicked: {}", panic.message),
+            None => "panicked".to_string(),
+        },
+    };
+    let Some(panic) = panic else {
+        return Err(problem);
+    };
+    let mut text = problem;
+    if let Some(location) = &panic.location {
+        text.push_str(&format!("\n  at {location}"));
+    }
+    if let Some(frames) = &panic.backtrace {
+        text.push_str(&format!(
+            "\n  its own frames (RUST_BACKTRACE is set):\n{frames}"
+        ));
+    }
+    Err(text)
+}
+
 /// The first panic recorded on this thread since the last call, if any.
 pub(crate) fn take_first_panic() -> Option<PanicRecord> {
     FIRST.with(|first| first.borrow_mut().take())
@@ -172,6 +203,8 @@ impl Quiet {
 
 impl Drop for Quiet {
     fn drop(&mut self) {
+        // What was recorded in here is not for an enclosing quiet span to report.
+        take_first_panic();
         QUIET.with(|quiet| quiet.set(self.was_quiet));
         let mut installed = INSTALLED
             .lock()

@@ -469,8 +469,30 @@ impl fmt::Display for SweepFailure {
 
 impl std::error::Error for SweepFailure {}
 
-/// The name of the running test: cargo's harness names each test's thread after it.
+thread_local! {
+    /// The trial a [`Harness`](super::Harness) runs on this thread.
+    static TRIAL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` as the harness's trial `name`, so that a sweep inside it names that
+/// trial in its replay command.
+pub(crate) fn as_trial<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<String>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            TRIAL.with(|trial| *trial.borrow_mut() = self.0.take());
+        }
+    }
+    let _reset = Reset(TRIAL.with(|trial| trial.borrow_mut().replace(name.to_string())));
+    f()
+}
+
+/// The name of the running test: the harness's trial, else the thread's name (cargo's
+/// harness names each test's thread after the test).
 fn current_test_name() -> Option<String> {
+    if let Some(name) = TRIAL.with(|trial| trial.borrow().clone()) {
+        return Some(name);
+    }
     #[allow(
         clippy::disallowed_methods,
         reason = "the test's name, outside any simulation"
