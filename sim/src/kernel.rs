@@ -67,6 +67,23 @@ impl SimKernel {
     pub fn open_fds(&self) -> usize {
         self.shared.lock().open_fds()
     }
+
+    /// Writes `text` into the trace as a line of the calling simulated thread
+    /// (`T<n> note <text>`), so a test can mark where its phases begin and end. Not a
+    /// kernel call and not a scheduling point: the schedule and every other line stay
+    /// as they were; only the trace's hash counts the extra line.
+    ///
+    /// ```
+    /// use loopwatch_sim::Simulation;
+    ///
+    /// let report = Simulation::new(1).run(|k| k.note("phase one"));
+    /// assert!(report.trace.lines().iter().any(|l| l.ends_with("T1 note phase one")));
+    /// ```
+    pub fn note(&self, text: &str) {
+        let mut state = self.shared.lock();
+        let tid = state.current;
+        state.log(tid, format_args!("note {text}"));
+    }
 }
 
 impl Clock for SimKernel {

@@ -21,6 +21,10 @@
 //!   spurious wake-ups, children that exit before registration, zombies reaped by
 //!   foreign code.
 //! - [`Strategy`]: uniform random or PCT scheduling.
+//! - [`testing`]: how to test your own code with all of this: one body for the real OS
+//!   and the simulator, seed sweeps whose failure report ends with a replay command
+//!   for your crate, a main-thread harness for `harness = false` test binaries, a
+//!   leak account and a capture of loopwatch's warnings.
 //! - `model` (the kernel model) is separate from `driver` (coroutines and scheduling),
 //!   so another driver can run the same model.
 //!
@@ -35,7 +39,8 @@
 //! Every failing run prints its seed and the command that replays it:
 //! `LOOPWATCH_SEED=<seed> cargo test -p loopwatch-sim <test>`. [`Report::trace`] shows
 //! every step; [`check_determinism`] names the first step where two runs of one seed
-//! differ.
+//! differ. In your own crate, [`testing::for_seeds`] and [`testing::Harness`] print a
+//! replay command naming your package, test binary and test.
 //!
 //! # Limitations
 //!
@@ -67,6 +72,7 @@ mod model;
 mod program;
 mod rng;
 mod sched;
+pub mod testing;
 mod trace;
 
 /// The README's examples (which use both crates), compiled and run as doc tests.
