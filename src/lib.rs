@@ -90,7 +90,8 @@ pub use policy::{
 pub use subprocess::{Process, create_subprocess_exec};
 pub use sys::unix::{OsJoinHandle, OsKernel, OsMonitor, OsPoller, OsWaker};
 pub use watcher::{
-    ChildWatcher, FastChildWatcher, PidfdChildWatcher, SafeChildWatcher, ThreadedChildWatcher,
+    ChildWatcher, FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher, SafeChildWatcher,
+    ThreadedChildWatcher,
 };
 
 /// The process-wide policy, created on first use (P-1).
