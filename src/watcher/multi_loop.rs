@@ -16,7 +16,8 @@ use super::{ChildCallback, ChildWatcher, check_pid, poll_returncode};
 use crate::OsKernel;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
-use crate::kernel::{Disposition, Errno, Fd, Kernel, Pid, Signal};
+use crate::event_loop::signals::{self, CHILDREN_UNHEARD, OwnerId, Route};
+use crate::kernel::{Errno, Fd, Kernel, Pid, Signal};
 use crate::sync::BlockingMutex;
 
 /// Delivers each child's exit to the loop running where it was registered.
@@ -28,8 +29,11 @@ use crate::sync::BlockingMutex;
 ///   (`RuntimeError('no running event loop')`, M-4); callbacks never run synchronously.
 /// - Only registered pids are waited for (O(n) `waitpid(pid, WNOHANG)` per SIGCHLD,
 ///   M-6): it never reaps another's child. A child reaped elsewhere reports 255.
-/// - `close` restores the disposition it replaced, unless someone changed it since
-///   (then it warns and leaves it, M-7), and joins its reaper thread.
+/// - `close` gives SIGCHLD back, unless someone changed it since (then it warns and
+///   leaves it, M-7), and joins its reaper thread. The handler is held in the same
+///   per-process table as the loops' (see `event_loop::signals`): a watcher or loop
+///   still open gets SIGCHLD back, and with none left it returns to what the OS had
+///   before loopwatch, never to another watcher's closed fd.
 pub struct MultiLoopChildWatcher<K: Kernel = OsKernel> {
     inner: Arc<Inner<K>>,
 }
@@ -40,7 +44,7 @@ struct Inner<K: Kernel> {
 }
 
 struct Installed<K: Kernel> {
-    previous: Disposition,
+    owner: OwnerId,
     read: Fd,
     write: Fd,
     reaper: K::JoinHandle,
@@ -90,18 +94,17 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
         if !kernel.is_main_thread() {
             return Err(Error::value("signal only works in main thread"));
         }
+        let registry = signals::registry(kernel);
+        let owner = registry.new_owner(kernel);
         let (read, write) = kernel.pipe()?;
         let setup = kernel
             .set_nonblocking(write, true)
-            .and_then(|()| kernel.set_disposition(Signal::SIGCHLD, Disposition::Notify(write)));
-        let previous = match setup {
-            Ok(previous) => previous,
-            Err(errno) => {
-                let _ = kernel.close(read);
-                let _ = kernel.close(write);
-                return Err(errno.into());
-            }
-        };
+            .and_then(|()| registry.hold(kernel, owner, Signal::SIGCHLD, Route::Notify(write)));
+        if let Err(errno) = setup {
+            let _ = kernel.close(read);
+            let _ = kernel.close(write);
+            return Err(errno.into());
+        }
         let weak = Arc::downgrade(&self.inner);
         let reaper = kernel.spawn_thread(
             "loopwatch-sigchld",
@@ -110,7 +113,7 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
         match reaper {
             Ok(reaper) => {
                 state.installed = Some(Installed {
-                    previous,
+                    owner,
                     read,
                     write,
                     reaper,
@@ -118,7 +121,7 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
                 Ok(())
             }
             Err(errno) => {
-                let _ = kernel.set_disposition(Signal::SIGCHLD, previous);
+                let _ = registry.release(kernel, owner, Signal::SIGCHLD);
                 let _ = kernel.close(read);
                 let _ = kernel.close(write);
                 Err(errno.into())
@@ -217,6 +220,9 @@ impl<K: Kernel> ChildWatcher<K> for MultiLoopChildWatcher<K> {
     fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
         check_pid(pid)?;
         let event_loop = crate::policy::get_running_loop(&self.inner.kernel)?;
+        // Reliability finding 16: warn now if other code replaced the handler, rather
+        // than let this child's exit go unreported without a word.
+        signals::check_handler(&self.inner.kernel, Signal::SIGCHLD, CHILDREN_UNHEARD);
         self.inner
             .state
             .lock()
@@ -251,15 +257,9 @@ impl<K: Kernel> ChildWatcher<K> for MultiLoopChildWatcher<K> {
         let Some(installed) = installed else {
             return Ok(());
         };
-        match kernel.disposition(Signal::SIGCHLD) {
-            Ok(Disposition::Notify(fd)) if fd == installed.write => {
-                let _ = kernel.set_disposition(Signal::SIGCHLD, installed.previous);
-            }
-            _ => tracing::warn!(
-                target: "asyncio",
-                "SIGCHLD handler was changed by outside code"
-            ),
-        }
+        // Before the pipe closes: the kernel's handler must never write to it after.
+        // A handler changed by outside code is left in place, with a warning (M-7).
+        let _ = signals::registry(kernel).release(kernel, installed.owner, Signal::SIGCHLD);
         // End of file tells the reaper to stop.
         let _ = kernel.close(installed.write);
         if kernel.join_thread(installed.reaper).is_err() {
