@@ -136,7 +136,8 @@ fn finding_01_two_loops_sigchld_close_first_added_first() {
 #[test]
 fn finding_01_two_loops_sigchld_close_last_added_first() {
     // Reliability finding 1: as above with B closed first: A gets the wakeup fd back
-    // and hears SIGCHLD, and closing A leaves nothing behind.
+    // and hears SIGCHLD, and closing A leaves nothing behind. This order worked before
+    // the fix; the test keeps the fix from breaking it.
     each_seed("finding_01_two_loops_sigchld_close_last_added_first", |k| {
         two_loops_sigchld(k, false)
     });
@@ -200,7 +201,8 @@ fn finding_02_two_multi_loop_watchers_close_first_first() {
 #[test]
 fn finding_02_two_multi_loop_watchers_close_second_first() {
     // Reliability finding 2: as above with the second closed first: the first gets
-    // SIGCHLD back, and closing it leaves nothing behind.
+    // SIGCHLD back, and closing it leaves nothing behind. This order worked before
+    // the fix; the test keeps the fix from breaking it.
     each_seed(
         "finding_02_two_multi_loop_watchers_close_second_first",
         |k| two_multi_loop_watchers(k, false),
