@@ -19,9 +19,11 @@ teardown notes) go to stderr.
 
 Children are started with os.fork() + os.execv(), never with subprocess.Popen:
 Popen keeps a list of abandoned children and reaps them in _cleanup(), which would
-be a second reaper the watchers do not expect. Like Popen(restore_signals=True), the
-child starts with SIGPIPE/SIGXFSZ at their defaults; signals are blocked across
-fork() so that a signal sent before exec acts as it would after it.
+be a second reaper the watchers do not expect. As Popen(restore_signals=True) does
+for SIGPIPE/SIGXFSZ, and as loopwatch's runner does, the child starts with every
+signal at its default, so that what the runner itself inherited ignored (SIGHUP
+under nohup, SIGINT/SIGQUIT as a background job) does not reach it; signals are
+blocked across fork() so that a signal sent before exec acts as it would after it.
 
 Points SCENARIOS.md leaves open, as this runner settles them:
 
@@ -245,9 +247,6 @@ def _blockable_signals():
 
 
 BLOCKABLE = _blockable_signals()
-# Ignored in the Python parent, restored to the default in the child, as
-# subprocess.Popen(restore_signals=True) (and so asyncio's subprocess_exec) does.
-RESTORED = [getattr(signal, n) for n in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, n)]
 
 
 def _child_after_fork(path, argv, mask):
@@ -257,11 +256,13 @@ def _child_after_fork(path, argv, mask):
         # KeyboardInterrupt, the watcher's SIGCHLD handler, the watchdog's SIGALRM).
         # Signals are blocked across fork(); put every caught signal back to its
         # default before unblocking, so a signal sent before exec (a `kill` step
-        # right after `start`) acts exactly as it would after exec.
+        # right after `start`) acts exactly as it would after exec. An ignored
+        # signal would survive exec: whether Python ignores it (SIGPIPE, SIGXFSZ)
+        # or the runner was started with it ignored, the scenario's child must not.
         for signum in BLOCKABLE:
             try:
                 handler = signal.getsignal(signum)
-                if callable(handler) or (handler == signal.SIG_IGN and signum in RESTORED):
+                if callable(handler) or handler == signal.SIG_IGN:
                     signal.signal(signum, signal.SIG_DFL)
             except (ValueError, OSError, RuntimeError):
                 pass

@@ -201,10 +201,14 @@ impl<K: Kernel> Run<K> {
     }
 
     fn spawn(&mut self, child: &str, fate: &Fate) -> Option<Pid> {
-        let request = match fate.script() {
+        let mut request = match fate.script() {
             Some(script) => SpawnRequest::new("/bin/sh", ["-c", script.as_str()]),
             None => SpawnRequest::new("sleep", ["1000"]),
         };
+        // A scenario's child dies of the signals it names whatever the runner's own
+        // process ignores (under `nohup`, as a background job): as the simulator's
+        // children and CPython's runner, it starts at the defaults.
+        request.restore_signals = true;
         match self.kernel.spawn(&request) {
             Ok(spawned) => {
                 self.pids.insert(child.to_string(), spawned.pid);

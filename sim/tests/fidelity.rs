@@ -19,7 +19,7 @@ use loopwatch::kernel::{
     Clock, Disposition, Errno, Fd, Interest, Kernel, Pid, PollWaker, Poller, Signal, SpawnRequest,
     Stdio, Token, WaitMode, WaitStatus, WaitTarget,
 };
-use loopwatch::kernel::{Fds as _, Processes as _};
+use loopwatch::kernel::{Fds as _, Processes as _, Signals as _};
 use loopwatch_sim::{FaultPlan, ForeignHandler, Outcome, PidReuse, SimKernel, Simulation};
 
 /// A test body, instantiated for either kernel.
@@ -56,6 +56,7 @@ bodies!(
     spawn_enoent,
     notify_disposition_writes_its_own_fd,
     ignored_sigchld_is_not_kept_for_later,
+    finding_07_restore_signals_undoes_inherited_ignores,
 );
 
 #[derive(Clone, Copy, Debug)]
@@ -630,7 +631,53 @@ fn sim_deadlock_is_reported(seed: u64) -> Result<(), String> {
     }
 }
 
+impl Body for finding_07_restore_signals_undoes_inherited_ignores {
+    // Reliability finding 7: a parent that ignores SIGHUP and SIGINT (as under `nohup`
+    // or as a background job) and SIGTERM spawns children with `restore_signals`: each
+    // child starts at the defaults and dies of its own signal.
+    fn run<K: Kernel>(&self, k: &K) {
+        let signals = [Signal::SIGHUP, Signal::SIGINT, Signal::SIGTERM];
+        let previous: Vec<Disposition> = signals
+            .iter()
+            .map(|&signal| k.set_disposition(signal, Disposition::Ignore).unwrap())
+            .collect();
+        let codes: Vec<i32> = signals
+            .iter()
+            .map(|signal| {
+                let mut request = sh(&format!("kill -{} $$; exit 7", signal.0));
+                request.restore_signals = true;
+                let child = k.spawn(&request).unwrap();
+                reap(k, child.pid)
+            })
+            .collect();
+        for (&signal, previous) in signals.iter().zip(previous) {
+            k.set_disposition(signal, previous).unwrap();
+        }
+        assert_eq!(codes, vec![-1, -2, -15]);
+    }
+}
+
+/// Reliability finding 7: the signals whose default actions these tests rely on, put
+/// back to SIG_DFL if this binary inherited them ignored (under `nohup`, as a
+/// background job). A handler cannot be inherited, so SIG_IGN is all there is to undo.
+fn reset_inherited_ignores() {
+    for signal in [
+        Signal::SIGCHLD,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGTERM,
+        Signal::SIGSEGV,
+    ] {
+        if OsKernel.disposition(signal) == Ok(Disposition::Ignore) {
+            OsKernel
+                .set_disposition(signal, Disposition::Default)
+                .expect("reset an ignored signal to its default");
+        }
+    }
+}
+
 fn main() {
+    reset_inherited_ignores();
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

@@ -10,13 +10,16 @@
 //! Signals reach the loop through the kernel's wakeup fd: the handler writes the signal
 //! number to a pipe the loop polls, and the loop runs the Rust callback in its own
 //! thread, outside signal context. Only the main thread may install handlers, as in
-//! CPython.
+//! CPython. The `signals` module keeps the process's table of which loop holds which
+//! signal, so that loops (and MultiLoop watchers) coming and going in any order leave
+//! the kernel with what the OS had before them.
 //!
 //! A callback that panics is reported through [`EventLoop::call_exception_handler`] with
 //! the message `Exception in callback …`; the loop keeps running.
 
 mod handle;
 mod running;
+pub(crate) mod signals;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -37,13 +40,12 @@ pub use running::{get_running_loop, try_get_running_loop};
 pub use task::Task;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernel::{
-    Disposition, Errno, Event, Fd, Interest, Kernel, PollWaker, Poller, Signal, Token,
-};
+use crate::kernel::{Errno, Event, Fd, Interest, Kernel, PollWaker, Poller, Signal, Token};
 use crate::loom::sync::Mutex;
 use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::sync::BlockingMutex;
 use crate::sys::unix::OsKernel;
+use signals::LoopSignals;
 use task::TaskCell;
 
 /// The number past the largest signal, as Python's `signal.NSIG`.
@@ -52,9 +54,6 @@ const NSIG: i32 = Signal::MAX + 1;
 /// Cancelled timers are pruned from the heap once there are this many and they are
 /// more than half of it (asyncio's `_MIN_SCHEDULED_TIMER_HANDLES` rule).
 const PRUNE_TIMERS_MIN: usize = 100;
-
-/// Bytes read from the signal pipe per `read` call.
-const SIGNAL_READ_CHUNK: usize = 64;
 
 type Callback = Box<dyn FnOnce() + Send + 'static>;
 type RepeatingCallback = Arc<Repeating>;
@@ -67,7 +66,7 @@ type RepeatingCallback = Arc<Repeating>;
 pub(crate) struct Repeating(Mutex<Option<Box<dyn FnMut() + Send + 'static>>>);
 
 impl Repeating {
-    fn new(callback: Box<dyn FnMut() + Send + 'static>) -> RepeatingCallback {
+    pub(super) fn new(callback: Box<dyn FnMut() + Send + 'static>) -> RepeatingCallback {
         Arc::new(Repeating(Mutex::new(Some(callback))))
     }
 
@@ -152,24 +151,13 @@ struct FdCallback {
     callback: RepeatingCallback,
 }
 
-struct SignalEntry {
-    handle: Handle,
-    callback: RepeatingCallback,
-    /// The disposition found when the first handler for this signal was added.
-    previous: Disposition,
-}
-
 struct State<K: Kernel> {
     ready: VecDeque<Ready<K>>,
     timers: BinaryHeap<Timer<K>>,
     timer_sequence: u64,
     readers: BTreeMap<Fd, FdCallback>,
     writers: BTreeMap<Fd, FdCallback>,
-    signal_handlers: BTreeMap<Signal, SignalEntry>,
-    /// `(read end, write end)` of the pipe the signal handler writes to.
-    signal_pipe: Option<(Fd, Fd)>,
-    /// The wakeup fd that was set before this loop set its own.
-    previous_wakeup_fd: Option<Fd>,
+    signals: LoopSignals,
     running_thread: Option<crate::kernel::ThreadId>,
     stopping: bool,
     closed: bool,
@@ -373,7 +361,7 @@ impl<K: Kernel> Inner<K> {
     /// was closed already.
     fn release(&self) -> bool {
         let kernel = &self.kernel;
-        let (signals, signal_pipe, readers, writers, previous_wakeup_fd, ready, timers) = {
+        let (signals, readers, writers, ready, timers) = {
             let mut state = self.state.lock();
             if state.closed {
                 return false;
@@ -381,32 +369,16 @@ impl<K: Kernel> Inner<K> {
             state.closed = true;
             self.cancelled_timers.store(0, Ordering::Relaxed);
             (
-                std::mem::take(&mut state.signal_handlers),
-                state.signal_pipe.take(),
+                state.signals.take(),
                 std::mem::take(&mut state.readers),
                 std::mem::take(&mut state.writers),
-                state.previous_wakeup_fd.take(),
                 std::mem::take(&mut state.ready),
                 std::mem::take(&mut state.timers),
             )
         };
         // Dropped outside the lock: a callback's captures may hold this loop.
         drop((readers, writers, ready, timers));
-        for (signal, entry) in signals {
-            // Putting back a disposition that was in place before cannot fail; if the
-            // kernel says otherwise there is nothing better to do while closing.
-            let _ = kernel.set_disposition(signal, entry.previous);
-        }
-        if let Some((read, write)) = signal_pipe {
-            // Only give the wakeup fd back if it is still ours.
-            if let Ok(current) = kernel.set_wakeup_fd(previous_wakeup_fd) {
-                if current.is_some_and(|fd| fd != write) {
-                    let _ = kernel.set_wakeup_fd(current);
-                }
-            }
-            let _ = kernel.close(read);
-            let _ = kernel.close(write);
-        }
+        signals.release(kernel);
         // Dropping the poller and the waker closes their fds.
         self.poller.lock().take();
         self.waker.lock().take();
@@ -428,9 +400,7 @@ impl<K: Kernel> EventLoop<K> {
                 timer_sequence: 0,
                 readers: BTreeMap::new(),
                 writers: BTreeMap::new(),
-                signal_handlers: BTreeMap::new(),
-                signal_pipe: None,
-                previous_wakeup_fd: None,
+                signals: LoopSignals::new(),
                 running_thread: None,
                 stopping: false,
                 closed: false,
@@ -658,7 +628,7 @@ impl<K: Kernel> EventLoop<K> {
         let mut signal_fd = None;
         {
             let mut state = self.inner.state.lock();
-            let signal_read = state.signal_pipe.map(|(read, _)| read);
+            let signal_read = state.signals.read_fd();
             for event in events {
                 let fd = Fd(event.token.0 as i32);
                 if Some(fd) == signal_read {
@@ -687,34 +657,6 @@ impl<K: Kernel> EventLoop<K> {
         }
         if let Some(fd) = signal_fd {
             self.read_signals(fd);
-        }
-    }
-
-    /// Drains the signal pipe and queues the handler of each signal number read.
-    fn read_signals(&self, fd: Fd) {
-        let kernel = &self.inner.kernel;
-        let mut buf = [0u8; SIGNAL_READ_CHUNK];
-        loop {
-            match kernel.read(fd, &mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    let mut state = self.inner.state.lock();
-                    for &byte in &buf[..n] {
-                        let Some(entry) = state.signal_handlers.get(&Signal(i32::from(byte)))
-                        else {
-                            continue;
-                        };
-                        let ready = Ready {
-                            handle: entry.handle.clone(),
-                            job: Job::Repeat(entry.callback.clone()),
-                        };
-                        state.ready.push_back(ready);
-                    }
-                }
-                Err(Errno::EINTR) => continue,
-                // EAGAIN: drained. Anything else: nothing more to read.
-                Err(_) => return,
-            }
         }
     }
 
@@ -749,8 +691,9 @@ impl<K: Kernel> EventLoop<K> {
     }
 
     /// Closes the loop: drops pending callbacks, readers, writers and timers, removes its
-    /// signal handlers (restoring the dispositions they replaced) and releases its fds.
-    /// Closing twice does nothing.
+    /// signal handlers (each signal goes to another loop that handles it, or back to
+    /// what the OS had before loopwatch; see [`EventLoop::remove_signal_handler`]) and
+    /// releases its fds. Closing twice does nothing.
     ///
     /// # Errors
     ///
@@ -933,7 +876,7 @@ impl<K: Kernel> EventLoop<K> {
             return Err(closed_error());
         }
         self.inner.kernel_thread_check(&state)?;
-        if state.signal_pipe.is_some_and(|(read, _)| read == fd) {
+        if state.signals.read_fd() == Some(fd) {
             return Err(Error::value(format!(
                 "File descriptor {} is used by the loop itself",
                 fd.0
@@ -991,120 +934,6 @@ impl<K: Kernel> EventLoop<K> {
             removed
         };
         drop(removed);
-        Ok(true)
-    }
-
-    // ----- signals -----------------------------------------------------------------
-
-    /// Runs `callback` in the loop whenever `signal` arrives, replacing any handler this
-    /// loop had for it. Main thread only, as CPython's (it relies on the wakeup fd).
-    ///
-    /// # Errors
-    ///
-    /// `ValueError` for a number outside 1..NSIG; `RuntimeError` if the loop is closed,
-    /// if called outside the main thread (`set_wakeup_fd only works in main thread`),
-    /// or for a signal that cannot be caught (`sig 9 cannot be caught`).
-    pub fn add_signal_handler<F>(&self, signal: Signal, callback: F) -> Result<Handle>
-    where
-        F: FnMut() + Send + 'static,
-    {
-        check_signal(signal)?;
-        let kernel = &self.inner.kernel;
-        let poller = self.inner.poller.lock().clone().ok_or_else(closed_error)?;
-        let mut state = self.inner.state.lock();
-        if state.closed {
-            return Err(closed_error());
-        }
-        self.inner.kernel_thread_check(&state)?;
-        if !kernel.is_main_thread() {
-            return Err(Error::runtime("set_wakeup_fd only works in main thread"));
-        }
-        let (_, write) = self.ensure_signal_pipe(&mut state, &poller)?;
-        if state.signal_handlers.is_empty() {
-            let previous = kernel.set_wakeup_fd(Some(write)).map_err(Error::from)?;
-            // A loop's own fd is never "previous": re-adding after all were removed
-            // finds the fd this loop restored.
-            state.previous_wakeup_fd = previous.filter(|&fd| fd != write);
-        }
-        let previous = match state.signal_handlers.get(&signal) {
-            Some(existing) => existing.previous,
-            None => match kernel.set_disposition(signal, Disposition::Wakeup) {
-                Ok(previous) => previous,
-                Err(errno) => {
-                    if state.signal_handlers.is_empty() {
-                        let _ = kernel.set_wakeup_fd(state.previous_wakeup_fd);
-                    }
-                    return Err(if errno == Errno::EINVAL {
-                        Error::runtime(format!("sig {} cannot be caught", signal.0))
-                    } else {
-                        Error::from(errno)
-                    });
-                }
-            },
-        };
-        let handle = Handle::new(std::any::type_name::<F>());
-        let entry = SignalEntry {
-            handle: handle.clone(),
-            callback: Repeating::new(Box::new(callback)),
-            previous,
-        };
-        if let Some(old) = state.signal_handlers.insert(signal, entry) {
-            old.handle.cancel();
-        }
-        Ok(handle)
-    }
-
-    fn ensure_signal_pipe(&self, state: &mut State<K>, poller: &K::Poller) -> Result<(Fd, Fd)> {
-        if let Some(pipe) = state.signal_pipe {
-            return Ok(pipe);
-        }
-        let kernel = &self.inner.kernel;
-        let (read, write) = kernel.pipe().map_err(Error::from)?;
-        let setup = kernel
-            .set_nonblocking(read, true)
-            .and_then(|()| kernel.set_nonblocking(write, true))
-            .and_then(|()| poller.register(read, Token(read.0 as usize), Interest::READABLE));
-        if let Err(errno) = setup {
-            let _ = kernel.close(read);
-            let _ = kernel.close(write);
-            return Err(Error::from(errno));
-        }
-        state.signal_pipe = Some((read, write));
-        Ok((read, write))
-    }
-
-    /// Removes this loop's handler for `signal` and restores the disposition it
-    /// replaced. Returns whether a handler was set.
-    ///
-    /// # Errors
-    ///
-    /// `ValueError` for a number outside 1..NSIG, or, when a handler is set, a call from
-    /// a thread other than the main thread (`signal only works in main thread`).
-    pub fn remove_signal_handler(&self, signal: Signal) -> Result<bool> {
-        check_signal(signal)?;
-        let kernel = &self.inner.kernel;
-        let mut state = self.inner.state.lock();
-        if !state.signal_handlers.contains_key(&signal) {
-            return Ok(false);
-        }
-        if !kernel.is_main_thread() {
-            return Err(Error::value("signal only works in main thread"));
-        }
-        let entry = state
-            .signal_handlers
-            .remove(&signal)
-            .expect("checked above");
-        entry.handle.cancel();
-        if let Err(errno) = kernel.set_disposition(signal, entry.previous) {
-            return Err(if errno == Errno::EINVAL {
-                Error::runtime(format!("sig {} cannot be caught", signal.0))
-            } else {
-                Error::from(errno)
-            });
-        }
-        if state.signal_handlers.is_empty() {
-            let _ = kernel.set_wakeup_fd(state.previous_wakeup_fd.take());
-        }
         Ok(true)
     }
 

@@ -273,6 +273,13 @@ pub struct SpawnRequest {
     pub stdout: Stdio,
     /// Standard error.
     pub stderr: Stdio,
+    /// Start the child with every signal at its default action and none blocked, as
+    /// Python's `Popen(restore_signals=True)` (for every signal, not only the ones
+    /// Python ignores). Without it the child inherits what the parent ignores and
+    /// blocks (a handler never survives `exec`): a parent started under `nohup` or as
+    /// a background job passes on an ignored SIGHUP, SIGINT or SIGQUIT. A simulated
+    /// child always starts with the defaults.
+    pub restore_signals: bool,
 }
 
 impl SpawnRequest {

@@ -137,7 +137,68 @@ fn main() {
             "finding_14_callback_may_ask_for_the_watcher_being_attached",
             finding_14_callback_may_ask_for_the_watcher_being_attached,
         ),
+        (
+            "finding_01_two_loops_sigchld_close_first_added_first",
+            || finding_01_two_loops_sigchld(true),
+        ),
+        (
+            "finding_01_two_loops_sigchld_close_last_added_first",
+            || finding_01_two_loops_sigchld(false),
+        ),
+        (
+            "finding_02_two_multi_loop_watchers_close_first_first",
+            || finding_02_two_multi_loop_watchers(true),
+        ),
+        (
+            "finding_02_two_multi_loop_watchers_close_second_first",
+            || finding_02_two_multi_loop_watchers(false),
+        ),
+        (
+            "finding_10_forked_child_drops_the_parents_signal_wiring",
+            finding_10_forked_child_drops_the_parents_signal_wiring,
+        ),
+        (
+            "finding_16_foreign_sigchld_handler_after_attach_safe",
+            || {
+                finding_16_foreign_sigchld_handler_after_attach(Arc::new(
+                    loopwatch::SafeChildWatcher::new(),
+                ))
+            },
+        ),
+        (
+            "finding_16_foreign_sigchld_handler_after_attach_fast",
+            || {
+                finding_16_foreign_sigchld_handler_after_attach(Arc::new(
+                    loopwatch::FastChildWatcher::new(),
+                ))
+            },
+        ),
+        (
+            "finding_16_foreign_sigchld_handler_after_attach_multi_loop",
+            || {
+                finding_16_foreign_sigchld_handler_after_attach(Arc::new(
+                    loopwatch::watcher::MultiLoopChildWatcher::new(),
+                ))
+            },
+        ),
     ];
+    // Reliability finding 7: the tests below rely on these signals' default actions
+    // (SIGCHLD reaches the watchers; a child spawned without `restore_signals` is
+    // killed by SIGTERM). A binary started under `nohup` or as a background job may
+    // inherit some of them ignored; a handler cannot be inherited, so SIG_IGN is all
+    // there is to undo.
+    for signal in [
+        Signal::SIGCHLD,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGTERM,
+    ] {
+        if OsKernel.disposition(signal) == Ok(Disposition::Ignore) {
+            OsKernel
+                .set_disposition(signal, Disposition::Default)
+                .expect("reset an ignored signal to its default");
+        }
+    }
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -1191,6 +1252,65 @@ mod loopwatch_test_slot {
         }
     }
 
+    /// Sleeps on the loop, as `asyncio.sleep(seconds)`.
+    pub(super) async fn sleep(event_loop: &loopwatch::EventLoop, seconds: f64) {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        event_loop
+            .call_later(seconds, move || {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst)
+            })
+            .expect("call_later");
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            yield_now().await;
+        }
+    }
+
+    /// A `tracing` subscriber that keeps the `(category, message)` of each warning on
+    /// the `asyncio` target.
+    pub(super) struct Capture(pub(super) std::sync::Arc<Slot<(String, String)>>);
+
+    struct Fields(String, String);
+
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            match field.name() {
+                "message" => self.0 = format!("{value:?}"),
+                "category" => self.1 = format!("{value:?}"),
+                _ => {}
+            }
+        }
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            match field.name() {
+                "message" => self.0 = value.to_string(),
+                "category" => self.1 = value.to_string(),
+                _ => {}
+            }
+        }
+    }
+
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let meta = event.metadata();
+            if meta.target() != "asyncio" || *meta.level() != tracing::Level::WARN {
+                return;
+            }
+            let mut fields = Fields(String::new(), String::new());
+            event.record(&mut fields);
+            self.0.push((fields.1, fields.0));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
     /// Yields once to the loop, as `asyncio.sleep(0)`.
     pub(super) async fn yield_now() {
         let mut yielded = false;
@@ -1205,4 +1325,290 @@ mod loopwatch_test_slot {
         })
         .await;
     }
+}
+
+/// Runs `event_loop` until a SIGCHLD handler of its own sees a new child exit, or a
+/// generous safety limit passes (a loop that never hears SIGCHLD would otherwise hang
+/// the binary). Returns whether the handler saw it; the child is reaped either way.
+fn loop_hears_sigchld(
+    event_loop: &EventLoop,
+) -> std::result::Result<bool, Box<dyn std::error::Error>> {
+    let kernel = OsKernel;
+    let child = kernel.spawn(&sh("exit 0"))?;
+    let heard = Arc::new(AtomicBool::new(false));
+    let (flag, lp) = (heard.clone(), event_loop.clone());
+    event_loop.add_signal_handler(Signal::SIGCHLD, move || {
+        if let Ok(WaitStatus::Terminated(..)) = kernel.wait_pid(child.pid, WaitMode::NoHang) {
+            flag.store(true, Ordering::SeqCst);
+            lp.stop();
+        }
+    })?;
+    let lp = event_loop.clone();
+    let limit = event_loop.call_later(60.0, move || lp.stop())?;
+    event_loop.run_forever()?;
+    limit.cancel();
+    let _ = kernel.wait_pid(child.pid, WaitMode::Block);
+    Ok(heard.load(Ordering::SeqCst))
+}
+
+/// Opens pipes onto the fd numbers just freed, lets a child exit (its SIGCHLD is
+/// handled before the blocking wait returns: this binary is single-threaded here) and
+/// says whether any of the pipes received a byte. Two rounds, the second shifted by
+/// one number, so that every freed number is a pipe's write end in one of them.
+fn sigchld_writes_into_reused_fds() -> std::result::Result<bool, Box<dyn std::error::Error>> {
+    let kernel = OsKernel;
+    let mut wrote = false;
+    for shift in [false, true] {
+        let mut fds = Vec::new();
+        if shift {
+            let (read, write) = kernel.pipe()?;
+            kernel.close(write)?;
+            fds.push(read);
+        }
+        let mut reads = Vec::new();
+        for _ in 0..16 {
+            let (read, write) = kernel.pipe()?;
+            kernel.set_nonblocking(read, true)?;
+            reads.push(read);
+            fds.extend([read, write]);
+        }
+        let child = kernel.spawn(&sh("exit 0"))?;
+        kernel.wait_pid(child.pid, WaitMode::Block)?;
+        let mut buf = [0u8; 16];
+        for read in reads {
+            match kernel.read(read, &mut buf) {
+                Err(loopwatch::kernel::Errno::EAGAIN) => {}
+                _ => wrote = true,
+            }
+        }
+        for fd in fds {
+            kernel.close(fd)?;
+        }
+    }
+    Ok(wrote)
+}
+
+fn finding_01_two_loops_sigchld(close_first_added_first: bool) -> TestResult {
+    // Reliability finding 1: loops A and B both handle SIGCHLD; whichever closes first,
+    // the other still hears SIGCHLD, and once both are closed SIGCHLD is back to
+    // SIG_DFL, the wakeup fd is unset, and no byte reaches an fd number reused later.
+    let kernel = OsKernel;
+    check(
+        kernel.disposition(Signal::SIGCHLD)? == Disposition::Default,
+        "SIGCHLD starts at SIG_DFL",
+    )?;
+    let a = EventLoop::new()?;
+    let b = EventLoop::new()?;
+    a.add_signal_handler(Signal::SIGCHLD, || {})?;
+    b.add_signal_handler(Signal::SIGCHLD, || {})?;
+    let (first, second) = if close_first_added_first {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    first.close()?;
+    check(
+        loop_hears_sigchld(&second)?,
+        "the loop still open hears SIGCHLD after the other closed",
+    )?;
+    second.close()?;
+    let disposition = kernel.disposition(Signal::SIGCHLD)?;
+    let wrote = sigchld_writes_into_reused_fds()?;
+    let wakeup = kernel.set_wakeup_fd(None)?;
+    check(
+        disposition == Disposition::Default,
+        &format!("SIGCHLD back to SIG_DFL, not {disposition:?}"),
+    )?;
+    check(
+        wakeup.is_none(),
+        &format!("wakeup fd unset, not {wakeup:?}"),
+    )?;
+    check(
+        !wrote,
+        "a byte reached an fd opened after both loops closed",
+    )?;
+    Ok(())
+}
+
+fn finding_02_two_multi_loop_watchers(close_first_first: bool) -> TestResult {
+    // Reliability finding 2: two MultiLoop watchers attached one after the other and
+    // closed in either order: the one left still reports its children, and once both
+    // are closed SIGCHLD is back to SIG_DFL and no byte reaches an fd number reused
+    // later.
+    use loopwatch::ChildWatcher;
+    use loopwatch::watcher::MultiLoopChildWatcher;
+    let kernel = OsKernel;
+    check(
+        kernel.disposition(Signal::SIGCHLD)? == Disposition::Default,
+        "SIGCHLD starts at SIG_DFL",
+    )?;
+    let first = Arc::new(MultiLoopChildWatcher::new());
+    let second = Arc::new(MultiLoopChildWatcher::new());
+    first.attach_loop(None)?;
+    second.attach_loop(None)?;
+    let (closed, left) = if close_first_first {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    closed.close()?;
+    let event_loop = EventLoop::new()?;
+    let (lp, watcher) = (event_loop.clone(), left.clone());
+    let code = event_loop.run_until_complete(async move {
+        let child = kernel.spawn(&sh("exit 5")).expect("spawn");
+        let got = Arc::new(loopwatch_test_slot::Slot::default());
+        let sink = got.clone();
+        watcher
+            .add_child_handler(child.pid, Box::new(move |_, code| sink.push(code)))
+            .expect("add_child_handler");
+        // A generous limit instead of a hang if the exit is never reported.
+        let deadline = lp.time() + 60.0;
+        loop {
+            if let Some(code) = got.take().pop() {
+                return Some(code);
+            }
+            if lp.time() > deadline {
+                let _ = kernel.wait_pid(child.pid, WaitMode::Block);
+                return None;
+            }
+            loopwatch_test_slot::sleep(&lp, 0.01).await;
+        }
+    })?;
+    event_loop.close()?;
+    check(
+        code == Some(5),
+        &format!("the watcher left open reports its child: {code:?}"),
+    )?;
+    left.close()?;
+    let disposition = kernel.disposition(Signal::SIGCHLD)?;
+    let wrote = sigchld_writes_into_reused_fds()?;
+    check(
+        disposition == Disposition::Default,
+        &format!("SIGCHLD back to SIG_DFL, not {disposition:?}"),
+    )?;
+    check(
+        !wrote,
+        "a byte reached an fd opened after both watchers closed",
+    )?;
+    Ok(())
+}
+
+fn finding_10_forked_child_drops_the_parents_signal_wiring() -> TestResult {
+    // Reliability finding 10: a child forked (without exec) while a loop handles
+    // SIGUSR1 and SIGUSR2 has its own signal wired to a pipe (`Notify`) must not write
+    // into the parent's pipes when signalled: its wakeup fd is unset, and the signals
+    // it raises reach neither the parent's loop nor the parent's notify pipe.
+    let kernel = OsKernel;
+    let event_loop = EventLoop::new()?;
+    let heard = Arc::new(AtomicUsize::new(0));
+    let count = heard.clone();
+    event_loop.add_signal_handler(Signal::SIGUSR1, move || {
+        count.fetch_add(1, Ordering::SeqCst);
+    })?;
+    let (notify_read, notify_write) = kernel.pipe()?;
+    kernel.set_nonblocking(notify_read, true)?;
+    kernel.set_nonblocking(notify_write, true)?;
+    let previous = kernel.set_disposition(Signal::SIGUSR2, Disposition::Notify(notify_write))?;
+    // SAFETY: this binary is single-threaded here (tests run one at a time on the main
+    // thread and join what they start), so the child may run Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let unset = kernel.set_wakeup_fd(None) == Ok(None);
+        let raised = kernel.raise(Signal::SIGUSR1).is_ok() && kernel.raise(Signal::SIGUSR2).is_ok();
+        // SAFETY: ends the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(if unset && raised { 0 } else { 1 }) };
+    }
+    check(pid > 0, "fork succeeded")?;
+    let status = kernel.wait_pid(Pid(pid), WaitMode::Block)?;
+    let mut buf = [0u8; 8];
+    let notified = kernel.read(notify_read, &mut buf);
+    let lp = event_loop.clone();
+    event_loop.call_soon(move || lp.stop())?;
+    event_loop.run_forever()?;
+    kernel.set_disposition(Signal::SIGUSR2, previous)?;
+    kernel.close(notify_read)?;
+    kernel.close(notify_write)?;
+    event_loop.close()?;
+    check(
+        matches!(status, WaitStatus::Terminated(_, s) if s.returncode() == 0),
+        &format!("the child found its wakeup fd unset: {status:?}"),
+    )?;
+    check(
+        notified == Err(loopwatch::kernel::Errno::EAGAIN),
+        &format!("the child's SIGUSR2 reached the parent's notify pipe: {notified:?}"),
+    )?;
+    check(
+        heard.load(Ordering::SeqCst) == 0,
+        "the child's SIGUSR1 ran the parent loop's handler",
+    )?;
+    Ok(())
+}
+
+static FOREIGN_SIGCHLD: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn foreign_sigchld(_signum: libc::c_int) {
+    FOREIGN_SIGCHLD.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Installs `foreign_sigchld` for SIGCHLD with libc, as another library would.
+fn install_foreign_sigchld() -> libc::sighandler_t {
+    // SAFETY: sigaction is plain data; all-zero is an empty mask with no flags.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = foreign_sigchld as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    action.sa_flags = libc::SA_RESTART;
+    // SAFETY: `action` is valid and its handler only bumps an atomic.
+    let rc = unsafe { libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "sigaction(SIGCHLD)");
+    action.sa_sigaction
+}
+
+/// The SIGCHLD handler installed right now, straight from libc.
+fn sigchld_handler_now() -> libc::sighandler_t {
+    // SAFETY: sigaction is plain data; all-zero is valid to be overwritten.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a NULL new action only queries; `action` is writable.
+    let rc = unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut action) };
+    assert_eq!(rc, 0, "sigaction(SIGCHLD)");
+    action.sa_sigaction
+}
+
+fn finding_16_foreign_sigchld_handler_after_attach(watcher: WatcherRef) -> TestResult {
+    // Reliability finding 16: another library installs its own SIGCHLD handler after
+    // the watcher was attached. Registering the next child warns (RuntimeWarning on
+    // the `asyncio` target) that its exit will not be heard, and closing the watcher
+    // and its loop leaves the other library's handler in place.
+    let kernel = OsKernel;
+    let event_loop = install(watcher.clone())?;
+    let foreign = install_foreign_sigchld();
+    let warnings = Arc::new(loopwatch_test_slot::Slot::default());
+    let capture = loopwatch_test_slot::Capture(warnings.clone());
+    let (lp, w) = (event_loop.clone(), watcher.clone());
+    let child = tracing::subscriber::with_default(capture, || {
+        lp.clone().run_until_complete(async move {
+            // Fast wants spawn and registration in one window, as asyncio's `with`.
+            let _window = loopwatch::watcher::fork_window(&*w);
+            let child = kernel.spawn(&sh("exit 0")).expect("spawn");
+            w.add_child_handler(child.pid, Box::new(|_, _| {}))
+                .expect("add_child_handler");
+            child.pid
+        })
+    })?;
+    kernel.wait_pid(child, WaitMode::Block)?;
+    uninstall(event_loop)?;
+    let after = sigchld_handler_now();
+    let ran = FOREIGN_SIGCHLD.swap(0, Ordering::SeqCst);
+    OsKernel.set_disposition(Signal::SIGCHLD, Disposition::Default)?;
+    let warned = warnings.take();
+    check(ran > 0, "the foreign handler got the child's SIGCHLD")?;
+    check(
+        warned
+            .iter()
+            .any(|(category, _)| category == "RuntimeWarning"),
+        &format!("a RuntimeWarning when registering the child: {warned:?}"),
+    )?;
+    check(
+        after == foreign,
+        "closing the watcher and its loop left the foreign handler in place",
+    )?;
+    Ok(())
 }

@@ -15,8 +15,9 @@ use std::sync::{Arc, Weak};
 use super::{ChildCallback, ChildWatcher, ReapFence, check_pid, poll_returncode};
 use crate::OsKernel;
 use crate::error::{Error, Result};
+use crate::event_loop::signals::{self, CHILDREN_UNHEARD, OwnerId, Route};
 use crate::event_loop::{EventLoop, WeakLoop};
-use crate::kernel::{Disposition, Errno, Fd, Kernel, Pid, Signal, ThreadId};
+use crate::kernel::{Errno, Fd, Kernel, Pid, Signal, ThreadId};
 use crate::loom::sync::Mutex;
 use crate::loom::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::BlockingMutex;
@@ -30,8 +31,11 @@ use crate::sync::BlockingMutex;
 ///   (`RuntimeError('no running event loop')`, M-4); callbacks never run synchronously.
 /// - Only registered pids are waited for (O(n) `waitpid(pid, WNOHANG)` per SIGCHLD,
 ///   M-6): it never reaps another's child. A child reaped elsewhere reports 255.
-/// - `close` restores the disposition it replaced, unless someone changed it since
-///   (then it warns and leaves it, M-7), and stops and joins its reaper thread.
+/// - `close` gives SIGCHLD back, unless someone changed it since (then it warns and
+///   leaves it, M-7), and stops and joins its reaper thread. The handler is held in the
+///   same per-process table as the loops' (see `event_loop::signals`): a watcher or
+///   loop still open gets SIGCHLD back, and with none left it returns to what the OS
+///   had before loopwatch, never to another watcher's closed fd.
 /// - `close` (and `Drop`, and `set_child_watcher` replacing the watcher) returns at
 ///   once, whatever holds the watcher's pipe: the reaper is told to stop by a flag and
 ///   woken with a byte, not by end of file, which never comes while a forked child
@@ -45,7 +49,8 @@ use crate::sync::BlockingMutex;
 ///   fence across the `waitpid` that reaps it and marks it there, in the reaper
 ///   thread, before the exit is handed to the loop.
 /// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
-///   watcher's handler in its place (and `close` puts `SIG_IGN` back).
+///   watcher's handler in its place (and `close`, when no other owner is left, puts
+///   `SIG_IGN` back).
 pub struct MultiLoopChildWatcher<K: Kernel = OsKernel> {
     inner: Arc<Inner<K>>,
 }
@@ -56,7 +61,7 @@ struct Inner<K: Kernel> {
 }
 
 struct Installed<K: Kernel> {
-    previous: Disposition,
+    owner: OwnerId,
     write: Fd,
     reaper: K::JoinHandle,
     /// What the watcher and its reaper thread share to end it.
@@ -122,18 +127,17 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
         if !kernel.is_main_thread() {
             return Err(Error::value("signal only works in main thread"));
         }
+        let registry = signals::registry(kernel);
+        let owner = registry.new_owner(kernel);
         let (read, write) = kernel.pipe()?;
         let setup = kernel
             .set_nonblocking(write, true)
-            .and_then(|()| kernel.set_disposition(Signal::SIGCHLD, Disposition::Notify(write)));
-        let previous = match setup {
-            Ok(previous) => previous,
-            Err(errno) => {
-                let _ = kernel.close(read);
-                let _ = kernel.close(write);
-                return Err(errno.into());
-            }
-        };
+            .and_then(|()| registry.hold(kernel, owner, Signal::SIGCHLD, Route::Notify(write)));
+        if let Err(errno) = setup {
+            let _ = kernel.close(read);
+            let _ = kernel.close(write);
+            return Err(errno.into());
+        }
         let weak = Arc::downgrade(&self.inner);
         let stop = Arc::new(Stop {
             stopping: AtomicBool::new(false),
@@ -147,7 +151,7 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
         match reaper {
             Ok(reaper) => {
                 state.installed = Some(Installed {
-                    previous,
+                    owner,
                     write,
                     reaper,
                     stop,
@@ -155,7 +159,7 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
                 Ok(())
             }
             Err(errno) => {
-                let _ = kernel.set_disposition(Signal::SIGCHLD, previous);
+                let _ = registry.release(kernel, owner, Signal::SIGCHLD);
                 let _ = kernel.close(read);
                 let _ = kernel.close(write);
                 Err(errno.into())
@@ -266,7 +270,10 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
     /// `add_child_handler`, with the child's reap fence if it has one.
     fn add(&self, pid: Pid, fence: Option<ReapFence<K>>, callback: ChildCallback) -> Result<()> {
         check_pid(pid)?;
-        let event_loop = crate::policy::get_running_loop(&self.inner.kernel)?;
+        let event_loop = crate::event_loop::get_running_loop(&self.inner.kernel)?;
+        // Reliability finding 16: warn now if other code replaced the handler, rather
+        // than let this child's exit go unreported without a word.
+        signals::check_handler(&self.inner.kernel, Signal::SIGCHLD, CHILDREN_UNHEARD);
         let entry = Entry {
             event_loop: event_loop.downgrade(),
             callback,
@@ -327,15 +334,9 @@ impl<K: Kernel> ChildWatcher<K> for MultiLoopChildWatcher<K> {
         let Some(installed) = installed else {
             return Ok(());
         };
-        match kernel.disposition(Signal::SIGCHLD) {
-            Ok(Disposition::Notify(fd)) if fd == installed.write => {
-                let _ = kernel.set_disposition(Signal::SIGCHLD, installed.previous);
-            }
-            _ => tracing::warn!(
-                target: "asyncio",
-                "SIGCHLD handler was changed by outside code"
-            ),
-        }
+        // Before the pipe closes: the kernel's handler must never write to it after.
+        // A handler changed by outside code is left in place, with a warning (M-7).
+        let _ = signals::registry(kernel).release(kernel, installed.owner, Signal::SIGCHLD);
         // Not end of file: a forked child that did not exec may hold a copy of the
         // write end for as long as it lives. The flag says stop, the byte wakes the
         // reaper (if the non-blocking pipe is full, the reaper has bytes to read

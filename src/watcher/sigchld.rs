@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 
 use super::{ChildCallback, ReapFence};
 use crate::error::{Error, ErrorKind, Result};
+use crate::event_loop::signals::{self, CHILDREN_UNHEARD};
 use crate::event_loop::{EventLoop, ExceptionContext, panic_message};
 use crate::kernel::{Kernel, Pid, Signal};
 use crate::sync::{BlockingMutex, BlockingMutexGuard};
@@ -93,6 +94,10 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
                 "Cannot add child handler, the child watcher does not have a loop attached",
             ));
         }
+        // Reliability finding 16: the first point after attach where a child's exit
+        // is counted on, and one `sigaction` query cheap: warn now if other code
+        // replaced the loop's SIGCHLD handler, rather than never report the child.
+        signals::check_handler(&self.kernel, Signal::SIGCHLD, CHILDREN_UNHEARD);
         Ok(())
     }
 

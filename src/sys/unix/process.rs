@@ -1,6 +1,7 @@
 //! Child processes: spawn through `std::process::Command`, waits and signals through libc.
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 
 use super::{OsKernel, check, errno_of, last_errno};
 use crate::kernel::{
@@ -44,6 +45,35 @@ fn std_stdio(stdio: Stdio) -> Result<std::process::Stdio, Errno> {
     })
 }
 
+/// In the child, between `fork` and `exec`: every signal back to its default action
+/// and none blocked ([`SpawnRequest::restore_signals`]). Only async-signal-safe calls
+/// on this thread's stack: the child of a threaded parent may not allocate or lock.
+fn restore_default_signals() -> std::io::Result<()> {
+    // SAFETY: sigaction is plain data; all-zero with SIG_DFL is "default, no flags".
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = libc::SIG_DFL;
+    for signum in 1..=Signal::MAX {
+        if signum == libc::SIGKILL || signum == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `action` is valid. The C library refuses the numbers it reserves for
+        // itself (EINVAL), which then keep what they have: nothing to undo there.
+        unsafe { libc::sigaction(signum, &action, std::ptr::null_mut()) };
+    }
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `none` is a valid sigset_t; sigprocmask is async-signal-safe, and the
+    // child has this one thread.
+    let rc = unsafe {
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Processes for OsKernel {
     fn spawn(&self, request: &SpawnRequest) -> Result<Spawned, Errno> {
         let mut command = std::process::Command::new(&request.program);
@@ -59,6 +89,11 @@ impl Processes for OsKernel {
             .stdin(std_stdio(request.stdin)?)
             .stdout(std_stdio(request.stdout)?)
             .stderr(std_stdio(request.stderr)?);
+        if request.restore_signals {
+            // SAFETY: the closure runs in the forked child before exec and makes only
+            // async-signal-safe calls (see restore_default_signals).
+            unsafe { command.pre_exec(restore_default_signals) };
+        }
         // std reports an exec failure through a close-on-exec pipe and reaps the failed
         // child itself, so an error here leaves neither a zombie nor an open fd.
         #[allow(clippy::disallowed_methods, reason = "OsKernel is the seam")]

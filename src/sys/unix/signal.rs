@@ -5,7 +5,13 @@
 //! fd is read from an atomic. Handlers installed by other code are saved as they were
 //! found and handed back as [`Disposition::Foreign`] tokens, so restoring one puts back
 //! exactly that `sigaction`.
+//!
+//! A child forked without `exec` keeps the handler but must not write into its
+//! parent's pipes (an inherited wakeup fd is the parent's loop): an at-fork hook,
+//! registered the first time a handler or fd is set, unsets every fd in the child, as
+//! CPython 3.12 sets the wakeup fd to -1 there.
 
+use std::sync::Once;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::{OsKernel, check, last_errno};
@@ -19,6 +25,26 @@ static NOTIFY_FDS: [AtomicI32; 65] = [const { AtomicI32::new(-1) }; 65];
 
 fn notify_slot(signal: i32) -> Option<&'static AtomicI32> {
     usize::try_from(signal).ok().and_then(|i| NOTIFY_FDS.get(i))
+}
+
+/// Runs in the child after `fork`: the fds the handler writes to are the parent's.
+/// Atomic stores only, which are async-signal-safe: the child of a threaded parent
+/// may not lock or allocate.
+extern "C" fn unset_fds_in_child() {
+    WAKEUP_FD.store(-1, Ordering::Relaxed);
+    for slot in &NOTIFY_FDS {
+        slot.store(-1, Ordering::Relaxed);
+    }
+}
+
+/// Registers [`unset_fds_in_child`] once, before the first fd is handed to the handler.
+fn register_at_fork() {
+    static REGISTERED: Once = Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a child-side hook that only stores to atomics. Failure
+        // (ENOMEM) leaves forked children as they were before this hook existed.
+        unsafe { libc::pthread_atfork(None, None, Some(unset_fds_in_child)) };
+    });
 }
 
 #[allow(clippy::disallowed_types, reason = "OsKernel is the seam")]
@@ -152,6 +178,9 @@ impl Signals for OsKernel {
             return Err(Errno::EINVAL);
         }
         let slot = notify_slot(signal.0).ok_or(Errno::EINVAL)?;
+        if matches!(disposition, Disposition::Wakeup | Disposition::Notify(_)) {
+            register_at_fork();
+        }
         let new_notify = match disposition {
             Disposition::Notify(fd) => {
                 // SAFETY: F_GETFD only checks that the descriptor is open.
@@ -190,6 +219,7 @@ impl Signals for OsKernel {
         if let Some(fd) = fd {
             // SAFETY: F_GETFD only checks that the descriptor is open.
             check(unsafe { libc::fcntl(fd.0, libc::F_GETFD) })?;
+            register_at_fork();
         }
         let old = WAKEUP_FD.swap(fd.map_or(-1, |fd| fd.0), Ordering::Relaxed);
         Ok((old >= 0).then_some(Fd(old)))
