@@ -1170,6 +1170,61 @@ fn blocked_signal_is_handled_on_unblock() {
     );
 }
 
+// Goal: realtime signals (34..=64 on Linux), which the seam accepts as CPython does, are handled, blocked, sent and reported by number like the classic ones.
+#[test]
+fn realtime_signals_pass_through_by_number() {
+    let _lock = lock();
+    let k = OsKernel;
+    for signal in [Signal(40), Signal(Signal::MAX)] {
+        let (read, _write, previous_fd) = wakeup_pipe(&k);
+        let _restore_fd = Defer(move || {
+            let _ = OsKernel.set_wakeup_fd(previous_fd);
+        });
+        let previous = k.set_disposition(signal, Disposition::Wakeup);
+        let _restore_disposition = Defer(move || {
+            if let Ok(previous) = previous {
+                let _ = OsKernel.set_disposition(signal, previous);
+            }
+        });
+        assert_eq!(previous, Ok(Disposition::Default), "{signal}");
+        assert_eq!(k.disposition(signal), Ok(Disposition::Wakeup), "{signal}");
+
+        assert_eq!(k.block_signal(signal), Ok(()), "{signal}");
+        let _unblock = Defer(move || {
+            let _ = OsKernel.unblock_signal(signal);
+        });
+        assert_eq!(k.raise(signal), Ok(()), "{signal}");
+        assert_eq!(drain(&k, read.fd()), (vec![], false), "{signal} blocked");
+        assert_eq!(k.unblock_signal(signal), Ok(()), "{signal}");
+        let byte = signal.0 as u8;
+        assert_eq!(drain(&k, read.fd()), (vec![byte], false), "{signal}");
+
+        // A child started at the default actions dies of it, and both waits report the
+        // number. It is signalled once it says it runs the shell: before `exec` it
+        // would still have this process's handler.
+        let mut request = sh("echo ready; read -r line");
+        request.stdin = Stdio::Pipe;
+        request.stdout = Stdio::Pipe;
+        request.restore_signals = true;
+        let mut started = start(&k, &request);
+        let pid = started.child.pid;
+        let mut ready = [0u8; 6];
+        assert_eq!(k.read(started.stdout(), &mut ready), Ok(6), "{signal}");
+        assert_eq!(k.kill(pid, Some(signal)), Ok(()), "{signal}");
+        let peeked = k.wait_peek(WaitTarget::Pid(pid), WaitMode::Block);
+        let status = started.child.reap();
+        assert_eq!(peeked, Ok(WaitStatus::Terminated(pid, status)), "{signal}");
+        assert_eq!(status.signal(), Some(signal), "{signal}: {status:?}");
+        assert_eq!(status.returncode(), -signal.0, "{signal}: {status:?}");
+
+        assert_eq!(
+            k.set_disposition(signal, Disposition::Default),
+            Ok(Disposition::Wakeup),
+            "{signal}"
+        );
+    }
+}
+
 // Goal: with SIGCHLD ignored the kernel reaps children itself (wait_pid finds nothing), and restoring the disposition brings zombies back.
 #[test]
 fn ignored_sigchld_makes_the_kernel_reap_children() {
