@@ -1,88 +1,59 @@
 //! Pipes and descriptor flags.
 
-use super::{OsKernel, check, last_errno};
+use std::os::fd::IntoRawFd;
+
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+
+use super::{OsKernel, from_nix, with_fd};
 use crate::kernel::{Errno, Fd, Fds};
 
 impl Fds for OsKernel {
     fn pipe(&self) -> Result<(Fd, Fd), Errno> {
-        let mut fds = [-1 as libc::c_int; 2];
-        #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-        {
-            // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-            check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-        }
-        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-        {
-            // SAFETY: `fds` has room for the two descriptors pipe writes.
-            check(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
-            for fd in fds {
-                if let Err(errno) = self.set_cloexec(Fd(fd), true) {
-                    let _ = self.close(Fd(fds[0]));
-                    let _ = self.close(Fd(fds[1]));
-                    return Err(errno);
-                }
-            }
-        }
-        Ok((Fd(fds[0]), Fd(fds[1])))
+        // Close-on-exec from the start: no child spawned by another thread meanwhile
+        // inherits the ends.
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(from_nix)?;
+        Ok((Fd(read.into_raw_fd()), Fd(write.into_raw_fd())))
     }
 
     fn read(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
-        // SAFETY: the pointer and length describe `buf`, which is writable for its length.
-        let n = unsafe { libc::read(fd.0, buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(last_errno())
-        } else {
-            Ok(n as usize)
-        }
+        with_fd(fd, |fd| nix::unistd::read(fd, buf))
     }
 
     fn write(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno> {
-        // SAFETY: the pointer and length describe `buf`, which is readable for its length.
-        let n = unsafe { libc::write(fd.0, buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(last_errno())
-        } else {
-            Ok(n as usize)
-        }
+        with_fd(fd, |fd| nix::unistd::write(fd, buf))
     }
 
     fn close(&self, fd: Fd) -> Result<(), Errno> {
-        // SAFETY: closing a number is memory-safe; ownership is the caller's business.
-        match check(unsafe { libc::close(fd.0) }) {
+        match nix::unistd::close(fd.0).map_err(from_nix) {
             // On Linux the fd is released even when close reports EINTR; retrying could
             // close a descriptor another thread has just been given.
-            Err(Errno::EINTR) | Ok(_) => Ok(()),
+            Err(Errno::EINTR) | Ok(()) => Ok(()),
             Err(errno) => Err(errno),
         }
     }
 
     fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> Result<(), Errno> {
-        // SAFETY: F_GETFL takes no pointer argument.
-        let flags = check(unsafe { libc::fcntl(fd.0, libc::F_GETFL) })?;
-        let wanted = if nonblocking {
-            flags | libc::O_NONBLOCK
-        } else {
-            flags & !libc::O_NONBLOCK
-        };
-        if wanted != flags {
-            // SAFETY: F_SETFL takes an int argument.
-            check(unsafe { libc::fcntl(fd.0, libc::F_SETFL, wanted) })?;
-        }
-        Ok(())
+        with_fd(fd, |fd| {
+            // Every bit the OS reports is kept, also those nix has no name for.
+            let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+            let mut wanted = flags;
+            wanted.set(OFlag::O_NONBLOCK, nonblocking);
+            if wanted != flags {
+                fcntl(fd, FcntlArg::F_SETFL(wanted))?;
+            }
+            Ok(())
+        })
     }
 
     fn set_cloexec(&self, fd: Fd, cloexec: bool) -> Result<(), Errno> {
-        // SAFETY: F_GETFD takes no pointer argument.
-        let flags = check(unsafe { libc::fcntl(fd.0, libc::F_GETFD) })?;
-        let wanted = if cloexec {
-            flags | libc::FD_CLOEXEC
-        } else {
-            flags & !libc::FD_CLOEXEC
-        };
-        if wanted != flags {
-            // SAFETY: F_SETFD takes an int argument.
-            check(unsafe { libc::fcntl(fd.0, libc::F_SETFD, wanted) })?;
-        }
-        Ok(())
+        with_fd(fd, |fd| {
+            let flags = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD)?);
+            let mut wanted = flags;
+            wanted.set(FdFlag::FD_CLOEXEC, cloexec);
+            if wanted != flags {
+                fcntl(fd, FcntlArg::F_SETFD(wanted))?;
+            }
+            Ok(())
+        })
     }
 }

@@ -1,8 +1,14 @@
-//! `OsKernel`: the [`Kernel`] seam on the real operating system, over libc and mio.
+//! `OsKernel`: the [`Kernel`] seam on the real operating system, over nix, libc and mio.
 //!
 //! Linux only: the seam's signal and errno numbers are Linux's and are passed to the
 //! OS unchanged, and a build for a target that numbers them otherwise fails with a
 //! message saying so (`numbers`).
+//!
+//! Calls go through nix's safe wrappers where nix has one that takes what the seam
+//! passes. libc remains, each use saying why, for what nix lacks: the pidfd syscalls,
+//! `pthread_atfork`, the raw `waitpid` status that spec R-1 passes through, calls that
+//! take a signal number (nix's `Signal` names only the classic signals, not the
+//! realtime ones the seam accepts), and the signal handler's own `write`.
 
 mod fd;
 mod numbers;
@@ -14,10 +20,13 @@ mod thread;
 #[cfg(test)]
 mod tests;
 
+use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::kernel::{Clock, Errno, Kernel, ProcessLocals};
+use nix::time::{ClockId, clock_gettime};
+
+use crate::kernel::{Clock, Errno, Fd, Kernel, ProcessLocals};
 
 pub use poll::{OsPoller, OsWaker};
 pub use thread::{OsJoinHandle, OsMonitor};
@@ -46,14 +55,9 @@ impl Kernel for OsKernel {
 
 impl Clock for OsKernel {
     fn now(&self) -> Duration {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) cannot fail");
-        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        let ts = clock_gettime(ClockId::CLOCK_MONOTONIC)
+            .expect("clock_gettime(CLOCK_MONOTONIC) cannot fail");
+        Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32)
     }
 
     fn sleep(&self, duration: Duration) {
@@ -64,7 +68,28 @@ impl Clock for OsKernel {
 
 /// The calling thread's `errno`.
 fn last_errno() -> Errno {
-    Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    Errno(nix::errno::Errno::last_raw())
+}
+
+/// A nix error as the seam's: nix's `Errno` has a variant for every Linux errno, with
+/// the errno as its discriminant, so the number is kept exactly.
+fn from_nix(error: nix::errno::Errno) -> Errno {
+    Errno(error as i32)
+}
+
+/// Runs a nix call that takes a `BorrowedFd` on a descriptor number from the seam.
+fn with_fd<T>(fd: Fd, call: impl FnOnce(BorrowedFd<'_>) -> nix::Result<T>) -> Result<T, Errno> {
+    // A `BorrowedFd` cannot be -1. The OS answers EBADF for every negative number, so
+    // refusing them all here gives the caller the same errno.
+    if fd.0 < 0 {
+        return Err(Errno::EBADF);
+    }
+    // SAFETY: `fd.0` is not -1, the one number a `BorrowedFd` cannot hold. Its other
+    // demand, that the descriptor stay open while borrowed, is the seam's own contract
+    // for fd numbers: the borrow lasts for this one call, and a number another thread
+    // closes meanwhile reaches the OS just as the raw number would. No memory is at stake.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd.0) };
+    call(borrowed).map_err(from_nix)
 }
 
 /// `-1` (or another negative result) becomes the `errno` it set.

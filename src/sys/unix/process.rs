@@ -1,9 +1,14 @@
-//! Child processes: spawn through `std::process::Command`, waits and signals through libc.
+//! Child processes: spawn through `std::process::Command`; waits and signals through
+//! libc, since nix's versions would lose what the seam reports (see each use).
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 
-use super::{OsKernel, check, errno_of, last_errno};
+use nix::fcntl::{FcntlArg, fcntl};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+
+use super::signal::empty_action;
+use super::{OsKernel, check, errno_of, last_errno, with_fd};
 use crate::kernel::{
     Errno, ExitStatus, Fd, Pid, Processes, Signal, SpawnRequest, Spawned, Stdio, WaitMode,
     WaitStatus, WaitTarget,
@@ -16,6 +21,9 @@ fn wait_flags(mode: WaitMode) -> libc::c_int {
     }
 }
 
+/// libc, not nix: nix's `waitpid` decodes the status into its own `WaitStatus`, which
+/// cannot hold a status it does not understand (spec R-1 passes those through raw) nor
+/// a death by a realtime signal.
 fn waitpid(pid: libc::pid_t, mode: WaitMode) -> Result<WaitStatus, Errno> {
     let mut status: libc::c_int = 0;
     // SAFETY: `status` is a valid, writable int.
@@ -29,8 +37,7 @@ fn waitpid(pid: libc::pid_t, mode: WaitMode) -> Result<WaitStatus, Errno> {
 
 /// A duplicate of `fd` (close-on-exec) for std to place on a child's stream.
 fn dup_for_child(fd: Fd) -> Result<std::process::Stdio, Errno> {
-    // SAFETY: F_DUPFD_CLOEXEC takes an int argument and returns a new descriptor.
-    let copy = check(unsafe { libc::fcntl(fd.0, libc::F_DUPFD_CLOEXEC, 0) })?;
+    let copy = with_fd(fd, |fd| fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(0)))?;
     // SAFETY: `copy` is a fresh descriptor that nothing else owns.
     let owned = unsafe { OwnedFd::from_raw_fd(copy) };
     Ok(std::process::Stdio::from(owned))
@@ -49,8 +56,9 @@ fn std_stdio(stdio: Stdio) -> Result<std::process::Stdio, Errno> {
 /// and none blocked ([`SpawnRequest::restore_signals`]). Only async-signal-safe calls
 /// on this thread's stack: the child of a threaded parent may not allocate or lock.
 fn restore_default_signals() -> std::io::Result<()> {
-    // SAFETY: sigaction is plain data; all-zero with SIG_DFL is "default, no flags".
-    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    // libc, not nix: this walks every number up to 64, and nix's `sigaction` takes only
+    // the classic signals its `Signal` names.
+    let mut action = empty_action();
     action.sa_sigaction = libc::SIG_DFL;
     for signum in 1..=Signal::MAX {
         if signum == libc::SIGKILL || signum == libc::SIGSTOP {
@@ -60,17 +68,9 @@ fn restore_default_signals() -> std::io::Result<()> {
         // itself (EINVAL), which then keep what they have: nothing to undo there.
         unsafe { libc::sigaction(signum, &action, std::ptr::null_mut()) };
     }
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
-    let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `none` is a valid sigset_t; sigprocmask is async-signal-safe, and the
+    // An empty set built on the stack and one sigprocmask: async-signal-safe, and the
     // child has this one thread.
-    let rc = unsafe {
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut())
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
     Ok(())
 }
 
@@ -90,6 +90,8 @@ impl Processes for OsKernel {
             .stdout(std_stdio(request.stdout)?)
             .stderr(std_stdio(request.stderr)?);
         if request.restore_signals {
+            // std's hook, unsafe by nature (it runs in the forked child); nix offers no
+            // safe way to run code between fork and exec.
             // SAFETY: the closure runs in the forked child before exec and makes only
             // async-signal-safe calls (see restore_default_signals).
             unsafe { command.pre_exec(restore_default_signals) };
@@ -126,6 +128,8 @@ impl Processes for OsKernel {
             WaitTarget::Pid(pid) => (libc::P_PID, pid.0 as libc::id_t),
             WaitTarget::Any => (libc::P_ALL, 0),
         };
+        // libc, not nix: nix's `waitid` fails with EINVAL for a child killed by a
+        // realtime signal, which its `Signal` cannot name, where this reports the number.
         // SAFETY: siginfo_t is plain data; all-zero is a valid value to be filled in.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let flags = libc::WEXITED | libc::WNOWAIT | wait_flags(mode);
@@ -152,6 +156,8 @@ impl Processes for OsKernel {
             return Err(Errno::EINVAL);
         }
         let sig = signal.map_or(0, |s| s.0);
+        // libc, not nix: nix's `kill` takes only the classic signals its `Signal` names,
+        // and the seam also sends realtime ones.
         // SAFETY: kill takes two numbers.
         check(unsafe { libc::kill(pid.0, sig) }).map(drop)
     }
@@ -161,6 +167,7 @@ impl Processes for OsKernel {
         if pid.0 <= 0 {
             return Err(Errno::EINVAL);
         }
+        // libc, not nix: nix has no pidfd_open.
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
         let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.0, 0) };
         if rc < 0 {
@@ -177,6 +184,7 @@ impl Processes for OsKernel {
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn pidfd_send_signal(&self, pidfd: Fd, signal: Signal) -> Result<(), Errno> {
+        // libc, not nix: nix has no pidfd_send_signal.
         // SAFETY: a NULL siginfo pointer is allowed and means "as kill() would send".
         let rc = unsafe {
             libc::syscall(
@@ -196,7 +204,6 @@ impl Processes for OsKernel {
     }
 
     fn getpid(&self) -> Pid {
-        // SAFETY: getpid only returns a number.
-        Pid(unsafe { libc::getpid() })
+        Pid(nix::unistd::getpid().as_raw())
     }
 }

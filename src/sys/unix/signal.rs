@@ -14,7 +14,9 @@
 use std::sync::Once;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use super::{OsKernel, check, last_errno};
+use nix::fcntl::{FcntlArg, fcntl};
+
+use super::{OsKernel, check, last_errno, with_fd};
 use crate::kernel::{Disposition, Errno, Fd, Signal, Signals};
 
 /// The fd the handler writes to, or -1.
@@ -41,6 +43,7 @@ extern "C" fn unset_fds_in_child() {
 fn register_at_fork() {
     static REGISTERED: Once = Once::new();
     REGISTERED.call_once(|| {
+        // libc, not nix: nix has no pthread_atfork.
         // SAFETY: registers a child-side hook that only stores to atomics. Failure
         // (ENOMEM) leaves forked children as they were before this hook existed.
         unsafe { libc::pthread_atfork(None, None, Some(unset_fds_in_child)) };
@@ -54,32 +57,16 @@ static FOREIGN: std::sync::Mutex<Vec<SavedAction>> = std::sync::Mutex::new(Vec::
 #[derive(Clone, Copy)]
 struct SavedAction(libc::sigaction);
 
-// SAFETY: a sigaction is plain data (a handler address, a mask and flags).
-unsafe impl Send for SavedAction {}
-
 impl SavedAction {
     fn same_as(&self, other: &libc::sigaction) -> bool {
         self.0.sa_sigaction == other.sa_sigaction && self.0.sa_flags == other.sa_flags
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn errno_location() -> *mut libc::c_int {
-    // SAFETY: returns the calling thread's errno slot.
-    unsafe { libc::__errno_location() }
-}
-
-#[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
-fn errno_location() -> *mut libc::c_int {
-    // SAFETY: returns the calling thread's errno slot.
-    unsafe { libc::__error() }
-}
-
 extern "C" fn wakeup_handler(signum: libc::c_int) {
-    let errno = errno_location();
-    // SAFETY: errno_location points at this thread's errno; saving and restoring it
-    // keeps the interrupted code's errno intact.
-    let saved = unsafe { *errno };
+    // Saved and restored, so that the interrupted code's errno stays intact; nix reads
+    // and writes the thread's errno slot, which is async-signal-safe.
+    let saved = nix::errno::Errno::last_raw();
     let own = notify_slot(signum).map_or(-1, |slot| slot.load(Ordering::Relaxed));
     let fd = if own >= 0 {
         own
@@ -88,24 +75,44 @@ extern "C" fn wakeup_handler(signum: libc::c_int) {
     };
     if fd >= 0 {
         let byte = signum as u8;
+        // libc, not nix: nix's `write` wants a `BorrowedFd`, and the number here comes
+        // from an atomic, so it would take an `unsafe` borrow all the same; the plain
+        // call is what a handler should make.
         // SAFETY: write is async-signal-safe; the buffer is one valid byte. A full or
         // closed pipe loses the byte, which is what CPython's wakeup fd does too.
         unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
     }
-    // SAFETY: as above.
-    unsafe { *errno = saved };
+    nix::errno::Errno::set_raw(saved);
 }
 
 fn handler_address() -> libc::sighandler_t {
     wakeup_handler as extern "C" fn(libc::c_int) as libc::sighandler_t
 }
 
-fn current_action(signal: Signal) -> Result<libc::sigaction, Errno> {
-    // SAFETY: sigaction is plain data; all-zero is valid to be overwritten.
-    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-    // SAFETY: a NULL new action only queries; `old` is writable.
-    check(unsafe { libc::sigaction(signal.0, std::ptr::null(), &mut old) })?;
+/// An all-zero action to be filled in: no flags and an empty mask.
+pub(super) fn empty_action() -> libc::sigaction {
+    // SAFETY: sigaction is plain data (a handler address, a mask, flags and an optional
+    // function pointer), for which all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// `sigaction(2)` by number: installs `new` if given, and returns the action it found.
+///
+/// libc, not nix: nix's `sigaction` takes only the classic signals its `Signal` names,
+/// and the seam also handles realtime ones. (Its `SigAction` type would not save an
+/// `unsafe` either: nix's `sigaction` is itself an `unsafe fn`.)
+fn sigaction(signal: Signal, new: Option<&libc::sigaction>) -> Result<libc::sigaction, Errno> {
+    let mut old = empty_action();
+    let new = new.map_or(std::ptr::null(), |action| action as *const libc::sigaction);
+    // SAFETY: `new` is NULL (only query) or a valid action, which is SIG_DFL, SIG_IGN,
+    // the async-signal-safe wakeup handler or one that was installed before; `old` is
+    // writable.
+    check(unsafe { libc::sigaction(signal.0, new, &mut old) })?;
     Ok(old)
+}
+
+fn current_action(signal: Signal) -> Result<libc::sigaction, Errno> {
+    sigaction(signal, None)
 }
 
 fn classify(signal: Signal, action: &libc::sigaction) -> Disposition {
@@ -135,8 +142,7 @@ fn classify(signal: Signal, action: &libc::sigaction) -> Disposition {
 }
 
 fn action_for(disposition: Disposition) -> Result<libc::sigaction, Errno> {
-    // SAFETY: sigaction is plain data; all-zero is an empty mask with no flags.
-    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    let mut action = empty_action();
     match disposition {
         Disposition::Default => action.sa_sigaction = libc::SIG_DFL,
         Disposition::Ignore => action.sa_sigaction = libc::SIG_IGN,
@@ -155,6 +161,8 @@ fn action_for(disposition: Disposition) -> Result<libc::sigaction, Errno> {
     Ok(action)
 }
 
+/// libc, not nix: nix's `SigSet` holds only the classic signals its `Signal` names, and
+/// the seam also blocks realtime ones.
 fn change_mask(how: libc::c_int, signal: Signal) -> Result<(), Errno> {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -183,8 +191,8 @@ impl Signals for OsKernel {
         }
         let new_notify = match disposition {
             Disposition::Notify(fd) => {
-                // SAFETY: F_GETFD only checks that the descriptor is open.
-                check(unsafe { libc::fcntl(fd.0, libc::F_GETFD) })?;
+                // F_GETFD only checks that the descriptor is open.
+                with_fd(fd, |fd| fcntl(fd, FcntlArg::F_GETFD))?;
                 fd.0
             }
             _ => -1,
@@ -193,14 +201,13 @@ impl Signals for OsKernel {
         let previous_notify = slot.load(Ordering::Relaxed);
         // Set before the handler is installed, so that its first run finds the fd.
         slot.store(new_notify, Ordering::Relaxed);
-        // SAFETY: sigaction is plain data; all-zero is valid to be overwritten.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are valid; the handler installed is either SIG_DFL,
-        // SIG_IGN, the async-signal-safe wakeup handler or one that was installed before.
-        if let Err(errno) = check(unsafe { libc::sigaction(signal.0, &action, &mut old) }) {
-            slot.store(previous_notify, Ordering::Relaxed);
-            return Err(errno);
-        }
+        let old = match sigaction(signal, Some(&action)) {
+            Ok(old) => old,
+            Err(errno) => {
+                slot.store(previous_notify, Ordering::Relaxed);
+                return Err(errno);
+            }
+        };
         let previous = classify(signal, &old);
         Ok(match previous {
             Disposition::Wakeup | Disposition::Notify(_) if previous_notify >= 0 => {
@@ -217,8 +224,8 @@ impl Signals for OsKernel {
 
     fn set_wakeup_fd(&self, fd: Option<Fd>) -> Result<Option<Fd>, Errno> {
         if let Some(fd) = fd {
-            // SAFETY: F_GETFD only checks that the descriptor is open.
-            check(unsafe { libc::fcntl(fd.0, libc::F_GETFD) })?;
+            // F_GETFD only checks that the descriptor is open.
+            with_fd(fd, |fd| fcntl(fd, FcntlArg::F_GETFD))?;
             register_at_fork();
         }
         let old = WAKEUP_FD.swap(fd.map_or(-1, |fd| fd.0), Ordering::Relaxed);
@@ -226,6 +233,8 @@ impl Signals for OsKernel {
     }
 
     fn raise(&self, signal: Signal) -> Result<(), Errno> {
+        // libc, not nix: nix's `raise` takes only the classic signals its `Signal` names,
+        // and the seam also raises realtime ones.
         // SAFETY: raise takes a number; it runs the handler before returning when the
         // signal is not blocked.
         let rc = unsafe { libc::raise(signal.0) };

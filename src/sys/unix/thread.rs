@@ -69,23 +69,10 @@ impl Threads for OsKernel {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
 fn is_main_thread() -> bool {
     // The main thread's task id equals the process id, also in a forked child, where
     // the forking thread becomes the main thread.
-    // SAFETY: both calls only return numbers.
-    unsafe { libc::gettid() == libc::getpid() }
-}
-
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "openbsd"
-))]
-fn is_main_thread() -> bool {
-    // SAFETY: only returns a number.
-    unsafe { libc::pthread_main_np() != 0 }
+    nix::unistd::gettid() == nix::unistd::getpid()
 }
 
 #[allow(clippy::disallowed_types, reason = "OsKernel is the seam")]
