@@ -61,7 +61,9 @@ pub(crate) trait Aborted {
 
 impl<T> Aborted for Result<T, loopwatch::kernel::Errno> {
     fn aborted() -> Self {
-        Err(loopwatch::kernel::Errno(libc_eio()))
+        // What a call that would block gets once the run is over, so that code left
+        // running ends instead of retrying.
+        Err(loopwatch::kernel::Errno::EIO)
     }
 }
 
@@ -79,12 +81,6 @@ impl Aborted for Result<(), Box<dyn std::any::Any + Send>> {
     fn aborted() -> Self {
         Ok(())
     }
-}
-
-/// `EIO`: what a call that would block gets once the run is over, so that code left
-/// running ends instead of retrying.
-const fn libc_eio() -> i32 {
-    5
 }
 
 fn in_coroutine() -> bool {

@@ -96,6 +96,8 @@ impl Errno {
     pub const ESRCH: Errno = Errno(3);
     /// Interrupted system call.
     pub const EINTR: Errno = Errno(4);
+    /// Input/output error.
+    pub const EIO: Errno = Errno(5);
     /// Bad file descriptor.
     pub const EBADF: Errno = Errno(9);
     /// No child processes.
@@ -124,6 +126,7 @@ impl Errno {
             Errno::ENOENT => "ENOENT",
             Errno::ESRCH => "ESRCH",
             Errno::EINTR => "EINTR",
+            Errno::EIO => "EIO",
             Errno::EBADF => "EBADF",
             Errno::ECHILD => "ECHILD",
             Errno::EAGAIN => "EAGAIN",

@@ -41,6 +41,7 @@ same_numbers! {
     Errno::ENOENT.0 => libc::ENOENT,
     Errno::ESRCH.0 => libc::ESRCH,
     Errno::EINTR.0 => libc::EINTR,
+    Errno::EIO.0 => libc::EIO,
     Errno::EBADF.0 => libc::EBADF,
     Errno::ECHILD.0 => libc::ECHILD,
     Errno::EAGAIN.0 => libc::EAGAIN,
