@@ -181,6 +181,10 @@ fn main() {
                 ))
             },
         ),
+        (
+            "spawn_with_stdio_closed_in_the_parent",
+            spawn_with_stdio_closed_in_the_parent,
+        ),
     ];
     // Reliability finding 7: the tests below rely on these signals' default actions
     // (SIGCHLD reaches the watchers; a child spawned without `restore_signals` is
@@ -1609,6 +1613,55 @@ fn finding_16_foreign_sigchld_handler_after_attach(watcher: WatcherRef) -> TestR
     check(
         after == foreign,
         "closing the watcher and its loop left the foreign handler in place",
+    )?;
+    Ok(())
+}
+
+fn spawn_with_stdio_closed_in_the_parent() -> TestResult {
+    // Goal: a process whose own fds 0-2 are closed (a daemon) can still give a child a
+    // pipe as stdout while its stdin is /dev/null: the copy of the pipe made for the
+    // child must not land on fd 0, where setting up the child's stdin would replace
+    // it. Runs in a forked child, which closes its 0-2 and reports by exit code.
+    let kernel = OsKernel;
+    let (read, write) = kernel.pipe()?;
+    // SAFETY: this binary is single-threaded here (tests run one at a time on the main
+    // thread and join what they start), so the child may run Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = (|| {
+            for fd in 0..3 {
+                // SAFETY: closes this forked child's own standard fds.
+                unsafe { libc::close(fd) };
+            }
+            let mut request = SpawnRequest::new("/bin/sh", ["-c", "echo through"]);
+            request.stdin = Stdio::Null;
+            request.stdout = Stdio::Fd(write);
+            request.stderr = Stdio::Null;
+            let child = kernel.spawn(&request).map_err(|_| 2)?;
+            match kernel.wait_pid(child.pid, WaitMode::Block) {
+                Ok(WaitStatus::Terminated(_, s)) if s.returncode() == 0 => Ok(()),
+                _ => Err(3),
+            }
+        })();
+        // SAFETY: ends the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(code.err().unwrap_or(0)) };
+    }
+    check(pid > 0, "fork succeeded")?;
+    let status = kernel.wait_pid(Pid(pid), WaitMode::Block)?;
+    kernel.close(write)?;
+    let mut buf = [0u8; 64];
+    let n = kernel.read(read, &mut buf)?;
+    kernel.close(read)?;
+    check(
+        matches!(status, WaitStatus::Terminated(_, s) if s.returncode() == 0),
+        &format!("the forked process spawned and reaped its child: {status:?}"),
+    )?;
+    check(
+        &buf[..n] == b"through\n",
+        &format!(
+            "the child's stdout reached the pipe: got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
     )?;
     Ok(())
 }
