@@ -24,6 +24,12 @@ pub struct FaultPlan {
     /// Probability, per SIGCHLD delivery, that foreign code reaps one zombie child
     /// between the signal and the watcher's wait.
     pub foreign_reap_on_sigchld: f64,
+    /// Probability that a process-directed signal is taken by another thread that
+    /// does not block it, rather than by the one Linux tries first (the thread that
+    /// spawned the exiting child, the main thread for `kill()`). Legal: Linux passes
+    /// over a thread that already has a signal waiting, and a thread running on
+    /// another CPU may dequeue the shared signal before the chosen one wakes.
+    pub signal_other_thread: f64,
 }
 
 impl FaultPlan {

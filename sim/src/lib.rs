@@ -24,6 +24,28 @@
 //! - `model` (the kernel model) is separate from `driver` (coroutines and scheduling),
 //!   so another driver can run the same model.
 //!
+//! # Which thread takes a signal, and when its handler runs
+//!
+//! As Linux does (`complete_signal` and `wants_signal` in kernel/signal.c):
+//! - A process-directed signal is first offered to a suggested thread: for a child's
+//!   SIGCHLD, the thread that spawned the child (or, once it has exited, the first
+//!   live thread, the main thread while it lives, as Linux re-parents the child);
+//!   for `kill()` of the process, the main thread (the thread-group leader).
+//! - The suggested thread takes it if it wants it: it does not block the signal and
+//!   has no signal of its own still waiting for its handler. Otherwise another thread
+//!   that wants it takes it (the seed picks which); if none does, a thread that does
+//!   not block it takes it along with the ones it already has.
+//! - A handler runs on the taking thread's way back to user space. A thread blocked
+//!   in a kernel call is woken, the call checks its condition again (a `waitpid`
+//!   whose child has exited reaps it), and only then does the handler run, as the
+//!   call returns, fails with EINTR (poll, pipe reads and writes) or restarts (the
+//!   waits, as with `SA_RESTART`). Until then the signal stays pending for the
+//!   process, so more of the same coalesce with it.
+//!
+//! Linux may also let another thread that does not block the signal take it, for
+//! example one already running on another CPU that dequeues it first. That is rare,
+//! so the simulator does it only under the [`FaultPlan::signal_other_thread`] fault.
+//!
 //! # Running the tests
 //!
 //! `cargo test -p loopwatch-sim`. `tests/fidelity.rs` runs each kernel-behaviour test

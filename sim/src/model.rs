@@ -144,6 +144,8 @@ struct Proc {
     written: usize,
     /// When it terminated, for ready-list order.
     stamp: u64,
+    /// The thread that spawned it: Linux sends its SIGCHLD to that thread first.
+    parent: Tid,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +198,13 @@ pub(crate) struct ThreadState {
     mask: BTreeSet<i32>,
     /// A signal was delivered while it waited interruptibly.
     pub(crate) interrupted: bool,
+    /// Inside a kernel call that has blocked at least once and not returned yet: a
+    /// signal it takes now has its handler run when the call returns (or restarts),
+    /// as Linux runs handlers only on the way back to user space.
+    pub(crate) in_call: bool,
+    /// Signals this thread has taken whose handlers run when its call returns. They
+    /// stay pending for the process until then, so more of them coalesce.
+    handlers: Vec<i32>,
     /// The call it last blocked in, for deadlock reports.
     pub(crate) blocked_in: &'static str,
     /// The body's outcome, until joined.
@@ -251,6 +260,10 @@ pub(crate) struct State {
     foreign: Vec<ForeignHandler>,
     pub(crate) foreign_deliveries: u64,
     pending: BTreeSet<i32>,
+    /// For each pending signal, the thread Linux tries first (`complete_signal`'s
+    /// suggested task): the parent thread for a child's SIGCHLD, the main thread for
+    /// `kill()` of the process.
+    suggested: BTreeMap<i32, Tid>,
     wakeup_fd: Option<Fd>,
     monitors: BTreeMap<u64, MonitorState>,
     next_monitor: u64,
@@ -301,6 +314,8 @@ impl State {
                 status: Status::Runnable,
                 mask: BTreeSet::new(),
                 interrupted: false,
+                in_call: false,
+                handlers: Vec::new(),
                 blocked_in: "",
                 result: None,
             },
@@ -334,6 +349,7 @@ impl State {
             foreign: Vec::new(),
             foreign_deliveries: 0,
             pending: BTreeSet::new(),
+            suggested: BTreeMap::new(),
             wakeup_fd: None,
             monitors: BTreeMap::new(),
             next_monitor: 1,
@@ -845,7 +861,7 @@ impl State {
         tid: Tid,
         request: &SpawnRequest,
     ) -> Step<Result<Spawned, Errno>> {
-        let result = self.do_spawn(request);
+        let result = self.do_spawn(tid, request);
         self.log(
             tid,
             format_args!("spawn({}) = {result:?}", request.program.to_string_lossy()),
@@ -860,7 +876,7 @@ impl State {
         Step::Done(result)
     }
 
-    fn do_spawn(&mut self, request: &SpawnRequest) -> Result<Spawned, Errno> {
+    fn do_spawn(&mut self, tid: Tid, request: &SpawnRequest) -> Result<Spawned, Errno> {
         let p = self.config.faults.spawn_eagain;
         if p > 0.0 && self.rng.chance(p) {
             self.mark("spawn_eagain");
@@ -937,6 +953,7 @@ impl State {
                 stderr: child_ends[2],
                 written: 0,
                 stamp: 0,
+                parent: tid,
             },
         );
         self.changed = true;
@@ -975,8 +992,26 @@ impl State {
             self.mark("sigchld_ignored_autoreap");
             self.log_event(format_args!("child {pid} auto-reaped"));
         } else {
-            self.raise_process(Signal::SIGCHLD);
+            let parent = self.parent_thread(pid);
+            self.raise_process(Signal::SIGCHLD, parent);
         }
+    }
+
+    /// The thread a child's SIGCHLD goes to first: the one that spawned it, or, once
+    /// that thread has exited, the first live thread (Linux re-parents the child to
+    /// it, the main thread while it lives).
+    fn parent_thread(&self, pid: Pid) -> Tid {
+        let alive = |tid: &Tid| {
+            self.threads
+                .get(tid)
+                .is_some_and(|t| t.status != Status::Finished)
+        };
+        self.procs
+            .get(&pid)
+            .map(|p| p.parent)
+            .filter(alive)
+            .or_else(|| self.threads.keys().copied().find(alive))
+            .unwrap_or(MAIN_THREAD)
     }
 
     /// Ends a running child now with `status`, whatever its plan (a test's script).
@@ -1101,7 +1136,8 @@ impl State {
             Err(Errno::EINVAL)
         } else if pid == self.pid() {
             if let Some(signal) = signal {
-                self.raise_process(signal);
+                // kill() finds the thread-group leader by the pid: it is tried first.
+                self.raise_process(signal, MAIN_THREAD);
             }
             Ok(())
         } else if self.procs.contains_key(&pid) {
@@ -1349,7 +1385,10 @@ impl State {
             || (disposition == Disposition::Default && Self::ignored_by_default(signal))
     }
 
-    fn raise_process(&mut self, signal: Signal) {
+    /// Generates a process-directed `signal`; `suggested` is the thread Linux tries
+    /// first. A signal already pending coalesces, keeping the first suggestion (Linux
+    /// drops the second before choosing a thread).
+    fn raise_process(&mut self, signal: Signal, suggested: Tid) {
         let disposition = self
             .dispositions
             .get(&signal.0)
@@ -1364,7 +1403,9 @@ impl State {
         if Self::is_ignored(signal.0, disposition) && !blocked {
             return;
         }
-        if !self.pending.insert(signal.0) && disposition != Disposition::Default {
+        if self.pending.insert(signal.0) {
+            self.suggested.insert(signal.0, suggested);
+        } else if disposition != Disposition::Default {
             self.mark(if signal == Signal::SIGCHLD {
                 "sigchld_coalesced"
             } else {
@@ -1374,10 +1415,18 @@ impl State {
         self.changed = true;
     }
 
-    /// Pending signals and the threads that could take each (not blocking it).
+    /// Whether some thread has taken `signal` and will run its handler when its call
+    /// returns.
+    fn taken(&self, signal: i32) -> bool {
+        self.threads.values().any(|t| t.handlers.contains(&signal))
+    }
+
+    /// Pending signals not yet taken, and the threads that could take each (not
+    /// blocking it).
     pub(crate) fn deliverable(&self) -> Vec<(i32, Vec<Tid>)> {
         self.pending
             .iter()
+            .filter(|&&sig| !self.taken(sig))
             .map(|&sig| {
                 let threads = self
                     .threads
@@ -1391,15 +1440,80 @@ impl State {
             .collect()
     }
 
-    /// Delivers pending `signal` to `tid`: runs its disposition's action. A default
-    /// action that terminates marks the process killed; the driver ends the run.
+    /// The thread that takes pending `signal`, by Linux's rule (`complete_signal` and
+    /// `wants_signal` in kernel/signal.c): the suggested thread if it wants the signal,
+    /// else another thread that wants it. A thread wants a signal when it does not
+    /// block it and has no signal of its own waiting for its handler. When none wants
+    /// it, a thread that does not block it takes it with the others it has waiting.
+    /// The `signal_other_thread` fault lets another thread that wants it take it
+    /// first, as a thread already running in the kernel can on a real machine.
+    pub(crate) fn signal_target(&mut self, signal: i32) -> Tid {
+        let eligible: Vec<Tid> = self
+            .threads
+            .iter()
+            .filter(|(_, t)| t.status != Status::Finished && !t.mask.contains(&signal))
+            .map(|(&tid, _)| tid)
+            .collect();
+        let wanting: Vec<Tid> = eligible
+            .iter()
+            .copied()
+            .filter(|tid| self.threads[tid].handlers.is_empty())
+            .collect();
+        let suggested = self.suggested.get(&signal).copied().unwrap_or(MAIN_THREAD);
+        let others: Vec<Tid> = wanting
+            .iter()
+            .copied()
+            .filter(|&tid| tid != suggested)
+            .collect();
+        let p = self.config.faults.signal_other_thread;
+        if !others.is_empty() && p > 0.0 && self.rng.chance(p) {
+            self.mark("signal_other_thread");
+            return others[self.rng.below(others.len() as u64) as usize];
+        }
+        if wanting.contains(&suggested) {
+            return suggested;
+        }
+        if !wanting.is_empty() {
+            return wanting[self.rng.below(wanting.len() as u64) as usize];
+        }
+        if eligible.contains(&suggested) {
+            return suggested;
+        }
+        eligible.first().copied().unwrap_or(MAIN_THREAD)
+    }
+
+    /// Delivers pending `signal` to `tid`. A default action applies at once (one that
+    /// terminates marks the process killed; the driver ends the run); so does a
+    /// handler, unless `tid` is inside a blocked kernel call: then the call is woken
+    /// and checks its condition again, and the handler runs when the call returns,
+    /// fails with EINTR or restarts (the driver calls [`State::leave_call`] and
+    /// [`State::run_handlers`]).
     pub(crate) fn deliver(&mut self, signal: i32, tid: Tid) {
-        self.pending.remove(&signal);
         let disposition = self
             .dispositions
             .get(&signal)
             .copied()
             .unwrap_or(Disposition::Default);
+        let handled = matches!(
+            disposition,
+            Disposition::Wakeup | Disposition::Notify(_) | Disposition::Foreign(_)
+        );
+        if handled && self.threads.get(&tid).is_some_and(|t| t.in_call) {
+            self.log_event(format_args!(
+                "signal {signal} taken by T{tid}: its handler runs when the call returns"
+            ));
+            self.changed = true;
+            let thread = self.thread_mut(tid);
+            thread.handlers.push(signal);
+            thread.status = Status::Runnable;
+            return;
+        }
+        self.pending.remove(&signal);
+        self.act(signal, tid, disposition);
+    }
+
+    /// Runs `signal`'s action in `tid`: the kernel's default, or the handler.
+    fn act(&mut self, signal: i32, tid: Tid, disposition: Disposition) {
         self.log_event(format_args!(
             "deliver signal {signal} to T{tid} ({disposition:?})"
         ));
@@ -1418,11 +1532,6 @@ impl State {
                 };
                 if let Some(fd) = target {
                     self.wakeup_write(fd, signal as u8);
-                }
-                let thread = self.thread_mut(tid);
-                if matches!(thread.status, Status::Blocked(wait) if wait.interruptible) {
-                    thread.interrupted = true;
-                    thread.status = Status::Runnable;
                 }
             }
             Disposition::Foreign(id) => {
@@ -1449,6 +1558,44 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Runs the handlers of the signals `tid` took while in its call; says whether
+    /// there were any. A signal no longer pending (ignored since) is skipped; the
+    /// action is the disposition's now, as Linux reads it when it dequeues.
+    pub(crate) fn run_handlers(&mut self, tid: Tid) -> bool {
+        let taken = std::mem::take(&mut self.thread_mut(tid).handlers);
+        let any = !taken.is_empty();
+        for signal in taken {
+            if self.pending.remove(&signal) {
+                let disposition = self
+                    .dispositions
+                    .get(&signal)
+                    .copied()
+                    .unwrap_or(Disposition::Default);
+                self.act(signal, tid, disposition);
+            }
+        }
+        any
+    }
+
+    /// `tid`'s kernel call returns: it is back in user space, where it runs the
+    /// handlers of the signals it took meanwhile.
+    pub(crate) fn leave_call(&mut self, tid: Tid) {
+        self.thread_mut(tid).in_call = false;
+        self.run_handlers(tid);
+    }
+
+    /// Whether `tid` has taken signals whose handlers have not run yet.
+    pub(crate) fn has_handlers(&self, tid: Tid) -> bool {
+        self.threads
+            .get(&tid)
+            .is_some_and(|t| !t.handlers.is_empty())
+    }
+
+    /// A blocked call of `tid` that took a signal gives up with EINTR on its next try.
+    pub(crate) fn interrupt(&mut self, tid: Tid) {
+        self.thread_mut(tid).interrupted = true;
     }
 
     /// The handler's `write(wakeup_fd, &signum, 1)`: never blocks, drops the byte
@@ -1552,7 +1699,9 @@ impl State {
         }
         self.log(tid, format_args!("raise({})", signal.0));
         // raise() delivers to the calling thread before it returns, unless blocked.
-        self.pending.insert(signal.0);
+        if self.pending.insert(signal.0) {
+            self.suggested.insert(signal.0, tid);
+        }
         if !self.thread_mut(tid).mask.contains(&signal.0) {
             self.deliver(signal.0, tid);
         }
@@ -1602,6 +1751,8 @@ impl State {
                 status: Status::Runnable,
                 mask: self.threads[&tid].mask.clone(),
                 interrupted: false,
+                in_call: false,
+                handlers: Vec::new(),
                 blocked_in: "",
                 result: None,
             },

@@ -12,6 +12,8 @@
 //! many seeds each simulator arm runs (default 16), `LOOPWATCH_SEED=S` runs one seed.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use loopwatch::OsKernel;
@@ -56,6 +58,7 @@ bodies!(
     spawn_enoent,
     notify_disposition_writes_its_own_fd,
     ignored_sigchld_is_not_kept_for_later,
+    finding_06_waiting_parent_thread_reaps_before_its_handler,
 );
 
 #[derive(Clone, Copy, Debug)]
@@ -474,6 +477,60 @@ impl Body for ignored_sigchld_is_not_kept_for_later {
         assert!(wakeup.drain(k).is_empty(), "the old SIGCHLD was dropped");
         assert_eq!(reap(k, child.pid), 6);
         wakeup.remove(k);
+    }
+}
+
+impl Body for finding_06_waiting_parent_thread_reaps_before_its_handler {
+    // Goal (reliability finding 6): a child's SIGCHLD goes to the thread that spawned
+    // it when that thread does not block it, and that thread, blocked in waitpid for
+    // the child, reaps it before its handler runs: a helper thread woken by the
+    // handler's byte finds the child already gone (ECHILD), every time.
+    fn run<K: Kernel>(&self, k: &K) {
+        let (read, write) = k.pipe().unwrap();
+        k.set_nonblocking(write, true).unwrap();
+        let previous = k
+            .set_disposition(Signal::SIGCHLD, Disposition::Notify(write))
+            .unwrap();
+        // The second lets the main thread block in waitpid long before the exit.
+        let child = k.spawn(&sh("sleep 1; exit 3")).unwrap();
+        let seen = Arc::new(AtomicI32::new(0));
+        let (helper_kernel, helper_seen, pid) = (k.clone(), seen.clone(), child.pid);
+        let helper = k
+            .spawn_thread(
+                "helper",
+                Box::new(move || {
+                    let mut buf = [0u8; 1];
+                    loop {
+                        match helper_kernel.read(read, &mut buf) {
+                            Ok(1) => break,
+                            Err(Errno::EINTR) => continue,
+                            other => panic!("helper read gave {other:?}"),
+                        }
+                    }
+                    let code = match helper_kernel.wait_pid(pid, WaitMode::NoHang) {
+                        Err(Errno::ECHILD) => 1,
+                        Ok(WaitStatus::StillAlive) => 2,
+                        Ok(WaitStatus::Terminated(..)) => 3,
+                        _ => 4,
+                    };
+                    helper_seen.store(code, Ordering::SeqCst);
+                }),
+            )
+            .unwrap();
+        let reaped = k.wait_pid(child.pid, WaitMode::Block);
+        k.join_thread(helper).unwrap();
+        k.set_disposition(Signal::SIGCHLD, previous).unwrap();
+        k.close(read).unwrap();
+        k.close(write).unwrap();
+        assert!(
+            matches!(reaped, Ok(WaitStatus::Terminated(_, s)) if s.returncode() == 3),
+            "the waiting thread reaps its child, got {reaped:?}"
+        );
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1,
+            "the handler ran after the reap (1 = ECHILD, 3 = the helper reaped first)"
+        );
     }
 }
 
