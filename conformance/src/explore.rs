@@ -61,10 +61,15 @@ pub enum Fault {
     Eintr,
     /// Polls that wake with nothing to report (probability 0.3).
     Spurious,
+    /// A process-directed signal taken by another thread that does not block it
+    /// rather than the one Linux tries first (probability 0.3): legal, but rare on a
+    /// real machine, so traces may then differ from the OS's in a way that shows a
+    /// race rather than a simulator error.
+    OtherThread,
 }
 
 impl Fault {
-    /// Parses a comma-separated list of `eintr`, `spurious`.
+    /// Parses a comma-separated list of `eintr`, `spurious`, `other-thread`.
     ///
     /// # Errors
     ///
@@ -75,7 +80,10 @@ impl Fault {
             .map(|f| match f {
                 "eintr" => Ok(Fault::Eintr),
                 "spurious" => Ok(Fault::Spurious),
-                other => Err(format!("unknown fault {other:?}; valid: eintr, spurious")),
+                "other-thread" => Ok(Fault::OtherThread),
+                other => Err(format!(
+                    "unknown fault {other:?}; valid: eintr, spurious, other-thread"
+                )),
             })
             .collect()
     }
@@ -86,6 +94,7 @@ impl Fault {
             .map(|f| match f {
                 Fault::Eintr => "eintr",
                 Fault::Spurious => "spurious",
+                Fault::OtherThread => "other-thread",
             })
             .collect::<Vec<_>>()
             .join(",")
@@ -99,6 +108,7 @@ pub fn simulation(seed: u64, faults: &[Fault]) -> loopwatch_sim::Simulation {
         match fault {
             Fault::Eintr => plan.eintr = 0.3,
             Fault::Spurious => plan.spurious_wakeup = 0.3,
+            Fault::OtherThread => plan.signal_other_thread = 0.3,
         }
     }
     loopwatch_sim::Simulation::new(seed).faults(plan)
