@@ -59,3 +59,119 @@ fn finding_06_reaped_elsewhere_holds_for_every_watcher_over_many_seeds() {
         }
     }
 }
+
+/// A one-step-plus scenario around `steps` (a JSON array), as text.
+fn scenario_text(steps: &str) -> String {
+    format!(
+        r#"{{"format": "loopwatch-scenario/1", "name": "t", "description": "d",
+            "clauses": [], "watchers": ["safe"], "steps": {steps}}}"#
+    )
+}
+
+fn fate_with_signal(signal: i32) -> String {
+    scenario_text(&format!(
+        r#"[{{"op": "start", "child": "a", "fate": {{"signal": {signal}, "after_ms": 20}}}},
+            {{"op": "wait", "child": "a"}}]"#
+    ))
+}
+
+fn kill_with_signal(signal: i32) -> String {
+    scenario_text(&format!(
+        r#"[{{"op": "start", "child": "a", "fate": {{"forever": true}}}},
+            {{"op": "kill", "child": "a", "signal": {signal}}},
+            {{"op": "kill", "child": "a", "signal": 9}},
+            {{"op": "wait", "child": "a"}}]"#
+    ))
+}
+
+#[test]
+fn finding_17_kill_with_signal_0_is_refused() {
+    // Goal (reliability finding 17): `kill` with signal 0 sends nothing on the OS
+    // (kill(pid, 0) only checks the pid) and failed with EINVAL on the simulator; it
+    // is refused, naming the field and the value.
+    let error = Scenario::parse(&kill_with_signal(0)).unwrap_err();
+    assert!(error.contains("step 1: kill.signal 0"), "{error}");
+    for bad in [-1, 65] {
+        let error = Scenario::parse(&kill_with_signal(bad)).unwrap_err();
+        assert!(error.contains(&format!("kill.signal {bad}")), "{error}");
+    }
+}
+
+#[test]
+fn finding_17_fates_that_do_not_end_the_child_are_refused() {
+    // Goal (reliability finding 17): a fate `{"signal": S}` means the child dies from
+    // S. Signals ignored by default (SIGCHLD 17, SIGCONT 18, SIGURG 23, SIGWINCH 28:
+    // the shell exits 0), stop signals (19 to 22: it stops), and 32 and 33 (reserved
+    // by glibc, which catches them) do not do that on the OS; the simulator ended the
+    // child with them. They are refused, naming the field and the value.
+    for signal in [17, 18, 19, 20, 21, 22, 23, 28, 32, 33] {
+        let error = Scenario::parse(&fate_with_signal(signal)).unwrap_err();
+        assert!(
+            error.contains(&format!("step 0: fate.signal {signal}")),
+            "{signal}: {error}"
+        );
+    }
+    for signal in [1, 9, 15, 31, 34, 64] {
+        assert!(
+            Scenario::parse(&fate_with_signal(signal)).is_ok(),
+            "{signal}"
+        );
+    }
+}
+
+#[test]
+fn finding_17_kills_whose_effect_depends_on_the_runner_are_refused() {
+    // Goal (reliability finding 17): SIGTSTP, SIGTTIN and SIGTTOU stop a child only
+    // when its process group is not orphaned (how the suite was started decides),
+    // and glibc catches 32 and 33: `kill` refuses them. SIGSTOP, SIGCONT and the
+    // signals ignored by default are modelled, so they stay allowed.
+    for signal in [20, 21, 22, 32, 33] {
+        let error = Scenario::parse(&kill_with_signal(signal)).unwrap_err();
+        assert!(
+            error.contains(&format!("step 1: kill.signal {signal}")),
+            "{signal}: {error}"
+        );
+    }
+    for signal in [1, 9, 15, 17, 18, 19, 23, 28, 34, 64] {
+        assert!(
+            Scenario::parse(&kill_with_signal(signal)).is_ok(),
+            "{signal}"
+        );
+    }
+}
+
+#[test]
+fn finding_17_sigstop_holds_an_exiting_child_until_sigcont() {
+    // Goal (reliability finding 17): on the simulator as on the OS, a child stopped
+    // by SIGSTOP does not exit when its script's time is up; SIGCONT lets it exit.
+    let stopped = scenario("stopped-child-exits-after-continue");
+    // The real OS's trace (`cargo loopwatch scenario run … --backend os`).
+    let expected = vec!["timeout a".to_string(), "exit a 3".to_string()];
+    for &watcher in &stopped.watchers {
+        for seed in 0..50 {
+            let (trace, _) = run_seed(&stopped, watcher, seed, &[Fault::Eintr]);
+            assert_eq!(trace.as_ref(), Ok(&expected), "{watcher}, seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn finding_17_stop_then_fatal_signal_waits_for_sigcont() {
+    // Goal (reliability finding 17): a fatal signal sent to a stopped child stays
+    // pending until SIGCONT (Linux passes over a stopped task), as on the OS.
+    let text = scenario_text(
+        r#"[{"op": "start", "child": "a", "fate": {"forever": true}},
+            {"op": "kill", "child": "a", "signal": 19},
+            {"op": "sleep", "ms": 100},
+            {"op": "kill", "child": "a", "signal": 15},
+            {"op": "wait", "child": "a", "timeout_ms": 300},
+            {"op": "kill", "child": "a", "signal": 18},
+            {"op": "wait", "child": "a"}]"#,
+    );
+    let stop_then_term = Scenario::parse(&text).unwrap();
+    let expected = vec!["timeout a".to_string(), "exit a -15".to_string()];
+    for seed in 0..50 {
+        let (trace, _) = run_seed(&stop_then_term, WatcherName::Safe, seed, &[]);
+        assert_eq!(trace.as_ref(), Ok(&expected), "seed {seed}");
+    }
+}

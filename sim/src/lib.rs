@@ -63,9 +63,15 @@
 //!
 //! What the model does not model:
 //! - One simulated process. Children are scripted entities, not processes running
-//!   code: they do not fork, run threads or handle signals (a signal's default action
-//!   applies: termination, except the signals ignored by default).
-//! - No stopped/continued children (`WUNTRACED`), no process groups or sessions, no
+//!   code: they do not fork, run threads or handle signals. A signal's default action
+//!   applies when the child next runs, lowest number first: termination; nothing for
+//!   the signals ignored by default; a stop for SIGSTOP and the job-control stops
+//!   (as for a process group that is not orphaned), after which the child neither
+//!   progresses nor acts on signals until SIGCONT (SIGKILL still ends it at once).
+//!   A shell's `kill -S $$` that it survives ends its script: it exits 0. Signals
+//!   32 and 33 terminate, as the kernel's default; glibc programs catch them.
+//! - Stops and continues raise SIGCHLD (as without `SA_NOCLDSTOP`) but no wait
+//!   reports them (no `WUNTRACED`/`WCONTINUED`); no process groups or sessions, no
 //!   `SA_NOCLDWAIT`, no real-time signal queues (every signal coalesces).
 //! - Descriptors are pipes, pollers, eventfds, pidfds and stdio; no files, sockets or
 //!   ttys. Stdio always reads and writes at once.

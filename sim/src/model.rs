@@ -146,6 +146,11 @@ struct Proc {
     stamp: u64,
     /// The thread that spawned it: Linux sends its SIGCHLD to that thread first.
     parent: Tid,
+    /// Stopped by a stop signal, until SIGCONT.
+    stopped: bool,
+    /// Signals sent to it that it has not acted on yet: it does when it next runs
+    /// (a stopped child does not run until continued).
+    signals: BTreeSet<i32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -954,6 +959,8 @@ impl State {
                 written: 0,
                 stamp: 0,
                 parent: tid,
+                stopped: false,
+                signals: BTreeSet::new(),
             },
         );
         self.changed = true;
@@ -1030,7 +1037,10 @@ impl State {
     fn terminate_now(&mut self, pid: Pid) {
         let status = match self.procs.get(&pid).map(|p| p.plan.clone()) {
             Some(ChildPlan::Exit { code, .. }) => ExitStatus::from_exit_code(code),
-            Some(ChildPlan::Killed { signal, .. }) => ExitStatus::from_signal(signal, false),
+            Some(ChildPlan::Killed { signal, .. }) => {
+                self.kill_self(pid, signal);
+                return;
+            }
             Some(ChildPlan::Forever | ChildPlan::Cat) | None => return,
         };
         // A child that dies early still produces its output first.
@@ -1117,13 +1127,82 @@ impl State {
         Step::Done(result)
     }
 
-    /// Applies a signal to a child, as its default action.
+    /// Whether `signal`'s default action stops a process (SIGSTOP, and the
+    /// job-control stops, modelled as for a process group that is not orphaned).
+    fn stops(signal: i32) -> bool {
+        (19..=22).contains(&signal)
+    }
+
+    /// Sends `signal` to child `pid`, as `kill()` does (children run the default
+    /// actions): SIGKILL ends it at once, stopped or not; SIGCONT continues it at once
+    /// and discards its pending stop signals; a signal ignored by default is dropped;
+    /// any other waits until the child runs ([`State::child_takes_signals`]), which a
+    /// stopped child does only once continued.
     fn signal_child(&mut self, pid: Pid, signal: Signal) {
-        let ignored_by_default = [Signal::SIGCHLD, Signal::SIGCONT, Signal(23), Signal(28)];
-        if ignored_by_default.contains(&signal) || signal == Signal::SIGSTOP {
+        let Some(proc) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if !matches!(proc.state, ProcState::Running) {
             return;
         }
-        self.terminate(pid, ExitStatus::from_signal(signal, false));
+        self.changed = true;
+        if signal == Signal::SIGKILL {
+            self.terminate(pid, ExitStatus::from_signal(signal, false));
+        } else if signal == Signal::SIGCONT {
+            proc.signals.retain(|s| !Self::stops(*s));
+            if std::mem::take(&mut proc.stopped) {
+                self.log_event(format_args!("child {pid} continued"));
+                self.notify_parent(pid);
+            }
+        } else if !Self::ignored_by_default(signal.0) {
+            proc.signals.insert(signal.0);
+        }
+    }
+
+    /// The child runs and acts on the signals sent to it, lowest number first as
+    /// Linux dequeues them: a stop signal stops it (the rest wait for SIGCONT), any
+    /// other ends it.
+    fn child_takes_signals(&mut self, pid: Pid) {
+        while let Some(proc) = self.procs.get_mut(&pid) {
+            if proc.stopped || !matches!(proc.state, ProcState::Running) {
+                return;
+            }
+            let Some(signal) = proc.signals.pop_first() else {
+                return;
+            };
+            self.changed = true;
+            if Self::stops(signal) {
+                proc.stopped = true;
+                self.log_event(format_args!("child {pid} stopped by signal {signal}"));
+                self.notify_parent(pid);
+            } else {
+                self.terminate(pid, ExitStatus::from_signal(Signal(signal), false));
+            }
+        }
+    }
+
+    /// A child stopped or continued: SIGCHLD for its parent, as Linux sends without
+    /// `SA_NOCLDSTOP` (which neither loopwatch nor CPython sets). No wait reports it:
+    /// the seam has no `WUNTRACED`.
+    fn notify_parent(&mut self, pid: Pid) {
+        let parent = self.parent_thread(pid);
+        self.raise_process(Signal::SIGCHLD, parent);
+    }
+
+    /// A shell's `kill -S $$`: it signals itself and acts on it before its next
+    /// command. If it survives (S is ignored, or stops it until SIGCONT), the script
+    /// is over and it exits 0.
+    fn kill_self(&mut self, pid: Pid, signal: Signal) {
+        self.signal_child(pid, signal);
+        self.child_takes_signals(pid);
+        if let Some(proc) = self.procs.get_mut(&pid) {
+            if matches!(proc.state, ProcState::Running) {
+                proc.plan = ChildPlan::exit(0);
+                if !proc.stopped {
+                    self.terminate(pid, ExitStatus::from_exit_code(0));
+                }
+            }
+        }
     }
 
     pub(crate) fn kill(
@@ -1220,6 +1299,12 @@ impl State {
     }
 
     fn child_can_progress(&self, _pid: Pid, proc: &Proc) -> bool {
+        if proc.stopped {
+            return false;
+        }
+        if !proc.signals.is_empty() {
+            return true;
+        }
         match &proc.plan {
             ChildPlan::Exit { after, stdout, .. } => {
                 self.time >= proc.started + *after || self.output_pending(proc, stdout)
@@ -1277,6 +1362,10 @@ impl State {
         let Some(proc) = self.procs.get(&pid) else {
             return;
         };
+        if !proc.signals.is_empty() {
+            self.child_takes_signals(pid);
+            return;
+        }
         let (started, plan) = (proc.started, proc.plan.clone());
         match plan {
             ChildPlan::Exit {
@@ -1291,9 +1380,7 @@ impl State {
                     self.terminate(pid, ExitStatus::from_exit_code(code));
                 }
             }
-            ChildPlan::Killed { signal, .. } => {
-                self.terminate(pid, ExitStatus::from_signal(signal, false));
-            }
+            ChildPlan::Killed { signal, .. } => self.kill_self(pid, signal),
             ChildPlan::Forever => {}
             ChildPlan::Cat => {
                 let proc = &self.procs[&pid];
@@ -1334,16 +1421,17 @@ impl State {
             Status::Blocked(wait) => wait.deadline,
             _ => None,
         });
-        let exits = self
-            .procs
-            .values()
-            .filter_map(|p| match (&p.state, &p.plan) {
-                (
-                    ProcState::Running,
-                    ChildPlan::Exit { after, .. } | ChildPlan::Killed { after, .. },
-                ) => Some(p.started + *after),
-                _ => None,
-            });
+        let exits =
+            self.procs
+                .values()
+                .filter(|p| !p.stopped)
+                .filter_map(|p| match (&p.state, &p.plan) {
+                    (
+                        ProcState::Running,
+                        ChildPlan::Exit { after, .. } | ChildPlan::Killed { after, .. },
+                    ) => Some(p.started + *after),
+                    _ => None,
+                });
         deadlines.chain(exits).filter(|&t| t > self.time).min()
     }
 

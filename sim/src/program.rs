@@ -23,7 +23,9 @@ pub enum ChildPlan {
         /// Bytes written to stdout before exiting.
         stdout: Vec<u8>,
     },
-    /// Die from `signal` once `after` has passed.
+    /// Send itself `signal` once `after` has passed (a shell's `kill -S $$`): it dies
+    /// from it, unless `signal` is ignored by default (then it exits 0) or stops it
+    /// (then it exits 0 once continued).
     Killed {
         /// The signal.
         signal: Signal,

@@ -59,6 +59,7 @@ bodies!(
     notify_disposition_writes_its_own_fd,
     ignored_sigchld_is_not_kept_for_later,
     finding_06_waiting_parent_thread_reaps_before_its_handler,
+    finding_17_stop_continue_and_signals_that_do_not_kill,
 );
 
 #[derive(Clone, Copy, Debug)]
@@ -531,6 +532,51 @@ impl Body for finding_06_waiting_parent_thread_reaps_before_its_handler {
             1,
             "the handler ran after the reap (1 = ECHILD, 3 = the helper reaped first)"
         );
+    }
+}
+
+impl Body for finding_17_stop_continue_and_signals_that_do_not_kill {
+    // Goal (reliability finding 17): SIGSTOP holds a child past its exit time until
+    // SIGCONT (no wait reports the stop); a fatal signal sent to a stopped child
+    // waits for SIGCONT, SIGKILL does not; a shell that sends itself a signal ignored
+    // by default (SIGCHLD, SIGWINCH) exits 0.
+    fn run<K: Kernel>(&self, k: &K) {
+        // Stopped at once, a second before its script would exit.
+        let a = k.spawn(&sh("sleep 1; exit 3")).unwrap();
+        k.kill(a.pid, Some(Signal::SIGSTOP)).unwrap();
+        k.sleep(Duration::from_millis(1500));
+        assert_eq!(
+            k.wait_pid(a.pid, WaitMode::NoHang),
+            Ok(WaitStatus::StillAlive),
+            "stopped: not exited, and the stop is not reported"
+        );
+        k.kill(a.pid, Some(Signal::SIGCONT)).unwrap();
+        assert_eq!(reap(k, a.pid), 3);
+
+        let b = k.spawn(&SpawnRequest::new("sleep", ["100"])).unwrap();
+        k.kill(b.pid, Some(Signal::SIGSTOP)).unwrap();
+        // Wait until the stop has taken effect (no wait reports it), so SIGTERM
+        // reaches a stopped child.
+        k.sleep(Duration::from_millis(200));
+        k.kill(b.pid, Some(Signal::SIGTERM)).unwrap();
+        k.sleep(Duration::from_millis(200));
+        assert_eq!(
+            k.wait_pid(b.pid, WaitMode::NoHang),
+            Ok(WaitStatus::StillAlive),
+            "SIGTERM waits for SIGCONT"
+        );
+        k.kill(b.pid, Some(Signal::SIGCONT)).unwrap();
+        assert_eq!(reap(k, b.pid), -15);
+
+        let c = k.spawn(&SpawnRequest::new("sleep", ["100"])).unwrap();
+        k.kill(c.pid, Some(Signal::SIGSTOP)).unwrap();
+        k.kill(c.pid, Some(Signal::SIGKILL)).unwrap();
+        assert_eq!(reap(k, c.pid), -9);
+
+        for script in ["kill -17 $$", "kill -28 $$", "kill -23 $$"] {
+            let child = k.spawn(&sh(script)).unwrap();
+            assert_eq!(reap(k, child.pid), 0, "{script}");
+        }
     }
 }
 
