@@ -134,6 +134,13 @@ impl Shared {
             let tid = state.current;
             match op(&mut state, tid) {
                 Step::Done(result) => {
+                    // The lag fault: a woken thread runs again late; signals it takes
+                    // meanwhile have their handlers run when it does.
+                    if let Some(until) = blocked.then(|| state.wake_lag()).flatten() {
+                        drop(state);
+                        self.hold(tid, until);
+                        state = self.lock();
+                    }
                     state.leave_call(tid);
                     return result;
                 }
@@ -161,6 +168,23 @@ impl Shared {
                     suspend();
                 }
             }
+        }
+    }
+}
+
+impl Shared {
+    /// Keeps thread `tid`, inside a call, from running before virtual time `until`.
+    fn hold(&self, tid: Tid, until: std::time::Duration) {
+        loop {
+            let mut state = self.lock();
+            if state.aborting || state.time >= until {
+                return;
+            }
+            let thread = state.threads.get_mut(&tid).expect("running thread");
+            thread.status = Status::Blocked(crate::model::Wait::until(until));
+            thread.blocked_in = "lag";
+            drop(state);
+            suspend();
         }
     }
 }

@@ -30,6 +30,11 @@ pub struct FaultPlan {
     /// over a thread that already has a signal waiting, and a thread running on
     /// another CPU may dequeue the shared signal before the chosen one wakes.
     pub signal_other_thread: f64,
+    /// Scheduling delays, as on a loaded machine: each child starts running up to
+    /// this late, and a thread whose blocking call completes runs again up to this
+    /// late (at 3 wake-ups in 10). Code and scenarios must not depend on timing
+    /// margins smaller than this. Zero (the default) for none.
+    pub lag: std::time::Duration,
 }
 
 impl FaultPlan {

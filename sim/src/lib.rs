@@ -19,7 +19,9 @@
 //!   that waits for its own child, a `waitpid(-1)` reaper, SIG_IGN).
 //! - [`FaultPlan`]: EINTR, ENOSYS/EPERM from `pidfd_open`, EMFILE, EAGAIN from spawn,
 //!   spurious wake-ups, children that exit before registration, zombies reaped by
-//!   foreign code.
+//!   foreign code, a signal taken by another thread than Linux's usual choice, and
+//!   scheduling lag (children and woken threads running late, as on a loaded
+//!   machine).
 //! - [`Strategy`]: uniform random or PCT scheduling.
 //! - `model` (the kernel model) is separate from `driver` (coroutines and scheduling),
 //!   so another driver can run the same model.

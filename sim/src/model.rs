@@ -47,6 +47,14 @@ impl Wait {
             interruptible: false,
         }
     }
+
+    /// Until virtual time `deadline`, not interruptible.
+    pub(crate) fn until(deadline: Duration) -> Wait {
+        Wait {
+            deadline: Some(deadline),
+            interruptible: false,
+        }
+    }
 }
 
 /// The outcome of one attempt at an operation.
@@ -380,6 +388,26 @@ impl State {
 
     fn pid(&self) -> Pid {
         Pid(self.config.pid)
+    }
+
+    /// A delay drawn for the `lag` fault (zero when it is off), marked as `mark`.
+    fn draw_lag(&mut self, mark: &'static str) -> Duration {
+        let max = self.config.faults.lag;
+        if max.is_zero() {
+            return Duration::ZERO;
+        }
+        self.mark(mark);
+        let micros = max.as_micros().min(u128::from(u64::MAX)) as u64;
+        Duration::from_micros(self.rng.below(micros + 1))
+    }
+
+    /// Under the `lag` fault, when a thread woken from a blocking call runs again:
+    /// `None` for at once.
+    pub(crate) fn wake_lag(&mut self) -> Option<Duration> {
+        if self.config.faults.lag.is_zero() || !self.rng.chance(0.3) {
+            return None;
+        }
+        Some(self.time + self.draw_lag("thread_lag"))
     }
 
     /// Whether an injected `EINTR` fires for a blocking call that would block now.
@@ -946,12 +974,13 @@ impl State {
         }
         self.used_pids.insert(pid);
         self.spawn_seq += 1;
+        let started = self.time + self.draw_lag("child_lag");
         self.procs.insert(
             Pid(pid),
             Proc {
                 seq: self.spawn_seq,
                 plan,
-                started: self.time,
+                started,
                 state: ProcState::Running,
                 stdin: child_ends[0],
                 stdout: child_ends[1],
@@ -1299,7 +1328,8 @@ impl State {
     }
 
     fn child_can_progress(&self, _pid: Pid, proc: &Proc) -> bool {
-        if proc.stopped {
+        // Not running yet (the lag fault), or stopped.
+        if proc.stopped || self.time < proc.started {
             return false;
         }
         if !proc.signals.is_empty() {
@@ -1421,17 +1451,21 @@ impl State {
             Status::Blocked(wait) => wait.deadline,
             _ => None,
         });
-        let exits =
-            self.procs
-                .values()
-                .filter(|p| !p.stopped)
-                .filter_map(|p| match (&p.state, &p.plan) {
-                    (
-                        ProcState::Running,
-                        ChildPlan::Exit { after, .. } | ChildPlan::Killed { after, .. },
-                    ) => Some(p.started + *after),
-                    _ => None,
-                });
+        let exits = self
+            .procs
+            .values()
+            .filter(|p| !p.stopped && matches!(p.state, ProcState::Running))
+            .flat_map(|p| {
+                let exit = match &p.plan {
+                    ChildPlan::Exit { after, .. } | ChildPlan::Killed { after, .. } => {
+                        Some(p.started + *after)
+                    }
+                    ChildPlan::Forever | ChildPlan::Cat => None,
+                };
+                // A child the lag fault starts late may have work before its exit.
+                [Some(p.started), exit]
+            })
+            .flatten();
         deadlines.chain(exits).filter(|&t| t > self.time).min()
     }
 
