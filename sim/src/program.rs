@@ -75,6 +75,14 @@ fn signal_by_name(name: &str) -> Option<Signal> {
         "PIPE" => Signal::SIGPIPE,
         "ALRM" => Signal::SIGALRM,
         "TERM" => Signal::SIGTERM,
+        "CHLD" => Signal::SIGCHLD,
+        "CONT" => Signal::SIGCONT,
+        "STOP" => Signal::SIGSTOP,
+        "TSTP" => Signal(20),
+        "TTIN" => Signal(21),
+        "TTOU" => Signal(22),
+        "URG" => Signal(23),
+        "WINCH" => Signal(28),
         _ => return None,
     })
 }

@@ -281,7 +281,9 @@ impl Body for pidfd_readable_on_exit {
 impl Body for blocking_wait_parks_and_wakes {
     // Goal: a blocking waitpid sleeps until the child exits, then reaps it.
     fn run<K: Kernel>(&self, k: &K) {
-        let child = k.spawn(&sh("sleep 0.05; exit 7")).unwrap();
+        // Reliability finding 8: half a second, not 50 ms, for the check below that
+        // it still runs: a loaded machine may take tens of milliseconds to get here.
+        let child = k.spawn(&sh("sleep 0.5; exit 7")).unwrap();
         assert_eq!(
             k.wait_pid(child.pid, WaitMode::NoHang),
             Ok(WaitStatus::StillAlive)
@@ -553,12 +555,19 @@ impl Body for finding_17_stop_continue_and_signals_that_do_not_kill {
         k.kill(a.pid, Some(Signal::SIGCONT)).unwrap();
         assert_eq!(reap(k, a.pid), 3);
 
-        let b = k.spawn(&SpawnRequest::new("sleep", ["100"])).unwrap();
-        k.kill(b.pid, Some(Signal::SIGSTOP)).unwrap();
-        // Wait until the stop has taken effect (no wait reports it), so SIGTERM
-        // reaches a stopped child.
-        k.sleep(Duration::from_millis(200));
+        // A shell that stops itself: its stop's SIGCHLD says when it is stopped
+        // (no wait reports a stop), so SIGTERM surely reaches a stopped child.
+        let (read, write) = k.pipe().unwrap();
+        k.set_nonblocking(write, true).unwrap();
+        let previous = k
+            .set_disposition(Signal::SIGCHLD, Disposition::Notify(write))
+            .unwrap();
+        let b = k.spawn(&sh("kill -STOP $$")).unwrap();
+        let mut buf = [0u8; 1];
+        while k.read(read, &mut buf) != Ok(1) {}
+        k.set_disposition(Signal::SIGCHLD, previous).unwrap();
         k.kill(b.pid, Some(Signal::SIGTERM)).unwrap();
+        // Were SIGTERM to end a stopped child, 200 ms would see it gone.
         k.sleep(Duration::from_millis(200));
         assert_eq!(
             k.wait_pid(b.pid, WaitMode::NoHang),
@@ -567,6 +576,8 @@ impl Body for finding_17_stop_continue_and_signals_that_do_not_kill {
         );
         k.kill(b.pid, Some(Signal::SIGCONT)).unwrap();
         assert_eq!(reap(k, b.pid), -15);
+        k.close(read).unwrap();
+        k.close(write).unwrap();
 
         let c = k.spawn(&SpawnRequest::new("sleep", ["100"])).unwrap();
         k.kill(c.pid, Some(Signal::SIGSTOP)).unwrap();
