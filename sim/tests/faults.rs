@@ -245,3 +245,61 @@ fn finding_06_signal_other_thread_never_picks_a_thread_that_blocks_it() {
         );
     }
 }
+
+#[test]
+fn finding_08_lag_delays_children_and_woken_threads() {
+    // Goal (reliability finding 8): the lag fault starts a child up to its bound late
+    // (never early), and a thread woken from a blocking call may run again late, as
+    // on a loaded machine; over seeds both delays happen and stay within the bound.
+    let lag = Duration::from_millis(100);
+    let plan = FaultPlan {
+        lag,
+        ..FaultPlan::none()
+    };
+    let (mut late_exits, mut late_wakes) = (0, 0);
+    for seed in 0..100 {
+        let seen = std::sync::Arc::new(std::sync::OnceLock::new());
+        let slot = seen.clone();
+        let report = Simulation::new(seed).faults(plan.clone()).run(move |k| {
+            let child = k.spawn(&sh("sleep 0.2; exit 4")).unwrap();
+            k.wait_pid(child.pid, WaitMode::Block).unwrap();
+            let exited = k.now();
+            // A reader woken by a writer that notes when it wrote.
+            let (read, write) = k.pipe().unwrap();
+            let written_at = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let (writer_kernel, note) = (k.clone(), written_at.clone());
+            let writer = k
+                .spawn_thread(
+                    "writer",
+                    Box::new(move || {
+                        writer_kernel.sleep(Duration::from_millis(50));
+                        let now = writer_kernel.now().as_micros() as u64;
+                        note.store(now, std::sync::atomic::Ordering::SeqCst);
+                        writer_kernel.write(write, b"x").unwrap();
+                    }),
+                )
+                .unwrap();
+            let mut buf = [0u8; 1];
+            assert_eq!(k.read(read, &mut buf), Ok(1));
+            let woken = k.now();
+            k.join_thread(writer).unwrap();
+            let written =
+                Duration::from_micros(written_at.load(std::sync::atomic::Ordering::SeqCst));
+            let _ = slot.set((exited, woken - written));
+        });
+        report.assert_completed("finding_08_lag_delays_children_and_woken_threads");
+        let (exited, wake_delay) = *seen.get().expect("ran");
+        let exit_delay = exited - Duration::from_millis(200);
+        assert!(
+            exit_delay <= lag * 2,
+            "seed {seed}: exit {exit_delay:?} late"
+        );
+        assert!(wake_delay <= lag, "seed {seed}: woken {wake_delay:?} late");
+        late_exits += usize::from(exit_delay > Duration::ZERO);
+        late_wakes += usize::from(wake_delay > Duration::ZERO);
+    }
+    assert!(
+        late_exits > 0 && late_wakes > 0,
+        "{late_exits} {late_wakes}"
+    );
+}
