@@ -140,6 +140,30 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+SIGNAL_NAMES = {17: "SIGCHLD", 18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP",
+                21: "SIGTTIN", 22: "SIGTTOU", 23: "SIGURG", 28: "SIGWINCH"}
+
+
+def check_signal(field, signum, as_fate):
+    """The same refusals as the Rust parser (scenario.rs): signals whose effect the
+    backends would not agree on."""
+    if not _is_int(signum) or not 1 <= signum <= 64:
+        raise ScenarioError("%s %r: use 1..64" % (field, signum))
+    name = SIGNAL_NAMES.get(signum, "a signal")
+    if signum in (32, 33):
+        raise ScenarioError("%s %d is reserved by the C library, which catches it"
+                            % (field, signum))
+    if signum in (20, 21, 22):
+        raise ScenarioError("%s %d (%s) stops a child only when its process group is "
+                            "not orphaned" % (field, signum, name))
+    if as_fate and signum in (17, 18, 23, 28):
+        raise ScenarioError("%s %d (%s) is ignored by default: the child would not "
+                            "die from it" % (field, signum, name))
+    if as_fate and signum == 19:
+        raise ScenarioError("%s 19 (SIGSTOP) stops the child instead of ending it"
+                            % field)
+
+
 def check_fate(fate, where):
     if not isinstance(fate, dict):
         raise ScenarioError("%s: fate must be an object" % where)
@@ -151,8 +175,8 @@ def check_fate(fate, where):
         raise ScenarioError("%s: unknown fate keys %s" % (where, sorted(extra)))
     if "exit" in fate and not (_is_int(fate["exit"]) and 0 <= fate["exit"] <= 255):
         raise ScenarioError("%s: exit must be 0..255" % where)
-    if "signal" in fate and not (_is_int(fate["signal"]) and 1 <= fate["signal"] <= 64):
-        raise ScenarioError("%s: signal must be 1..64" % where)
+    if "signal" in fate:
+        check_signal("%s: fate.signal" % where, fate["signal"], True)
     if "forever" in fate and fate["forever"] is not True:
         raise ScenarioError("%s: forever must be true" % where)
     if "after_ms" in fate and not (_is_int(fate["after_ms"]) and fate["after_ms"] >= 0):
@@ -198,8 +222,8 @@ def load_scenario(path):
         if op == "wait" and "timeout_ms" in step and not (
                 _is_int(step["timeout_ms"]) and step["timeout_ms"] >= 1):
             raise ScenarioError("%s: timeout_ms must be an integer >= 1" % where)
-        if op == "kill" and not (_is_int(step["signal"]) and 1 <= step["signal"] <= 64):
-            raise ScenarioError("%s: signal must be 1..64" % where)
+        if op == "kill":
+            check_signal("%s: kill.signal" % where, step["signal"], False)
     return sc
 
 

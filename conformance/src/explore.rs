@@ -4,6 +4,7 @@
 //! equals the real OS's. Seeds are sharded by `seed % n == i`, so the shards of one
 //! sweep cover its seeds exactly once.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -61,10 +62,24 @@ pub enum Fault {
     Eintr,
     /// Polls that wake with nothing to report (probability 0.3).
     Spurious,
+    /// A process-directed signal taken by another thread that does not block it
+    /// rather than the one Linux tries first (probability 0.3): legal, but rare on a
+    /// real machine, so traces may then differ from the OS's in a way that shows a
+    /// race rather than a simulator error.
+    OtherThread,
+    /// Scheduling delays of up to [`LAG`], as on a loaded machine (the simulator's
+    /// `lag` fault): a scenario's trace must not depend on timing margins that small.
+    Lag,
 }
 
+/// The longest delay the [`Fault::Lag`] fault adds to a child's start or a woken
+/// thread. Two CPU hogs on two cores delay a thread by a few milliseconds to tens of
+/// them; scenarios keep their timing margins above this.
+pub const LAG: std::time::Duration = std::time::Duration::from_millis(LAG_MS);
+const LAG_MS: u64 = 100;
+
 impl Fault {
-    /// Parses a comma-separated list of `eintr`, `spurious`.
+    /// Parses a comma-separated list of `eintr`, `spurious`, `other-thread`, `lag`.
     ///
     /// # Errors
     ///
@@ -75,7 +90,11 @@ impl Fault {
             .map(|f| match f {
                 "eintr" => Ok(Fault::Eintr),
                 "spurious" => Ok(Fault::Spurious),
-                other => Err(format!("unknown fault {other:?}; valid: eintr, spurious")),
+                "other-thread" => Ok(Fault::OtherThread),
+                "lag" => Ok(Fault::Lag),
+                other => Err(format!(
+                    "unknown fault {other:?}; valid: eintr, spurious, other-thread, lag"
+                )),
             })
             .collect()
     }
@@ -86,6 +105,8 @@ impl Fault {
             .map(|f| match f {
                 Fault::Eintr => "eintr",
                 Fault::Spurious => "spurious",
+                Fault::OtherThread => "other-thread",
+                Fault::Lag => "lag",
             })
             .collect::<Vec<_>>()
             .join(",")
@@ -99,6 +120,8 @@ pub fn simulation(seed: u64, faults: &[Fault]) -> loopwatch_sim::Simulation {
         match fault {
             Fault::Eintr => plan.eintr = 0.3,
             Fault::Spurious => plan.spurious_wakeup = 0.3,
+            Fault::OtherThread => plan.signal_other_thread = 0.3,
+            Fault::Lag => plan.lag = LAG,
         }
     }
     loopwatch_sim::Simulation::new(seed).faults(plan)
@@ -140,9 +163,32 @@ pub fn run_seed(
     (trace, report)
 }
 
+/// Each scenario's trace on the real OS, by scenario name: what exploration compares
+/// the simulator's traces with.
+pub type References = BTreeMap<String, Vec<String>>;
+
+/// The real OS's trace of every scenario of `watcher` under `dir`. Must run on the
+/// process's main thread.
+///
+/// # Errors
+///
+/// The scenarios cannot be loaded, or a run failed.
+pub fn os_references(dir: &Path, watcher: WatcherName) -> Result<References, String> {
+    let scenarios = crate::scenario::load_dir(dir)?;
+    scenarios
+        .iter()
+        .filter(|s| s.watchers.contains(&watcher))
+        .map(|scenario| {
+            execute(&loopwatch::OsKernel, scenario, watcher)
+                .map(|trace| (scenario.name.clone(), trace))
+                .map_err(|e| format!("{} on the OS: {e}", scenario.name))
+        })
+        .collect()
+}
+
 /// Explores every scenario of `watcher` under `dir` over this shard's seeds, calling
-/// `emit` with each verdict. Must run on the process's main thread (the real-OS
-/// reference run needs it).
+/// `emit` with each verdict. Runs each scenario once on the real OS first, for the
+/// reference, so it must run on the process's main thread.
 ///
 /// # Errors
 ///
@@ -153,16 +199,38 @@ pub fn explore(
     seeds: u64,
     shard: Shard,
     faults: &[Fault],
+    emit: impl FnMut(&Verdict),
+) -> Result<(), String> {
+    let references = os_references(dir, watcher)?;
+    explore_against(dir, watcher, &references, seeds, shard, faults, emit)
+}
+
+/// As [`explore`], against reference traces computed beforehand ([`os_references`],
+/// or [`Matrix::os_traces`](crate::matrix::Matrix::os_traces) after a check), so that
+/// several sweeps share one run of each scenario on the real OS. Runs only the
+/// simulator, on any thread.
+///
+/// # Errors
+///
+/// The scenarios cannot be loaded, or one of them has no reference.
+pub fn explore_against(
+    dir: &Path,
+    watcher: WatcherName,
+    references: &References,
+    seeds: u64,
+    shard: Shard,
+    faults: &[Fault],
     mut emit: impl FnMut(&Verdict),
 ) -> Result<(), String> {
     let scenarios = crate::scenario::load_dir(dir)?;
     for scenario in scenarios.iter().filter(|s| s.watchers.contains(&watcher)) {
-        let reference =
-            execute(&loopwatch::OsKernel, scenario, watcher).map_err(|e| e.to_string())?;
+        let reference = references
+            .get(&scenario.name)
+            .ok_or_else(|| format!("no reference trace of {} with {watcher}", scenario.name))?;
         let path: PathBuf = dir.join(format!("{}.json", scenario.name));
         for seed in shard.seeds(seeds) {
             let problem = match run_seed(scenario, watcher, seed, faults).0 {
-                Ok(trace) if trace == reference => None,
+                Ok(trace) if trace == *reference => None,
                 Ok(trace) => Some(format!("expected {reference:?}, got {trace:?}")),
                 Err(error) => Some(error),
             };

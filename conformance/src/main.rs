@@ -58,7 +58,7 @@ enum Command {
         /// This run's part of the sweep, i/n (seeds with seed % n == i).
         #[arg(long, default_value = "0/1")]
         shard: String,
-        /// Faults to switch on: eintr, spurious (comma-separated).
+        /// Faults to switch on: eintr, spurious, other-thread, lag (comma-separated).
         #[arg(long, default_value = "")]
         faults: String,
         /// Scenario directory (default: the crate's scenarios/).

@@ -1,6 +1,7 @@
 //! The conformance matrix: every scenario × watcher × backend, compared with loopwatch
 //! on the real OS, with known divergences read from the ratchet file.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -107,6 +108,10 @@ pub struct Matrix {
     pub cells: Vec<Cell>,
     /// Ratchet entries that no longer diverge (they should be removed).
     pub stale: Vec<KnownDivergence>,
+    /// loopwatch's trace on the real OS of each scenario and watcher that ran there:
+    /// the reference, kept so that exploration need not run the OS again.
+    #[serde(skip)]
+    pub references: BTreeMap<(String, WatcherName), Vec<String>>,
 }
 
 /// What to compare.
@@ -135,6 +140,16 @@ impl Default for Options {
 }
 
 impl Matrix {
+    /// The real-OS traces of `watcher`'s scenarios, by scenario name, as
+    /// [`explore_against`](crate::explore::explore_against) takes them.
+    pub fn os_traces(&self, watcher: WatcherName) -> crate::explore::References {
+        self.references
+            .iter()
+            .filter(|((_, w), _)| *w == watcher)
+            .map(|((name, _), trace)| (name.clone(), trace.clone()))
+            .collect()
+    }
+
     /// Whether every cell matches, is known, or was skipped.
     pub fn ok(&self) -> bool {
         self.cells.iter().all(|c| {
@@ -328,6 +343,10 @@ pub fn check(options: &Options, mut progress: impl FnMut(&str)) -> Result<Matrix
             }
         }
     }
+    matrix.references = references
+        .into_iter()
+        .map(|(scenario, _, watcher, trace)| ((scenario.name.clone(), watcher), trace))
+        .collect();
     // A ratchet entry for a backend that did not run cannot be judged stale.
     matrix.stale = known
         .iter()

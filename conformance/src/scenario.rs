@@ -120,10 +120,63 @@ impl Fate {
         if kinds.iter().filter(|k| **k).count() != 1 {
             return Err("a fate needs exactly one of exit, signal, forever".into());
         }
-        if self.signal.is_some_and(|s| !(1..=64).contains(&s)) {
-            return Err("signal must be 1..64".into());
+        match self.signal {
+            Some(signal) => check_signal("fate.signal", signal, SignalUse::Fate),
+            None => Ok(()),
         }
-        Ok(())
+    }
+}
+
+/// Where a signal number appears.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SignalUse {
+    /// A fate: the child sends it to itself (`kill -S $$`) and must die from it.
+    Fate,
+    /// A `kill` step: the runner sends it to the child.
+    Kill,
+}
+
+/// Refuses a signal number whose effect the backends would not agree on, naming
+/// `field` and the value: every backend must run a scenario the same way, and the
+/// simulator models the kernel's default actions, not a particular C library's or
+/// terminal session's.
+fn check_signal(field: &str, signal: i32, usage: SignalUse) -> Result<(), String> {
+    let refuse = |why: &str| Err(format!("{field} {signal} {why}"));
+    match signal {
+        0 => refuse("is not a signal: kill(pid, 0) only checks that the process exists; use 1..64"),
+        _ if !(1..=64).contains(&signal) => refuse("is out of range: use 1..64"),
+        // glibc reserves them for itself (thread cancellation, setxid) and catches
+        // them, so whether a child dies depends on the C library it runs on.
+        32 | 33 => refuse("is reserved by the C library, which catches it: use 34..64"),
+        // Job-control stops act only when the child's process group is not orphaned,
+        // which depends on how the suite was started.
+        20..=22 => refuse(&format!(
+            "({}) stops a child only when its process group is not orphaned: use 19 (SIGSTOP)",
+            signal_name(signal)
+        )),
+        17 | 18 | 23 | 28 if usage == SignalUse::Fate => refuse(&format!(
+            "({}) is ignored by default: the child would not die from it but exit 0; use {{\"exit\": 0}}",
+            signal_name(signal)
+        )),
+        19 if usage == SignalUse::Fate => refuse(
+            "(SIGSTOP) stops the child instead of ending it: use {\"forever\": true} and a kill step with 19",
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The name of a signal this module mentions in its errors.
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        17 => "SIGCHLD",
+        18 => "SIGCONT",
+        19 => "SIGSTOP",
+        20 => "SIGTSTP",
+        21 => "SIGTTIN",
+        22 => "SIGTTOU",
+        23 => "SIGURG",
+        28 => "SIGWINCH",
+        _ => "a signal",
     }
 }
 
@@ -248,10 +301,15 @@ impl Scenario {
                         return Err(at(format!("child {child:?} started twice")));
                     }
                 }
+                Step::Kill { child, signal } => {
+                    check_signal("kill.signal", *signal, SignalUse::Kill).map_err(at)?;
+                    if !known.contains(child) {
+                        return Err(at(format!("child {child:?} used before it is spawned")));
+                    }
+                }
                 Step::Register { child }
                 | Step::Remove { child }
                 | Step::Wait { child, .. }
-                | Step::Kill { child, .. }
                 | Step::ForeignWait { child } => {
                     if !known.contains(child) {
                         return Err(at(format!("child {child:?} used before it is spawned")));

@@ -104,3 +104,31 @@ fn scenario_runs_on_the_simulator() {
         "{stdout}"
     );
 }
+
+#[test]
+fn finding_17_scenario_the_simulator_would_misrun_is_refused() {
+    // Goal (reliability finding 17): a scenario whose child should die from SIGCHLD
+    // (ignored by default, so it would exit 0 on the OS) is refused before any run:
+    // exit code 2, a message naming the step, the field and the value, no output.
+    let pid = loopwatch::kernel::Processes::getpid(&loopwatch::OsKernel);
+    let dir = std::env::temp_dir().join(format!("loopwatch-cli-17-{pid}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sigchld-fate.json");
+    std::fs::write(
+        &path,
+        r#"{"format": "loopwatch-scenario/1", "name": "sigchld-fate", "description": "d",
+            "clauses": [], "watchers": ["safe"],
+            "steps": [{"op": "start", "child": "a", "fate": {"signal": 17}},
+                      {"op": "wait", "child": "a"}]}"#,
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let run = loopwatch(&["scenario", "run", file, "--backend", "sim"]);
+    let replay = loopwatch(&["replay", file, "--watcher", "safe", "--seed", "1"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    refused(
+        &run,
+        "step 0: fate.signal 17 (SIGCHLD) is ignored by default",
+    );
+    refused(&replay, "fate.signal 17");
+}

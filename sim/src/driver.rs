@@ -113,7 +113,10 @@ impl Shared {
     }
 
     /// One kernel call: a scheduling point, then `op` until it completes. `op` runs
-    /// with the model locked; the lock is never held across a switch.
+    /// with the model locked; the lock is never held across a switch. Signals the
+    /// thread takes while the call is blocked have their handlers run when it
+    /// returns; a blocked call then fails with EINTR if it can be interrupted, or
+    /// restarts after the handlers (SA_RESTART).
     pub(crate) fn syscall<R: Aborted>(
         &self,
         name: &'static str,
@@ -135,10 +138,28 @@ impl Shared {
             let mut state = self.lock();
             let tid = state.current;
             match op(&mut state, tid) {
-                Step::Done(result) => return result,
+                Step::Done(result) => {
+                    // The lag fault: a woken thread runs again late; signals it takes
+                    // meanwhile have their handlers run when it does.
+                    if let Some(until) = blocked.then(|| state.wake_lag()).flatten() {
+                        drop(state);
+                        self.hold(tid, until);
+                        state = self.lock();
+                    }
+                    state.leave_call(tid);
+                    return result;
+                }
                 Step::Block(wait) => {
                     if !inside || state.aborting {
                         return R::aborted();
+                    }
+                    if state.has_handlers(tid) {
+                        if wait.interruptible {
+                            state.interrupt(tid);
+                        } else {
+                            state.run_handlers(tid);
+                        }
+                        continue;
                     }
                     if !blocked {
                         blocked = true;
@@ -146,11 +167,29 @@ impl Shared {
                     }
                     let thread = state.threads.get_mut(&tid).expect("running thread");
                     thread.status = Status::Blocked(wait);
+                    thread.in_call = true;
                     thread.blocked_in = name;
                     drop(state);
                     suspend();
                 }
             }
+        }
+    }
+}
+
+impl Shared {
+    /// Keeps thread `tid`, inside a call, from running before virtual time `until`.
+    fn hold(&self, tid: Tid, until: std::time::Duration) {
+        loop {
+            let mut state = self.lock();
+            if state.aborting || state.time >= until {
+                return;
+            }
+            let thread = state.threads.get_mut(&tid).expect("running thread");
+            thread.status = Status::Blocked(crate::model::Wait::until(until));
+            thread.blocked_in = "lag";
+            drop(state);
+            suspend();
         }
     }
 }
@@ -249,9 +288,9 @@ fn fire_event(state: &mut State, force: bool) -> bool {
     if pick < children.len() {
         state.step_child(children[pick]);
     } else {
-        let (signal, threads) = &signals[pick - children.len()];
-        let target = threads[state.rng.below(threads.len() as u64) as usize];
-        state.deliver(*signal, target);
+        let signal = signals[pick - children.len()].0;
+        let target = state.signal_target(signal);
+        state.deliver(signal, target);
     }
     true
 }

@@ -24,6 +24,17 @@ pub struct FaultPlan {
     /// Probability, per SIGCHLD delivery, that foreign code reaps one zombie child
     /// between the signal and the watcher's wait.
     pub foreign_reap_on_sigchld: f64,
+    /// Probability that a process-directed signal is taken by another thread that
+    /// does not block it, rather than by the one Linux tries first (the thread that
+    /// spawned the exiting child, the main thread for `kill()`). Legal: Linux passes
+    /// over a thread that already has a signal waiting, and a thread running on
+    /// another CPU may dequeue the shared signal before the chosen one wakes.
+    pub signal_other_thread: f64,
+    /// Scheduling delays, as on a loaded machine: each child starts running up to
+    /// this late, and a thread whose blocking call completes runs again up to this
+    /// late (at 3 wake-ups in 10). Code and scenarios must not depend on timing
+    /// margins smaller than this. Zero (the default) for none.
+    pub lag: std::time::Duration,
 }
 
 impl FaultPlan {

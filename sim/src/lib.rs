@@ -19,7 +19,9 @@
 //!   that waits for its own child, a `waitpid(-1)` reaper, SIG_IGN).
 //! - [`FaultPlan`]: EINTR, ENOSYS/EPERM from `pidfd_open`, EMFILE, EAGAIN from spawn,
 //!   spurious wake-ups, children that exit before registration, zombies reaped by
-//!   foreign code.
+//!   foreign code, a signal taken by another thread than Linux's usual choice, and
+//!   scheduling lag (children and woken threads running late, as on a loaded
+//!   machine).
 //! - [`Strategy`]: uniform random or PCT scheduling.
 //! - [`testing`]: how to test your own code with all of this: one body for the real OS
 //!   and the simulator, seed sweeps whose failure report ends with a replay command
@@ -27,6 +29,28 @@
 //!   leak account and a capture of loopwatch's warnings.
 //! - `model` (the kernel model) is separate from `driver` (coroutines and scheduling),
 //!   so another driver can run the same model.
+//!
+//! # Which thread takes a signal, and when its handler runs
+//!
+//! As Linux does (`complete_signal` and `wants_signal` in kernel/signal.c):
+//! - A process-directed signal is first offered to a suggested thread: for a child's
+//!   SIGCHLD, the thread that spawned the child (or, once it has exited, the first
+//!   live thread, the main thread while it lives, as Linux re-parents the child);
+//!   for `kill()` of the process, the main thread (the thread-group leader).
+//! - The suggested thread takes it if it wants it: it does not block the signal and
+//!   has no signal of its own still waiting for its handler. Otherwise another thread
+//!   that wants it takes it (the seed picks which); if none does, a thread that does
+//!   not block it takes it along with the ones it already has.
+//! - A handler runs on the taking thread's way back to user space. A thread blocked
+//!   in a kernel call is woken, the call checks its condition again (a `waitpid`
+//!   whose child has exited reaps it), and only then does the handler run, as the
+//!   call returns, fails with EINTR (poll, pipe reads and writes) or restarts (the
+//!   waits, as with `SA_RESTART`). Until then the signal stays pending for the
+//!   process, so more of the same coalesce with it.
+//!
+//! Linux may also let another thread that does not block the signal take it, for
+//! example one already running on another CPU that dequeues it first. That is rare,
+//! so the simulator does it only under the [`FaultPlan::signal_other_thread`] fault.
 //!
 //! # Running the tests
 //!
@@ -46,9 +70,15 @@
 //!
 //! What the model does not model:
 //! - One simulated process. Children are scripted entities, not processes running
-//!   code: they do not fork, run threads or handle signals (a signal's default action
-//!   applies: termination, except the signals ignored by default).
-//! - No stopped/continued children (`WUNTRACED`), no process groups or sessions, no
+//!   code: they do not fork, run threads or handle signals. A signal's default action
+//!   applies when the child next runs, lowest number first: termination; nothing for
+//!   the signals ignored by default; a stop for SIGSTOP and the job-control stops
+//!   (as for a process group that is not orphaned), after which the child neither
+//!   progresses nor acts on signals until SIGCONT (SIGKILL still ends it at once).
+//!   A shell's `kill -S $$` that it survives ends its script: it exits 0. Signals
+//!   32 and 33 terminate, as the kernel's default; glibc programs catch them.
+//! - Stops and continues raise SIGCHLD (as without `SA_NOCLDSTOP`) but no wait
+//!   reports them (no `WUNTRACED`/`WCONTINUED`); no process groups or sessions, no
 //!   `SA_NOCLDWAIT`, no real-time signal queues (every signal coalesces).
 //! - Descriptors are pipes, pollers, eventfds, pidfds and stdio; no files, sockets or
 //!   ttys. Stdio always reads and writes at once.

@@ -47,6 +47,14 @@ impl Wait {
             interruptible: false,
         }
     }
+
+    /// Until virtual time `deadline`, not interruptible.
+    pub(crate) fn until(deadline: Duration) -> Wait {
+        Wait {
+            deadline: Some(deadline),
+            interruptible: false,
+        }
+    }
 }
 
 /// The outcome of one attempt at an operation.
@@ -144,6 +152,13 @@ struct Proc {
     written: usize,
     /// When it terminated, for ready-list order.
     stamp: u64,
+    /// The thread that spawned it: Linux sends its SIGCHLD to that thread first.
+    parent: Tid,
+    /// Stopped by a stop signal, until SIGCONT.
+    stopped: bool,
+    /// Signals sent to it that it has not acted on yet: it does when it next runs
+    /// (a stopped child does not run until continued).
+    signals: BTreeSet<i32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +211,13 @@ pub(crate) struct ThreadState {
     mask: BTreeSet<i32>,
     /// A signal was delivered while it waited interruptibly.
     pub(crate) interrupted: bool,
+    /// Inside a kernel call that has blocked at least once and not returned yet: a
+    /// signal it takes now has its handler run when the call returns (or restarts),
+    /// as Linux runs handlers only on the way back to user space.
+    pub(crate) in_call: bool,
+    /// Signals this thread has taken whose handlers run when its call returns. They
+    /// stay pending for the process until then, so more of them coalesce.
+    handlers: Vec<i32>,
     /// The call it last blocked in, for deadlock reports.
     pub(crate) blocked_in: &'static str,
     /// The body's outcome, until joined.
@@ -251,6 +273,10 @@ pub(crate) struct State {
     foreign: Vec<ForeignHandler>,
     pub(crate) foreign_deliveries: u64,
     pending: BTreeSet<i32>,
+    /// For each pending signal, the thread Linux tries first (`complete_signal`'s
+    /// suggested task): the parent thread for a child's SIGCHLD, the main thread for
+    /// `kill()` of the process.
+    suggested: BTreeMap<i32, Tid>,
     wakeup_fd: Option<Fd>,
     monitors: BTreeMap<u64, MonitorState>,
     next_monitor: u64,
@@ -301,6 +327,8 @@ impl State {
                 status: Status::Runnable,
                 mask: BTreeSet::new(),
                 interrupted: false,
+                in_call: false,
+                handlers: Vec::new(),
                 blocked_in: "",
                 result: None,
             },
@@ -334,6 +362,7 @@ impl State {
             foreign: Vec::new(),
             foreign_deliveries: 0,
             pending: BTreeSet::new(),
+            suggested: BTreeMap::new(),
             wakeup_fd: None,
             monitors: BTreeMap::new(),
             next_monitor: 1,
@@ -359,6 +388,26 @@ impl State {
 
     fn pid(&self) -> Pid {
         Pid(self.config.pid)
+    }
+
+    /// A delay drawn for the `lag` fault (zero when it is off), marked as `mark`.
+    fn draw_lag(&mut self, mark: &'static str) -> Duration {
+        let max = self.config.faults.lag;
+        if max.is_zero() {
+            return Duration::ZERO;
+        }
+        self.mark(mark);
+        let micros = max.as_micros().min(u128::from(u64::MAX)) as u64;
+        Duration::from_micros(self.rng.below(micros + 1))
+    }
+
+    /// Under the `lag` fault, when a thread woken from a blocking call runs again:
+    /// `None` for at once.
+    pub(crate) fn wake_lag(&mut self) -> Option<Duration> {
+        if self.config.faults.lag.is_zero() || !self.rng.chance(0.3) {
+            return None;
+        }
+        Some(self.time + self.draw_lag("thread_lag"))
     }
 
     /// Whether an injected `EINTR` fires for a blocking call that would block now.
@@ -845,7 +894,7 @@ impl State {
         tid: Tid,
         request: &SpawnRequest,
     ) -> Step<Result<Spawned, Errno>> {
-        let result = self.do_spawn(request);
+        let result = self.do_spawn(tid, request);
         self.log(
             tid,
             format_args!("spawn({}) = {result:?}", request.program.to_string_lossy()),
@@ -860,7 +909,7 @@ impl State {
         Step::Done(result)
     }
 
-    fn do_spawn(&mut self, request: &SpawnRequest) -> Result<Spawned, Errno> {
+    fn do_spawn(&mut self, tid: Tid, request: &SpawnRequest) -> Result<Spawned, Errno> {
         let p = self.config.faults.spawn_eagain;
         if p > 0.0 && self.rng.chance(p) {
             self.mark("spawn_eagain");
@@ -925,18 +974,22 @@ impl State {
         }
         self.used_pids.insert(pid);
         self.spawn_seq += 1;
+        let started = self.time + self.draw_lag("child_lag");
         self.procs.insert(
             Pid(pid),
             Proc {
                 seq: self.spawn_seq,
                 plan,
-                started: self.time,
+                started,
                 state: ProcState::Running,
                 stdin: child_ends[0],
                 stdout: child_ends[1],
                 stderr: child_ends[2],
                 written: 0,
                 stamp: 0,
+                parent: tid,
+                stopped: false,
+                signals: BTreeSet::new(),
             },
         );
         self.changed = true;
@@ -975,8 +1028,26 @@ impl State {
             self.mark("sigchld_ignored_autoreap");
             self.log_event(format_args!("child {pid} auto-reaped"));
         } else {
-            self.raise_process(Signal::SIGCHLD);
+            let parent = self.parent_thread(pid);
+            self.raise_process(Signal::SIGCHLD, parent);
         }
+    }
+
+    /// The thread a child's SIGCHLD goes to first: the one that spawned it, or, once
+    /// that thread has exited, the first live thread (Linux re-parents the child to
+    /// it, the main thread while it lives).
+    fn parent_thread(&self, pid: Pid) -> Tid {
+        let alive = |tid: &Tid| {
+            self.threads
+                .get(tid)
+                .is_some_and(|t| t.status != Status::Finished)
+        };
+        self.procs
+            .get(&pid)
+            .map(|p| p.parent)
+            .filter(alive)
+            .or_else(|| self.threads.keys().copied().find(alive))
+            .unwrap_or(MAIN_THREAD)
     }
 
     /// Ends a running child now with `status`, whatever its plan (a test's script).
@@ -995,7 +1066,10 @@ impl State {
     fn terminate_now(&mut self, pid: Pid) {
         let status = match self.procs.get(&pid).map(|p| p.plan.clone()) {
             Some(ChildPlan::Exit { code, .. }) => ExitStatus::from_exit_code(code),
-            Some(ChildPlan::Killed { signal, .. }) => ExitStatus::from_signal(signal, false),
+            Some(ChildPlan::Killed { signal, .. }) => {
+                self.kill_self(pid, signal);
+                return;
+            }
             Some(ChildPlan::Forever | ChildPlan::Cat) | None => return,
         };
         // A child that dies early still produces its output first.
@@ -1082,13 +1156,82 @@ impl State {
         Step::Done(result)
     }
 
-    /// Applies a signal to a child, as its default action.
+    /// Whether `signal`'s default action stops a process (SIGSTOP, and the
+    /// job-control stops, modelled as for a process group that is not orphaned).
+    fn stops(signal: i32) -> bool {
+        (19..=22).contains(&signal)
+    }
+
+    /// Sends `signal` to child `pid`, as `kill()` does (children run the default
+    /// actions): SIGKILL ends it at once, stopped or not; SIGCONT continues it at once
+    /// and discards its pending stop signals; a signal ignored by default is dropped;
+    /// any other waits until the child runs ([`State::child_takes_signals`]), which a
+    /// stopped child does only once continued.
     fn signal_child(&mut self, pid: Pid, signal: Signal) {
-        let ignored_by_default = [Signal::SIGCHLD, Signal::SIGCONT, Signal(23), Signal(28)];
-        if ignored_by_default.contains(&signal) || signal == Signal::SIGSTOP {
+        let Some(proc) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if !matches!(proc.state, ProcState::Running) {
             return;
         }
-        self.terminate(pid, ExitStatus::from_signal(signal, false));
+        self.changed = true;
+        if signal == Signal::SIGKILL {
+            self.terminate(pid, ExitStatus::from_signal(signal, false));
+        } else if signal == Signal::SIGCONT {
+            proc.signals.retain(|s| !Self::stops(*s));
+            if std::mem::take(&mut proc.stopped) {
+                self.log_event(format_args!("child {pid} continued"));
+                self.notify_parent(pid);
+            }
+        } else if !Self::ignored_by_default(signal.0) {
+            proc.signals.insert(signal.0);
+        }
+    }
+
+    /// The child runs and acts on the signals sent to it, lowest number first as
+    /// Linux dequeues them: a stop signal stops it (the rest wait for SIGCONT), any
+    /// other ends it.
+    fn child_takes_signals(&mut self, pid: Pid) {
+        while let Some(proc) = self.procs.get_mut(&pid) {
+            if proc.stopped || !matches!(proc.state, ProcState::Running) {
+                return;
+            }
+            let Some(signal) = proc.signals.pop_first() else {
+                return;
+            };
+            self.changed = true;
+            if Self::stops(signal) {
+                proc.stopped = true;
+                self.log_event(format_args!("child {pid} stopped by signal {signal}"));
+                self.notify_parent(pid);
+            } else {
+                self.terminate(pid, ExitStatus::from_signal(Signal(signal), false));
+            }
+        }
+    }
+
+    /// A child stopped or continued: SIGCHLD for its parent, as Linux sends without
+    /// `SA_NOCLDSTOP` (which neither loopwatch nor CPython sets). No wait reports it:
+    /// the seam has no `WUNTRACED`.
+    fn notify_parent(&mut self, pid: Pid) {
+        let parent = self.parent_thread(pid);
+        self.raise_process(Signal::SIGCHLD, parent);
+    }
+
+    /// A shell's `kill -S $$`: it signals itself and acts on it before its next
+    /// command. If it survives (S is ignored, or stops it until SIGCONT), the script
+    /// is over and it exits 0.
+    fn kill_self(&mut self, pid: Pid, signal: Signal) {
+        self.signal_child(pid, signal);
+        self.child_takes_signals(pid);
+        if let Some(proc) = self.procs.get_mut(&pid) {
+            if matches!(proc.state, ProcState::Running) {
+                proc.plan = ChildPlan::exit(0);
+                if !proc.stopped {
+                    self.terminate(pid, ExitStatus::from_exit_code(0));
+                }
+            }
+        }
     }
 
     pub(crate) fn kill(
@@ -1101,7 +1244,8 @@ impl State {
             Err(Errno::EINVAL)
         } else if pid == self.pid() {
             if let Some(signal) = signal {
-                self.raise_process(signal);
+                // kill() finds the thread-group leader by the pid: it is tried first.
+                self.raise_process(signal, MAIN_THREAD);
             }
             Ok(())
         } else if self.procs.contains_key(&pid) {
@@ -1184,6 +1328,13 @@ impl State {
     }
 
     fn child_can_progress(&self, _pid: Pid, proc: &Proc) -> bool {
+        // Not running yet (the lag fault), or stopped.
+        if proc.stopped || self.time < proc.started {
+            return false;
+        }
+        if !proc.signals.is_empty() {
+            return true;
+        }
         match &proc.plan {
             ChildPlan::Exit { after, stdout, .. } => {
                 self.time >= proc.started + *after || self.output_pending(proc, stdout)
@@ -1241,6 +1392,10 @@ impl State {
         let Some(proc) = self.procs.get(&pid) else {
             return;
         };
+        if !proc.signals.is_empty() {
+            self.child_takes_signals(pid);
+            return;
+        }
         let (started, plan) = (proc.started, proc.plan.clone());
         match plan {
             ChildPlan::Exit {
@@ -1255,9 +1410,7 @@ impl State {
                     self.terminate(pid, ExitStatus::from_exit_code(code));
                 }
             }
-            ChildPlan::Killed { signal, .. } => {
-                self.terminate(pid, ExitStatus::from_signal(signal, false));
-            }
+            ChildPlan::Killed { signal, .. } => self.kill_self(pid, signal),
             ChildPlan::Forever => {}
             ChildPlan::Cat => {
                 let proc = &self.procs[&pid];
@@ -1301,13 +1454,18 @@ impl State {
         let exits = self
             .procs
             .values()
-            .filter_map(|p| match (&p.state, &p.plan) {
-                (
-                    ProcState::Running,
-                    ChildPlan::Exit { after, .. } | ChildPlan::Killed { after, .. },
-                ) => Some(p.started + *after),
-                _ => None,
-            });
+            .filter(|p| !p.stopped && matches!(p.state, ProcState::Running))
+            .flat_map(|p| {
+                let exit = match &p.plan {
+                    ChildPlan::Exit { after, .. } | ChildPlan::Killed { after, .. } => {
+                        Some(p.started + *after)
+                    }
+                    ChildPlan::Forever | ChildPlan::Cat => None,
+                };
+                // A child the lag fault starts late may have work before its exit.
+                [Some(p.started), exit]
+            })
+            .flatten();
         deadlines.chain(exits).filter(|&t| t > self.time).min()
     }
 
@@ -1349,7 +1507,10 @@ impl State {
             || (disposition == Disposition::Default && Self::ignored_by_default(signal))
     }
 
-    fn raise_process(&mut self, signal: Signal) {
+    /// Generates a process-directed `signal`; `suggested` is the thread Linux tries
+    /// first. A signal already pending coalesces, keeping the first suggestion (Linux
+    /// drops the second before choosing a thread).
+    fn raise_process(&mut self, signal: Signal, suggested: Tid) {
         let disposition = self
             .dispositions
             .get(&signal.0)
@@ -1364,7 +1525,9 @@ impl State {
         if Self::is_ignored(signal.0, disposition) && !blocked {
             return;
         }
-        if !self.pending.insert(signal.0) && disposition != Disposition::Default {
+        if self.pending.insert(signal.0) {
+            self.suggested.insert(signal.0, suggested);
+        } else if disposition != Disposition::Default {
             self.mark(if signal == Signal::SIGCHLD {
                 "sigchld_coalesced"
             } else {
@@ -1374,10 +1537,18 @@ impl State {
         self.changed = true;
     }
 
-    /// Pending signals and the threads that could take each (not blocking it).
+    /// Whether some thread has taken `signal` and will run its handler when its call
+    /// returns.
+    fn taken(&self, signal: i32) -> bool {
+        self.threads.values().any(|t| t.handlers.contains(&signal))
+    }
+
+    /// Pending signals not yet taken, and the threads that could take each (not
+    /// blocking it).
     pub(crate) fn deliverable(&self) -> Vec<(i32, Vec<Tid>)> {
         self.pending
             .iter()
+            .filter(|&&sig| !self.taken(sig))
             .map(|&sig| {
                 let threads = self
                     .threads
@@ -1391,15 +1562,80 @@ impl State {
             .collect()
     }
 
-    /// Delivers pending `signal` to `tid`: runs its disposition's action. A default
-    /// action that terminates marks the process killed; the driver ends the run.
+    /// The thread that takes pending `signal`, by Linux's rule (`complete_signal` and
+    /// `wants_signal` in kernel/signal.c): the suggested thread if it wants the signal,
+    /// else another thread that wants it. A thread wants a signal when it does not
+    /// block it and has no signal of its own waiting for its handler. When none wants
+    /// it, a thread that does not block it takes it with the others it has waiting.
+    /// The `signal_other_thread` fault lets another thread that wants it take it
+    /// first, as a thread already running in the kernel can on a real machine.
+    pub(crate) fn signal_target(&mut self, signal: i32) -> Tid {
+        let eligible: Vec<Tid> = self
+            .threads
+            .iter()
+            .filter(|(_, t)| t.status != Status::Finished && !t.mask.contains(&signal))
+            .map(|(&tid, _)| tid)
+            .collect();
+        let wanting: Vec<Tid> = eligible
+            .iter()
+            .copied()
+            .filter(|tid| self.threads[tid].handlers.is_empty())
+            .collect();
+        let suggested = self.suggested.get(&signal).copied().unwrap_or(MAIN_THREAD);
+        let others: Vec<Tid> = wanting
+            .iter()
+            .copied()
+            .filter(|&tid| tid != suggested)
+            .collect();
+        let p = self.config.faults.signal_other_thread;
+        if !others.is_empty() && p > 0.0 && self.rng.chance(p) {
+            self.mark("signal_other_thread");
+            return others[self.rng.below(others.len() as u64) as usize];
+        }
+        if wanting.contains(&suggested) {
+            return suggested;
+        }
+        if !wanting.is_empty() {
+            return wanting[self.rng.below(wanting.len() as u64) as usize];
+        }
+        if eligible.contains(&suggested) {
+            return suggested;
+        }
+        eligible.first().copied().unwrap_or(MAIN_THREAD)
+    }
+
+    /// Delivers pending `signal` to `tid`. A default action applies at once (one that
+    /// terminates marks the process killed; the driver ends the run); so does a
+    /// handler, unless `tid` is inside a blocked kernel call: then the call is woken
+    /// and checks its condition again, and the handler runs when the call returns,
+    /// fails with EINTR or restarts (the driver calls [`State::leave_call`] and
+    /// [`State::run_handlers`]).
     pub(crate) fn deliver(&mut self, signal: i32, tid: Tid) {
-        self.pending.remove(&signal);
         let disposition = self
             .dispositions
             .get(&signal)
             .copied()
             .unwrap_or(Disposition::Default);
+        let handled = matches!(
+            disposition,
+            Disposition::Wakeup | Disposition::Notify(_) | Disposition::Foreign(_)
+        );
+        if handled && self.threads.get(&tid).is_some_and(|t| t.in_call) {
+            self.log_event(format_args!(
+                "signal {signal} taken by T{tid}: its handler runs when the call returns"
+            ));
+            self.changed = true;
+            let thread = self.thread_mut(tid);
+            thread.handlers.push(signal);
+            thread.status = Status::Runnable;
+            return;
+        }
+        self.pending.remove(&signal);
+        self.act(signal, tid, disposition);
+    }
+
+    /// Runs `signal`'s action in `tid`: the kernel's default, or the handler.
+    fn act(&mut self, signal: i32, tid: Tid, disposition: Disposition) {
         self.log_event(format_args!(
             "deliver signal {signal} to T{tid} ({disposition:?})"
         ));
@@ -1418,11 +1654,6 @@ impl State {
                 };
                 if let Some(fd) = target {
                     self.wakeup_write(fd, signal as u8);
-                }
-                let thread = self.thread_mut(tid);
-                if matches!(thread.status, Status::Blocked(wait) if wait.interruptible) {
-                    thread.interrupted = true;
-                    thread.status = Status::Runnable;
                 }
             }
             Disposition::Foreign(id) => {
@@ -1449,6 +1680,44 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Runs the handlers of the signals `tid` took while in its call; says whether
+    /// there were any. A signal no longer pending (ignored since) is skipped; the
+    /// action is the disposition's now, as Linux reads it when it dequeues.
+    pub(crate) fn run_handlers(&mut self, tid: Tid) -> bool {
+        let taken = std::mem::take(&mut self.thread_mut(tid).handlers);
+        let any = !taken.is_empty();
+        for signal in taken {
+            if self.pending.remove(&signal) {
+                let disposition = self
+                    .dispositions
+                    .get(&signal)
+                    .copied()
+                    .unwrap_or(Disposition::Default);
+                self.act(signal, tid, disposition);
+            }
+        }
+        any
+    }
+
+    /// `tid`'s kernel call returns: it is back in user space, where it runs the
+    /// handlers of the signals it took meanwhile.
+    pub(crate) fn leave_call(&mut self, tid: Tid) {
+        self.thread_mut(tid).in_call = false;
+        self.run_handlers(tid);
+    }
+
+    /// Whether `tid` has taken signals whose handlers have not run yet.
+    pub(crate) fn has_handlers(&self, tid: Tid) -> bool {
+        self.threads
+            .get(&tid)
+            .is_some_and(|t| !t.handlers.is_empty())
+    }
+
+    /// A blocked call of `tid` that took a signal gives up with EINTR on its next try.
+    pub(crate) fn interrupt(&mut self, tid: Tid) {
+        self.thread_mut(tid).interrupted = true;
     }
 
     /// The handler's `write(wakeup_fd, &signum, 1)`: never blocks, drops the byte
@@ -1552,7 +1821,9 @@ impl State {
         }
         self.log(tid, format_args!("raise({})", signal.0));
         // raise() delivers to the calling thread before it returns, unless blocked.
-        self.pending.insert(signal.0);
+        if self.pending.insert(signal.0) {
+            self.suggested.insert(signal.0, tid);
+        }
         if !self.thread_mut(tid).mask.contains(&signal.0) {
             self.deliver(signal.0, tid);
         }
@@ -1602,6 +1873,8 @@ impl State {
                 status: Status::Runnable,
                 mask: self.threads[&tid].mask.clone(),
                 interrupted: false,
+                in_call: false,
+                handlers: Vec::new(),
                 blocked_in: "",
                 result: None,
             },

@@ -23,7 +23,9 @@ pub enum ChildPlan {
         /// Bytes written to stdout before exiting.
         stdout: Vec<u8>,
     },
-    /// Die from `signal` once `after` has passed.
+    /// Send itself `signal` once `after` has passed (a shell's `kill -S $$`): it dies
+    /// from it, unless `signal` is ignored by default (then it exits 0) or stops it
+    /// (then it exits 0 once continued).
     Killed {
         /// The signal.
         signal: Signal,
@@ -73,6 +75,14 @@ fn signal_by_name(name: &str) -> Option<Signal> {
         "PIPE" => Signal::SIGPIPE,
         "ALRM" => Signal::SIGALRM,
         "TERM" => Signal::SIGTERM,
+        "CHLD" => Signal::SIGCHLD,
+        "CONT" => Signal::SIGCONT,
+        "STOP" => Signal::SIGSTOP,
+        "TSTP" => Signal(20),
+        "TTIN" => Signal(21),
+        "TTOU" => Signal(22),
+        "URG" => Signal(23),
+        "WINCH" => Signal(28),
         _ => return None,
     })
 }

@@ -129,6 +129,38 @@ fn pct_strategy_replays() {
 }
 
 #[test]
+fn new_faults_replay() {
+    // Goal: the faults the reliability findings added (6: a signal taken by another
+    // thread; 8: scheduling lag) draw only from the seed: with them on, each seed of
+    // the 4-thread scenario replays exactly, and they do fire.
+    let plan = loopwatch_sim::FaultPlan {
+        signal_other_thread: 0.5,
+        lag: Duration::from_millis(2),
+        ..loopwatch_sim::FaultPlan::none()
+    };
+    let mut marks = std::collections::BTreeMap::new();
+    for seed in 0..200 {
+        let run = |seed| small_pid_space(seed).faults(plan.clone()).run(four_threads);
+        let (a, b) = (run(seed), run(seed));
+        a.assert_completed("new_faults_replay");
+        assert_eq!(
+            (a.hash(), &a.outcome),
+            (b.hash(), &b.outcome),
+            "seed {seed}"
+        );
+        for (name, count) in &a.marks {
+            *marks.entry(*name).or_insert(0u64) += count;
+        }
+    }
+    for mark in ["signal_other_thread", "child_lag", "thread_lag"] {
+        assert!(
+            marks.get(mark).copied().unwrap_or(0) > 0,
+            "{mark}: {marks:?}"
+        );
+    }
+}
+
+#[test]
 fn self_check_names_first_divergent_step() {
     // Goal: a scenario that reads outside state (a counter that grows between runs)
     // is caught by the determinism check, which names the first differing step; a

@@ -155,3 +155,151 @@ fn foreign_sig_ign_auto_reaps_everyones_children() {
     report.assert_completed("foreign_sig_ign_auto_reaps_everyones_children");
     assert_eq!(report.mark("sigchld_ignored_autoreap"), 1);
 }
+
+/// What a helper thread woken by SIGCHLD's handler byte found when it polled the
+/// child; see [`helper_races_blocking_wait`].
+#[derive(Debug, PartialEq, Eq)]
+enum HelperSaw {
+    /// The main thread's waitpid had reaped the child first.
+    Gone,
+    /// The helper reaped it, and the main thread's waitpid got ECHILD.
+    Reaped,
+}
+
+/// The shape of MultiLoop's reaper beside foreign code's blocking waitpid: SIGCHLD's
+/// handler writes a byte to a pipe; a helper thread reads it and polls the child; the
+/// main thread, which spawned the child, waits for it. With `helper_blocks`, the
+/// helper blocks SIGCHLD first.
+fn helper_races_blocking_wait(seed: u64, plan: FaultPlan, helper_blocks: bool) -> HelperSaw {
+    let outcome = std::sync::Arc::new(std::sync::OnceLock::new());
+    let slot = outcome.clone();
+    let report = Simulation::new(seed).faults(plan).run(move |k| {
+        let (read, write) = k.pipe().unwrap();
+        k.set_nonblocking(write, true).unwrap();
+        k.set_disposition(Signal::SIGCHLD, Disposition::Notify(write))
+            .unwrap();
+        let child = k.spawn(&sh("sleep 1; exit 3")).unwrap();
+        let (helper_kernel, pid) = (k.clone(), child.pid);
+        let helper = k
+            .spawn_thread(
+                "helper",
+                Box::new(move || {
+                    if helper_blocks {
+                        helper_kernel.block_signal(Signal::SIGCHLD).unwrap();
+                    }
+                    let mut buf = [0u8; 1];
+                    while helper_kernel.read(read, &mut buf) != Ok(1) {}
+                    let _ = helper_kernel.wait_pid(pid, WaitMode::NoHang);
+                }),
+            )
+            .unwrap();
+        let main = k.wait_pid(child.pid, WaitMode::Block);
+        k.join_thread(helper).unwrap();
+        let _ = slot.set(main);
+    });
+    report.assert_completed("helper_races_blocking_wait");
+    match outcome.get().expect("the main thread finished") {
+        Ok(_) => HelperSaw::Gone,
+        Err(Errno::ECHILD) => HelperSaw::Reaped,
+        other => panic!("seed {seed}: main thread's waitpid gave {other:?}"),
+    }
+}
+
+#[test]
+fn finding_06_sigchld_goes_to_the_spawning_thread_unless_the_fault_says_otherwise() {
+    // Goal (reliability finding 6): without faults the waiting main thread always
+    // takes its child's SIGCHLD and reaps first; with `signal_other_thread` the
+    // helper may take it, and then (a legal Linux schedule) it can beat the wait.
+    let other = FaultPlan {
+        signal_other_thread: 1.0,
+        ..FaultPlan::none()
+    };
+    let mut helper_first = 0;
+    for seed in 0..200 {
+        assert_eq!(
+            helper_races_blocking_wait(seed, FaultPlan::none(), false),
+            HelperSaw::Gone,
+            "seed {seed} without faults"
+        );
+        if helper_races_blocking_wait(seed, other.clone(), false) == HelperSaw::Reaped {
+            helper_first += 1;
+        }
+    }
+    assert!(helper_first > 0, "the fault never let the helper win");
+}
+
+#[test]
+fn finding_06_signal_other_thread_never_picks_a_thread_that_blocks_it() {
+    // Goal (reliability finding 6): even with `signal_other_thread` always on, a
+    // thread that blocks SIGCHLD never takes it, so a helper that blocks it can never
+    // beat the spawning thread's waitpid (MultiLoop's reaper thread could do the same).
+    let other = FaultPlan {
+        signal_other_thread: 1.0,
+        ..FaultPlan::none()
+    };
+    for seed in 0..200 {
+        assert_eq!(
+            helper_races_blocking_wait(seed, other.clone(), true),
+            HelperSaw::Gone,
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn finding_08_lag_delays_children_and_woken_threads() {
+    // Goal (reliability finding 8): the lag fault starts a child up to its bound late
+    // (never early), and a thread woken from a blocking call may run again late, as
+    // on a loaded machine; over seeds both delays happen and stay within the bound.
+    let lag = Duration::from_millis(100);
+    let plan = FaultPlan {
+        lag,
+        ..FaultPlan::none()
+    };
+    let (mut late_exits, mut late_wakes) = (0, 0);
+    for seed in 0..100 {
+        let seen = std::sync::Arc::new(std::sync::OnceLock::new());
+        let slot = seen.clone();
+        let report = Simulation::new(seed).faults(plan.clone()).run(move |k| {
+            let child = k.spawn(&sh("sleep 0.2; exit 4")).unwrap();
+            k.wait_pid(child.pid, WaitMode::Block).unwrap();
+            let exited = k.now();
+            // A reader woken by a writer that notes when it wrote.
+            let (read, write) = k.pipe().unwrap();
+            let written_at = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let (writer_kernel, note) = (k.clone(), written_at.clone());
+            let writer = k
+                .spawn_thread(
+                    "writer",
+                    Box::new(move || {
+                        writer_kernel.sleep(Duration::from_millis(50));
+                        let now = writer_kernel.now().as_micros() as u64;
+                        note.store(now, std::sync::atomic::Ordering::SeqCst);
+                        writer_kernel.write(write, b"x").unwrap();
+                    }),
+                )
+                .unwrap();
+            let mut buf = [0u8; 1];
+            assert_eq!(k.read(read, &mut buf), Ok(1));
+            let woken = k.now();
+            k.join_thread(writer).unwrap();
+            let written =
+                Duration::from_micros(written_at.load(std::sync::atomic::Ordering::SeqCst));
+            let _ = slot.set((exited, woken - written));
+        });
+        report.assert_completed("finding_08_lag_delays_children_and_woken_threads");
+        let (exited, wake_delay) = *seen.get().expect("ran");
+        let exit_delay = exited - Duration::from_millis(200);
+        assert!(
+            exit_delay <= lag * 2,
+            "seed {seed}: exit {exit_delay:?} late"
+        );
+        assert!(wake_delay <= lag, "seed {seed}: woken {wake_delay:?} late");
+        late_exits += usize::from(exit_delay > Duration::ZERO);
+        late_wakes += usize::from(wake_delay > Duration::ZERO);
+    }
+    assert!(
+        late_exits > 0 && late_wakes > 0,
+        "{late_exits} {late_wakes}"
+    );
+}

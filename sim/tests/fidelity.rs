@@ -12,6 +12,8 @@
 //! many seeds each simulator arm runs (default 16), `LOOPWATCH_SEED=S` runs one seed.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use loopwatch::OsKernel;
@@ -57,6 +59,8 @@ bodies!(
     notify_disposition_writes_its_own_fd,
     ignored_sigchld_is_not_kept_for_later,
     finding_07_restore_signals_undoes_inherited_ignores,
+    finding_06_waiting_parent_thread_reaps_before_its_handler,
+    finding_17_stop_continue_and_signals_that_do_not_kill,
 );
 
 #[derive(Clone, Copy, Debug)]
@@ -278,7 +282,9 @@ impl Body for pidfd_readable_on_exit {
 impl Body for blocking_wait_parks_and_wakes {
     // Goal: a blocking waitpid sleeps until the child exits, then reaps it.
     fn run<K: Kernel>(&self, k: &K) {
-        let child = k.spawn(&sh("sleep 0.05; exit 7")).unwrap();
+        // Reliability finding 8: half a second, not 50 ms, for the check below that
+        // it still runs: a loaded machine may take tens of milliseconds to get here.
+        let child = k.spawn(&sh("sleep 0.5; exit 7")).unwrap();
         assert_eq!(
             k.wait_pid(child.pid, WaitMode::NoHang),
             Ok(WaitStatus::StillAlive)
@@ -475,6 +481,114 @@ impl Body for ignored_sigchld_is_not_kept_for_later {
         assert!(wakeup.drain(k).is_empty(), "the old SIGCHLD was dropped");
         assert_eq!(reap(k, child.pid), 6);
         wakeup.remove(k);
+    }
+}
+
+impl Body for finding_06_waiting_parent_thread_reaps_before_its_handler {
+    // Goal (reliability finding 6): a child's SIGCHLD goes to the thread that spawned
+    // it when that thread does not block it, and that thread, blocked in waitpid for
+    // the child, reaps it before its handler runs: a helper thread woken by the
+    // handler's byte finds the child already gone (ECHILD), every time.
+    fn run<K: Kernel>(&self, k: &K) {
+        let (read, write) = k.pipe().unwrap();
+        k.set_nonblocking(write, true).unwrap();
+        let previous = k
+            .set_disposition(Signal::SIGCHLD, Disposition::Notify(write))
+            .unwrap();
+        // The second lets the main thread block in waitpid long before the exit.
+        let child = k.spawn(&sh("sleep 1; exit 3")).unwrap();
+        let seen = Arc::new(AtomicI32::new(0));
+        let (helper_kernel, helper_seen, pid) = (k.clone(), seen.clone(), child.pid);
+        let helper = k
+            .spawn_thread(
+                "helper",
+                Box::new(move || {
+                    let mut buf = [0u8; 1];
+                    loop {
+                        match helper_kernel.read(read, &mut buf) {
+                            Ok(1) => break,
+                            Err(Errno::EINTR) => continue,
+                            other => panic!("helper read gave {other:?}"),
+                        }
+                    }
+                    let code = match helper_kernel.wait_pid(pid, WaitMode::NoHang) {
+                        Err(Errno::ECHILD) => 1,
+                        Ok(WaitStatus::StillAlive) => 2,
+                        Ok(WaitStatus::Terminated(..)) => 3,
+                        _ => 4,
+                    };
+                    helper_seen.store(code, Ordering::SeqCst);
+                }),
+            )
+            .unwrap();
+        let reaped = k.wait_pid(child.pid, WaitMode::Block);
+        k.join_thread(helper).unwrap();
+        k.set_disposition(Signal::SIGCHLD, previous).unwrap();
+        k.close(read).unwrap();
+        k.close(write).unwrap();
+        assert!(
+            matches!(reaped, Ok(WaitStatus::Terminated(_, s)) if s.returncode() == 3),
+            "the waiting thread reaps its child, got {reaped:?}"
+        );
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1,
+            "the handler ran after the reap (1 = ECHILD, 3 = the helper reaped first)"
+        );
+    }
+}
+
+impl Body for finding_17_stop_continue_and_signals_that_do_not_kill {
+    // Goal (reliability finding 17): SIGSTOP holds a child past its exit time until
+    // SIGCONT (no wait reports the stop); a fatal signal sent to a stopped child
+    // waits for SIGCONT, SIGKILL does not; a shell that sends itself a signal ignored
+    // by default (SIGCHLD, SIGWINCH) exits 0.
+    fn run<K: Kernel>(&self, k: &K) {
+        // Stopped at once, a second before its script would exit.
+        let a = k.spawn(&sh("sleep 1; exit 3")).unwrap();
+        k.kill(a.pid, Some(Signal::SIGSTOP)).unwrap();
+        k.sleep(Duration::from_millis(1500));
+        assert_eq!(
+            k.wait_pid(a.pid, WaitMode::NoHang),
+            Ok(WaitStatus::StillAlive),
+            "stopped: not exited, and the stop is not reported"
+        );
+        k.kill(a.pid, Some(Signal::SIGCONT)).unwrap();
+        assert_eq!(reap(k, a.pid), 3);
+
+        // A shell that stops itself: its stop's SIGCHLD says when it is stopped
+        // (no wait reports a stop), so SIGTERM surely reaches a stopped child.
+        let (read, write) = k.pipe().unwrap();
+        k.set_nonblocking(write, true).unwrap();
+        let previous = k
+            .set_disposition(Signal::SIGCHLD, Disposition::Notify(write))
+            .unwrap();
+        let b = k.spawn(&sh("kill -STOP $$")).unwrap();
+        let mut buf = [0u8; 1];
+        while k.read(read, &mut buf) != Ok(1) {}
+        k.set_disposition(Signal::SIGCHLD, previous).unwrap();
+        k.kill(b.pid, Some(Signal::SIGTERM)).unwrap();
+        // Were SIGTERM to end a stopped child, 200 ms would see it gone.
+        k.sleep(Duration::from_millis(200));
+        assert_eq!(
+            k.wait_pid(b.pid, WaitMode::NoHang),
+            Ok(WaitStatus::StillAlive),
+            "SIGTERM waits for SIGCONT"
+        );
+        k.kill(b.pid, Some(Signal::SIGCONT)).unwrap();
+        assert_eq!(reap(k, b.pid), -15);
+        k.close(read).unwrap();
+        k.close(write).unwrap();
+
+        let c = k.spawn(&SpawnRequest::new("sleep", ["100"])).unwrap();
+        k.kill(c.pid, Some(Signal::SIGSTOP)).unwrap();
+        k.kill(c.pid, Some(Signal::SIGKILL)).unwrap();
+        assert_eq!(reap(k, c.pid), -9);
+
+        for script in ["kill -17 $$", "kill -28 $$", "kill -23 $$"] {
+            let child = k.spawn(&sh(script)).unwrap();
+            assert_eq!(reap(k, child.pid), 0, "{script}");
+        }
     }
 }
 
