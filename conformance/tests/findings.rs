@@ -60,6 +60,21 @@ fn finding_06_reaped_elsewhere_holds_for_every_watcher_over_many_seeds() {
     }
 }
 
+#[test]
+fn finding_06_multi_loop_reaper_never_takes_sigchld_from_a_waiting_thread() {
+    // Goal (reliability finding 6, the race Linux allows): even when the kernel hands
+    // a child's SIGCHLD to a thread other than the one that spawned it (the
+    // `other-thread` fault), MultiLoop's reaper is never that thread, so a foreign
+    // `waitpid` on a registered child keeps its status and MultiLoop reports 255.
+    let reaped_elsewhere = scenario("reaped-elsewhere");
+    let faults = [Fault::OtherThread, Fault::Eintr, Fault::Spurious];
+    let expected: Vec<String> = vec!["foreign a 3".into(), "exit a 255".into()];
+    for seed in 0..2_000 {
+        let (trace, _) = run_seed(&reaped_elsewhere, WatcherName::MultiLoop, seed, &faults);
+        assert_eq!(trace.as_ref(), Ok(&expected), "multi_loop, seed {seed}");
+    }
+}
+
 /// A one-step-plus scenario around `steps` (a JSON array), as text.
 fn scenario_text(steps: &str) -> String {
     format!(

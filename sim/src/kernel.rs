@@ -310,12 +310,12 @@ impl Signals for SimKernel {
             .syscall("raise", |state, tid| state.raise(tid, signal))
     }
 
-    fn block_signal(&self, signal: Signal) -> Result<(), Errno> {
+    fn block_signal(&self, signal: Signal) -> Result<bool, Errno> {
         self.shared
             .syscall("mask", |state, tid| state.mask(tid, signal, true))
     }
 
-    fn unblock_signal(&self, signal: Signal) -> Result<(), Errno> {
+    fn unblock_signal(&self, signal: Signal) -> Result<bool, Errno> {
         self.shared
             .syscall("mask", |state, tid| state.mask(tid, signal, false))
     }

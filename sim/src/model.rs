@@ -1836,16 +1836,16 @@ impl State {
         tid: Tid,
         signal: Signal,
         block: bool,
-    ) -> Step<Result<(), Errno>> {
+    ) -> Step<Result<bool, Errno>> {
         if !signal.is_valid() {
             return Step::Done(Err(Errno::EINVAL));
         }
         let mask = &mut self.thread_mut(tid).mask;
-        if block {
-            mask.insert(signal.0);
+        let was_blocked = if block {
+            !mask.insert(signal.0)
         } else {
-            mask.remove(&signal.0);
-        }
+            mask.remove(&signal.0)
+        };
         self.log(tid, format_args!("sigmask({}, block={block})", signal.0));
         self.changed = true;
         // A pending signal the thread just unblocked is delivered to it before the call
@@ -1853,7 +1853,7 @@ impl State {
         if !block && self.pending.contains(&signal.0) {
             self.deliver(signal.0, tid);
         }
-        Step::Done(Ok(()))
+        Step::Done(Ok(was_blocked))
     }
 
     // ----- threads and locks ---------------------------------------------------------

@@ -170,11 +170,12 @@ pub trait Signals {
     /// Sends `signal` to this process.
     fn raise(&self, signal: Signal) -> Result<(), Errno>;
 
-    /// Blocks `signal` in the calling thread.
-    fn block_signal(&self, signal: Signal) -> Result<(), Errno>;
+    /// Blocks `signal` in the calling thread; returns whether it was blocked already,
+    /// so that the caller can put the mask back as it found it.
+    fn block_signal(&self, signal: Signal) -> Result<bool, Errno>;
 
-    /// Unblocks `signal` in the calling thread.
-    fn unblock_signal(&self, signal: Signal) -> Result<(), Errno>;
+    /// Unblocks `signal` in the calling thread; returns whether it was blocked.
+    fn unblock_signal(&self, signal: Signal) -> Result<bool, Errno>;
 }
 
 /// Threads, their identity, and the blocking primitive code may hold across a kernel call.

@@ -144,10 +144,22 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
             thread: Mutex::new(None),
         });
         let (reaper_kernel, reaper_stop) = (kernel.clone(), stop.clone());
+        // The reaper is born with SIGCHLD blocked (a new thread inherits its creator's
+        // mask, so there is no moment when it could take one). Linux offers a child's
+        // SIGCHLD to the thread that spawned it, but may hand it to any thread that
+        // does not block it; were that the reaper, its pass could reap a registered
+        // child while foreign code blocked in `waitpid` for it is about to, and the
+        // foreign wait would get ECHILD (reliability finding 6). The handler's byte
+        // reaches the reaper through the pipe whichever thread runs it.
+        let was_blocked = kernel.block_signal(Signal::SIGCHLD);
         let reaper = kernel.spawn_thread(
             "loopwatch-sigchld",
             Box::new(move || reaper_thread(reaper_kernel, weak, read, reaper_stop)),
         );
+        // The caller's mask as it was: SIGCHLD unblocked again only if it was before.
+        if was_blocked == Ok(false) {
+            let _ = kernel.unblock_signal(Signal::SIGCHLD);
+        }
         match reaper {
             Ok(reaper) => {
                 state.installed = Some(Installed {

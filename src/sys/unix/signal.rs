@@ -163,16 +163,23 @@ fn action_for(disposition: Disposition) -> Result<libc::sigaction, Errno> {
 
 /// libc, not nix: nix's `SigSet` holds only the classic signals its `Signal` names, and
 /// the seam also blocks realtime ones.
-fn change_mask(how: libc::c_int, signal: Signal) -> Result<(), Errno> {
+/// Returns whether `signal` was blocked before the change.
+fn change_mask(how: libc::c_int, signal: Signal) -> Result<bool, Errno> {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t.
     unsafe { libc::sigemptyset(&mut set) };
     // SAFETY: `set` is a valid sigset_t; an invalid signal number gives EINVAL.
     check(unsafe { libc::sigaddset(&mut set, signal.0) })?;
-    // SAFETY: `set` is valid; the old mask is not asked for.
-    let rc = unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
-    if rc != 0 { Err(Errno(rc)) } else { Ok(()) }
+    // SAFETY: sigset_t is plain data; pthread_sigmask fills it in.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` and `old` are valid sigset_t values.
+    let rc = unsafe { libc::pthread_sigmask(how, &set, &mut old) };
+    if rc != 0 {
+        return Err(Errno(rc));
+    }
+    // SAFETY: `old` was filled in by pthread_sigmask; the number was checked above.
+    Ok(unsafe { libc::sigismember(&old, signal.0) } == 1)
 }
 
 impl Signals for OsKernel {
@@ -241,11 +248,11 @@ impl Signals for OsKernel {
         if rc != 0 { Err(last_errno()) } else { Ok(()) }
     }
 
-    fn block_signal(&self, signal: Signal) -> Result<(), Errno> {
+    fn block_signal(&self, signal: Signal) -> Result<bool, Errno> {
         change_mask(libc::SIG_BLOCK, signal)
     }
 
-    fn unblock_signal(&self, signal: Signal) -> Result<(), Errno> {
+    fn unblock_signal(&self, signal: Signal) -> Result<bool, Errno> {
         change_mask(libc::SIG_UNBLOCK, signal)
     }
 }

@@ -1143,7 +1143,7 @@ fn blocked_signal_is_handled_on_unblock() {
     });
     assert_eq!(previous, Ok(Disposition::Default));
 
-    assert_eq!(k.block_signal(signal), Ok(()));
+    assert_eq!(k.block_signal(signal), Ok(false));
     // Dropped first: a pending signal is handled while the handler and pipe still exist.
     let _unblock = Defer(move || {
         let _ = OsKernel.unblock_signal(signal);
@@ -1162,7 +1162,7 @@ fn blocked_signal_is_handled_on_unblock() {
     let is_pending = unsafe { libc::sigismember(&pending, signal.0) };
     assert_eq!(is_pending, 1, "not pending");
 
-    assert_eq!(k.unblock_signal(signal), Ok(()));
+    assert_eq!(k.unblock_signal(signal), Ok(true));
     assert_eq!(
         drain(&k, read.fd()),
         (vec![12], false),
@@ -1189,13 +1189,13 @@ fn realtime_signals_pass_through_by_number() {
         assert_eq!(previous, Ok(Disposition::Default), "{signal}");
         assert_eq!(k.disposition(signal), Ok(Disposition::Wakeup), "{signal}");
 
-        assert_eq!(k.block_signal(signal), Ok(()), "{signal}");
+        assert_eq!(k.block_signal(signal), Ok(false), "{signal}");
         let _unblock = Defer(move || {
             let _ = OsKernel.unblock_signal(signal);
         });
         assert_eq!(k.raise(signal), Ok(()), "{signal}");
         assert_eq!(drain(&k, read.fd()), (vec![], false), "{signal} blocked");
-        assert_eq!(k.unblock_signal(signal), Ok(()), "{signal}");
+        assert_eq!(k.unblock_signal(signal), Ok(true), "{signal}");
         let byte = signal.0 as u8;
         assert_eq!(drain(&k, read.fd()), (vec![byte], false), "{signal}");
 
