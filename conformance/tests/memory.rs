@@ -160,7 +160,7 @@ fn main() {
     ));
     // Explore's runs: every scenario with every watcher in turn, under faults.
     results.push(check_flat(
-        "explore_runs_every_watcher",
+        "finding_05_explore_runs_every_watcher",
         2 * cases.len() as u64,
         runs,
         |i| {
