@@ -147,13 +147,13 @@ fn main() {
     let faults = [explore::Fault::Eintr, explore::Fault::Spurious];
 
     let mut results = vec![check_flat(
-        "policy_loop_and_subprocess",
+        "finding_05_policy_loop_and_subprocess",
         200,
         runs,
         policy_run,
     )];
     results.push(check_flat(
-        "abandoned_thread",
+        "finding_05_abandoned_thread",
         200,
         runs / 10,
         abandoned_thread_run,
