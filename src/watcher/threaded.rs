@@ -12,9 +12,8 @@ use super::{
 };
 use crate::OsKernel;
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, WeakLoop, panic_message};
+use crate::event_loop::{EventLoop, WeakLoop, get_running_loop, panic_message};
 use crate::kernel::{Errno, Kernel, Pid, ThreadId, WaitMode, WaitStatus, WaitTarget};
-use crate::policy;
 use crate::sync::BlockingMutex;
 
 /// Waits for each child in a thread of its own (CPython 3.8–3.13's default watcher).
@@ -360,7 +359,7 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
     /// `add_child_handler`, with the child's reap fence if it has one.
     fn add(&self, pid: Pid, fence: Option<ReapFence<K>>, callback: ChildCallback) -> Result<()> {
         check_pid(pid)?;
-        let event_loop = policy::get_running_loop(&self.shared.kernel)?.downgrade();
+        let event_loop = get_running_loop(&self.shared.kernel)?.downgrade();
         warn_if_sigchld_ignored(&self.shared.kernel, pid);
         // Opportunistic: a long-lived watcher keeps handles only of live waiters.
         self.join_where(|stage| stage == Stage::Finished);
