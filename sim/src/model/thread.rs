@@ -1,0 +1,185 @@
+//! Threads and locks: simulated threads, joins, monitors and sleeps.
+
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use super::{State, Step, Tid, Wait};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Wants to run (at a scheduling point, or new).
+    Runnable,
+    /// Waiting inside an operation.
+    Blocked(Wait),
+    /// Its body returned or panicked.
+    Finished,
+}
+
+pub(crate) struct ThreadState {
+    pub(crate) name: String,
+    pub(crate) status: Status,
+    pub(super) mask: BTreeSet<i32>,
+    /// A signal was delivered while it waited interruptibly.
+    pub(crate) interrupted: bool,
+    /// Inside a kernel call that has blocked at least once and not returned yet: a
+    /// signal it takes now has its handler run when the call returns (or restarts),
+    /// as Linux runs handlers only on the way back to user space.
+    pub(crate) in_call: bool,
+    /// Signals this thread has taken whose handlers run when its call returns. They
+    /// stay pending for the process until then, so more of them coalesce.
+    pub(super) handlers: Vec<i32>,
+    /// The call it last blocked in, for deadlock reports.
+    pub(crate) blocked_in: &'static str,
+    /// The body's outcome, until joined.
+    pub(crate) result: Option<Result<(), Box<dyn Any + Send>>>,
+}
+
+impl fmt::Debug for ThreadState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadState")
+            .field("name", &self.name)
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct MonitorState {
+    pub(super) owner: Option<Tid>,
+    pub(super) generation: u64,
+}
+
+impl State {
+    pub(crate) fn spawn_thread(
+        &mut self,
+        tid: Tid,
+        name: &str,
+        body: Box<dyn FnOnce() + Send>,
+    ) -> Step<Tid> {
+        let new = self.next_tid;
+        self.next_tid += 1;
+        self.threads.insert(
+            new,
+            ThreadState {
+                name: name.to_string(),
+                status: Status::Runnable,
+                mask: self.threads[&tid].mask.clone(),
+                interrupted: false,
+                in_call: false,
+                handlers: Vec::new(),
+                blocked_in: "",
+                result: None,
+            },
+        );
+        self.new_threads.push((new, body));
+        self.log(tid, format_args!("spawn_thread({name:?}) = T{new}"));
+        self.changed = true;
+        Step::Done(new)
+    }
+
+    pub(crate) fn join(&mut self, tid: Tid, target: Tid) -> Step<Result<(), Box<dyn Any + Send>>> {
+        match self.threads.get_mut(&target) {
+            Some(thread) if thread.status == Status::Finished => {
+                let result = thread.result.take().unwrap_or(Ok(()));
+                self.log(
+                    tid,
+                    format_args!(
+                        "join(T{target}) = {}",
+                        if result.is_ok() { "Ok" } else { "panicked" }
+                    ),
+                );
+                Step::Done(result)
+            }
+            Some(_) => Step::Block(Wait::forever()),
+            None => Step::Done(Ok(())),
+        }
+    }
+
+    pub(crate) fn new_monitor(&mut self) -> u64 {
+        let id = self.next_monitor;
+        self.next_monitor += 1;
+        self.monitors.insert(id, MonitorState::default());
+        id
+    }
+
+    pub(crate) fn drop_monitor(&mut self, id: u64) {
+        self.monitors.remove(&id);
+    }
+
+    pub(crate) fn monitor_enter(&mut self, tid: Tid, id: u64) -> Step<()> {
+        let monitor = self.monitors.get_mut(&id).expect("live monitor");
+        match monitor.owner {
+            None => {
+                monitor.owner = Some(tid);
+                self.changed = true;
+                Step::Done(())
+            }
+            Some(owner) => {
+                assert_ne!(owner, tid, "simulated monitor entered twice by T{tid}");
+                if self.aborting {
+                    return Step::Done(());
+                }
+                Step::Block(Wait::forever())
+            }
+        }
+    }
+
+    pub(crate) fn monitor_exit(&mut self, tid: Tid, id: u64) -> Step<()> {
+        if let Some(monitor) = self.monitors.get_mut(&id) {
+            if monitor.owner == Some(tid) {
+                monitor.owner = None;
+                self.changed = true;
+            }
+        }
+        Step::Done(())
+    }
+
+    /// The release half of a monitor wait: returns the generation to wait past.
+    pub(crate) fn monitor_release(&mut self, tid: Tid, id: u64) -> u64 {
+        let monitor = self.monitors.get_mut(&id).expect("live monitor");
+        if monitor.owner == Some(tid) {
+            monitor.owner = None;
+        }
+        self.changed = true;
+        monitor.generation
+    }
+
+    pub(crate) fn monitor_await(
+        &mut self,
+        id: u64,
+        generation: u64,
+        deadline: Option<Duration>,
+    ) -> Step<bool> {
+        let monitor = &self.monitors[&id];
+        if monitor.generation != generation {
+            return Step::Done(true);
+        }
+        if deadline.is_some_and(|d| self.time >= d) || self.aborting {
+            return Step::Done(false);
+        }
+        Step::Block(Wait {
+            deadline,
+            interruptible: false,
+        })
+    }
+
+    pub(crate) fn monitor_notify(&mut self, id: u64) -> Step<()> {
+        if let Some(monitor) = self.monitors.get_mut(&id) {
+            monitor.generation += 1;
+            self.changed = true;
+        }
+        Step::Done(())
+    }
+
+    pub(crate) fn sleep(&mut self, deadline: Duration) -> Step<()> {
+        if self.time >= deadline || self.aborting {
+            return Step::Done(());
+        }
+        Step::Block(Wait {
+            deadline: Some(deadline),
+            interruptible: false,
+        })
+    }
+}
