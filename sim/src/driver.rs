@@ -11,7 +11,9 @@
 //! Coroutines switch in tens of nanoseconds, where handing a baton between OS threads
 //! costs microseconds; and with one OS thread nothing but the seed decides the order.
 
+use std::any::Any;
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -43,9 +45,21 @@ type StdMutex<T> = std::sync::Mutex<T>;
 /// What every `SimKernel` handle of one run shares.
 pub(crate) struct Shared {
     state: StdMutex<State>,
+    /// The code and values of the simulated threads, kept apart from the model, which
+    /// is data only.
+    threads: StdMutex<ThreadBodies>,
     /// The simulated process's store for state above the seam; cleared at the end
     /// of the run, which ends the cycles through its values back to this `Shared`.
     pub(crate) locals: loopwatch::kernel::ProcessLocals,
+}
+
+/// What the driver keeps of each simulated thread beside the model's record of it.
+#[derive(Default)]
+struct ThreadBodies {
+    /// Bodies of threads spawned since the scheduler last looked, to be started.
+    unstarted: Vec<(Tid, Box<dyn FnOnce() + Send>)>,
+    /// The panic payload of each thread that panicked, until it is joined.
+    panics: BTreeMap<Tid, Box<dyn Any + Send>>,
 }
 
 impl fmt::Debug for Shared {
@@ -77,12 +91,6 @@ impl Aborted for bool {
     }
 }
 
-impl Aborted for Result<(), Box<dyn std::any::Any + Send>> {
-    fn aborted() -> Self {
-        Ok(())
-    }
-}
-
 fn in_coroutine() -> bool {
     !CURRENT.with(Cell::get).is_null()
 }
@@ -102,6 +110,7 @@ impl Shared {
     pub(crate) fn new(state: State) -> Shared {
         Shared {
             state: StdMutex::new(state),
+            threads: StdMutex::new(ThreadBodies::default()),
             locals: loopwatch::kernel::ProcessLocals::new(),
         }
     }
@@ -110,6 +119,36 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn thread_bodies(&self) -> std::sync::MutexGuard<'_, ThreadBodies> {
+        self.threads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Spawns a simulated thread running `body`: the model records it, and the
+    /// scheduler starts it at its next step.
+    pub(crate) fn spawn_thread(&self, name: &str, body: Box<dyn FnOnce() + Send>) -> Tid {
+        let mut body = Some(body);
+        self.syscall("spawn_thread", |state, tid| {
+            let step = state.spawn_thread(tid, name);
+            if let Step::Done(new) = step {
+                let body = body.take().expect("spawned once");
+                self.thread_bodies().unstarted.push((new, body));
+            }
+            step
+        })
+    }
+
+    /// Waits for thread `target` to finish; its panic payload if it panicked and this
+    /// is the first join.
+    pub(crate) fn join_thread(&self, target: Tid) -> Result<(), Box<dyn Any + Send>> {
+        if !self.syscall("join", |state, tid| state.join(tid, target)) {
+            return Ok(());
+        }
+        let payload = self.thread_bodies().panics.remove(&target);
+        payload.map_or(Ok(()), Err)
     }
 
     /// One kernel call: a scheduling point, then `op` until it completes. `op` runs
@@ -231,7 +270,7 @@ pub(crate) fn unwind_abandoned(shared: &Shared, abandoned: Abandoned) {
     for mut coroutine in abandoned.0 {
         coroutine.force_unwind();
     }
-    let unstarted = std::mem::take(&mut shared.lock().new_threads);
+    let unstarted = std::mem::take(&mut shared.thread_bodies().unstarted);
     drop(unstarted);
 }
 
@@ -248,7 +287,10 @@ fn new_coroutine(
         let panicked = result.is_err();
         let thread = state.threads.get_mut(&tid).expect("known thread");
         thread.status = Status::Finished;
-        thread.result = Some(result);
+        thread.panicked = panicked;
+        if let Err(payload) = result {
+            shared.thread_bodies().panics.insert(tid, payload);
+        }
         state.changed = true;
         state.log(
             tid,
@@ -321,7 +363,8 @@ pub(crate) fn run(shared: &Arc<Shared>, main: Box<dyn FnOnce() + Send>) -> RunRe
         if let Some(signal) = state.killed {
             break Outcome::KilledBySignal(signal);
         }
-        for (tid, body) in std::mem::take(&mut state.new_threads) {
+        let unstarted = std::mem::take(&mut shared.thread_bodies().unstarted);
+        for (tid, body) in unstarted {
             coroutines.insert(tid, new_coroutine(shared.clone(), tid, body));
         }
         state.wake_blocked();
@@ -363,14 +406,10 @@ pub(crate) fn run(shared: &Arc<Shared>, main: Box<dyn FnOnce() + Send>) -> RunRe
         if let CoroutineResult::Return(()) = result {
             coroutines.remove(&tid);
             if tid == MAIN_THREAD {
-                let mut state = shared.lock();
-                let main_result = state
-                    .threads
-                    .get_mut(&MAIN_THREAD)
-                    .and_then(|t| t.result.take());
-                break match main_result {
-                    Some(Err(payload)) => Outcome::Panicked(panic_text(&*payload)),
-                    _ => Outcome::Completed,
+                let main_panic = shared.thread_bodies().panics.remove(&MAIN_THREAD);
+                break match main_panic {
+                    Some(payload) => Outcome::Panicked(panic_text(&*payload)),
+                    None => Outcome::Completed,
                 };
             }
         }

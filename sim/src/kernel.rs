@@ -385,17 +385,11 @@ impl Threads for SimKernel {
         name: &str,
         body: Box<dyn FnOnce() + Send + 'static>,
     ) -> Result<SimJoinHandle, Errno> {
-        let mut body = Some(body);
-        let tid = self.shared.syscall("spawn_thread", |state, tid| {
-            let body = body.take().expect("spawned once");
-            state.spawn_thread(tid, name, body)
-        });
-        Ok(SimJoinHandle(tid))
+        Ok(SimJoinHandle(self.shared.spawn_thread(name, body)))
     }
 
     fn join_thread(&self, handle: SimJoinHandle) -> Result<(), Box<dyn Any + Send>> {
-        self.shared
-            .syscall("join", |state, tid| state.join(tid, handle.0))
+        self.shared.join_thread(handle.0)
     }
 
     fn current_thread(&self) -> ThreadId {

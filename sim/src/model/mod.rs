@@ -155,8 +155,6 @@ pub(crate) struct State {
     pub(crate) steps: u64,
     pub(crate) threads: BTreeMap<Tid, ThreadState>,
     next_tid: Tid,
-    /// Thread bodies waiting for the driver to start them.
-    pub(crate) new_threads: Vec<(Tid, Box<dyn FnOnce() + Send>)>,
     /// Set while the run is being torn down: nothing may block any more.
     pub(crate) aborting: bool,
     /// A signal whose default action killed the process.
@@ -221,7 +219,7 @@ impl State {
                 in_call: false,
                 handlers: Vec::new(),
                 blocked_in: "",
-                result: None,
+                panicked: false,
             },
         );
         State {
@@ -236,7 +234,6 @@ impl State {
             steps: 0,
             threads,
             next_tid: MAIN_THREAD + 1,
-            new_threads: Vec::new(),
             aborting: false,
             killed: None,
             procs: BTreeMap::new(),

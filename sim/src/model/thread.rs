@@ -1,6 +1,5 @@
 //! Threads and locks: simulated threads, joins, monitors and sleeps.
 
-use std::any::Any;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
@@ -32,8 +31,8 @@ pub(crate) struct ThreadState {
     pub(super) handlers: Vec<i32>,
     /// The call it last blocked in, for deadlock reports.
     pub(crate) blocked_in: &'static str,
-    /// The body's outcome, until joined.
-    pub(crate) result: Option<Result<(), Box<dyn Any + Send>>>,
+    /// Its body panicked and no one has joined it yet (the payload is the driver's).
+    pub(crate) panicked: bool,
 }
 
 impl fmt::Debug for ThreadState {
@@ -52,12 +51,9 @@ pub(super) struct MonitorState {
 }
 
 impl State {
-    pub(crate) fn spawn_thread(
-        &mut self,
-        tid: Tid,
-        name: &str,
-        body: Box<dyn FnOnce() + Send>,
-    ) -> Step<Tid> {
+    /// A new runnable thread, with the spawner's signal mask; the driver holds its body
+    /// and starts it.
+    pub(crate) fn spawn_thread(&mut self, tid: Tid, name: &str) -> Step<Tid> {
         let new = self.next_tid;
         self.next_tid += 1;
         self.threads.insert(
@@ -70,30 +66,31 @@ impl State {
                 in_call: false,
                 handlers: Vec::new(),
                 blocked_in: "",
-                result: None,
+                panicked: false,
             },
         );
-        self.new_threads.push((new, body));
         self.log(tid, format_args!("spawn_thread({name:?}) = T{new}"));
         self.changed = true;
         Step::Done(new)
     }
 
-    pub(crate) fn join(&mut self, tid: Tid, target: Tid) -> Step<Result<(), Box<dyn Any + Send>>> {
+    /// Waits for `target` to finish; says whether it panicked. Only the first join of
+    /// a panicked thread sees the panic, as the payload can be handed out once.
+    pub(crate) fn join(&mut self, tid: Tid, target: Tid) -> Step<bool> {
         match self.threads.get_mut(&target) {
             Some(thread) if thread.status == Status::Finished => {
-                let result = thread.result.take().unwrap_or(Ok(()));
+                let panicked = std::mem::take(&mut thread.panicked);
                 self.log(
                     tid,
                     format_args!(
                         "join(T{target}) = {}",
-                        if result.is_ok() { "Ok" } else { "panicked" }
+                        if panicked { "panicked" } else { "Ok" }
                     ),
                 );
-                Step::Done(result)
+                Step::Done(panicked)
             }
             Some(_) => Step::Block(Wait::forever()),
-            None => Step::Done(Ok(())),
+            None => Step::Done(false),
         }
     }
 
