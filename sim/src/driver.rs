@@ -21,7 +21,7 @@ use std::sync::Arc;
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-use crate::model::{MAIN_THREAD, State, Status, Step, Tid};
+use crate::model::{Attempt, MAIN_THREAD, Model, Status, Tid};
 use crate::sched::Scheduler;
 
 /// Stack of each simulated thread: mapped lazily, so only touched pages cost memory.
@@ -43,13 +43,13 @@ thread_local! {
 type StdMutex<T> = std::sync::Mutex<T>;
 
 /// What every `SimKernel` handle of one run shares.
-pub(crate) struct Shared {
-    state: StdMutex<State>,
+pub(crate) struct SimRun {
+    state: StdMutex<Model>,
     /// The code and values of the simulated threads, kept apart from the model, which
     /// is data only.
     threads: StdMutex<ThreadBodies>,
     /// The simulated process's store for state above the seam; cleared at the end
-    /// of the run, which ends the cycles through its values back to this `Shared`.
+    /// of the run, which ends the cycles through its values back to this `SimRun`.
     pub(crate) locals: loopwatch::kernel::ProcessLocals,
 }
 
@@ -62,9 +62,9 @@ struct ThreadBodies {
     panics: BTreeMap<Tid, Box<dyn Any + Send>>,
 }
 
-impl fmt::Debug for Shared {
+impl fmt::Debug for SimRun {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
+        f.debug_struct("SimRun").finish_non_exhaustive()
     }
 }
 
@@ -106,16 +106,16 @@ fn suspend() {
     CURRENT.with(|current| current.set(yielder));
 }
 
-impl Shared {
-    pub(crate) fn new(state: State) -> Shared {
-        Shared {
+impl SimRun {
+    pub(crate) fn new(state: Model) -> SimRun {
+        SimRun {
             state: StdMutex::new(state),
             threads: StdMutex::new(ThreadBodies::default()),
             locals: loopwatch::kernel::ProcessLocals::new(),
         }
     }
 
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Model> {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -133,7 +133,7 @@ impl Shared {
         let mut body = Some(body);
         self.syscall("spawn_thread", |state, tid| {
             let step = state.spawn_thread(tid, name);
-            if let Step::Done(new) = step {
+            if let Attempt::Done(new) = step {
                 let body = body.take().expect("spawned once");
                 self.thread_bodies().unstarted.push((new, body));
             }
@@ -159,7 +159,7 @@ impl Shared {
     pub(crate) fn syscall<R: Aborted>(
         &self,
         name: &'static str,
-        mut op: impl FnMut(&mut State, Tid) -> Step<R>,
+        mut op: impl FnMut(&mut Model, Tid) -> Attempt<R>,
     ) -> R {
         let inside = in_coroutine();
         let held = loopwatch::sync::short_locks_held();
@@ -177,7 +177,7 @@ impl Shared {
             let mut state = self.lock();
             let tid = state.current;
             match op(&mut state, tid) {
-                Step::Done(result) => {
+                Attempt::Done(result) => {
                     // The lag fault: a woken thread runs again late; signals it takes
                     // meanwhile have their handlers run when it does.
                     if let Some(until) = blocked.then(|| state.wake_lag()).flatten() {
@@ -188,7 +188,7 @@ impl Shared {
                     state.leave_call(tid);
                     return result;
                 }
-                Step::Block(wait) => {
+                Attempt::Block(wait) => {
                     if !inside || state.aborting {
                         return R::aborted();
                     }
@@ -216,7 +216,7 @@ impl Shared {
     }
 }
 
-impl Shared {
+impl SimRun {
     /// Keeps thread `tid`, inside a call, from running before virtual time `until`.
     fn hold(&self, tid: Tid, until: std::time::Duration) {
         loop {
@@ -265,7 +265,7 @@ pub(crate) struct Abandoned(Vec<Coroutine<(), (), ()>>);
 /// set), so a destructor's kernel call is not a scheduling point and a call that would
 /// block fails with `EIO` at once; the thread's own `catch_unwind` at its root ends the
 /// unwinding. Threads that never started drop their bodies unrun.
-pub(crate) fn unwind_abandoned(shared: &Shared, abandoned: Abandoned) {
+pub(crate) fn unwind_abandoned(shared: &SimRun, abandoned: Abandoned) {
     debug_assert!(shared.lock().aborting, "only a finished run is torn down");
     for mut coroutine in abandoned.0 {
         coroutine.force_unwind();
@@ -275,7 +275,7 @@ pub(crate) fn unwind_abandoned(shared: &Shared, abandoned: Abandoned) {
 }
 
 fn new_coroutine(
-    shared: Arc<Shared>,
+    shared: Arc<SimRun>,
     tid: Tid,
     body: Box<dyn FnOnce() + Send>,
 ) -> Coroutine<(), (), ()> {
@@ -315,7 +315,7 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Fires one due child event or pending signal, if the dice (or `force`) say so, and
 /// says whether it did.
-fn fire_event(state: &mut State, force: bool) -> bool {
+fn fire_event(state: &mut Model, force: bool) -> bool {
     let children = state.due_children();
     let signals = state.deliverable();
     let count = children.len() + signals.len();
@@ -338,7 +338,7 @@ fn fire_event(state: &mut State, force: bool) -> bool {
 }
 
 /// Runs the simulation to its end.
-pub(crate) fn run(shared: &Arc<Shared>, main: Box<dyn FnOnce() + Send>) -> RunResult {
+pub(crate) fn run(shared: &Arc<SimRun>, main: Box<dyn FnOnce() + Send>) -> RunResult {
     assert!(
         !in_coroutine(),
         "a simulation cannot be started from inside another simulation"

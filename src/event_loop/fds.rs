@@ -1,6 +1,6 @@
 //! Fds: readers and writers, registered with the loop's poller.
 
-use super::{EventLoop, Handle, Repeating, RepeatingCallback, State, closed_error};
+use super::{EventLoop, Handle, LoopState, Repeating, RepeatingCallback, closed_error};
 use crate::error::{Error, Result};
 use crate::kernel::{Fd, Interest, Kernel, Poller, Token};
 
@@ -55,7 +55,7 @@ impl<K: Kernel> EventLoop<K> {
         self.remove_fd_callback(fd, false)
     }
 
-    fn interest_of(state: &State<K>, fd: Fd) -> Option<Interest> {
+    fn interest_of(state: &LoopState<K>, fd: Fd) -> Option<Interest> {
         let readable = state.readers.contains_key(&fd);
         let writable = state.writers.contains_key(&fd);
         (readable || writable).then_some(Interest { readable, writable })

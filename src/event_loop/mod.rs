@@ -104,7 +104,8 @@ struct Ready<K: Kernel> {
     job: Job<K>,
 }
 
-struct State<K: Kernel> {
+/// What the loop's lock guards: its queues, fd and signal tables, and run state.
+struct LoopState<K: Kernel> {
     ready: VecDeque<Ready<K>>,
     timers: BinaryHeap<Timer<K>>,
     timer_sequence: u64,
@@ -130,7 +131,7 @@ pub(crate) struct Inner<K: Kernel> {
     wake_pending: AtomicBool,
     /// A kernel lock: the loop holds it across kernel calls (registering an fd,
     /// installing a signal disposition), which may switch threads under a simulator.
-    state: BlockingMutex<K, State<K>>,
+    state: BlockingMutex<K, LoopState<K>>,
     debug: AtomicBool,
     cancelled_timers: Arc<AtomicUsize>,
 }
@@ -233,7 +234,7 @@ fn closed_error() -> Error {
 }
 
 impl<K: Kernel> Inner<K> {
-    fn kernel_thread_check(&self, state: &State<K>) -> Result<()> {
+    fn kernel_thread_check(&self, state: &LoopState<K>) -> Result<()> {
         match state.running_thread {
             Some(thread) if thread != self.kernel.current_thread() => Err(Error::runtime(
                 "Non-thread-safe operation invoked on an event loop other than the current one",
@@ -336,7 +337,7 @@ impl<K: Kernel> EventLoop<K> {
         let waker = poller.waker();
         let state = BlockingMutex::new(
             &kernel,
-            State {
+            LoopState {
                 ready: VecDeque::new(),
                 timers: BinaryHeap::new(),
                 timer_sequence: 0,

@@ -4,7 +4,7 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::future::Future;
 
-use super::{Callback, EventLoop, Handle, Job, State, Task, closed_error};
+use super::{Callback, EventLoop, Handle, Job, LoopState, Task, closed_error};
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::loom::sync::atomic::Ordering;
@@ -143,7 +143,7 @@ impl<K: Kernel> EventLoop<K> {
         Task::spawn(&self.inner, future)
     }
 
-    pub(super) fn prune_timers(&self, state: &mut State<K>) {
+    pub(super) fn prune_timers(&self, state: &mut LoopState<K>) {
         let cancelled = self.inner.cancelled_timers.load(Ordering::Relaxed);
         if state.timers.len() >= PRUNE_TIMERS_MIN && cancelled * 2 > state.timers.len() {
             state.timers.retain(|timer| !timer.handle.cancelled());

@@ -93,11 +93,11 @@ use crate::sync::BlockingMutex;
 /// [`DIAGNOSTICS`](super::DIAGNOSTICS) that the pid will be reported as 255 and why
 /// (see the [module documentation](super#sigchld-set-to-sig_ign)).
 pub struct ThreadedChildWatcher<K: Kernel = OsKernel> {
-    shared: Arc<Shared<K>>,
+    shared: Arc<SharedWaiters<K>>,
 }
 
 /// What the watcher and its threads share.
-struct Shared<K: Kernel> {
+struct SharedWaiters<K: Kernel> {
     kernel: K,
     /// A kernel lock: it is held across `spawn_thread`, so that a new thread's entry
     /// exists before the thread can look for it.
@@ -156,7 +156,7 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
             },
         );
         ThreadedChildWatcher {
-            shared: Arc::new(Shared { kernel, state }),
+            shared: Arc::new(SharedWaiters { kernel, state }),
         }
     }
 
@@ -208,7 +208,7 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
 /// Marks a waiter finished however its body ends, a panic included, so that it can be
 /// joined.
 struct FinishOnDrop<K: Kernel> {
-    shared: Arc<Shared<K>>,
+    shared: Arc<SharedWaiters<K>>,
     number: u64,
 }
 
@@ -221,7 +221,7 @@ impl<K: Kernel> Drop for FinishOnDrop<K> {
     }
 }
 
-impl<K: Kernel> Shared<K> {
+impl<K: Kernel> SharedWaiters<K> {
     /// Records that waiter `number`'s `waitpid` returned, and in which thread.
     fn mark_reaped(&self, number: u64) {
         let thread = self.kernel.current_thread();
@@ -282,7 +282,7 @@ fn wait_and_reap<K: Kernel>(
 
 /// The waiter thread's body (CPython's `_do_waitpid`, T-4).
 fn do_waitpid<K: Kernel>(
-    shared: Arc<Shared<K>>,
+    shared: Arc<SharedWaiters<K>>,
     number: u64,
     event_loop: WeakLoop<K>,
     pid: Pid,

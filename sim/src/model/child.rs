@@ -4,10 +4,10 @@
 
 use loopwatch::kernel::{ExitStatus, Pid};
 
-use super::{PIPE_CAPACITY, Proc, ProcState, State};
+use super::{Model, PIPE_CAPACITY, Proc, ProcState};
 use crate::program::ChildPlan;
 
-impl State {
+impl Model {
     /// Child events that may happen now: exits that are due, output to write, input
     /// to copy. Returns the pids with something to do, oldest first.
     pub(crate) fn due_children(&self) -> Vec<Pid> {

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use loopwatch::kernel::{Errno, Fd, Pid};
 
-use super::{Config, PIPE_CAPACITY, ProcState, State, Step, Tid, Wait};
+use super::{Attempt, Config, Model, PIPE_CAPACITY, ProcState, Tid, Wait};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum FdKind {
@@ -36,7 +36,7 @@ pub(super) fn fd_limit(config: &Config) -> usize {
     config.faults.fd_limit.unwrap_or(1024)
 }
 
-impl State {
+impl Model {
     pub(super) fn alloc_fd(&mut self, kind: FdKind, cloexec: bool) -> Result<Fd, Errno> {
         if self.fds.len() >= fd_limit(&self.config) {
             self.mark("emfile");
@@ -98,10 +98,10 @@ impl State {
         }
     }
 
-    pub(crate) fn pipe(&mut self, tid: Tid) -> Step<Result<(Fd, Fd), Errno>> {
+    pub(crate) fn pipe(&mut self, tid: Tid) -> Attempt<Result<(Fd, Fd), Errno>> {
         let result = self.make_pipe();
         self.log(tid, format_args!("pipe() = {result:?}"));
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
     /// A new empty pipe with one reader and one writer; returns its id.
@@ -132,7 +132,7 @@ impl State {
         Ok((read, write))
     }
 
-    pub(crate) fn read(&mut self, tid: Tid, fd: Fd, len: usize) -> Step<Result<Vec<u8>, Errno>> {
+    pub(crate) fn read(&mut self, tid: Tid, fd: Fd, len: usize) -> Attempt<Result<Vec<u8>, Errno>> {
         let result = match self.entry(fd) {
             Err(e) => Err(e),
             Ok(FdEntry {
@@ -156,9 +156,9 @@ impl State {
                         interruptible: true,
                     };
                     return match self.block_or_interrupt(tid, wait, || Err(Errno::EINTR)) {
-                        Step::Done(r) => {
+                        Attempt::Done(r) => {
                             self.log(tid, format_args!("read({fd}) = {r:?}"));
-                            Step::Done(r)
+                            Attempt::Done(r)
                         }
                         block => block,
                     };
@@ -170,10 +170,10 @@ impl State {
             Ok(data) => self.log(tid, format_args!("read({fd}, {len}) = {}", data.len())),
             Err(e) => self.log(tid, format_args!("read({fd}, {len}) = {e:?}")),
         }
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
-    pub(crate) fn write(&mut self, tid: Tid, fd: Fd, data: &[u8]) -> Step<Result<usize, Errno>> {
+    pub(crate) fn write(&mut self, tid: Tid, fd: Fd, data: &[u8]) -> Attempt<Result<usize, Errno>> {
         let result = match self.entry(fd) {
             Err(e) => Err(e),
             Ok(FdEntry {
@@ -215,10 +215,10 @@ impl State {
             tid,
             format_args!("write({fd}, {}) = {result:?}", data.len()),
         );
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
-    pub(crate) fn close(&mut self, tid: Tid, fd: Fd) -> Step<Result<(), Errno>> {
+    pub(crate) fn close(&mut self, tid: Tid, fd: Fd) -> Attempt<Result<(), Errno>> {
         let result = match self.fds.remove(&fd.0) {
             None => Err(Errno::EBADF),
             Some(entry) => {
@@ -227,7 +227,7 @@ impl State {
             }
         };
         self.log(tid, format_args!("close({fd}) = {result:?}"));
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
     pub(crate) fn set_flag(
@@ -236,7 +236,7 @@ impl State {
         fd: Fd,
         nonblocking: Option<bool>,
         cloexec: Option<bool>,
-    ) -> Step<Result<(), Errno>> {
+    ) -> Attempt<Result<(), Errno>> {
         let result = match self.fds.get_mut(&fd.0) {
             None => Err(Errno::EBADF),
             Some(entry) => {
@@ -253,7 +253,7 @@ impl State {
             tid,
             format_args!("fcntl({fd}, nonblock={nonblocking:?} cloexec={cloexec:?}) = {result:?}"),
         );
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
     /// When `fd` last became readable: epoll's ready list keeps that order.

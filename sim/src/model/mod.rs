@@ -2,8 +2,8 @@
 //! threads and locks, and virtual time. Pure data and functions; it knows nothing of
 //! how simulated threads are run (see `driver`), so another driver (loom's) can use it.
 //!
-//! Each operation takes `&mut State` and the calling thread and returns
-//! [`Step::Done`] with the result, or [`Step::Block`] when a real kernel would put the
+//! Each operation takes `&mut Model` and the calling thread and returns
+//! [`Attempt::Done`] with the result, or [`Attempt::Block`] when a real kernel would put the
 //! thread to sleep; a blocked operation is retried after the state changes. Operations
 //! append their own trace line when they complete.
 //!
@@ -71,7 +71,7 @@ impl Wait {
 }
 
 /// The outcome of one attempt at an operation.
-pub(crate) enum Step<R> {
+pub(crate) enum Attempt<R> {
     Done(R),
     Block(Wait),
 }
@@ -143,7 +143,7 @@ pub enum ForeignHandler {
     ReapAll,
 }
 
-pub(crate) struct State {
+pub(crate) struct Model {
     pub(crate) config: Config,
     pub(crate) time: Duration,
     pub(crate) rng: Rng,
@@ -186,17 +186,17 @@ pub(crate) struct State {
     stamps: u64,
 }
 
-impl fmt::Debug for State {
+impl fmt::Debug for Model {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("State")
+        f.debug_struct("Model")
             .field("time", &self.time)
             .field("threads", &self.threads)
             .finish_non_exhaustive()
     }
 }
 
-impl State {
-    pub(crate) fn new(config: Config) -> State {
+impl Model {
+    pub(crate) fn new(config: Config) -> Model {
         let mut fds = BTreeMap::new();
         for fd in 0..3 {
             fds.insert(
@@ -222,7 +222,7 @@ impl State {
                 panicked: false,
             },
         );
-        State {
+        Model {
             rng: Rng::new(config.seed),
             trace: Trace::new(config.keep_trace),
             next_pid: config.pid_min,
@@ -315,12 +315,12 @@ impl State {
         tid: Tid,
         wait: Wait,
         on_eintr: impl FnOnce() -> R,
-    ) -> Step<R> {
+    ) -> Attempt<R> {
         let interrupted = std::mem::take(&mut self.thread_mut(tid).interrupted);
         if (interrupted && wait.interruptible) || self.inject_eintr() {
-            return Step::Done(on_eintr());
+            return Attempt::Done(on_eintr());
         }
-        Step::Block(wait)
+        Attempt::Block(wait)
     }
 
     fn thread_mut(&mut self, tid: Tid) -> &mut ThreadState {

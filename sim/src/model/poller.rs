@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use loopwatch::kernel::{Errno, Event, Fd, Interest, Token};
 
-use super::{FdKind, State, Step, Tid, Wait, fd_limit};
+use super::{Attempt, FdKind, Model, Tid, Wait, fd_limit};
 
 #[derive(Debug, Default)]
 pub(super) struct PollerState {
@@ -14,10 +14,10 @@ pub(super) struct PollerState {
     pub(super) closed: bool,
 }
 
-impl State {
+impl Model {
     /// A poller and its two fds (the epoll instance and the waker's eventfd), as a real
     /// poller costs.
-    pub(crate) fn new_poller(&mut self, tid: Tid) -> Step<Result<(u64, Fd, Fd), Errno>> {
+    pub(crate) fn new_poller(&mut self, tid: Tid) -> Attempt<Result<(u64, Fd, Fd), Errno>> {
         let result = (|| {
             if self.fds.len() + 2 > fd_limit(&self.config) {
                 self.mark("emfile");
@@ -31,7 +31,7 @@ impl State {
             Ok((id, epoll, event))
         })();
         self.log(tid, format_args!("poller() = {result:?}"));
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
     /// Closes a poller's fds (no scheduling: called from `Drop`).
@@ -52,7 +52,7 @@ impl State {
         fd: Fd,
         change: Option<(Token, Interest)>,
         add: bool,
-    ) -> Step<Result<(), Errno>> {
+    ) -> Attempt<Result<(), Errno>> {
         let fd_open = self.fds.contains_key(&fd.0);
         let poller = self.pollers.get_mut(&id).expect("live poller");
         let result = match (change, add) {
@@ -98,7 +98,7 @@ impl State {
         };
         self.log(tid, format_args!("{verb}(poller {id}, {fd}) = {result:?}"));
         self.changed = true;
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
     pub(crate) fn poll(
@@ -106,7 +106,7 @@ impl State {
         tid: Tid,
         id: u64,
         deadline: Option<Duration>,
-    ) -> Step<Result<Vec<Event>, Errno>> {
+    ) -> Attempt<Result<Vec<Event>, Errno>> {
         let registrations: Vec<(i32, Token, Interest)> = self.pollers[&id]
             .registrations
             .iter()
@@ -142,9 +142,9 @@ impl State {
                     interruptible: true,
                 };
                 match self.block_or_interrupt(tid, wait, || Err(Errno::EINTR)) {
-                    Step::Done(result) => {
+                    Attempt::Done(result) => {
                         self.log(tid, format_args!("poll({id}) = EINTR"));
-                        return Step::Done(result);
+                        return Attempt::Done(result);
                     }
                     block => return block,
                 }
@@ -161,15 +161,15 @@ impl State {
                 if woken { " +wake" } else { "" }
             ),
         );
-        Step::Done(Ok(events))
+        Attempt::Done(Ok(events))
     }
 
-    pub(crate) fn wake_poller(&mut self, tid: Tid, id: u64) -> Step<Result<(), Errno>> {
+    pub(crate) fn wake_poller(&mut self, tid: Tid, id: u64) -> Attempt<Result<(), Errno>> {
         if let Some(poller) = self.pollers.get_mut(&id) {
             poller.woken = true;
             self.changed = true;
         }
         self.log(tid, format_args!("wake(poller {id})"));
-        Step::Done(Ok(()))
+        Attempt::Done(Ok(()))
     }
 }

@@ -9,7 +9,7 @@ use loopwatch::kernel::{
     WaitStatus, WaitTarget,
 };
 
-use super::{FdEntry, FdKind, MAIN_THREAD, PidReuse, State, Status, Step, Tid, Wait, fd_limit};
+use super::{Attempt, FdEntry, FdKind, MAIN_THREAD, Model, PidReuse, Status, Tid, Wait, fd_limit};
 use crate::program::{self, ChildPlan};
 
 #[derive(Debug)]
@@ -51,13 +51,13 @@ pub(super) fn status_text(status: ExitStatus) -> String {
     }
 }
 
-impl State {
+impl Model {
     pub(crate) fn register_program(&mut self, name: String, plan: ChildPlan) {
         self.programs.insert(name, plan);
     }
 
     fn alloc_pid(&mut self) -> Option<i32> {
-        let in_use = |state: &State, pid: i32| state.procs.contains_key(&Pid(pid));
+        let in_use = |state: &Model, pid: i32| state.procs.contains_key(&Pid(pid));
         if self.config.pid_reuse == PidReuse::LastFreed {
             while let Some(pid) = self.freed_pids.pop() {
                 if !in_use(self, pid) {
@@ -84,7 +84,7 @@ impl State {
         &mut self,
         tid: Tid,
         request: &SpawnRequest,
-    ) -> Step<Result<Spawned, Errno>> {
+    ) -> Attempt<Result<Spawned, Errno>> {
         let result = self.do_spawn(tid, request);
         self.log(
             tid,
@@ -97,7 +97,7 @@ impl State {
                 self.terminate_now(spawned.pid);
             }
         }
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
     fn do_spawn(&mut self, tid: Tid, request: &SpawnRequest) -> Result<Spawned, Errno> {
@@ -302,7 +302,7 @@ impl State {
         target: WaitTarget,
         mode: WaitMode,
         reap: bool,
-    ) -> Step<Result<WaitStatus, Errno>> {
+    ) -> Attempt<Result<WaitStatus, Errno>> {
         let name = match (target, reap) {
             (WaitTarget::Pid(_), true) => "waitpid",
             (WaitTarget::Any, true) => "waitpid(-1)",
@@ -344,7 +344,7 @@ impl State {
             WaitTarget::Any => "-1".to_string(),
         };
         self.log(tid, format_args!("{name}({shown}, {mode:?}) = {result:?}"));
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
     /// Whether `signal`'s default action stops a process (SIGSTOP, and the
@@ -356,7 +356,7 @@ impl State {
     /// Sends `signal` to child `pid`, as `kill()` does (children run the default
     /// actions): SIGKILL ends it at once, stopped or not; SIGCONT continues it at once
     /// and discards its pending stop signals; a signal ignored by default is dropped;
-    /// any other waits until the child runs ([`State::child_takes_signals`]), which a
+    /// any other waits until the child runs ([`Model::child_takes_signals`]), which a
     /// stopped child does only once continued.
     fn signal_child(&mut self, pid: Pid, signal: Signal) {
         let Some(proc) = self.procs.get_mut(&pid) else {
@@ -430,7 +430,7 @@ impl State {
         tid: Tid,
         pid: Pid,
         signal: Option<Signal>,
-    ) -> Step<Result<(), Errno>> {
+    ) -> Attempt<Result<(), Errno>> {
         let result = if pid.0 <= 0 || signal.is_some_and(|s| !s.is_valid()) {
             Err(Errno::EINVAL)
         } else if pid == self.pid() {
@@ -448,10 +448,10 @@ impl State {
             Err(Errno::ESRCH)
         };
         self.log(tid, format_args!("kill({pid}, {signal:?}) = {result:?}"));
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
-    pub(crate) fn pidfd_open(&mut self, tid: Tid, pid: Pid) -> Step<Result<Fd, Errno>> {
+    pub(crate) fn pidfd_open(&mut self, tid: Tid, pid: Pid) -> Attempt<Result<Fd, Errno>> {
         let result = if self.config.faults.pidfd_enosys {
             self.mark("pidfd_enosys");
             Err(Errno::ENOSYS)
@@ -467,7 +467,7 @@ impl State {
             Err(Errno::ESRCH)
         };
         self.log(tid, format_args!("pidfd_open({pid}) = {result:?}"));
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
     pub(crate) fn pidfd_send_signal(
@@ -475,7 +475,7 @@ impl State {
         tid: Tid,
         pidfd: Fd,
         signal: Signal,
-    ) -> Step<Result<(), Errno>> {
+    ) -> Attempt<Result<(), Errno>> {
         let result = match self.entry(pidfd) {
             Err(e) => Err(e),
             Ok(FdEntry {
@@ -501,7 +501,7 @@ impl State {
             tid,
             format_args!("pidfd_send_signal({pidfd}, {}) = {result:?}", signal.0),
         );
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
     /// Zombies and running children left, for end-of-run checks.

@@ -4,11 +4,11 @@
 use loopwatch::kernel::{Disposition, Errno, Fd, Signal};
 
 use super::{
-    FdEntry, FdKind, ForeignHandler, MAIN_THREAD, PIPE_CAPACITY, State, Status, Step, Tid,
+    Attempt, FdEntry, FdKind, ForeignHandler, MAIN_THREAD, Model, PIPE_CAPACITY, Status, Tid,
     status_text,
 };
 
-impl State {
+impl Model {
     /// Signals whose default action is to do nothing.
     pub(super) fn ignored_by_default(signal: i32) -> bool {
         [Signal::SIGCHLD.0, Signal::SIGCONT.0, 23, 28].contains(&signal)
@@ -121,8 +121,8 @@ impl State {
     /// terminates marks the process killed; the driver ends the run); so does a
     /// handler, unless `tid` is inside a blocked kernel call: then the call is woken
     /// and checks its condition again, and the handler runs when the call returns,
-    /// fails with EINTR or restarts (the driver calls [`State::leave_call`] and
-    /// [`State::run_handlers`]).
+    /// fails with EINTR or restarts (the driver calls [`Model::leave_call`] and
+    /// [`Model::run_handlers`]).
     pub(crate) fn deliver(&mut self, signal: i32, tid: Tid) {
         let disposition = self
             .dispositions
@@ -255,7 +255,7 @@ impl State {
         tid: Tid,
         signal: Signal,
         disposition: Disposition,
-    ) -> Step<Result<Disposition, Errno>> {
+    ) -> Attempt<Result<Disposition, Errno>> {
         let unknown_foreign =
             matches!(disposition, Disposition::Foreign(id) if id as usize >= self.foreign.len());
         let result = if !signal.is_catchable() || unknown_foreign {
@@ -279,14 +279,14 @@ impl State {
             format_args!("sigaction({}, {disposition:?}) = {result:?}", signal.0),
         );
         self.changed = true;
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
     pub(crate) fn disposition(
         &mut self,
         tid: Tid,
         signal: Signal,
-    ) -> Step<Result<Disposition, Errno>> {
+    ) -> Attempt<Result<Disposition, Errno>> {
         let result = if signal.is_valid() {
             Ok(self
                 .dispositions
@@ -297,7 +297,7 @@ impl State {
             Err(Errno::EINVAL)
         };
         self.log(tid, format_args!("sigaction({}) = {result:?}", signal.0));
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
     pub(crate) fn install_foreign(
@@ -319,18 +319,18 @@ impl State {
         &mut self,
         tid: Tid,
         fd: Option<Fd>,
-    ) -> Step<Result<Option<Fd>, Errno>> {
+    ) -> Attempt<Result<Option<Fd>, Errno>> {
         let result = match fd {
             Some(fd) if !self.fds.contains_key(&fd.0) => Err(Errno::EBADF),
             _ => Ok(std::mem::replace(&mut self.wakeup_fd, fd)),
         };
         self.log(tid, format_args!("set_wakeup_fd({fd:?}) = {result:?}"));
-        Step::Done(result)
+        Attempt::Done(result)
     }
 
-    pub(crate) fn raise(&mut self, tid: Tid, signal: Signal) -> Step<Result<(), Errno>> {
+    pub(crate) fn raise(&mut self, tid: Tid, signal: Signal) -> Attempt<Result<(), Errno>> {
         if !signal.is_valid() {
-            return Step::Done(Err(Errno::EINVAL));
+            return Attempt::Done(Err(Errno::EINVAL));
         }
         self.log(tid, format_args!("raise({})", signal.0));
         // raise() delivers to the calling thread before it returns, unless blocked.
@@ -341,7 +341,7 @@ impl State {
             self.deliver(signal.0, tid);
         }
         self.changed = true;
-        Step::Done(Ok(()))
+        Attempt::Done(Ok(()))
     }
 
     pub(crate) fn mask(
@@ -349,9 +349,9 @@ impl State {
         tid: Tid,
         signal: Signal,
         block: bool,
-    ) -> Step<Result<(), Errno>> {
+    ) -> Attempt<Result<(), Errno>> {
         if !signal.is_valid() {
-            return Step::Done(Err(Errno::EINVAL));
+            return Attempt::Done(Err(Errno::EINVAL));
         }
         let mask = &mut self.thread_mut(tid).mask;
         if block {
@@ -366,6 +366,6 @@ impl State {
         if !block && self.pending.contains(&signal.0) {
             self.deliver(signal.0, tid);
         }
-        Step::Done(Ok(()))
+        Attempt::Done(Ok(()))
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
-use super::{State, Step, Tid, Wait};
+use super::{Attempt, Model, Tid, Wait};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
@@ -50,10 +50,10 @@ pub(super) struct MonitorState {
     pub(super) generation: u64,
 }
 
-impl State {
+impl Model {
     /// A new runnable thread, with the spawner's signal mask; the driver holds its body
     /// and starts it.
-    pub(crate) fn spawn_thread(&mut self, tid: Tid, name: &str) -> Step<Tid> {
+    pub(crate) fn spawn_thread(&mut self, tid: Tid, name: &str) -> Attempt<Tid> {
         let new = self.next_tid;
         self.next_tid += 1;
         self.threads.insert(
@@ -71,12 +71,12 @@ impl State {
         );
         self.log(tid, format_args!("spawn_thread({name:?}) = T{new}"));
         self.changed = true;
-        Step::Done(new)
+        Attempt::Done(new)
     }
 
     /// Waits for `target` to finish; says whether it panicked. Only the first join of
     /// a panicked thread sees the panic, as the payload can be handed out once.
-    pub(crate) fn join(&mut self, tid: Tid, target: Tid) -> Step<bool> {
+    pub(crate) fn join(&mut self, tid: Tid, target: Tid) -> Attempt<bool> {
         match self.threads.get_mut(&target) {
             Some(thread) if thread.status == Status::Finished => {
                 let panicked = std::mem::take(&mut thread.panicked);
@@ -87,10 +87,10 @@ impl State {
                         if panicked { "panicked" } else { "Ok" }
                     ),
                 );
-                Step::Done(panicked)
+                Attempt::Done(panicked)
             }
-            Some(_) => Step::Block(Wait::forever()),
-            None => Step::Done(false),
+            Some(_) => Attempt::Block(Wait::forever()),
+            None => Attempt::Done(false),
         }
     }
 
@@ -105,32 +105,32 @@ impl State {
         self.monitors.remove(&id);
     }
 
-    pub(crate) fn monitor_enter(&mut self, tid: Tid, id: u64) -> Step<()> {
+    pub(crate) fn monitor_enter(&mut self, tid: Tid, id: u64) -> Attempt<()> {
         let monitor = self.monitors.get_mut(&id).expect("live monitor");
         match monitor.owner {
             None => {
                 monitor.owner = Some(tid);
                 self.changed = true;
-                Step::Done(())
+                Attempt::Done(())
             }
             Some(owner) => {
                 assert_ne!(owner, tid, "simulated monitor entered twice by T{tid}");
                 if self.aborting {
-                    return Step::Done(());
+                    return Attempt::Done(());
                 }
-                Step::Block(Wait::forever())
+                Attempt::Block(Wait::forever())
             }
         }
     }
 
-    pub(crate) fn monitor_exit(&mut self, tid: Tid, id: u64) -> Step<()> {
+    pub(crate) fn monitor_exit(&mut self, tid: Tid, id: u64) -> Attempt<()> {
         if let Some(monitor) = self.monitors.get_mut(&id) {
             if monitor.owner == Some(tid) {
                 monitor.owner = None;
                 self.changed = true;
             }
         }
-        Step::Done(())
+        Attempt::Done(())
     }
 
     /// The release half of a monitor wait: returns the generation to wait past.
@@ -148,33 +148,33 @@ impl State {
         id: u64,
         generation: u64,
         deadline: Option<Duration>,
-    ) -> Step<bool> {
+    ) -> Attempt<bool> {
         let monitor = &self.monitors[&id];
         if monitor.generation != generation {
-            return Step::Done(true);
+            return Attempt::Done(true);
         }
         if deadline.is_some_and(|d| self.time >= d) || self.aborting {
-            return Step::Done(false);
+            return Attempt::Done(false);
         }
-        Step::Block(Wait {
+        Attempt::Block(Wait {
             deadline,
             interruptible: false,
         })
     }
 
-    pub(crate) fn monitor_notify(&mut self, id: u64) -> Step<()> {
+    pub(crate) fn monitor_notify(&mut self, id: u64) -> Attempt<()> {
         if let Some(monitor) = self.monitors.get_mut(&id) {
             monitor.generation += 1;
             self.changed = true;
         }
-        Step::Done(())
+        Attempt::Done(())
     }
 
-    pub(crate) fn sleep(&mut self, deadline: Duration) -> Step<()> {
+    pub(crate) fn sleep(&mut self, deadline: Duration) -> Attempt<()> {
         if self.time >= deadline || self.aborting {
-            return Step::Done(());
+            return Attempt::Done(());
         }
-        Step::Block(Wait {
+        Attempt::Block(Wait {
             deadline: Some(deadline),
             interruptible: false,
         })
