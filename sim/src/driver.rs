@@ -11,7 +11,9 @@
 //! Coroutines switch in tens of nanoseconds, where handing a baton between OS threads
 //! costs microseconds; and with one OS thread nothing but the seed decides the order.
 
+use std::any::Any;
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-use crate::model::{MAIN_THREAD, State, Status, Step, Tid};
+use crate::model::{Attempt, MAIN_THREAD, Model, Status, Tid};
 use crate::sched::Scheduler;
 
 /// Stack of each simulated thread: mapped lazily, so only touched pages cost memory.
@@ -41,16 +43,28 @@ thread_local! {
 type StdMutex<T> = std::sync::Mutex<T>;
 
 /// What every `SimKernel` handle of one run shares.
-pub(crate) struct Shared {
-    state: StdMutex<State>,
+pub(crate) struct SimRun {
+    state: StdMutex<Model>,
+    /// The code and values of the simulated threads, kept apart from the model, which
+    /// is data only.
+    threads: StdMutex<ThreadBodies>,
     /// The simulated process's store for state above the seam; cleared at the end
-    /// of the run, which ends the cycles through its values back to this `Shared`.
+    /// of the run, which ends the cycles through its values back to this `SimRun`.
     pub(crate) locals: loopwatch::kernel::ProcessLocals,
 }
 
-impl fmt::Debug for Shared {
+/// What the driver keeps of each simulated thread beside the model's record of it.
+#[derive(Default)]
+struct ThreadBodies {
+    /// Bodies of threads spawned since the scheduler last looked, to be started.
+    unstarted: Vec<(Tid, Box<dyn FnOnce() + Send>)>,
+    /// The panic payload of each thread that panicked, until it is joined.
+    panics: BTreeMap<Tid, Box<dyn Any + Send>>,
+}
+
+impl fmt::Debug for SimRun {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
+        f.debug_struct("SimRun").finish_non_exhaustive()
     }
 }
 
@@ -77,12 +91,6 @@ impl Aborted for bool {
     }
 }
 
-impl Aborted for Result<(), Box<dyn std::any::Any + Send>> {
-    fn aborted() -> Self {
-        Ok(())
-    }
-}
-
 fn in_coroutine() -> bool {
     !CURRENT.with(Cell::get).is_null()
 }
@@ -98,18 +106,49 @@ fn suspend() {
     CURRENT.with(|current| current.set(yielder));
 }
 
-impl Shared {
-    pub(crate) fn new(state: State) -> Shared {
-        Shared {
+impl SimRun {
+    pub(crate) fn new(state: Model) -> SimRun {
+        SimRun {
             state: StdMutex::new(state),
+            threads: StdMutex::new(ThreadBodies::default()),
             locals: loopwatch::kernel::ProcessLocals::new(),
         }
     }
 
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Model> {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn thread_bodies(&self) -> std::sync::MutexGuard<'_, ThreadBodies> {
+        self.threads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Spawns a simulated thread running `body`: the model records it, and the
+    /// scheduler starts it at its next step.
+    pub(crate) fn spawn_thread(&self, name: &str, body: Box<dyn FnOnce() + Send>) -> Tid {
+        let mut body = Some(body);
+        self.syscall("spawn_thread", |state, tid| {
+            let step = state.spawn_thread(tid, name);
+            if let Attempt::Done(new) = step {
+                let body = body.take().expect("spawned once");
+                self.thread_bodies().unstarted.push((new, body));
+            }
+            step
+        })
+    }
+
+    /// Waits for thread `target` to finish; its panic payload if it panicked and this
+    /// is the first join.
+    pub(crate) fn join_thread(&self, target: Tid) -> Result<(), Box<dyn Any + Send>> {
+        if !self.syscall("join", |state, tid| state.join(tid, target)) {
+            return Ok(());
+        }
+        let payload = self.thread_bodies().panics.remove(&target);
+        payload.map_or(Ok(()), Err)
     }
 
     /// One kernel call: a scheduling point, then `op` until it completes. `op` runs
@@ -120,7 +159,7 @@ impl Shared {
     pub(crate) fn syscall<R: Aborted>(
         &self,
         name: &'static str,
-        mut op: impl FnMut(&mut State, Tid) -> Step<R>,
+        mut op: impl FnMut(&mut Model, Tid) -> Attempt<R>,
     ) -> R {
         let inside = in_coroutine();
         let held = loopwatch::sync::short_locks_held();
@@ -138,7 +177,7 @@ impl Shared {
             let mut state = self.lock();
             let tid = state.current;
             match op(&mut state, tid) {
-                Step::Done(result) => {
+                Attempt::Done(result) => {
                     // The lag fault: a woken thread runs again late; signals it takes
                     // meanwhile have their handlers run when it does.
                     if let Some(until) = blocked.then(|| state.wake_lag()).flatten() {
@@ -149,7 +188,7 @@ impl Shared {
                     state.leave_call(tid);
                     return result;
                 }
-                Step::Block(wait) => {
+                Attempt::Block(wait) => {
                     if !inside || state.aborting {
                         return R::aborted();
                     }
@@ -177,7 +216,7 @@ impl Shared {
     }
 }
 
-impl Shared {
+impl SimRun {
     /// Keeps thread `tid`, inside a call, from running before virtual time `until`.
     fn hold(&self, tid: Tid, until: std::time::Duration) {
         loop {
@@ -226,17 +265,17 @@ pub(crate) struct Abandoned(Vec<Coroutine<(), (), ()>>);
 /// set), so a destructor's kernel call is not a scheduling point and a call that would
 /// block fails with `EIO` at once; the thread's own `catch_unwind` at its root ends the
 /// unwinding. Threads that never started drop their bodies unrun.
-pub(crate) fn unwind_abandoned(shared: &Shared, abandoned: Abandoned) {
+pub(crate) fn unwind_abandoned(shared: &SimRun, abandoned: Abandoned) {
     debug_assert!(shared.lock().aborting, "only a finished run is torn down");
     for mut coroutine in abandoned.0 {
         coroutine.force_unwind();
     }
-    let unstarted = std::mem::take(&mut shared.lock().new_threads);
+    let unstarted = std::mem::take(&mut shared.thread_bodies().unstarted);
     drop(unstarted);
 }
 
 fn new_coroutine(
-    shared: Arc<Shared>,
+    shared: Arc<SimRun>,
     tid: Tid,
     body: Box<dyn FnOnce() + Send>,
 ) -> Coroutine<(), (), ()> {
@@ -248,7 +287,10 @@ fn new_coroutine(
         let panicked = result.is_err();
         let thread = state.threads.get_mut(&tid).expect("known thread");
         thread.status = Status::Finished;
-        thread.result = Some(result);
+        thread.panicked = panicked;
+        if let Err(payload) = result {
+            shared.thread_bodies().panics.insert(tid, payload);
+        }
         state.changed = true;
         state.log(
             tid,
@@ -273,7 +315,7 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Fires one due child event or pending signal, if the dice (or `force`) say so, and
 /// says whether it did.
-fn fire_event(state: &mut State, force: bool) -> bool {
+fn fire_event(state: &mut Model, force: bool) -> bool {
     let children = state.due_children();
     let signals = state.deliverable();
     let count = children.len() + signals.len();
@@ -296,7 +338,7 @@ fn fire_event(state: &mut State, force: bool) -> bool {
 }
 
 /// Runs the simulation to its end.
-pub(crate) fn run(shared: &Arc<Shared>, main: Box<dyn FnOnce() + Send>) -> RunResult {
+pub(crate) fn run(shared: &Arc<SimRun>, main: Box<dyn FnOnce() + Send>) -> RunResult {
     assert!(
         !in_coroutine(),
         "a simulation cannot be started from inside another simulation"
@@ -321,7 +363,8 @@ pub(crate) fn run(shared: &Arc<Shared>, main: Box<dyn FnOnce() + Send>) -> RunRe
         if let Some(signal) = state.killed {
             break Outcome::KilledBySignal(signal);
         }
-        for (tid, body) in std::mem::take(&mut state.new_threads) {
+        let unstarted = std::mem::take(&mut shared.thread_bodies().unstarted);
+        for (tid, body) in unstarted {
             coroutines.insert(tid, new_coroutine(shared.clone(), tid, body));
         }
         state.wake_blocked();
@@ -363,14 +406,10 @@ pub(crate) fn run(shared: &Arc<Shared>, main: Box<dyn FnOnce() + Send>) -> RunRe
         if let CoroutineResult::Return(()) = result {
             coroutines.remove(&tid);
             if tid == MAIN_THREAD {
-                let mut state = shared.lock();
-                let main_result = state
-                    .threads
-                    .get_mut(&MAIN_THREAD)
-                    .and_then(|t| t.result.take());
-                break match main_result {
-                    Some(Err(payload)) => Outcome::Panicked(panic_text(&*payload)),
-                    _ => Outcome::Completed,
+                let main_panic = shared.thread_bodies().panics.remove(&MAIN_THREAD);
+                break match main_panic {
+                    Some(payload) => Outcome::Panicked(panic_text(&*payload)),
+                    None => Outcome::Completed,
                 };
             }
         }

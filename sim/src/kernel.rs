@@ -11,15 +11,15 @@ use loopwatch::kernel::{
     Token, WaitMode, WaitStatus, WaitTarget,
 };
 
-use crate::driver::Shared;
-use crate::model::{ForeignHandler, MAIN_THREAD, Step};
+use crate::driver::SimRun;
+use crate::model::{Attempt, ForeignHandler, MAIN_THREAD};
 use crate::program::ChildPlan;
 
 /// The simulated kernel of one simulated process. A cheap handle: clones share the
 /// process. Valid inside the [`Simulation`](crate::Simulation) that made it.
 #[derive(Clone)]
 pub struct SimKernel {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<SimRun>,
 }
 
 impl fmt::Debug for SimKernel {
@@ -42,7 +42,7 @@ impl SimKernel {
     pub fn install_foreign_handler(&self, signal: Signal, handler: ForeignHandler) -> Disposition {
         self.shared.syscall("install_foreign", |state, _| {
             state.changed = true;
-            Step::Done(state.install_foreign(signal, handler))
+            Attempt::Done(state.install_foreign(signal, handler))
         })
     }
 
@@ -95,7 +95,7 @@ impl Clock for SimKernel {
         let deadline = self.now() + duration;
         self.shared.syscall("sleep", |state, tid| {
             let step = state.sleep(deadline);
-            if let Step::Done(()) = step {
+            if let Attempt::Done(()) = step {
                 state.log(tid, format_args!("sleep({duration:?})"));
             }
             step
@@ -142,7 +142,7 @@ impl Fds for SimKernel {
 
 /// A simulated poller: a readiness view over the model, with its two fds.
 pub struct SimPoller {
-    shared: Arc<Shared>,
+    shared: Arc<SimRun>,
     id: u64,
     epoll: Fd,
     event: Fd,
@@ -165,7 +165,7 @@ impl Drop for SimPoller {
 /// The waker of a [`SimPoller`].
 #[derive(Clone)]
 pub struct SimWaker {
-    shared: Arc<Shared>,
+    shared: Arc<SimRun>,
     id: u64,
 }
 
@@ -327,7 +327,7 @@ pub struct SimJoinHandle(u64);
 
 /// A [`Monitor`] in the model: waiting parks the simulated thread.
 pub struct SimMonitor {
-    shared: Arc<Shared>,
+    shared: Arc<SimRun>,
     id: u64,
 }
 
@@ -385,17 +385,11 @@ impl Threads for SimKernel {
         name: &str,
         body: Box<dyn FnOnce() + Send + 'static>,
     ) -> Result<SimJoinHandle, Errno> {
-        let mut body = Some(body);
-        let tid = self.shared.syscall("spawn_thread", |state, tid| {
-            let body = body.take().expect("spawned once");
-            state.spawn_thread(tid, name, body)
-        });
-        Ok(SimJoinHandle(tid))
+        Ok(SimJoinHandle(self.shared.spawn_thread(name, body)))
     }
 
     fn join_thread(&self, handle: SimJoinHandle) -> Result<(), Box<dyn Any + Send>> {
-        self.shared
-            .syscall("join", |state, tid| state.join(tid, handle.0))
+        self.shared.join_thread(handle.0)
     }
 
     fn current_thread(&self) -> ThreadId {

@@ -219,13 +219,13 @@ impl Simulation {
     where
         F: FnOnce(SimKernel) + Send + 'static,
     {
-        let shared = Arc::new(driver::Shared::new(model::State::new(self.config.clone())));
+        let shared = Arc::new(driver::SimRun::new(model::Model::new(self.config.clone())));
         let kernel = SimKernel {
             shared: shared.clone(),
         };
         let result = driver::run(&shared, Box::new(move || main(kernel)));
         // The process is over: its policy, running loops and signal wiring hold
-        // kernels, and so this `Shared`. Dropping them ends those cycles, so the whole
+        // kernels, and so this `SimRun`. Dropping them ends those cycles, so the whole
         // simulation's memory is freed.
         shared.locals.clear();
         let report = {

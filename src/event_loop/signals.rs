@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{
-    EventLoop, Job, Ready, Repeating, RepeatingCallback, State, check_signal, closed_error,
+    EventLoop, Job, LoopState, Ready, Repeating, RepeatingCallback, check_signal, closed_error,
 };
 use crate::error::{Error, Result};
 use crate::event_loop::Handle;
@@ -572,7 +572,7 @@ impl<K: Kernel> EventLoop<K> {
                 Ok(0) => return,
                 Ok(n) => {
                     let mut state = self.inner.state.lock();
-                    let state: &mut State<K> = &mut state;
+                    let state: &mut LoopState<K> = &mut state;
                     for &byte in &buf[..n] {
                         let Some(entry) = state.signals.handlers.get(&Signal(i32::from(byte)))
                         else {

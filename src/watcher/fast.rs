@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::sigchld::{Core, Reaper};
+use super::sigchld::{ReapPass, SigchldWatcher};
 use super::{ChildCallback, ChildWatcher, ReapFence, check_pid, returncode};
 use crate::OsKernel;
 use crate::error::{Error, ErrorKind, Result};
@@ -35,7 +35,7 @@ use crate::kernel::{Errno, Kernel, Pid, WaitMode, WaitStatus, WaitTarget};
 /// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
 ///   loop's handler in its place (and detaching puts `SIG_IGN` back).
 pub struct FastChildWatcher<K: Kernel = OsKernel> {
-    core: Arc<Core<K, Fast>>,
+    core: Arc<SigchldWatcher<K, Fast>>,
 }
 
 /// The reaping strategy of [`FastChildWatcher`] and its state.
@@ -64,7 +64,7 @@ impl<K: Kernel> FastChildWatcher<K> {
     /// A new watcher over `kernel`, attached to nothing.
     pub fn with_kernel(kernel: K) -> Self {
         FastChildWatcher {
-            core: Core::new(kernel, "FastChildWatcher"),
+            core: SigchldWatcher::new(kernel, "FastChildWatcher"),
         }
     }
 
@@ -80,7 +80,7 @@ impl<K: Kernel> FastChildWatcher<K> {
 
     /// Exits recorded for pids not (yet) registered, as `{pid: returncode}`.
     pub fn zombies(&self) -> BTreeMap<Pid, i32> {
-        self.core.lock().extra.zombies.clone()
+        self.core.lock().pass_state.zombies.clone()
     }
 }
 
@@ -93,10 +93,10 @@ fn dict_repr(zombies: &BTreeMap<Pid, i32>) -> String {
     format!("{{{}}}", items.join(", "))
 }
 
-impl<K: Kernel> Reaper<K> for Fast {
-    type Extra = Fast;
+impl<K: Kernel> ReapPass<K> for Fast {
+    type PassState = Fast;
 
-    fn reap_all(core: &Core<K, Self>) -> Result<()> {
+    fn reap_all(core: &SigchldWatcher<K, Self>) -> Result<()> {
         loop {
             // Which child has exited, without reaping it: its reap fence, if it has
             // one, is taken before the wait that reaps it.
@@ -137,8 +137,8 @@ impl<K: Kernel> Reaper<K> for Fast {
                 if state.callbacks.contains_key(&pid) {
                     true
                 } else {
-                    if state.extra.forks > 0 {
-                        state.extra.zombies.insert(pid, code);
+                    if state.pass_state.forks > 0 {
+                        state.pass_state.zombies.insert(pid, code);
                     } else {
                         tracing::warn!(
                             target: "asyncio",
@@ -160,7 +160,7 @@ impl<K: Kernel> FastChildWatcher<K> {
     /// `add_child_handler`, with the child's reap fence if it has one.
     fn add(&self, pid: Pid, fence: Option<ReapFence<K>>, callback: ChildCallback) -> Result<()> {
         check_pid(pid)?;
-        if self.core.lock().extra.forks == 0 {
+        if self.core.lock().pass_state.forks == 0 {
             return Err(Error::new(
                 ErrorKind::AssertionError,
                 "Must use the context manager",
@@ -169,7 +169,7 @@ impl<K: Kernel> FastChildWatcher<K> {
         self.core.require_loop()?;
         let early = {
             let mut state = self.core.lock();
-            match state.extra.zombies.remove(&pid) {
+            match state.pass_state.zombies.remove(&pid) {
                 Some(code) => Some((callback, code)),
                 None => {
                     state.insert(pid, callback, fence.clone());
@@ -237,17 +237,17 @@ impl<K: Kernel> ChildWatcher<K> for FastChildWatcher<K> {
     }
 
     fn enter(&self) {
-        self.core.lock().extra.forks += 1;
+        self.core.lock().pass_state.forks += 1;
     }
 
     fn exit(&self) {
         let left = {
             let mut state = self.core.lock();
-            state.extra.forks = state.extra.forks.saturating_sub(1);
-            if state.extra.forks > 0 || state.extra.zombies.is_empty() {
+            state.pass_state.forks = state.pass_state.forks.saturating_sub(1);
+            if state.pass_state.forks > 0 || state.pass_state.zombies.is_empty() {
                 return;
             }
-            std::mem::take(&mut state.extra.zombies)
+            std::mem::take(&mut state.pass_state.zombies)
         };
         tracing::warn!(
             target: "asyncio",

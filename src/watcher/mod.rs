@@ -26,6 +26,46 @@
 //! blocking `waitpid` thread per child) and Pidfd (a pidfd in the running loop) work
 //! from any thread's loop.
 //!
+//! # Where a SIGCHLD goes
+//!
+//! A child exits; the kernel makes its SIGCHLD pending for the process. From there:
+//!
+//! 1. **The OS handler** (`src/sys/unix/signal.rs`). loopwatch installs one
+//!    `sigaction` handler for every signal it handles. It writes the signal number as
+//!    one byte to an fd and does nothing else: the signal's own fd if the disposition is
+//!    [`Disposition::Notify`], else the process's wakeup fd ([`Disposition::Wakeup`]).
+//! 2. **The signal table and the wakeup fd** (`src/event_loop/signals.rs`). Which
+//!    disposition SIGCHLD has, and which loop's pipe is the wakeup fd, is decided by
+//!    the per-process signal table: the most recent owner of a signal has it, and the
+//!    most recent loop with a handler owns the wakeup fd. A loop's write end becomes
+//!    the wakeup fd; its read end is polled with the loop's other fds.
+//! 3. **The loop** (`src/event_loop/run.rs`, `signals.rs`). A poll that finds the
+//!    signal pipe readable drains it and queues the handler of each signal number read;
+//!    the handler runs in the loop's thread as an ordinary callback, outside signal
+//!    context. Ten exits may arrive as one byte: SIGCHLD coalesces.
+//! 4. **Each watcher's path:**
+//!    - **Safe and Fast** (`sigchld.rs`) hold SIGCHLD through their attached loop's
+//!      `add_signal_handler` (hence the main thread). The loop runs their reaping
+//!      pass: Safe polls each registered pid, Fast reaps with `waitpid(-1)`; the
+//!      callbacks run there and then, in the loop's thread.
+//!    - **MultiLoop** (`multi_loop.rs`) holds SIGCHLD with a `Notify` disposition on a
+//!      pipe of its own, sharing the signal table with the loops. Its reaper thread
+//!      blocks reading that pipe, polls the registered pids on each byte and hands
+//!      each exit to the loop that was running at registration with
+//!      `call_soon_threadsafe`.
+//!    - **Threaded** (`threaded.rs`) ignores the signal: a waiter thread per child
+//!      blocks in `waitpid` (a `WNOWAIT` peek, then the reap under the child's fence)
+//!      and hands the returncode to its loop with `call_soon_threadsafe`. SIGCHLD only
+//!      interrupts it (`EINTR`, retried).
+//!    - **Pidfd** (`pidfd.rs`) ignores the signal too: the child's pidfd becomes
+//!      readable when it exits, the running loop's poll reports it like any reader, and
+//!      the reader reaps the child with `waitpid(pid, WNOHANG)`.
+//! 5. **The simulator** (`sim/`, see its crate docs) models the same path under the
+//!    seam: a child's SIGCHLD is offered first to the thread that spawned it, as Linux
+//!    does, and handlers run on the taking thread's way back from its kernel call; the
+//!    handler itself is the model's, writing the byte as the OS handler does. Where the
+//!    signal lands, and when, is one of the seed's choices.
+//!
 //! # The trait
 //!
 //! [`ChildWatcher`] is asyncio's `AbstractChildWatcher`: `add_child_handler(pid,

@@ -57,7 +57,7 @@ pub struct MultiLoopChildWatcher<K: Kernel = OsKernel> {
 
 struct Inner<K: Kernel> {
     kernel: K,
-    state: BlockingMutex<K, State<K>>,
+    state: BlockingMutex<K, Registrations<K>>,
 }
 
 struct Installed<K: Kernel> {
@@ -83,7 +83,9 @@ struct Entry<K: Kernel> {
     fence: Option<ReapFence<K>>,
 }
 
-struct State<K: Kernel> {
+/// The registered children and, while the watcher is active, its installed handler
+/// and reaper thread.
+struct Registrations<K: Kernel> {
     callbacks: BTreeMap<Pid, Entry<K>>,
     installed: Option<Installed<K>>,
 }
@@ -108,7 +110,7 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
             inner: Arc::new(Inner {
                 state: BlockingMutex::new(
                     &kernel,
-                    State {
+                    Registrations {
                         callbacks: BTreeMap::new(),
                         installed: None,
                     },

@@ -9,9 +9,8 @@ use super::{
 };
 use crate::OsKernel;
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, ExceptionContext};
+use crate::event_loop::{EventLoop, ExceptionContext, get_running_loop, try_get_running_loop};
 use crate::kernel::{Errno, Fd, Kernel, Pid, WaitMode, WaitStatus};
-use crate::policy;
 
 /// Waits for each child through a pidfd in the running loop (CPython 3.12+'s default
 /// watcher where `pidfd_open` works).
@@ -126,7 +125,7 @@ fn do_wait<K: Kernel>(
 ) {
     let kernel = pidfd.kernel.clone();
     let fd = pidfd.fd.expect("an open pidfd");
-    let event_loop = policy::try_get_running_loop(&kernel);
+    let event_loop = try_get_running_loop(&kernel);
     if let Some(event_loop) = &event_loop {
         // Only fails from another thread; the reader runs in the loop's own.
         let _ = event_loop.remove_reader(fd);
@@ -183,7 +182,7 @@ impl<K: Kernel> PidfdChildWatcher<K> {
     /// `add_child_handler`, with the child's reap fence if it has one.
     fn add(&self, pid: Pid, fence: Option<ReapFence<K>>, callback: ChildCallback) -> Result<()> {
         check_pid(pid)?;
-        let event_loop = policy::get_running_loop(&self.kernel)?;
+        let event_loop = get_running_loop(&self.kernel)?;
         let fd = self.kernel.pidfd_open(pid).map_err(Error::from)?;
         warn_if_sigchld_ignored(&self.kernel, pid);
         let mut pending = Some((

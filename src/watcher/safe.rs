@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::sigchld::{Core, Reaper};
+use super::sigchld::{ReapPass, SigchldWatcher};
 use super::{ChildCallback, ChildWatcher, ReapFence, check_pid, poll_returncode};
 use crate::OsKernel;
 use crate::error::Result;
@@ -31,7 +31,7 @@ use crate::kernel::{Kernel, Pid};
 /// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
 ///   loop's handler in its place (and detaching puts `SIG_IGN` back).
 pub struct SafeChildWatcher<K: Kernel = OsKernel> {
-    core: Arc<Core<K, Safe>>,
+    core: Arc<SigchldWatcher<K, Safe>>,
 }
 
 /// The reaping strategy of [`SafeChildWatcher`].
@@ -55,7 +55,7 @@ impl<K: Kernel> SafeChildWatcher<K> {
     /// A new watcher over `kernel`, attached to nothing.
     pub fn with_kernel(kernel: K) -> Self {
         SafeChildWatcher {
-            core: Core::new(kernel, "SafeChildWatcher"),
+            core: SigchldWatcher::new(kernel, "SafeChildWatcher"),
         }
     }
 
@@ -78,7 +78,10 @@ impl<K: Kernel> SafeChildWatcher<K> {
 /// an `add_child_handler` from another thread and the SIGCHLD handler never both
 /// report one pid (the loser of the race would see ECHILD and report 255); the poll
 /// holds the pid's reap fence, if it has one.
-fn poll_pid<K: Kernel>(core: &Core<K, Safe>, pid: Pid) -> Result<Option<(ChildCallback, i32)>> {
+fn poll_pid<K: Kernel>(
+    core: &SigchldWatcher<K, Safe>,
+    pid: Pid,
+) -> Result<Option<(ChildCallback, i32)>> {
     let mut state = core.lock();
     if !state.callbacks.contains_key(&pid) {
         return Ok(None);
@@ -91,10 +94,10 @@ fn poll_pid<K: Kernel>(core: &Core<K, Safe>, pid: Pid) -> Result<Option<(ChildCa
     Ok(Some((callback, code)))
 }
 
-impl<K: Kernel> Reaper<K> for Safe {
-    type Extra = ();
+impl<K: Kernel> ReapPass<K> for Safe {
+    type PassState = ();
 
-    fn reap_all(core: &Core<K, Self>) -> Result<()> {
+    fn reap_all(core: &SigchldWatcher<K, Self>) -> Result<()> {
         // A snapshot: callbacks may register or remove pids while it runs (S-5).
         let pids: Vec<Pid> = core.lock().callbacks.keys().copied().collect();
         // Every pid is polled even if one poll fails: the first error is returned

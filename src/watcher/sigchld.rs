@@ -15,26 +15,28 @@ use crate::event_loop::{EventLoop, ExceptionContext, panic_message};
 use crate::kernel::{Kernel, Pid, Signal};
 use crate::sync::{BlockingMutex, BlockingMutexGuard};
 
-/// The reaping pass a watcher runs on each SIGCHLD, and its extra state.
-pub(crate) trait Reaper<K: Kernel>: Send + Sync + Sized + 'static {
+/// The reaping pass a watcher runs on each SIGCHLD (Safe's or Fast's), and the state it
+/// keeps between passes.
+pub(crate) trait ReapPass<K: Kernel>: Send + Sync + Sized + 'static {
     /// Watcher-specific state kept under the same lock as the callbacks.
-    type Extra: Send + Default + fmt::Debug;
+    type PassState: Send + Default + fmt::Debug;
 
     /// One pass over what may have exited (`_do_waitpid_all`).
-    fn reap_all(core: &Core<K, Self>) -> Result<()>;
+    fn reap_all(core: &SigchldWatcher<K, Self>) -> Result<()>;
 }
 
-/// The state under the watcher's lock.
-pub(crate) struct State<K: Kernel, X> {
+/// The state under a SIGCHLD watcher's lock: its loop, the callbacks by pid and the
+/// pass's own state.
+pub(crate) struct SigchldState<K: Kernel, X> {
     pub(crate) event_loop: Option<EventLoop<K>>,
     pub(crate) callbacks: BTreeMap<Pid, ChildCallback>,
     /// The reap fences of the registered pids that have one (see
     /// [`ReapFence`]); always a subset of `callbacks`' keys.
     pub(crate) fences: BTreeMap<Pid, ReapFence<K>>,
-    pub(crate) extra: X,
+    pub(crate) pass_state: X,
 }
 
-impl<K: Kernel, X> State<K, X> {
+impl<K: Kernel, X> SigchldState<K, X> {
     /// Registers `callback` (and `fence`) for `pid`, replacing what was there.
     pub(crate) fn insert(
         &mut self,
@@ -57,24 +59,24 @@ impl<K: Kernel, X> State<K, X> {
 }
 
 /// The shared part of a SIGCHLD-driven watcher.
-pub(crate) struct Core<K: Kernel, R: Reaper<K>> {
+pub(crate) struct SigchldWatcher<K: Kernel, R: ReapPass<K>> {
     pub(crate) kernel: K,
-    state: BlockingMutex<K, State<K, R::Extra>>,
+    state: BlockingMutex<K, SigchldState<K, R::PassState>>,
     /// Itself, for the signal handler to reach it without keeping it alive.
-    this: Weak<Core<K, R>>,
+    this: Weak<SigchldWatcher<K, R>>,
     name: &'static str,
 }
 
-impl<K: Kernel, R: Reaper<K>> Core<K, R> {
+impl<K: Kernel, R: ReapPass<K>> SigchldWatcher<K, R> {
     pub(crate) fn new(kernel: K, name: &'static str) -> Arc<Self> {
-        Arc::new_cyclic(|this| Core {
+        Arc::new_cyclic(|this| SigchldWatcher {
             state: BlockingMutex::new(
                 &kernel,
-                State {
+                SigchldState {
                     event_loop: None,
                     callbacks: BTreeMap::new(),
                     fences: BTreeMap::new(),
-                    extra: R::Extra::default(),
+                    pass_state: R::PassState::default(),
                 },
             ),
             kernel,
@@ -83,7 +85,7 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
         })
     }
 
-    pub(crate) fn lock(&self) -> BlockingMutexGuard<'_, K, State<K, R::Extra>> {
+    pub(crate) fn lock(&self) -> BlockingMutexGuard<'_, K, SigchldState<K, R::PassState>> {
         self.state.lock()
     }
 
@@ -146,7 +148,7 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
     /// The SIGCHLD handler (`_sig_chld`): one reaping pass; anything that goes wrong
     /// goes to the loop's exception handler. A callback's panic is reported on
     /// its own by the pass, which goes on with the other exits (see
-    /// [`Core::run_in_pass`]).
+    /// [`SigchldWatcher::run_in_pass`]).
     pub(crate) fn sig_chld(&self) {
         let outcome = catch_unwind(AssertUnwindSafe(|| R::reap_all(self)));
         let exception = match outcome {
@@ -181,7 +183,7 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
     pub(crate) fn close(&self) -> Result<()> {
         let dropped = {
             let mut state = self.lock();
-            state.extra = R::Extra::default();
+            state.pass_state = R::PassState::default();
             state.fences.clear();
             std::mem::take(&mut state.callbacks)
         };
@@ -228,7 +230,7 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
     }
 
     /// Runs the callback registered for `pid`, if any, outside the lock, as a pass
-    /// does ([`Core::run_in_pass`]).
+    /// does ([`SigchldWatcher::run_in_pass`]).
     pub(crate) fn deliver(&self, pid: Pid, returncode: i32) {
         let callback = self.lock().take(pid);
         match callback {
@@ -246,13 +248,13 @@ impl<K: Kernel, R: Reaper<K>> Core<K, R> {
     }
 }
 
-impl<K: Kernel, R: Reaper<K>> fmt::Debug for Core<K, R> {
+impl<K: Kernel, R: ReapPass<K>> fmt::Debug for SigchldWatcher<K, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.lock();
         f.debug_struct(self.name)
             .field("loop", &state.event_loop)
             .field("pids", &state.callbacks.keys().collect::<Vec<_>>())
-            .field("extra", &state.extra)
+            .field("pass_state", &state.pass_state)
             .finish()
     }
 }

@@ -12,9 +12,8 @@ use super::{
 };
 use crate::OsKernel;
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, WeakLoop, panic_message};
+use crate::event_loop::{EventLoop, WeakLoop, get_running_loop, panic_message};
 use crate::kernel::{Errno, Kernel, Pid, ThreadId, WaitMode, WaitStatus, WaitTarget};
-use crate::policy;
 use crate::sync::BlockingMutex;
 
 /// Waits for each child in a thread of its own (CPython 3.8–3.13's default watcher).
@@ -94,11 +93,11 @@ use crate::sync::BlockingMutex;
 /// [`DIAGNOSTICS`](super::DIAGNOSTICS) that the pid will be reported as 255 and why
 /// (see the [module documentation](super#sigchld-set-to-sig_ign)).
 pub struct ThreadedChildWatcher<K: Kernel = OsKernel> {
-    shared: Arc<Shared<K>>,
+    shared: Arc<SharedWaiters<K>>,
 }
 
 /// What the watcher and its threads share.
-struct Shared<K: Kernel> {
+struct SharedWaiters<K: Kernel> {
     kernel: K,
     /// A kernel lock: it is held across `spawn_thread`, so that a new thread's entry
     /// exists before the thread can look for it.
@@ -157,7 +156,7 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
             },
         );
         ThreadedChildWatcher {
-            shared: Arc::new(Shared { kernel, state }),
+            shared: Arc::new(SharedWaiters { kernel, state }),
         }
     }
 
@@ -209,7 +208,7 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
 /// Marks a waiter finished however its body ends, a panic included, so that it can be
 /// joined.
 struct FinishOnDrop<K: Kernel> {
-    shared: Arc<Shared<K>>,
+    shared: Arc<SharedWaiters<K>>,
     number: u64,
 }
 
@@ -222,7 +221,7 @@ impl<K: Kernel> Drop for FinishOnDrop<K> {
     }
 }
 
-impl<K: Kernel> Shared<K> {
+impl<K: Kernel> SharedWaiters<K> {
     /// Records that waiter `number`'s `waitpid` returned, and in which thread.
     fn mark_reaped(&self, number: u64) {
         let thread = self.kernel.current_thread();
@@ -283,7 +282,7 @@ fn wait_and_reap<K: Kernel>(
 
 /// The waiter thread's body (CPython's `_do_waitpid`, T-4).
 fn do_waitpid<K: Kernel>(
-    shared: Arc<Shared<K>>,
+    shared: Arc<SharedWaiters<K>>,
     number: u64,
     event_loop: WeakLoop<K>,
     pid: Pid,
@@ -360,7 +359,7 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
     /// `add_child_handler`, with the child's reap fence if it has one.
     fn add(&self, pid: Pid, fence: Option<ReapFence<K>>, callback: ChildCallback) -> Result<()> {
         check_pid(pid)?;
-        let event_loop = policy::get_running_loop(&self.shared.kernel)?.downgrade();
+        let event_loop = get_running_loop(&self.shared.kernel)?.downgrade();
         warn_if_sigchld_ignored(&self.shared.kernel, pid);
         // Opportunistic: a long-lived watcher keeps handles only of live waiters.
         self.join_where(|stage| stage == Stage::Finished);

@@ -1,0 +1,142 @@
+//! Children running their plans: which child has something to do now (an exit that
+//! is due, output to write, input to copy), and one step of it. The driver decides
+//! when a child steps.
+
+use loopwatch::kernel::{ExitStatus, Pid};
+
+use super::{Model, PIPE_CAPACITY, Proc, ProcState};
+use crate::program::ChildPlan;
+
+impl Model {
+    /// Child events that may happen now: exits that are due, output to write, input
+    /// to copy. Returns the pids with something to do, oldest first.
+    pub(crate) fn due_children(&self) -> Vec<Pid> {
+        let mut due: Vec<(u64, Pid)> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| matches!(p.state, ProcState::Running))
+            .filter(|(pid, p)| self.child_can_progress(**pid, p))
+            .map(|(&pid, p)| (p.seq, pid))
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    fn child_can_progress(&self, _pid: Pid, proc: &Proc) -> bool {
+        // Not running yet (the lag fault), or stopped.
+        if proc.stopped || self.time < proc.started {
+            return false;
+        }
+        if !proc.signals.is_empty() {
+            return true;
+        }
+        match &proc.plan {
+            ChildPlan::Exit { after, stdout, .. } => {
+                self.time >= proc.started + *after || self.output_pending(proc, stdout)
+            }
+            ChildPlan::Killed { after, .. } => self.time >= proc.started + *after,
+            ChildPlan::Forever => false,
+            ChildPlan::Cat => {
+                let input = proc.stdin.and_then(|id| self.pipes.get(&id));
+                match input {
+                    None => true,
+                    Some(pipe) if pipe.buf.is_empty() => pipe.writers == 0,
+                    Some(_) => proc
+                        .stdout
+                        .and_then(|id| self.pipes.get(&id))
+                        .is_none_or(|out| out.buf.len() < PIPE_CAPACITY || out.readers == 0),
+                }
+            }
+        }
+    }
+
+    fn output_pending(&self, proc: &Proc, stdout: &[u8]) -> bool {
+        proc.written < stdout.len()
+            && proc
+                .stdout
+                .and_then(|id| self.pipes.get(&id))
+                .is_some_and(|p| p.buf.len() < PIPE_CAPACITY)
+    }
+
+    /// Writes what the plan's stdout still has to the pipe, as room allows.
+    pub(super) fn child_output(&mut self, pid: Pid) {
+        let Some(proc) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        let ChildPlan::Exit { stdout, .. } = &proc.plan else {
+            return;
+        };
+        let Some(pipe) = proc.stdout.and_then(|id| self.pipes.get_mut(&id)) else {
+            return;
+        };
+        if pipe.readers == 0 {
+            proc.written = stdout.len();
+            return;
+        }
+        let room = PIPE_CAPACITY - pipe.buf.len();
+        let n = room.min(stdout.len() - proc.written);
+        pipe.buf.extend(&stdout[proc.written..proc.written + n]);
+        self.stamps += 1;
+        pipe.stamp = self.stamps;
+        proc.written += n;
+        self.changed = true;
+    }
+
+    /// Lets one child make progress (the driver decides when).
+    pub(crate) fn step_child(&mut self, pid: Pid) {
+        let Some(proc) = self.procs.get(&pid) else {
+            return;
+        };
+        if !proc.signals.is_empty() {
+            self.child_takes_signals(pid);
+            return;
+        }
+        let (started, plan) = (proc.started, proc.plan.clone());
+        match plan {
+            ChildPlan::Exit {
+                code,
+                after,
+                stdout,
+            } => {
+                self.child_output(pid);
+                let done_writing =
+                    self.procs[&pid].written >= stdout.len() || self.procs[&pid].stdout.is_none();
+                if self.time >= started + after && done_writing {
+                    self.terminate(pid, ExitStatus::from_exit_code(code));
+                }
+            }
+            ChildPlan::Killed { signal, .. } => self.kill_self(pid, signal),
+            ChildPlan::Forever => {}
+            ChildPlan::Cat => {
+                let proc = &self.procs[&pid];
+                let (input, output) = (proc.stdin, proc.stdout);
+                let eof = input
+                    .and_then(|id| self.pipes.get(&id))
+                    .is_none_or(|pipe| pipe.buf.is_empty() && pipe.writers == 0);
+                let data: Vec<u8> = match eof {
+                    true => {
+                        self.terminate(pid, ExitStatus::from_exit_code(0));
+                        return;
+                    }
+                    false => {
+                        let room = output
+                            .and_then(|id| self.pipes.get(&id))
+                            .map_or(usize::MAX, |out| PIPE_CAPACITY - out.buf.len());
+                        let pipe = self.pipes.get_mut(&input.expect("checked")).expect("open");
+                        let n = room.min(pipe.buf.len());
+                        pipe.buf.drain(..n).collect()
+                    }
+                };
+                if let Some(out) = output.and_then(|id| self.pipes.get_mut(&id)) {
+                    if out.readers > 0 {
+                        out.buf.extend(data);
+                        self.stamps += 1;
+                        out.stamp = self.stamps;
+                    }
+                }
+                self.changed = true;
+                self.log_event(format_args!("child {pid} copies input"));
+            }
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! Processes: spawning children, their exits and output, waiting for them, and
+//! sending them signals.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use loopwatch::kernel::{
+    Disposition, Errno, ExitStatus, Fd, Pid, Signal, SpawnRequest, Spawned, Stdio, WaitMode,
+    WaitStatus, WaitTarget,
+};
+
+use super::{Attempt, FdEntry, FdKind, MAIN_THREAD, Model, PidReuse, Status, Tid, Wait, fd_limit};
+use crate::program::{self, ChildPlan};
+
+#[derive(Debug)]
+pub(super) enum ProcState {
+    Running,
+    Zombie(ExitStatus),
+}
+
+#[derive(Debug)]
+pub(super) struct Proc {
+    /// Spawn sequence number: tells incarnations of a reused pid apart, and orders
+    /// `wait_any` (the kernel scans children oldest first).
+    pub(super) seq: u64,
+    pub(super) plan: ChildPlan,
+    pub(super) started: Duration,
+    pub(super) state: ProcState,
+    /// Pipes the child holds: its stdin read end and its stdout/stderr write ends.
+    pub(super) stdin: Option<u64>,
+    pub(super) stdout: Option<u64>,
+    pub(super) stderr: Option<u64>,
+    /// Bytes of the plan's stdout already written.
+    pub(super) written: usize,
+    /// When it terminated, for ready-list order.
+    pub(super) stamp: u64,
+    /// The thread that spawned it: Linux sends its SIGCHLD to that thread first.
+    pub(super) parent: Tid,
+    /// Stopped by a stop signal, until SIGCONT.
+    pub(super) stopped: bool,
+    /// Signals sent to it that it has not acted on yet: it does when it next runs
+    /// (a stopped child does not run until continued).
+    pub(super) signals: BTreeSet<i32>,
+}
+
+pub(super) fn status_text(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (_, Some(signal)) => format!("signal {}", signal.0),
+        _ => format!("status {}", status.0),
+    }
+}
+
+impl Model {
+    pub(crate) fn register_program(&mut self, name: String, plan: ChildPlan) {
+        self.programs.insert(name, plan);
+    }
+
+    fn alloc_pid(&mut self) -> Option<i32> {
+        let in_use = |state: &Model, pid: i32| state.procs.contains_key(&Pid(pid));
+        if self.config.pid_reuse == PidReuse::LastFreed {
+            while let Some(pid) = self.freed_pids.pop() {
+                if !in_use(self, pid) {
+                    return Some(pid);
+                }
+            }
+        }
+        let span = self.config.pid_max - self.config.pid_min + 1;
+        for _ in 0..span {
+            let pid = self.next_pid;
+            self.next_pid = if pid >= self.config.pid_max {
+                self.config.pid_min
+            } else {
+                pid + 1
+            };
+            if !in_use(self, pid) {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn spawn(
+        &mut self,
+        tid: Tid,
+        request: &SpawnRequest,
+    ) -> Attempt<Result<Spawned, Errno>> {
+        let result = self.do_spawn(tid, request);
+        self.log(
+            tid,
+            format_args!("spawn({}) = {result:?}", request.program.to_string_lossy()),
+        );
+        if let Ok(spawned) = &result {
+            let p = self.config.faults.exit_before_registration;
+            if p > 0.0 && self.rng.chance(p) {
+                self.mark("exit_before_registration");
+                self.terminate_now(spawned.pid);
+            }
+        }
+        Attempt::Done(result)
+    }
+
+    fn do_spawn(&mut self, tid: Tid, request: &SpawnRequest) -> Result<Spawned, Errno> {
+        let p = self.config.faults.spawn_eagain;
+        if p > 0.0 && self.rng.chance(p) {
+            self.mark("spawn_eagain");
+            return Err(Errno::EAGAIN);
+        }
+        let name = request.program.to_string_lossy().into_owned();
+        let plan = match self.programs.get(&name) {
+            Some(plan) => plan.clone(),
+            None => program::builtin(request).ok_or(Errno::ENOENT)?,
+        };
+        let mut parent_fds = Vec::new();
+        let mut child_ends = [None, None, None];
+        let mut parent_ends = [None, None, None];
+        let streams = [request.stdin, request.stdout, request.stderr];
+        // Validate fds and the limit before changing anything.
+        let pipes_needed = streams.iter().filter(|s| **s == Stdio::Pipe).count();
+        if self.fds.len() + pipes_needed > fd_limit(&self.config) {
+            self.mark("emfile");
+            return Err(Errno::EMFILE);
+        }
+        for stream in &streams {
+            if let Stdio::Fd(fd) = stream {
+                self.entry(*fd)?;
+            }
+        }
+        let Some(pid) = self.alloc_pid() else {
+            return Err(Errno::EAGAIN);
+        };
+        for (index, stream) in streams.iter().enumerate() {
+            match stream {
+                Stdio::Pipe => {
+                    let id = self.new_pipe();
+                    let kind = if index == 0 {
+                        FdKind::PipeWrite(id)
+                    } else {
+                        FdKind::PipeRead(id)
+                    };
+                    let fd = self.alloc_fd(kind, true)?;
+                    parent_fds.push(fd);
+                    parent_ends[index] = Some(fd);
+                    child_ends[index] = Some(id);
+                }
+                Stdio::Fd(fd) => {
+                    let kind = self.entry(*fd)?.kind;
+                    match (index, kind) {
+                        (0, FdKind::PipeRead(id)) => {
+                            self.pipes.get_mut(&id).expect("open").readers += 1;
+                            child_ends[0] = Some(id);
+                        }
+                        (1 | 2, FdKind::PipeWrite(id)) => {
+                            self.pipes.get_mut(&id).expect("open").writers += 1;
+                            child_ends[index] = Some(id);
+                        }
+                        _ => {}
+                    }
+                }
+                Stdio::Inherit | Stdio::Null => {}
+            }
+        }
+        if self.used_pids.contains(&pid) {
+            self.mark("pid_reused");
+        }
+        self.used_pids.insert(pid);
+        self.spawn_seq += 1;
+        let started = self.time + self.draw_lag("child_lag");
+        self.procs.insert(
+            Pid(pid),
+            Proc {
+                seq: self.spawn_seq,
+                plan,
+                started,
+                state: ProcState::Running,
+                stdin: child_ends[0],
+                stdout: child_ends[1],
+                stderr: child_ends[2],
+                written: 0,
+                stamp: 0,
+                parent: tid,
+                stopped: false,
+                signals: BTreeSet::new(),
+            },
+        );
+        self.changed = true;
+        Ok(Spawned {
+            pid: Pid(pid),
+            stdin: parent_ends[0],
+            stdout: parent_ends[1],
+            stderr: parent_ends[2],
+        })
+    }
+
+    /// Ends a running child now with the fate its plan gives, or with `signal`.
+    pub(super) fn terminate(&mut self, pid: Pid, status: ExitStatus) {
+        let Some(proc) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if !matches!(proc.state, ProcState::Running) {
+            return;
+        }
+        proc.state = ProcState::Zombie(status);
+        self.stamps += 1;
+        proc.stamp = self.stamps;
+        let ends = [
+            proc.stdin.take().map(FdKind::PipeRead),
+            proc.stdout.take().map(FdKind::PipeWrite),
+            proc.stderr.take().map(FdKind::PipeWrite),
+        ];
+        for kind in ends.into_iter().flatten() {
+            self.release(kind);
+        }
+        self.log_event(format_args!("child {pid} {}", status_text(status)));
+        self.changed = true;
+        if self.dispositions.get(&Signal::SIGCHLD.0) == Some(&Disposition::Ignore) {
+            // SIG_IGN for SIGCHLD: the kernel reaps the child itself.
+            self.reap(pid);
+            self.mark("sigchld_ignored_autoreap");
+            self.log_event(format_args!("child {pid} auto-reaped"));
+        } else {
+            let parent = self.parent_thread(pid);
+            self.raise_process(Signal::SIGCHLD, parent);
+        }
+    }
+
+    /// The thread a child's SIGCHLD goes to first: the one that spawned it, or, once
+    /// that thread has exited, the first live thread (Linux re-parents the child to
+    /// it, the main thread while it lives).
+    fn parent_thread(&self, pid: Pid) -> Tid {
+        let alive = |tid: &Tid| {
+            self.threads
+                .get(tid)
+                .is_some_and(|t| t.status != Status::Finished)
+        };
+        self.procs
+            .get(&pid)
+            .map(|p| p.parent)
+            .filter(alive)
+            .or_else(|| self.threads.keys().copied().find(alive))
+            .unwrap_or(MAIN_THREAD)
+    }
+
+    /// Ends a running child now with `status`, whatever its plan (a test's script).
+    pub(crate) fn end_child(&mut self, pid: Pid, status: ExitStatus) -> bool {
+        let running = self
+            .procs
+            .get(&pid)
+            .is_some_and(|p| matches!(p.state, ProcState::Running));
+        if running {
+            self.terminate(pid, status);
+        }
+        running
+    }
+
+    /// Ends a running child at once with its plan's fate (used by faults).
+    fn terminate_now(&mut self, pid: Pid) {
+        let status = match self.procs.get(&pid).map(|p| p.plan.clone()) {
+            Some(ChildPlan::Exit { code, .. }) => ExitStatus::from_exit_code(code),
+            Some(ChildPlan::Killed { signal, .. }) => {
+                self.kill_self(pid, signal);
+                return;
+            }
+            Some(ChildPlan::Forever | ChildPlan::Cat) | None => return,
+        };
+        // A child that dies early still produces its output first.
+        self.child_output(pid);
+        self.terminate(pid, status);
+    }
+
+    pub(super) fn reap(&mut self, pid: Pid) -> Option<ExitStatus> {
+        match self.procs.get(&pid)?.state {
+            ProcState::Running => None,
+            ProcState::Zombie(status) => {
+                self.procs.remove(&pid);
+                self.freed_pids.push(pid.0);
+                self.changed = true;
+                Some(status)
+            }
+        }
+    }
+
+    fn has_children(&self) -> bool {
+        !self.procs.is_empty()
+    }
+
+    /// The oldest zombie child, as the kernel's scan of its children list finds it.
+    pub(super) fn oldest_zombie(&self) -> Option<(Pid, ExitStatus)> {
+        self.procs
+            .iter()
+            .filter_map(|(&pid, p)| match p.state {
+                ProcState::Zombie(status) => Some((p.seq, pid, status)),
+                ProcState::Running => None,
+            })
+            .min_by_key(|(seq, _, _)| *seq)
+            .map(|(_, pid, status)| (pid, status))
+    }
+
+    pub(crate) fn wait(
+        &mut self,
+        tid: Tid,
+        target: WaitTarget,
+        mode: WaitMode,
+        reap: bool,
+    ) -> Attempt<Result<WaitStatus, Errno>> {
+        let name = match (target, reap) {
+            (WaitTarget::Pid(_), true) => "waitpid",
+            (WaitTarget::Any, true) => "waitpid(-1)",
+            (_, false) => "waitid(WNOWAIT)",
+        };
+        let found = match target {
+            WaitTarget::Pid(pid) if pid.0 <= 0 => Err(Errno::EINVAL),
+            WaitTarget::Pid(pid) => match self.procs.get(&pid) {
+                None => Err(Errno::ECHILD),
+                Some(proc) => Ok(match proc.state {
+                    ProcState::Zombie(status) => Some((pid, status)),
+                    ProcState::Running => None,
+                }),
+            },
+            WaitTarget::Any => {
+                if self.has_children() {
+                    Ok(self.oldest_zombie())
+                } else {
+                    Err(Errno::ECHILD)
+                }
+            }
+        };
+        let result = match found {
+            Err(e) => Err(e),
+            Ok(Some((pid, status))) => {
+                if reap {
+                    self.reap(pid);
+                }
+                Ok(WaitStatus::Terminated(pid, status))
+            }
+            Ok(None) if mode == WaitMode::NoHang => Ok(WaitStatus::StillAlive),
+            Ok(None) => {
+                // waitpid restarts after a handler (SA_RESTART); only injected EINTR ends it.
+                return self.block_or_interrupt(tid, Wait::forever(), || Err(Errno::EINTR));
+            }
+        };
+        let shown = match target {
+            WaitTarget::Pid(pid) => pid.to_string(),
+            WaitTarget::Any => "-1".to_string(),
+        };
+        self.log(tid, format_args!("{name}({shown}, {mode:?}) = {result:?}"));
+        Attempt::Done(result)
+    }
+
+    /// Whether `signal`'s default action stops a process (SIGSTOP, and the
+    /// job-control stops, modelled as for a process group that is not orphaned).
+    fn stops(signal: i32) -> bool {
+        (19..=22).contains(&signal)
+    }
+
+    /// Sends `signal` to child `pid`, as `kill()` does (children run the default
+    /// actions): SIGKILL ends it at once, stopped or not; SIGCONT continues it at once
+    /// and discards its pending stop signals; a signal ignored by default is dropped;
+    /// any other waits until the child runs ([`Model::child_takes_signals`]), which a
+    /// stopped child does only once continued.
+    fn signal_child(&mut self, pid: Pid, signal: Signal) {
+        let Some(proc) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if !matches!(proc.state, ProcState::Running) {
+            return;
+        }
+        self.changed = true;
+        if signal == Signal::SIGKILL {
+            self.terminate(pid, ExitStatus::from_signal(signal, false));
+        } else if signal == Signal::SIGCONT {
+            proc.signals.retain(|s| !Self::stops(*s));
+            if std::mem::take(&mut proc.stopped) {
+                self.log_event(format_args!("child {pid} continued"));
+                self.notify_parent(pid);
+            }
+        } else if !Self::ignored_by_default(signal.0) {
+            proc.signals.insert(signal.0);
+        }
+    }
+
+    /// The child runs and acts on the signals sent to it, lowest number first as
+    /// Linux dequeues them: a stop signal stops it (the rest wait for SIGCONT), any
+    /// other ends it.
+    pub(super) fn child_takes_signals(&mut self, pid: Pid) {
+        while let Some(proc) = self.procs.get_mut(&pid) {
+            if proc.stopped || !matches!(proc.state, ProcState::Running) {
+                return;
+            }
+            let Some(signal) = proc.signals.pop_first() else {
+                return;
+            };
+            self.changed = true;
+            if Self::stops(signal) {
+                proc.stopped = true;
+                self.log_event(format_args!("child {pid} stopped by signal {signal}"));
+                self.notify_parent(pid);
+            } else {
+                self.terminate(pid, ExitStatus::from_signal(Signal(signal), false));
+            }
+        }
+    }
+
+    /// A child stopped or continued: SIGCHLD for its parent, as Linux sends without
+    /// `SA_NOCLDSTOP` (which neither loopwatch nor CPython sets). No wait reports it:
+    /// the seam has no `WUNTRACED`.
+    fn notify_parent(&mut self, pid: Pid) {
+        let parent = self.parent_thread(pid);
+        self.raise_process(Signal::SIGCHLD, parent);
+    }
+
+    /// A shell's `kill -S $$`: it signals itself and acts on it before its next
+    /// command. If it survives (S is ignored, or stops it until SIGCONT), the script
+    /// is over and it exits 0.
+    pub(super) fn kill_self(&mut self, pid: Pid, signal: Signal) {
+        self.signal_child(pid, signal);
+        self.child_takes_signals(pid);
+        if let Some(proc) = self.procs.get_mut(&pid) {
+            if matches!(proc.state, ProcState::Running) {
+                proc.plan = ChildPlan::exit(0);
+                if !proc.stopped {
+                    self.terminate(pid, ExitStatus::from_exit_code(0));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn kill(
+        &mut self,
+        tid: Tid,
+        pid: Pid,
+        signal: Option<Signal>,
+    ) -> Attempt<Result<(), Errno>> {
+        let result = if pid.0 <= 0 || signal.is_some_and(|s| !s.is_valid()) {
+            Err(Errno::EINVAL)
+        } else if pid == self.pid() {
+            if let Some(signal) = signal {
+                // kill() finds the thread-group leader by the pid: it is tried first.
+                self.raise_process(signal, MAIN_THREAD);
+            }
+            Ok(())
+        } else if self.procs.contains_key(&pid) {
+            if let Some(signal) = signal {
+                self.signal_child(pid, signal);
+            }
+            Ok(())
+        } else {
+            Err(Errno::ESRCH)
+        };
+        self.log(tid, format_args!("kill({pid}, {signal:?}) = {result:?}"));
+        Attempt::Done(result)
+    }
+
+    pub(crate) fn pidfd_open(&mut self, tid: Tid, pid: Pid) -> Attempt<Result<Fd, Errno>> {
+        let result = if self.config.faults.pidfd_enosys {
+            self.mark("pidfd_enosys");
+            Err(Errno::ENOSYS)
+        } else if self.config.faults.pidfd_eperm {
+            self.mark("pidfd_eperm");
+            Err(Errno::EPERM)
+        } else if pid.0 <= 0 {
+            Err(Errno::EINVAL)
+        } else if let Some(proc) = self.procs.get(&pid) {
+            let seq = proc.seq;
+            self.alloc_fd(FdKind::PidFd { pid, seq }, true)
+        } else {
+            Err(Errno::ESRCH)
+        };
+        self.log(tid, format_args!("pidfd_open({pid}) = {result:?}"));
+        Attempt::Done(result)
+    }
+
+    pub(crate) fn pidfd_send_signal(
+        &mut self,
+        tid: Tid,
+        pidfd: Fd,
+        signal: Signal,
+    ) -> Attempt<Result<(), Errno>> {
+        let result = match self.entry(pidfd) {
+            Err(e) => Err(e),
+            Ok(FdEntry {
+                kind: FdKind::PidFd { pid, seq },
+                ..
+            }) => {
+                if !signal.is_valid() {
+                    Err(Errno::EINVAL)
+                } else {
+                    match self.procs.get(&pid) {
+                        Some(proc) if proc.seq == seq => {
+                            self.signal_child(pid, signal);
+                            Ok(())
+                        }
+                        // Reaped: the pidfd never reaches a later process with its pid.
+                        _ => Err(Errno::ESRCH),
+                    }
+                }
+            }
+            Ok(_) => Err(Errno::EBADF),
+        };
+        self.log(
+            tid,
+            format_args!("pidfd_send_signal({pidfd}, {}) = {result:?}", signal.0),
+        );
+        Attempt::Done(result)
+    }
+
+    /// Zombies and running children left, for end-of-run checks.
+    pub(crate) fn children_left(&self) -> (usize, usize) {
+        let zombies = self
+            .procs
+            .values()
+            .filter(|p| matches!(p.state, ProcState::Zombie(_)))
+            .count();
+        (self.procs.len() - zombies, zombies)
+    }
+}
