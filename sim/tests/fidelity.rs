@@ -133,17 +133,35 @@ impl Body for zombie_until_reaped {
 }
 
 impl Body for returncodes {
-    // Goal (spec R-1): exit codes and -signum, as asyncio computes them.
+    // Goal (spec R-1): exit codes and -signum, as asyncio computes them, with the
+    // signal and no core bit for a death by SIGSEGV under `ulimit -c 0`.
     fn run<K: Kernel>(&self, k: &K) {
-        for (script, expected) in [
-            ("exit 0", 0),
-            ("exit 255", 255),
-            ("kill -9 $$", -9),
-            ("kill -TERM $$", -15),
-            ("kill -SEGV $$", -11),
+        for (script, expected, signal) in [
+            ("exit 0", 0, None),
+            ("exit 255", 255, None),
+            ("kill -9 $$", -9, Some(Signal::SIGKILL)),
+            ("kill -TERM $$", -15, Some(Signal::SIGTERM)),
+            // No core file is wanted from this test.
+            ("ulimit -c 0; kill -SEGV $$", -11, Some(Signal::SIGSEGV)),
         ] {
             let child = k.spawn(&sh(script)).unwrap();
-            assert_eq!(reap(k, child.pid), expected, "{script}");
+            let status = loop {
+                match k.wait_pid(child.pid, WaitMode::Block) {
+                    Ok(WaitStatus::Terminated(got, status)) => {
+                        assert_eq!(got, child.pid);
+                        break status;
+                    }
+                    Err(Errno::EINTR) => continue,
+                    other => panic!("waitpid({}) gave {other:?}", child.pid),
+                }
+            };
+            assert_eq!(status.returncode(), expected, "{script}: {status:?}");
+            assert_eq!(status.signal(), signal, "{script}: {status:?}");
+            assert!(!status.core_dumped(), "{script}: {status:?}");
+            match signal {
+                Some(_) => assert_eq!(status.code(), None, "{script}: {status:?}"),
+                None => assert_eq!(status.code(), Some(expected), "{script}: {status:?}"),
+            }
         }
     }
 }
