@@ -429,6 +429,7 @@ impl Body for Returncodes {
 /// `asyncio-waitpid-0…7`, one per child; Pidfd starts no thread.
 fn returncodes_threads(kind: Kind) -> impl Fn(&Report) -> Result<(), String> {
     move |report| {
+        testing::completed(report)?;
         let names = thread_names(report);
         let expected: Vec<String> = match kind {
             Kind::Threaded => std::iter::once("loop-thread".to_string())
@@ -482,6 +483,7 @@ impl Body for NeedsARunningLoop {
 /// The simulator's report of [`NeedsARunningLoop`]: no thread started, no
 /// `pidfd_open` called.
 fn nothing_started(report: &Report) -> Result<(), String> {
+    testing::completed(report)?;
     let names = thread_names(report);
     if !names.is_empty() {
         return Err(format!("threads started: {names:?}"));
@@ -912,6 +914,7 @@ impl Body for ThreadedNamesItsThreads {
 /// The simulator's report of [`ThreadedNamesItsThreads`]: the two waiters are named
 /// `asyncio-waitpid-0` and `-1`.
 fn two_waiters_named(report: &Report) -> Result<(), String> {
+    testing::completed(report)?;
     let names = thread_names(report);
     if names == ["loop-thread", "asyncio-waitpid-0", "asyncio-waitpid-1"] {
         Ok(())
