@@ -11,8 +11,9 @@
 //! report check looks at it.
 //!
 //! What only the simulator can show (injected faults, pid reuse, a foreign reaper,
-//! the cost of one exit) is in `watchers_threaded_pidfd.rs`; the OS test that needs
-//! the crate's test-only pidfd switch stays in `src/watcher/tests_os.rs`.
+//! the cost of one exit, a replay from the seed) runs there alone, in the last
+//! section; the OS test that needs the crate's test-only pidfd switch stays in
+//! `src/watcher/tests_os.rs`.
 //!
 //! `cargo test -p loopwatch-sim --test watchers [NAME]`; `LOOPWATCH_SEEDS=N` and
 //! `LOOPWATCH_SEED=S` choose the simulator's seeds.
@@ -26,16 +27,18 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use loopwatch::kernel::{
-    Disposition, Errno, Fds, Kernel, Pid, Processes, Signal, Signals, SpawnRequest, ThreadId,
-    WaitMode, WaitStatus,
+    Clock, Disposition, Errno, ExitStatus, Fds, Kernel, Pid, Processes, Signal, Signals,
+    SpawnRequest, ThreadId, Threads, WaitMode, WaitStatus,
 };
-use loopwatch::watcher::ChildCallback;
+use loopwatch::watcher::{ChildCallback, MultiLoopChildWatcher};
 use loopwatch::{
     ChildWatcher, ErrorKind, EventLoop, ExceptionContext, OsKernel, PidfdChildWatcher,
     ThreadedChildWatcher,
 };
-use loopwatch_sim::testing::{self, Body, Capture, Log, Resources, Test};
-use loopwatch_sim::{Report, SimKernel, Simulation};
+use loopwatch_sim::testing::{self, Body, Capture, Log, Resources, Sweep, Test};
+use loopwatch_sim::{
+    FaultPlan, PidReuse, Report, SimKernel, Simulation, actors, check_determinism,
+};
 
 /// How long (seconds; virtual ones on the simulator) a test waits for what should
 /// happen at once before it fails instead of hanging. Generous: a loaded machine must
@@ -1204,6 +1207,301 @@ impl Body for PidfdClosedLoopClosesPidfd {
     }
 }
 
+// ----- simulator only ------------------------------------------------------------------
+//
+// What the real OS cannot show on demand: injected faults (EINTR, pidfd_open refused),
+// a chosen pid handed to the next child, a foreign reaper racing the watcher at every
+// interleaving, a replay from the seed, and the cost of one exit read from the trace.
+
+/// A sweep of `n` seeds (fewer or one as `LOOPWATCH_SEEDS` / `LOOPWATCH_SEED` say)
+/// named as the trial `name`, for the simulator-only tests that sum over seeds.
+fn sweep(name: &str, n: u64) -> Sweep {
+    Sweep::new(n).name(name).check_leaks()
+}
+
+/// Goal (determinism): a seed replays the same trace for each watcher, EINTR faults
+/// included, so any failure above can be reproduced from its seed.
+fn both_watchers_replay_from_their_seed() -> Result<(), String> {
+    for &seed in Sweep::new(5).seeds() {
+        let plan = FaultPlan {
+            eintr: 0.2,
+            ..FaultPlan::default()
+        };
+        let simulation = Simulation::new(seed).faults(plan);
+        for kind in [Kind::Threaded, Kind::Pidfd] {
+            let scenario = move |k: SimKernel| Returncodes(kind).run(&k);
+            let report = simulation.run(scenario);
+            testing::completed(&report).map_err(|e| format!("{kind:?}, seed {seed}: {e}"))?;
+            if let Some(divergence) = check_determinism(&simulation, scenario) {
+                return Err(format!("{kind:?}, seed {seed}: {divergence:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Goal (T-4): Threaded's waitpid interrupted by EINTR is retried: every code still
+/// arrives, and some seed did inject EINTR.
+fn threaded_retries_eintr() -> Result<(), String> {
+    let swept = sweep("threaded_retries_eintr", SEEDS)
+        .simulation(|seed| {
+            Simulation::new(seed).faults(FaultPlan {
+                eintr: 0.3,
+                ..FaultPlan::default()
+            })
+        })
+        .try_run(|k| Returncodes(Kind::Threaded).run(k))
+        .map_err(|e| e.to_string())?;
+    match swept.marks.get("eintr_injected") {
+        Some(&n) if n > 0 => Ok(()),
+        _ => Err("no EINTR was injected".to_string()),
+    }
+}
+
+/// `many` /bin/true children registered `batch` at a time with a `kind` watcher, each
+/// reporting 0 once in the loop's thread.
+fn many_children(k: &SimKernel, kind: Kind, many: usize, batch: usize) {
+    let watcher = kind.make(k);
+    let k2 = k.clone();
+    in_loop_thread(k, move |event_loop, loop_thread| {
+        let reports = Reports::new(&event_loop);
+        for round in 0..many / batch {
+            event_loop
+                .run_until_complete(async {
+                    for _ in 0..batch {
+                        watcher
+                            .add_child_handler(true_child(&k2), reports.callback("true"))
+                            .unwrap();
+                    }
+                })
+                .unwrap();
+            reports.wait_for((round + 1) * batch);
+        }
+        let seen = reports.wait_for(many);
+        assert!(seen.iter().all(|r| r.code == 0 && r.thread == loop_thread));
+        let pids: BTreeSet<Pid> = seen.iter().map(|r| r.pid).collect();
+        assert_eq!(pids.len(), many, "each child reported once");
+        watcher.close().unwrap();
+    });
+}
+
+/// A foreign `waitpid(-1)` reaper races the watcher: each registered child is reported
+/// exactly once, with its code or (when stolen) 255 and the watcher's warning; a child
+/// stolen before Pidfd could open its pidfd is a ProcessLookupError. Adds the number of
+/// children reported as 255 to `stolen`.
+fn foreign_reaper(k: &SimKernel, kind: Kind, stolen: &AtomicUsize) {
+    let pids: Vec<Pid> = (0..5)
+        .map(|i| testing::spawn_sh(k, &format!("sleep 0.{i}; exit 7")))
+        .collect();
+    let (reaper, lines) = actors::reap_any(k, 20, Duration::from_millis(30));
+    let watcher = kind.make(k);
+    let count = pids.len();
+    let capture = Capture::new();
+    let (reported, registered) = capture.during(|| {
+        in_loop_thread(k, move |event_loop, _| {
+            let reports = Reports::new(&event_loop);
+            let mut registered = 0;
+            event_loop
+                .run_until_complete(async {
+                    for pid in &pids {
+                        match watcher.add_child_handler(*pid, reports.callback("child")) {
+                            Ok(()) => registered += 1,
+                            Err(e) => assert_eq!(e.kind(), ErrorKind::ProcessLookupError),
+                        }
+                    }
+                })
+                .unwrap();
+            let seen = reports.wait_for(registered);
+            watcher.close().unwrap();
+            (seen, registered)
+        })
+    });
+    k.join_thread(reaper).unwrap();
+    let stole = lines.lock().unwrap().len();
+    let lost: Vec<Pid> = reported
+        .iter()
+        .filter(|r| r.code == 255)
+        .map(|r| r.pid)
+        .collect();
+    assert!(
+        reported.iter().all(|r| r.code == 7 || r.code == 255),
+        "{reported:?}"
+    );
+    // Each stolen child is either refused at registration or reported as 255.
+    assert_eq!(lost.len() + (count - registered), stole, "{reported:?}");
+    // One warning per 255, naming its pid.
+    let mut expected: Vec<String> = lost
+        .iter()
+        .map(|&pid| kind.reaped_elsewhere_warning(pid))
+        .collect();
+    let mut warned = asyncio_warnings(&capture);
+    expected.sort();
+    warned.sort();
+    assert_eq!(warned, expected);
+    stolen.fetch_add(lost.len(), Ordering::SeqCst);
+}
+
+/// Goal (R-2, T-4, K-3, K-4): a foreign waitpid(-1) reaper steals some children; each
+/// registered child is still reported once, with 7 or with 255 after a warning, or
+/// (Pidfd) refused with ProcessLookupError; over the seeds some child is stolen.
+fn with_foreign_reaper(name: &'static str, kind: Kind) -> Test {
+    Test::new(name, move || {
+        let stolen = Arc::new(AtomicUsize::new(0));
+        let count = stolen.clone();
+        sweep(name, SEEDS)
+            .try_run(move |k| foreign_reaper(k, kind, &count))
+            .map_err(|e| e.to_string())?;
+        if stolen.load(Ordering::SeqCst) == 0 {
+            return Err("no stolen child was reported as 255".to_string());
+        }
+        Ok(())
+    })
+}
+
+/// Goal (K-4): with 1,000 idle registered children, one exit costs exactly one
+/// waitpid call (O(1)), for the pid that exited.
+fn pidfd_one_exit_costs_one_waitpid(k: &SimKernel) {
+    let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+    let watcher = Kind::Pidfd.make(k);
+    let pids: Vec<Pid> = (0..=1000).map(|_| sleeper(k)).collect();
+    let reports = Reports::new(&event_loop);
+    event_loop
+        .run_until_complete(async {
+            for pid in &pids {
+                watcher
+                    .add_child_handler(*pid, reports.callback("idle"))
+                    .unwrap();
+            }
+        })
+        .unwrap();
+    let last = *pids.last().unwrap();
+    testing::note(k, &format!("one exit: {last}"));
+    assert!(k.end_child(last, ExitStatus::from_exit_code(3)));
+    let seen = reports.wait_for(1);
+    testing::note(k, "reported");
+    assert_eq!((seen[0].pid, seen[0].code), (last, 3));
+    // Clean up through the watcher: every other child is killed and reported.
+    for pid in &pids[..1000] {
+        k.kill(*pid, Some(Signal::SIGKILL)).unwrap();
+    }
+    let seen = reports.wait_for(1001);
+    assert!(seen.iter().filter(|r| r.pid != last).all(|r| r.code == -9));
+    event_loop.close().unwrap();
+}
+
+/// The trace of [`pidfd_one_exit_costs_one_waitpid`]: between the two notes, one
+/// `waitpid`, for the pid that exited.
+fn one_waitpid_between_notes(report: &Report) -> Result<(), String> {
+    testing::completed(report)?;
+    let lines = report.trace.lines();
+    let begin = lines.iter().position(|l| l.contains(" note one exit: "));
+    let end = lines.iter().position(|l| l.ends_with(" note reported"));
+    let (Some(begin), Some(end)) = (begin, end) else {
+        return Err("the notes are not in the trace".to_string());
+    };
+    let pid = lines[begin].rsplit(' ').next().unwrap_or_default();
+    let waits: Vec<&String> = lines[begin..end]
+        .iter()
+        .filter(|l| l.contains(" waitpid("))
+        .collect();
+    if waits.len() == 1 && waits[0].contains(&format!("waitpid({pid}, NoHang)")) {
+        Ok(())
+    } else {
+        Err(format!("waitpid calls for one exit of {pid}: {waits:?}"))
+    }
+}
+
+/// Goal (K-3): when `pidfd_open` fails with `errno` (ENOSYS on a kernel before 5.3,
+/// EPERM under a seccomp filter), add_child_handler gives Os(errno), the cue to fall
+/// back to another watcher, and nothing stays open.
+fn pidfd_unavailable_reaches_the_caller(errno: Errno) -> impl Fn(&SimKernel) {
+    move |k| {
+        let pid = testing::spawn_sh(k, "exit 0");
+        let watcher = Kind::Pidfd.make(k);
+        in_loop_thread(k, move |event_loop, _| {
+            event_loop
+                .run_until_complete(async {
+                    let error = watcher
+                        .add_child_handler(pid, Box::new(|_, _| panic!("never called")))
+                        .unwrap_err();
+                    assert_eq!(error.kind(), ErrorKind::Os(errno));
+                    assert_eq!(error.errno(), Some(errno));
+                })
+                .unwrap();
+        });
+        assert_eq!(testing::reap(k, pid), 0);
+    }
+}
+
+/// A simulation where `pidfd_open` fails with ENOSYS (a kernel before 5.3), so a
+/// `Process` can only signal by pid, and where a freed pid goes to the next child at
+/// once.
+fn without_pidfd_reusing_pids(seed: u64) -> Simulation {
+    let plan = FaultPlan {
+        pidfd_enosys: true,
+        ..FaultPlan::default()
+    };
+    let mut simulation = Simulation::new(seed).faults(plan);
+    simulation.config_mut().pid_reuse = PidReuse::LastFreed;
+    simulation
+}
+
+/// Goal (reliability finding 3): without pidfds, a child reaped by the watcher's own
+/// thread (Threaded's waiter, MultiLoop's reaper) before the loop hears of it is
+/// marked reaped at once: send_signal gives ProcessLookupError and the stranger that
+/// got its pid survives.
+fn reused_pid_not_signalled(k: &SimKernel, watcher: Arc<dyn ChildWatcher<SimKernel>>) {
+    // MultiLoop installs its handler here (main thread); a no-op for Threaded.
+    watcher.attach_loop(None).unwrap();
+    loopwatch::policy::set_child_watcher(k, Some(watcher.clone())).unwrap();
+    let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+    let lp = event_loop.clone();
+    let process = event_loop
+        .run_until_complete(async move {
+            lp.subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))
+        })
+        .unwrap()
+        .unwrap();
+    let pid = process.pid();
+    // The loop does not run: the watcher's thread reaps the child, and the hop that
+    // tells the loop waits in the loop's queue.
+    while child_count(k) != 0 {
+        k.sleep(Duration::from_millis(1));
+    }
+    let stranger = sleeper(k);
+    assert_eq!(stranger, pid, "the freed pid went to the stranger");
+    let error = process
+        .send_signal(Signal::SIGTERM)
+        .expect_err("the child was reaped: nothing to signal");
+    assert_eq!(error.kind(), ErrorKind::ProcessLookupError);
+    assert_eq!(
+        k.wait_pid(stranger, WaitMode::NoHang),
+        Ok(WaitStatus::StillAlive),
+        "the stranger survives"
+    );
+    let code = event_loop
+        .run_until_complete(async { process.wait().await })
+        .unwrap();
+    assert_eq!(code, 3);
+    k.kill(stranger, Some(Signal::SIGKILL)).unwrap();
+    assert_eq!(testing::reap(k, stranger), -9);
+    drop(process);
+    loopwatch::policy::set_child_watcher(k, None).unwrap();
+    event_loop.close().unwrap();
+}
+
+/// The report of [`reused_pid_not_signalled`]: pidfds were refused and a pid reused.
+fn pid_reused_without_pidfd(report: &Report) -> Result<(), String> {
+    testing::completed(report)?;
+    if report.mark("pidfd_enosys") == 0 {
+        return Err("pidfd was used".to_string());
+    }
+    if report.mark("pid_reused") == 0 {
+        return Err("no pid was reused".to_string());
+    }
+    Ok(())
+}
+
 // ----- main ----------------------------------------------------------------------------
 
 /// Opens once what the process keeps open afterwards (the first loop's process-wide
@@ -1348,5 +1646,66 @@ fn main() -> ExitCode {
             "pidfd_closed_loop_closes_pidfd",
             PidfdClosedLoopClosesPidfd,
         )),
+        // Simulator only: each says why in its section's note.
+        Test::new(
+            "both_watchers_replay_from_their_seed",
+            both_watchers_replay_from_their_seed,
+        ),
+        Test::new("threaded_retries_eintr", threaded_retries_eintr),
+        Test::sim("both_watchers_many_children_over_seeds", |k| {
+            // Goal (T-3, T-4, K-2): 100 children at once, each reported 0 once whatever
+            // the interleaving the seed picks, with either watcher.
+            many_children(k, Kind::Threaded, 100, 100);
+            many_children(k, Kind::Pidfd, 100, 100);
+        })
+        .seeds(SEEDS)
+        .check_leaks(),
+        with_foreign_reaper("threaded_with_foreign_reaper", Kind::Threaded),
+        with_foreign_reaper("pidfd_with_foreign_reaper", Kind::Pidfd),
+        Test::sim(
+            "pidfd_one_exit_costs_one_waitpid",
+            pidfd_one_exit_costs_one_waitpid,
+        )
+        .seeds(5)
+        .check_report(one_waitpid_between_notes)
+        .check_leaks(),
+        Test::sim(
+            "pidfd_enosys_reaches_the_caller",
+            pidfd_unavailable_reaches_the_caller(Errno::ENOSYS),
+        )
+        .seeds(SEEDS)
+        .simulation(|seed| {
+            Simulation::new(seed).faults(FaultPlan {
+                pidfd_enosys: true,
+                ..FaultPlan::default()
+            })
+        })
+        .check_leaks(),
+        Test::sim(
+            "pidfd_eperm_reaches_the_caller",
+            pidfd_unavailable_reaches_the_caller(Errno::EPERM),
+        )
+        .seeds(SEEDS)
+        .simulation(|seed| {
+            Simulation::new(seed).faults(FaultPlan {
+                pidfd_eperm: true,
+                ..FaultPlan::default()
+            })
+        })
+        .check_leaks(),
+        Test::sim("finding_03_threaded_reused_pid_not_signalled", |k| {
+            reused_pid_not_signalled(k, Kind::Threaded.make(k));
+        })
+        .seeds(SEEDS)
+        .simulation(without_pidfd_reusing_pids)
+        .check_report(pid_reused_without_pidfd)
+        .check_leaks(),
+        Test::sim("finding_03_multi_loop_reused_pid_not_signalled", |k| {
+            reused_pid_not_signalled(k, Arc::new(MultiLoopChildWatcher::with_kernel(k.clone())));
+        })
+        .seeds(SEEDS)
+        .simulation(without_pidfd_reusing_pids)
+        .check_report(pid_reused_without_pidfd)
+        .check_leaks(),
     ])
 }
