@@ -10,22 +10,15 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use loopwatch::kernel::{
-    Clock, Disposition, Errno, Fds, Pid, Processes, Signal, Signals, SpawnRequest, WaitMode,
-    WaitStatus,
+    Clock, Disposition, Errno, Fds, Processes, Signal, Signals, WaitMode, WaitStatus,
 };
 use loopwatch::watcher::{MultiLoopChildWatcher, fork_window};
 use loopwatch::{ChildWatcher, EventLoop, FastChildWatcher, SafeChildWatcher, WatcherRef};
-use loopwatch_sim::{ForeignHandler, Report, SimKernel, Simulation, seed_from_env, seeds_from_env};
-
-fn seeds() -> Vec<u64> {
-    match std::env::var("LOOPWATCH_SEED") {
-        Ok(_) => vec![seed_from_env(0)],
-        Err(_) => (0..seeds_from_env(20)).collect(),
-    }
-}
+use loopwatch_sim::testing::{self, Sweep};
+use loopwatch_sim::{ForeignHandler, Report, SimKernel, Simulation};
 
 fn each_seed(test: &str, body: impl Fn(SimKernel) + Clone + Send + 'static) {
-    for seed in seeds() {
+    for &seed in Sweep::new(20).seeds() {
         let report = Simulation::new(seed).run(body.clone());
         check_report(test, seed, &report);
     }
@@ -38,16 +31,10 @@ fn check_report(test: &str, seed: u64, report: &Report) {
     assert_eq!(report.threads_abandoned, 0, "seed {seed}: threads left");
 }
 
-fn sh(k: &SimKernel, script: &str) -> Pid {
-    k.spawn(&SpawnRequest::new("/bin/sh", ["-c", script]))
-        .unwrap()
-        .pid
-}
-
 /// Runs `event_loop` until a SIGCHLD handler of its own sees a new child exit. A loop
 /// that never hears it blocks for ever, which the simulator reports as a deadlock.
 fn loop_hears_sigchld(k: &SimKernel, event_loop: &EventLoop<SimKernel>) {
-    let child = sh(k, "sleep 0.01; exit 0");
+    let child = testing::spawn_sh(k, "sleep 0.01; exit 0");
     let (k2, lp) = (k.clone(), event_loop.clone());
     event_loop
         .add_signal_handler(Signal::SIGCHLD, move || {
@@ -79,7 +66,7 @@ fn sigchld_writes_into_reused_fds(k: &SimKernel) -> bool {
             reads.push(read);
             fds.extend([read, write]);
         }
-        let child = sh(k, "exit 0");
+        let child = testing::spawn_sh(k, "exit 0");
         k.wait_pid(child, WaitMode::Block).unwrap();
         // With nothing else to run, the simulator delivers pending signals before
         // time moves on.
@@ -158,7 +145,7 @@ fn two_multi_loop_watchers(k: SimKernel, close_first_first: bool) {
     let (w, k2) = (left.clone(), k.clone());
     let code = event_loop
         .run_until_complete(async move {
-            let child = sh(&k2, "sleep 0.01; exit 5");
+            let child = testing::spawn_sh(&k2, "sleep 0.01; exit 5");
             let (tx, rx) = mpsc::channel();
             w.add_child_handler(child, Box::new(move |_, code| tx.send(code).unwrap()))
                 .unwrap();
@@ -300,7 +287,7 @@ fn foreign_handler_after_attach(k: SimKernel, make: fn(&SimKernel) -> WatcherRef
     let child = event_loop
         .run_until_complete(async move {
             let _window = fork_window(&*w);
-            let child = sh(&k2, "sleep 0.01; exit 0");
+            let child = testing::spawn_sh(&k2, "sleep 0.01; exit 0");
             w.add_child_handler(child, Box::new(|_, _| {})).unwrap();
             child
         })
@@ -322,7 +309,7 @@ fn foreign_handler_after_attach(k: SimKernel, make: fn(&SimKernel) -> WatcherRef
 }
 
 fn foreign_handler_test(test: &str, make: fn(&SimKernel) -> WatcherRef<SimKernel>) {
-    for seed in seeds() {
+    for &seed in Sweep::new(20).seeds() {
         let (tx, rx) = mpsc::channel();
         let report = tracing::subscriber::with_default(capture::Capture(tx), || {
             Simulation::new(seed).run(move |k| foreign_handler_after_attach(k, make))
@@ -373,7 +360,7 @@ fn finding_16_loop_added_over_a_foreign_handler_puts_it_back() {
     // Reliability finding 16: loop A handles SIGCHLD, another library replaces the
     // handler, then loop B adds one (taking SIGCHLD back, with a warning). When both
     // have closed, the other library's handler is back, not SIG_DFL.
-    for seed in seeds() {
+    for &seed in Sweep::new(20).seeds() {
         let (tx, rx) = mpsc::channel();
         let report = tracing::subscriber::with_default(capture::Capture(tx), || {
             Simulation::new(seed).run(|k| {

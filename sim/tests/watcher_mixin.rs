@@ -71,7 +71,8 @@ use loopwatch::watcher::{ChildCallback, fork_window};
 use loopwatch::{
     ChildWatcher, DefaultEventLoopPolicy, ErrorKind, EventLoop, FastChildWatcher, SafeChildWatcher,
 };
-use loopwatch_sim::{ChildPlan, PidReuse, SimKernel, Simulation, seed_from_env, seeds_from_env};
+use loopwatch_sim::testing::Sweep;
+use loopwatch_sim::{ChildPlan, PidReuse, SimKernel, Simulation};
 
 #[allow(
     clippy::disallowed_types,
@@ -101,13 +102,6 @@ impl<T> Shared<T> {
     }
     fn take(&self) -> Vec<T> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-fn seeds() -> Vec<u64> {
-    match std::env::var("LOOPWATCH_SEED") {
-        Ok(_) => vec![seed_from_env(0)],
-        Err(_) => (0..seeds_from_env(8)).collect(),
     }
 }
 
@@ -199,7 +193,7 @@ use capture::{Capture, Logged};
 /// into `capture`, and fails with the seed and replay command if a run does not
 /// complete (an assertion inside the simulation panics its main thread).
 fn run_seeds(test: &str, scenario: impl Fn(SimKernel, Capture) + Clone + Send + 'static) {
-    for seed in seeds() {
+    for &seed in Sweep::new(8).seeds() {
         let capture = Capture::default();
         let (scenario, inner) = (scenario.clone(), capture.clone());
         let report = tracing::subscriber::with_default(capture, || {

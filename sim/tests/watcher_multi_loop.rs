@@ -13,7 +13,8 @@ use loopwatch::kernel::{
 };
 use loopwatch::watcher::MultiLoopChildWatcher;
 use loopwatch::{ChildWatcher, EventLoop};
-use loopwatch_sim::{ChildPlan, SimKernel, Simulation, seed_from_env, seeds_from_env};
+use loopwatch_sim::testing::Sweep;
+use loopwatch_sim::{ChildPlan, SimKernel, Simulation};
 
 /// What the callbacks saw; never held across a kernel call.
 #[allow(
@@ -22,15 +23,8 @@ use loopwatch_sim::{ChildPlan, SimKernel, Simulation, seed_from_env, seeds_from_
 )]
 type Log = Arc<std::sync::Mutex<Vec<String>>>;
 
-fn seeds() -> Vec<u64> {
-    match std::env::var("LOOPWATCH_SEED") {
-        Ok(_) => vec![seed_from_env(0)],
-        Err(_) => (0..seeds_from_env(20)).collect(),
-    }
-}
-
 fn each_seed(test: &str, body: fn(SimKernel)) {
-    for seed in seeds() {
+    for &seed in Sweep::new(20).seeds() {
         let report = Simulation::new(seed).run(body);
         report.assert_completed(test);
         assert_eq!(report.children_left, (0, 0), "seed {seed}: children left");
