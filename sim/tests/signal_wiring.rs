@@ -14,7 +14,7 @@ use loopwatch::kernel::{
 };
 use loopwatch::watcher::{MultiLoopChildWatcher, fork_window};
 use loopwatch::{ChildWatcher, EventLoop, FastChildWatcher, SafeChildWatcher, WatcherRef};
-use loopwatch_sim::testing::{self, Sweep};
+use loopwatch_sim::testing::{self, Capture, Sweep};
 use loopwatch_sim::{ForeignHandler, Report, SimKernel, Simulation};
 
 fn each_seed(test: &str, body: impl Fn(SimKernel) + Clone + Send + 'static) {
@@ -225,57 +225,19 @@ fn finding_02_multi_loop_over_a_loops_handler() {
     });
 }
 
-/// Captures the warnings emitted on the `asyncio` target on this OS thread (every
-/// simulated thread runs on it): `(category, message)`.
-mod capture {
-    use std::sync::mpsc;
-
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Level, Metadata, Subscriber};
-
-    pub(super) struct Capture(pub(super) mpsc::Sender<(String, String)>);
-
-    struct Fields(String, String);
-
-    impl Visit for Fields {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            match field.name() {
-                "message" => self.0 = format!("{value:?}"),
-                "category" => self.1 = format!("{value:?}"),
-                _ => {}
-            }
-        }
-        fn record_str(&mut self, field: &Field, value: &str) {
-            match field.name() {
-                "message" => self.0 = value.to_string(),
-                "category" => self.1 = value.to_string(),
-                _ => {}
-            }
-        }
-    }
-
-    impl Subscriber for Capture {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, event: &Event<'_>) {
-            let meta = event.metadata();
-            if meta.target() != "asyncio" || *meta.level() != Level::WARN {
-                return;
-            }
-            let mut fields = Fields(String::new(), String::new());
-            event.record(&mut fields);
-            let _ = self.0.send((fields.1, fields.0));
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
+/// The `(category, message)` of each warning on target `asyncio` that `capture` holds.
+fn asyncio_warnings(capture: &Capture) -> Vec<(String, String)> {
+    capture
+        .events()
+        .into_iter()
+        .filter(|e| e.target == "asyncio" && e.level == tracing::Level::WARN)
+        .map(|e| {
+            (
+                e.fields.get("category").cloned().unwrap_or_default(),
+                e.message,
+            )
+        })
+        .collect()
 }
 
 fn foreign_handler_after_attach(k: SimKernel, make: fn(&SimKernel) -> WatcherRef<SimKernel>) {
@@ -310,12 +272,11 @@ fn foreign_handler_after_attach(k: SimKernel, make: fn(&SimKernel) -> WatcherRef
 
 fn foreign_handler_test(test: &str, make: fn(&SimKernel) -> WatcherRef<SimKernel>) {
     for &seed in Sweep::new(20).seeds() {
-        let (tx, rx) = mpsc::channel();
-        let report = tracing::subscriber::with_default(capture::Capture(tx), || {
-            Simulation::new(seed).run(move |k| foreign_handler_after_attach(k, make))
-        });
+        let capture = Capture::new();
+        let report = capture
+            .during(|| Simulation::new(seed).run(move |k| foreign_handler_after_attach(k, make)));
         check_report(test, seed, &report);
-        let warned: Vec<(String, String)> = rx.try_iter().collect();
+        let warned = asyncio_warnings(&capture);
         assert!(
             warned
                 .iter()
@@ -361,8 +322,8 @@ fn finding_16_loop_added_over_a_foreign_handler_puts_it_back() {
     // handler, then loop B adds one (taking SIGCHLD back, with a warning). When both
     // have closed, the other library's handler is back, not SIG_DFL.
     for &seed in Sweep::new(20).seeds() {
-        let (tx, rx) = mpsc::channel();
-        let report = tracing::subscriber::with_default(capture::Capture(tx), || {
+        let capture = Capture::new();
+        let report = capture.during(|| {
             Simulation::new(seed).run(|k| {
                 let a = EventLoop::with_kernel(k.clone()).unwrap();
                 a.add_signal_handler(Signal::SIGCHLD, || {}).unwrap();
@@ -382,7 +343,7 @@ fn finding_16_loop_added_over_a_foreign_handler_puts_it_back() {
             seed,
             &report,
         );
-        let warned: Vec<(String, String)> = rx.try_iter().collect();
+        let warned = asyncio_warnings(&capture);
         assert!(
             warned
                 .iter()
