@@ -17,11 +17,13 @@ use loopwatch::{ChildWatcher, EventLoop, FastChildWatcher, SafeChildWatcher, Wat
 use loopwatch_sim::testing::{self, Capture, Sweep};
 use loopwatch_sim::{ForeignHandler, Report, SimKernel, Simulation};
 
-fn each_seed(test: &str, body: impl Fn(SimKernel) + Clone + Send + 'static) {
-    for &seed in Sweep::new(20).seeds() {
-        let report = Simulation::new(seed).run(body.clone());
-        check_report(test, seed, &report);
-    }
+/// Runs `body` for each seed; each run must complete and leave no child, fd or
+/// thread behind.
+fn each_seed(test: &str, body: impl Fn(SimKernel) + Send + Sync + 'static) {
+    Sweep::new(20)
+        .name(test)
+        .check_leaks()
+        .run(move |k| body(k.clone()));
 }
 
 fn check_report(test: &str, seed: u64, report: &Report) {
