@@ -1532,7 +1532,22 @@ fn both<B: Body>(name: &str, body: B) -> Test {
     Test::both(name, body).seeds(SEEDS).check_leaks()
 }
 
+/// Puts back to SIG_DFL the signals whose default actions these tests rely on (a
+/// child's `kill -TERM $$`, `kill -SEGV $$`; SIGCHLD for the watchers) if this binary
+/// inherited them ignored, as under `nohup` or as a background job may be. A handler
+/// cannot be inherited, so SIG_IGN is all there is to undo.
+fn reset_inherited_ignores() {
+    for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGSEGV] {
+        if OsKernel.disposition(signal) == Ok(Disposition::Ignore) {
+            OsKernel
+                .set_disposition(signal, Disposition::Default)
+                .expect("reset an ignored signal to its default");
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    reset_inherited_ignores();
     warm_up();
     let no_pidfd = pidfd_unavailable();
     let pidfd = |test: Test| match &no_pidfd {
