@@ -8,19 +8,13 @@ use std::time::Duration;
 
 use loopwatch::kernel::{Clock, Processes, Signal, SpawnRequest, Threads, WaitMode, WaitStatus};
 use loopwatch::{ErrorKind, EventLoop, policy};
-use loopwatch_sim::{SimKernel, Simulation, seed_from_env, seeds_from_env};
-
-fn seeds() -> Vec<u64> {
-    match std::env::var("LOOPWATCH_SEED") {
-        Ok(_) => vec![seed_from_env(0)],
-        Err(_) => (0..seeds_from_env(50)).collect(),
-    }
-}
+use loopwatch_sim::testing::Sweep;
+use loopwatch_sim::{SimKernel, Simulation};
 
 #[test]
 fn timers_run_in_virtual_time() {
     // Goal: an hour of call_later passes at once in virtual time, in deadline order.
-    for seed in seeds() {
+    for &seed in Sweep::new(50).seeds() {
         let report = Simulation::new(seed).run(|k: SimKernel| {
             let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
             let order = Arc::new(AtomicUsize::new(0));
@@ -51,7 +45,7 @@ fn sigchld_handler_reaps_child() {
     // Goal: on the simulated main thread, add_signal_handler(SIGCHLD) runs its callback
     // in the loop when a child exits, whatever the interleaving of the exit, the
     // signal's delivery and the poll; the callback reaps the child.
-    for seed in seeds() {
+    for &seed in Sweep::new(50).seeds() {
         let report = Simulation::new(seed).run(|k: SimKernel| {
             let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
             let child = k
@@ -84,7 +78,7 @@ fn sigchld_handler_reaps_child() {
 fn threadsafe_calls_from_threads() {
     // Goal: two simulated threads call call_soon_threadsafe while the loop waits in
     // poll; every callback runs once, in the loop's thread.
-    for seed in seeds() {
+    for &seed in Sweep::new(50).seeds() {
         let report = Simulation::new(seed).run(|k: SimKernel| {
             let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
             let ran = Arc::new(AtomicUsize::new(0));
@@ -124,7 +118,7 @@ fn threadsafe_calls_from_threads() {
 fn default_policy_in_simulated_process() {
     // Goal (C-2, C-3, P-1): each simulated process has its own policy slot; its main
     // thread gets a loop created once, another thread gets RuntimeError naming it.
-    for seed in seeds() {
+    for &seed in Sweep::new(50).seeds() {
         let report = Simulation::new(seed).run(|k: SimKernel| {
             let first = policy::get_event_loop(&k).unwrap();
             assert_eq!(policy::get_event_loop(&k).unwrap(), first);
@@ -156,7 +150,7 @@ fn finding_18_no_short_lock_held_across_kernel_calls() {
     // Goal (reliability finding 18): a reader callback, a signal handler and a task
     // step each run with no short lock held, so the kernel calls they make are
     // scheduling points like any other; the simulator checks this at every call.
-    for seed in seeds() {
+    for &seed in Sweep::new(50).seeds() {
         let report = Simulation::new(seed).run(|k: SimKernel| {
             use loopwatch::kernel::{Fds, Signals};
             use loopwatch::sync::short_locks_held;

@@ -4,14 +4,11 @@
 use std::time::Duration;
 
 use loopwatch::kernel::{
-    Clock, Disposition, Errno, Fds, Interest, Poll, Poller, Processes, Signal, Signals,
-    SpawnRequest, Threads, Token, WaitMode,
+    Clock, Disposition, Errno, Fds, Interest, Poll, Poller, Processes, Signal, Signals, Threads,
+    Token, WaitMode,
 };
+use loopwatch_sim::testing::sh;
 use loopwatch_sim::{FaultPlan, Simulation, actors};
-
-fn sh(script: &str) -> SpawnRequest {
-    SpawnRequest::new("/bin/sh", ["-c", script])
-}
 
 #[test]
 fn eintr_ends_blocking_calls() {

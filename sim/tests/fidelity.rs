@@ -2,16 +2,17 @@
 //! and run on the real OS (`OsKernel`) and on the simulator (`SimKernel`, several
 //! seeds) with the same expected outcome.
 //!
-//! No harness: `main` runs on the process's main thread with no other threads, so
-//! process-wide state (SIGCHLD's disposition and mask, "any child" waits) belongs to
-//! the test that runs. Behaviours the real OS cannot show on demand (pid reuse,
+//! A `harness = false` binary on `loopwatch_sim::testing`: each test runs on the
+//! process's main thread, one at a time, so process-wide state (SIGCHLD's disposition
+//! and mask, "any child" waits) belongs to the test that runs. Behaviours the real OS cannot show on demand (pid reuse,
 //! ENOSYS from pidfd_open, a zombie stolen by foreign code) are tested on the
 //! simulator alone, each with the reason beside it.
 //!
-//! `cargo test -p loopwatch-sim --test fidelity [NAME…]`; `LOOPWATCH_SEEDS=N` sets how
-//! many seeds each simulator arm runs (default 16), `LOOPWATCH_SEED=S` runs one seed.
+//! `cargo test -p loopwatch-sim --test fidelity [NAME]` (with libtest's options:
+//! `--list`, `--exact`, `--skip`); `LOOPWATCH_SEEDS=N` sets how many seeds each
+//! simulator arm runs (default 16), `LOOPWATCH_SEED=S` runs one seed.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -22,13 +23,11 @@ use loopwatch::kernel::{
     Stdio, Token, WaitMode, WaitStatus, WaitTarget,
 };
 use loopwatch::kernel::{Fds as _, Processes as _, Signals as _};
-use loopwatch_sim::{FaultPlan, ForeignHandler, Outcome, PidReuse, SimKernel, Simulation};
+use loopwatch_sim::testing::{self, Body, Test, reap, sh};
+use loopwatch_sim::{FaultPlan, ForeignHandler, Outcome, PidReuse, Report, Simulation};
 
-/// A test body, instantiated for either kernel.
-trait Body {
-    fn run<K: Kernel>(&self, kernel: &K);
-}
-
+/// Declares the unit structs of the bodies run on both kernels and `both_kernels()`,
+/// their tests.
 macro_rules! bodies {
     ($($name:ident),* $(,)?) => {
         $(
@@ -36,8 +35,8 @@ macro_rules! bodies {
             #[derive(Clone, Copy)]
             struct $name;
         )*
-        fn both_kernels() -> Vec<(&'static str, Box<dyn Fn(Arm) -> Result<(), String>>)> {
-            vec![$((stringify!($name), Box::new(|arm| run_arm($name, stringify!($name), arm)))),*]
+        fn both_kernels() -> Vec<Test> {
+            vec![$(Test::both(stringify!($name), $name)),*]
         }
     };
 }
@@ -63,56 +62,6 @@ bodies!(
     finding_17_stop_continue_and_signals_that_do_not_kill,
 );
 
-#[derive(Clone, Copy, Debug)]
-enum Arm {
-    Os,
-    Sim(u64),
-}
-
-fn run_arm<B: Body + Copy + Send + 'static>(body: B, name: &str, arm: Arm) -> Result<(), String> {
-    match arm {
-        Arm::Os => {
-            catch_unwind(AssertUnwindSafe(|| body.run(&OsKernel))).map_err(|p| panic_text(&*p))
-        }
-        Arm::Sim(seed) => {
-            let report = Simulation::new(seed).run(move |kernel: SimKernel| body.run(&kernel));
-            match report.outcome {
-                Outcome::Completed => Ok(()),
-                other => Err(format!(
-                    "{other:?}\nreplay: LOOPWATCH_SEED={seed} cargo test -p loopwatch-sim --test fidelity {name}\n{}",
-                    tail(report.trace.lines())
-                )),
-            }
-        }
-    }
-}
-
-fn tail(lines: &[String]) -> String {
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "panic".to_string())
-}
-
-fn sh(script: &str) -> SpawnRequest {
-    SpawnRequest::new("/bin/sh", ["-c", script])
-}
-
-fn reap<K: Kernel>(kernel: &K, pid: Pid) -> i32 {
-    match kernel.wait_pid(pid, WaitMode::Block) {
-        Ok(WaitStatus::Terminated(got, status)) => {
-            assert_eq!(got, pid);
-            status.returncode()
-        }
-        other => panic!("waitpid({pid}) gave {other:?}"),
-    }
-}
-
 impl Body for zombie_until_reaped {
     // Goal: an exited child stays a zombie (signalable, peekable) until waited for;
     // then waitpid gives ECHILD and kill gives ESRCH.
@@ -133,17 +82,35 @@ impl Body for zombie_until_reaped {
 }
 
 impl Body for returncodes {
-    // Goal (spec R-1): exit codes and -signum, as asyncio computes them.
+    // Goal (spec R-1): exit codes and -signum, as asyncio computes them, with the
+    // signal and no core bit for a death by SIGSEGV under `ulimit -c 0`.
     fn run<K: Kernel>(&self, k: &K) {
-        for (script, expected) in [
-            ("exit 0", 0),
-            ("exit 255", 255),
-            ("kill -9 $$", -9),
-            ("kill -TERM $$", -15),
-            ("kill -SEGV $$", -11),
+        for (script, expected, signal) in [
+            ("exit 0", 0, None),
+            ("exit 255", 255, None),
+            ("kill -9 $$", -9, Some(Signal::SIGKILL)),
+            ("kill -TERM $$", -15, Some(Signal::SIGTERM)),
+            // No core file is wanted from this test.
+            ("ulimit -c 0; kill -SEGV $$", -11, Some(Signal::SIGSEGV)),
         ] {
             let child = k.spawn(&sh(script)).unwrap();
-            assert_eq!(reap(k, child.pid), expected, "{script}");
+            let status = loop {
+                match k.wait_pid(child.pid, WaitMode::Block) {
+                    Ok(WaitStatus::Terminated(got, status)) => {
+                        assert_eq!(got, child.pid);
+                        break status;
+                    }
+                    Err(Errno::EINTR) => continue,
+                    other => panic!("waitpid({}) gave {other:?}", child.pid),
+                }
+            };
+            assert_eq!(status.returncode(), expected, "{script}: {status:?}");
+            assert_eq!(status.signal(), signal, "{script}: {status:?}");
+            assert!(!status.core_dumped(), "{script}: {status:?}");
+            match signal {
+                Some(_) => assert_eq!(status.code(), None, "{script}: {status:?}"),
+                None => assert_eq!(status.code(), Some(expected), "{script}: {status:?}"),
+            }
         }
     }
 }
@@ -594,154 +561,129 @@ impl Body for finding_17_stop_continue_and_signals_that_do_not_kill {
 
 // ----- simulator only ---------------------------------------------------------------
 
-/// A simulator-only test: its name and its body for one seed.
-type SimOnly = (&'static str, fn(u64) -> Result<(), String>);
-
-fn sim_only() -> Vec<SimOnly> {
+/// The simulator-only tests, each with the reason beside it.
+fn sim_only() -> Vec<Test> {
     vec![
-        ("sim_pid_reuse_last_freed", sim_pid_reuse_last_freed),
-        ("sim_pidfd_enosys_fault", sim_pidfd_enosys_fault),
-        (
-            "sim_foreign_reaper_steals_zombie",
-            sim_foreign_reaper_steals_zombie,
-        ),
-        ("sim_exit_before_registration", sim_exit_before_registration),
-        ("sim_emfile_at_limit", sim_emfile_at_limit),
-        ("sim_deadlock_is_reported", sim_deadlock_is_reported),
+        // Why simulator only: Linux hands out pids sequentially up to pid_max, so
+        // reuse cannot be provoked on demand.
+        Test::sim("sim_pid_reuse_last_freed", |k| {
+            // Goal: with "last freed" reuse the next child gets the pid just reaped,
+            // and its pidfd-free ESRCH rules still tell them apart.
+            let first = k.spawn(&sh("exit 1")).unwrap();
+            let pidfd = k.pidfd_open(first.pid).unwrap();
+            assert_eq!(reap(k, first.pid), 1);
+            let second = k.spawn(&SpawnRequest::new("sleep", ["1"])).unwrap();
+            assert_eq!(second.pid, first.pid, "pid reused");
+            assert_eq!(
+                k.pidfd_send_signal(pidfd, Signal::SIGTERM),
+                Err(Errno::ESRCH)
+            );
+            assert_eq!(reap(k, second.pid), 0, "the new child was not signalled");
+            k.close(pidfd).unwrap();
+        })
+        .simulation(|seed| {
+            let mut simulation = Simulation::new(seed);
+            simulation.config_mut().pid_reuse = PidReuse::LastFreed;
+            simulation
+        })
+        .check_report(|report| mark_reached(report, "pid_reused")),
+        // Why simulator only: this machine's kernel has pidfd_open.
+        Test::sim("sim_pidfd_enosys_fault", |k| {
+            // Goal: the ENOSYS fault reaches the caller as ENOSYS.
+            let child = k.spawn(&sh("exit 0")).unwrap();
+            assert_eq!(k.pidfd_open(child.pid), Err(Errno::ENOSYS));
+            reap(k, child.pid);
+        })
+        .simulation(|seed| {
+            Simulation::new(seed).faults(FaultPlan {
+                pidfd_enosys: true,
+                ..FaultPlan::none()
+            })
+        }),
+        // Why simulator only: a foreign SIGCHLD handler racing ours needs control
+        // over which handler runs when.
+        Test::sim("sim_foreign_reaper_steals_zombie", |k| {
+            // Goal: a foreign handler that reaps everything leaves our waitpid with
+            // ECHILD.
+            k.install_foreign_handler(Signal::SIGCHLD, ForeignHandler::ReapAll);
+            let child = k.spawn(&sh("exit 5")).unwrap();
+            // Sleep until the child's SIGCHLD has surely been handled.
+            k.sleep(Duration::from_millis(10));
+            assert_eq!(k.wait_pid(child.pid, WaitMode::NoHang), Err(Errno::ECHILD));
+            assert_eq!(k.foreign_deliveries(), 1);
+        })
+        .check_report(|report| mark_reached(report, "foreign_reap")),
+        // Why simulator only: whether a child exits before its parent's next step is
+        // up to the OS scheduler.
+        Test::sim("sim_exit_before_registration", |k| {
+            // Goal: the fault makes the child a zombie as spawn returns.
+            let child = k.spawn(&sh("exit 9")).unwrap();
+            let peek = k
+                .wait_peek(WaitTarget::Pid(child.pid), WaitMode::NoHang)
+                .unwrap();
+            assert!(matches!(peek, WaitStatus::Terminated(_, s) if s.returncode() == 9));
+            reap(k, child.pid);
+        })
+        .simulation(|seed| {
+            Simulation::new(seed).faults(FaultPlan {
+                exit_before_registration: 1.0,
+                ..FaultPlan::none()
+            })
+        }),
+        // Why simulator only: lowering RLIMIT_NOFILE would affect the whole test
+        // process.
+        Test::sim("sim_emfile_at_limit", |k| {
+            // Goal: fds run out with EMFILE at the configured limit, and closing frees
+            // one.
+            let mut fds = Vec::new();
+            loop {
+                match k.pipe() {
+                    Ok((r, w)) => fds.extend([r, w]),
+                    Err(e) => {
+                        assert_eq!(e, Errno::EMFILE);
+                        break;
+                    }
+                }
+            }
+            assert_eq!(
+                fds.len(),
+                4,
+                "3 stdio + 4 < 8, a fifth pipe would exceed it"
+            );
+            for fd in fds {
+                k.close(fd).unwrap();
+            }
+            let (r, w) = k.pipe().unwrap();
+            k.close(r).unwrap();
+            k.close(w).unwrap();
+        })
+        .simulation(|seed| {
+            Simulation::new(seed).faults(FaultPlan {
+                fd_limit: Some(8),
+                ..FaultPlan::none()
+            })
+        }),
+        // Why simulator only: on the OS this would hang.
+        Test::sim("sim_deadlock_is_reported", |k| {
+            // Goal: a thread blocked forever (reading a pipe nobody writes) ends the
+            // run with a deadlock report.
+            let (read, _write) = k.pipe().unwrap();
+            let mut buf = [0u8; 1];
+            let _ = k.read(read, &mut buf);
+        })
+        .check_report(|report| match &report.outcome {
+            Outcome::Deadlock(text) if text.contains("MainThread") => Ok(()),
+            other => Err(format!("expected a deadlock, got {other:?}")),
+        }),
     ]
 }
 
-fn completed(report: loopwatch_sim::Report, name: &str) -> Result<loopwatch_sim::Report, String> {
-    match &report.outcome {
-        Outcome::Completed => Ok(report),
-        other => Err(format!(
-            "{other:?}\nreplay: LOOPWATCH_SEED={} cargo test -p loopwatch-sim --test fidelity {name}\n{}",
-            report.seed,
-            tail(report.trace.lines())
-        )),
-    }
-}
-
-fn sim_pid_reuse_last_freed(seed: u64) -> Result<(), String> {
-    // Why simulator only: Linux hands out pids sequentially up to pid_max, so reuse
-    // cannot be provoked on demand. Goal: with "last freed" reuse the next child gets
-    // the pid just reaped, and its pidfd-free ESRCH rules still tell them apart.
-    let mut simulation = Simulation::new(seed);
-    simulation.config_mut().pid_reuse = PidReuse::LastFreed;
-    let report = simulation.run(|k| {
-        let first = k.spawn(&sh("exit 1")).unwrap();
-        let pidfd = k.pidfd_open(first.pid).unwrap();
-        assert_eq!(reap(&k, first.pid), 1);
-        let second = k.spawn(&SpawnRequest::new("sleep", ["1"])).unwrap();
-        assert_eq!(second.pid, first.pid, "pid reused");
-        assert_eq!(
-            k.pidfd_send_signal(pidfd, Signal::SIGTERM),
-            Err(Errno::ESRCH)
-        );
-        assert_eq!(reap(&k, second.pid), 0, "the new child was not signalled");
-        k.close(pidfd).unwrap();
-    });
-    let report = completed(report, "sim_pid_reuse_last_freed")?;
-    (report.mark("pid_reused") == 1)
-        .then_some(())
-        .ok_or_else(|| "pid_reused mark not reached".to_string())
-}
-
-fn sim_pidfd_enosys_fault(seed: u64) -> Result<(), String> {
-    // Why simulator only: this machine's kernel has pidfd_open. Goal: the ENOSYS fault
-    // reaches the caller as ENOSYS.
-    let plan = FaultPlan {
-        pidfd_enosys: true,
-        ..FaultPlan::none()
-    };
-    let report = Simulation::new(seed).faults(plan).run(|k| {
-        let child = k.spawn(&sh("exit 0")).unwrap();
-        assert_eq!(k.pidfd_open(child.pid), Err(Errno::ENOSYS));
-        reap(&k, child.pid);
-    });
-    completed(report, "sim_pidfd_enosys_fault").map(drop)
-}
-
-fn sim_foreign_reaper_steals_zombie(seed: u64) -> Result<(), String> {
-    // Why simulator only: a foreign SIGCHLD handler racing ours needs control over
-    // which handler runs when. Goal: a foreign handler that reaps everything leaves our
-    // waitpid with ECHILD.
-    let report = Simulation::new(seed).run(|k| {
-        k.install_foreign_handler(Signal::SIGCHLD, ForeignHandler::ReapAll);
-        let child = k.spawn(&sh("exit 5")).unwrap();
-        // Sleep until the child's SIGCHLD has surely been handled.
-        k.sleep(Duration::from_millis(10));
-        assert_eq!(k.wait_pid(child.pid, WaitMode::NoHang), Err(Errno::ECHILD));
-        assert_eq!(k.foreign_deliveries(), 1);
-    });
-    let report = completed(report, "sim_foreign_reaper_steals_zombie")?;
-    (report.mark("foreign_reap") == 1)
-        .then_some(())
-        .ok_or_else(|| "foreign_reap mark not reached".to_string())
-}
-
-fn sim_exit_before_registration(seed: u64) -> Result<(), String> {
-    // Why simulator only: whether a child exits before its parent's next step is up
-    // to the OS scheduler. Goal: the fault makes the child a zombie as spawn returns.
-    let plan = FaultPlan {
-        exit_before_registration: 1.0,
-        ..FaultPlan::none()
-    };
-    let report = Simulation::new(seed).faults(plan).run(|k| {
-        let child = k.spawn(&sh("exit 9")).unwrap();
-        let peek = k
-            .wait_peek(WaitTarget::Pid(child.pid), WaitMode::NoHang)
-            .unwrap();
-        assert!(matches!(peek, WaitStatus::Terminated(_, s) if s.returncode() == 9));
-        reap(&k, child.pid);
-    });
-    completed(report, "sim_exit_before_registration").map(drop)
-}
-
-fn sim_emfile_at_limit(seed: u64) -> Result<(), String> {
-    // Why simulator only: lowering RLIMIT_NOFILE would affect the whole test process.
-    // Goal: fds run out with EMFILE at the configured limit, and closing frees one.
-    let plan = FaultPlan {
-        fd_limit: Some(8),
-        ..FaultPlan::none()
-    };
-    let report = Simulation::new(seed).faults(plan).run(|k| {
-        let mut fds = Vec::new();
-        loop {
-            match k.pipe() {
-                Ok((r, w)) => fds.extend([r, w]),
-                Err(e) => {
-                    assert_eq!(e, Errno::EMFILE);
-                    break;
-                }
-            }
-        }
-        assert_eq!(
-            fds.len(),
-            4,
-            "3 stdio + 4 < 8, a fifth pipe would exceed it"
-        );
-        for fd in fds {
-            k.close(fd).unwrap();
-        }
-        let (r, w) = k.pipe().unwrap();
-        k.close(r).unwrap();
-        k.close(w).unwrap();
-    });
-    completed(report, "sim_emfile_at_limit").map(drop)
-}
-
-fn sim_deadlock_is_reported(seed: u64) -> Result<(), String> {
-    // Why simulator only: on the OS this would hang. Goal: a thread blocked forever
-    // (reading a pipe nobody writes) ends the run with a deadlock report.
-    let report = Simulation::new(seed).run(|k| {
-        let (read, _write) = k.pipe().unwrap();
-        let mut buf = [0u8; 1];
-        let _ = k.read(read, &mut buf);
-    });
-    match report.outcome {
-        Outcome::Deadlock(text) if text.contains("MainThread") => Ok(()),
-        other => Err(format!("expected a deadlock, got {other:?}")),
+/// A completed run that reached coverage mark `name` exactly once.
+fn mark_reached(report: &Report, name: &str) -> Result<(), String> {
+    testing::completed(report)?;
+    match report.mark(name) {
+        1 => Ok(()),
+        n => Err(format!("{name} mark reached {n} times, expected once")),
     }
 }
 
@@ -790,57 +732,7 @@ fn reset_inherited_ignores() {
     }
 }
 
-fn main() {
+fn main() -> ExitCode {
     reset_inherited_ignores();
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let selected =
-        |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
-    let seeds: Vec<u64> = match std::env::var("LOOPWATCH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => (0..loopwatch_sim::seeds_from_env(16)).collect(),
-    };
-    let (mut passed, mut failed) = (0, 0);
-    let mut report = |name: &str, arm: &str, result: Result<(), String>| match result {
-        Ok(()) => {
-            passed += 1;
-            println!("test {name} [{arm}] ... ok");
-        }
-        Err(error) => {
-            failed += 1;
-            println!("test {name} [{arm}] ... FAILED\n{error}");
-        }
-    };
-    for (name, test) in both_kernels() {
-        if !selected(name) {
-            continue;
-        }
-        report(name, "os", test(Arm::Os));
-        let sim = seeds
-            .iter()
-            .map(|&seed| test(Arm::Sim(seed)))
-            .find(Result::is_err)
-            .unwrap_or(Ok(()));
-        report(name, &format!("sim ×{}", seeds.len()), sim);
-    }
-    for (name, test) in sim_only() {
-        if !selected(name) {
-            continue;
-        }
-        let sim = seeds
-            .iter()
-            .map(|&seed| test(seed))
-            .find(Result::is_err)
-            .unwrap_or(Ok(()));
-        report(name, &format!("sim ×{}", seeds.len()), sim);
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    testing::main(both_kernels().into_iter().chain(sim_only()))
 }

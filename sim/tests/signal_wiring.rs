@@ -10,25 +10,20 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use loopwatch::kernel::{
-    Clock, Disposition, Errno, Fds, Pid, Processes, Signal, Signals, SpawnRequest, WaitMode,
-    WaitStatus,
+    Clock, Disposition, Errno, Fds, Processes, Signal, Signals, WaitMode, WaitStatus,
 };
 use loopwatch::watcher::{MultiLoopChildWatcher, fork_window};
 use loopwatch::{ChildWatcher, EventLoop, FastChildWatcher, SafeChildWatcher, WatcherRef};
-use loopwatch_sim::{ForeignHandler, Report, SimKernel, Simulation, seed_from_env, seeds_from_env};
+use loopwatch_sim::testing::{self, Capture, Sweep};
+use loopwatch_sim::{ForeignHandler, Report, SimKernel, Simulation};
 
-fn seeds() -> Vec<u64> {
-    match std::env::var("LOOPWATCH_SEED") {
-        Ok(_) => vec![seed_from_env(0)],
-        Err(_) => (0..seeds_from_env(20)).collect(),
-    }
-}
-
-fn each_seed(test: &str, body: impl Fn(SimKernel) + Clone + Send + 'static) {
-    for seed in seeds() {
-        let report = Simulation::new(seed).run(body.clone());
-        check_report(test, seed, &report);
-    }
+/// Runs `body` for each seed; each run must complete and leave no child, fd or
+/// thread behind.
+fn each_seed(test: &str, body: impl Fn(SimKernel) + Send + Sync + 'static) {
+    Sweep::new(20)
+        .name(test)
+        .check_leaks()
+        .run(move |k| body(k.clone()));
 }
 
 fn check_report(test: &str, seed: u64, report: &Report) {
@@ -38,16 +33,10 @@ fn check_report(test: &str, seed: u64, report: &Report) {
     assert_eq!(report.threads_abandoned, 0, "seed {seed}: threads left");
 }
 
-fn sh(k: &SimKernel, script: &str) -> Pid {
-    k.spawn(&SpawnRequest::new("/bin/sh", ["-c", script]))
-        .unwrap()
-        .pid
-}
-
 /// Runs `event_loop` until a SIGCHLD handler of its own sees a new child exit. A loop
 /// that never hears it blocks for ever, which the simulator reports as a deadlock.
 fn loop_hears_sigchld(k: &SimKernel, event_loop: &EventLoop<SimKernel>) {
-    let child = sh(k, "sleep 0.01; exit 0");
+    let child = testing::spawn_sh(k, "sleep 0.01; exit 0");
     let (k2, lp) = (k.clone(), event_loop.clone());
     event_loop
         .add_signal_handler(Signal::SIGCHLD, move || {
@@ -79,7 +68,7 @@ fn sigchld_writes_into_reused_fds(k: &SimKernel) -> bool {
             reads.push(read);
             fds.extend([read, write]);
         }
-        let child = sh(k, "exit 0");
+        let child = testing::spawn_sh(k, "exit 0");
         k.wait_pid(child, WaitMode::Block).unwrap();
         // With nothing else to run, the simulator delivers pending signals before
         // time moves on.
@@ -158,7 +147,7 @@ fn two_multi_loop_watchers(k: SimKernel, close_first_first: bool) {
     let (w, k2) = (left.clone(), k.clone());
     let code = event_loop
         .run_until_complete(async move {
-            let child = sh(&k2, "sleep 0.01; exit 5");
+            let child = testing::spawn_sh(&k2, "sleep 0.01; exit 5");
             let (tx, rx) = mpsc::channel();
             w.add_child_handler(child, Box::new(move |_, code| tx.send(code).unwrap()))
                 .unwrap();
@@ -238,57 +227,19 @@ fn finding_02_multi_loop_over_a_loops_handler() {
     });
 }
 
-/// Captures the warnings emitted on the `asyncio` target on this OS thread (every
-/// simulated thread runs on it): `(category, message)`.
-mod capture {
-    use std::sync::mpsc;
-
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Level, Metadata, Subscriber};
-
-    pub(super) struct Capture(pub(super) mpsc::Sender<(String, String)>);
-
-    struct Fields(String, String);
-
-    impl Visit for Fields {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            match field.name() {
-                "message" => self.0 = format!("{value:?}"),
-                "category" => self.1 = format!("{value:?}"),
-                _ => {}
-            }
-        }
-        fn record_str(&mut self, field: &Field, value: &str) {
-            match field.name() {
-                "message" => self.0 = value.to_string(),
-                "category" => self.1 = value.to_string(),
-                _ => {}
-            }
-        }
-    }
-
-    impl Subscriber for Capture {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, event: &Event<'_>) {
-            let meta = event.metadata();
-            if meta.target() != "asyncio" || *meta.level() != Level::WARN {
-                return;
-            }
-            let mut fields = Fields(String::new(), String::new());
-            event.record(&mut fields);
-            let _ = self.0.send((fields.1, fields.0));
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
+/// The `(category, message)` of each warning on target `asyncio` that `capture` holds.
+fn asyncio_warnings(capture: &Capture) -> Vec<(String, String)> {
+    capture
+        .events()
+        .into_iter()
+        .filter(|e| e.target == "asyncio" && e.level == tracing::Level::WARN)
+        .map(|e| {
+            (
+                e.fields.get("category").cloned().unwrap_or_default(),
+                e.message,
+            )
+        })
+        .collect()
 }
 
 fn foreign_handler_after_attach(k: SimKernel, make: fn(&SimKernel) -> WatcherRef<SimKernel>) {
@@ -300,7 +251,7 @@ fn foreign_handler_after_attach(k: SimKernel, make: fn(&SimKernel) -> WatcherRef
     let child = event_loop
         .run_until_complete(async move {
             let _window = fork_window(&*w);
-            let child = sh(&k2, "sleep 0.01; exit 0");
+            let child = testing::spawn_sh(&k2, "sleep 0.01; exit 0");
             w.add_child_handler(child, Box::new(|_, _| {})).unwrap();
             child
         })
@@ -322,13 +273,12 @@ fn foreign_handler_after_attach(k: SimKernel, make: fn(&SimKernel) -> WatcherRef
 }
 
 fn foreign_handler_test(test: &str, make: fn(&SimKernel) -> WatcherRef<SimKernel>) {
-    for seed in seeds() {
-        let (tx, rx) = mpsc::channel();
-        let report = tracing::subscriber::with_default(capture::Capture(tx), || {
-            Simulation::new(seed).run(move |k| foreign_handler_after_attach(k, make))
-        });
+    for &seed in Sweep::new(20).seeds() {
+        let capture = Capture::new();
+        let report = capture
+            .during(|| Simulation::new(seed).run(move |k| foreign_handler_after_attach(k, make)));
         check_report(test, seed, &report);
-        let warned: Vec<(String, String)> = rx.try_iter().collect();
+        let warned = asyncio_warnings(&capture);
         assert!(
             warned
                 .iter()
@@ -373,9 +323,9 @@ fn finding_16_loop_added_over_a_foreign_handler_puts_it_back() {
     // Reliability finding 16: loop A handles SIGCHLD, another library replaces the
     // handler, then loop B adds one (taking SIGCHLD back, with a warning). When both
     // have closed, the other library's handler is back, not SIG_DFL.
-    for seed in seeds() {
-        let (tx, rx) = mpsc::channel();
-        let report = tracing::subscriber::with_default(capture::Capture(tx), || {
+    for &seed in Sweep::new(20).seeds() {
+        let capture = Capture::new();
+        let report = capture.during(|| {
             Simulation::new(seed).run(|k| {
                 let a = EventLoop::with_kernel(k.clone()).unwrap();
                 a.add_signal_handler(Signal::SIGCHLD, || {}).unwrap();
@@ -395,7 +345,7 @@ fn finding_16_loop_added_over_a_foreign_handler_puts_it_back() {
             seed,
             &report,
         );
-        let warned: Vec<(String, String)> = rx.try_iter().collect();
+        let warned = asyncio_warnings(&capture);
         assert!(
             warned
                 .iter()

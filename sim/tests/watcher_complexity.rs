@@ -4,22 +4,16 @@
 
 use std::sync::Arc;
 
-use loopwatch::kernel::{ExitStatus, Fds, Processes, SpawnRequest, Threads};
+use loopwatch::kernel::{ExitStatus, Processes, SpawnRequest, Threads};
 use loopwatch::watcher::fork_window;
 use loopwatch::{ChildWatcher, EventLoop, FastChildWatcher, SafeChildWatcher};
+use loopwatch_sim::testing;
 use loopwatch_sim::{SimKernel, Simulation, actors};
 
 const IDLE: usize = 1000;
 
-/// Marks a point in the trace: a pipe opened and closed.
-fn marker(k: &SimKernel) {
-    let (r, w) = k.pipe().unwrap();
-    k.close(r).unwrap();
-    k.close(w).unwrap();
-}
-
 /// Registers `IDLE` children that run forever and one that the test ends, then runs
-/// one SIGCHLD pass between two markers; returns the number of wait calls in that pass.
+/// one SIGCHLD pass between two notes in the trace; returns the number of wait calls in that pass.
 fn waits_for_one_exit<W: ChildWatcher<SimKernel>>(
     seed: u64,
     make: fn(SimKernel) -> W,
@@ -49,22 +43,22 @@ fn waits_for_one_exit<W: ChildWatcher<SimKernel>>(
             }
         }
         k.end_child(last.unwrap(), ExitStatus::from_exit_code(3));
-        marker(&k);
+        testing::note(&k, "sigchld pass");
         handle_sigchld(&watcher);
-        marker(&k);
+        testing::note(&k, "sigchld pass done");
         assert_eq!(fired.load(std::sync::atomic::Ordering::SeqCst), 1);
         watcher.close().unwrap();
         event_loop.close().unwrap();
     });
     report.assert_completed("waits_for_one_exit");
     let lines = report.trace.lines();
-    let marks: Vec<usize> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.contains("pipe() = "))
-        .map(|(i, _)| i)
-        .collect();
-    let (start, end) = (marks[marks.len() - 2], marks[marks.len() - 1]);
+    let note = |text: &str| {
+        lines
+            .iter()
+            .position(|l| l.ends_with(&format!(" note {text}")))
+            .unwrap_or_else(|| panic!("note {text:?} is not in the trace"))
+    };
+    let (start, end) = (note("sigchld pass"), note("sigchld pass done"));
     lines[start..end]
         .iter()
         .filter(|l| l.contains(" waitpid(") || l.contains(" waitid("))

@@ -71,45 +71,11 @@ use loopwatch::watcher::{ChildCallback, fork_window};
 use loopwatch::{
     ChildWatcher, DefaultEventLoopPolicy, ErrorKind, EventLoop, FastChildWatcher, SafeChildWatcher,
 };
-use loopwatch_sim::{ChildPlan, PidReuse, SimKernel, Simulation, seed_from_env, seeds_from_env};
+use loopwatch_sim::testing::{Capture, Log, Logged, Sweep};
+use loopwatch_sim::{ChildPlan, PidReuse, SimKernel, Simulation};
 
-#[allow(
-    clippy::disallowed_types,
-    reason = "test bookkeeping: held for a push or a take, never across a kernel call"
-)]
-type StdMutex<T> = std::sync::Mutex<T>;
-
-/// A shared list, pushed to from callbacks and the tracing subscriber.
-#[derive(Debug)]
-struct Shared<T>(Arc<StdMutex<Vec<T>>>);
-
-impl<T> Clone for Shared<T> {
-    fn clone(&self) -> Self {
-        Shared(self.0.clone())
-    }
-}
-
-impl<T> Default for Shared<T> {
-    fn default() -> Self {
-        Shared(Arc::new(StdMutex::new(Vec::new())))
-    }
-}
-
-impl<T> Shared<T> {
-    fn push(&self, item: T) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(item);
-    }
-    fn take(&self) -> Vec<T> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-fn seeds() -> Vec<u64> {
-    match std::env::var("LOOPWATCH_SEED") {
-        Ok(_) => vec![seed_from_env(0)],
-        Err(_) => (0..seeds_from_env(8)).collect(),
-    }
-}
+/// A shared list, pushed to from callbacks.
+type Shared<T> = Log<T>;
 
 /// A simulation whose pids are reused as soon as they are freed, so that a test can
 /// make "a later zombie with the same pid".
@@ -121,90 +87,14 @@ fn simulation(seed: u64) -> Simulation {
 
 // ----- warnings: tracing events on target "asyncio" ---------------------------------
 
-mod capture {
-    use std::fmt;
-
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Level, Metadata, Subscriber};
-
-    use super::Shared;
-
-    /// One event: level, target, message, and the `category` field (warnings.warn's
-    /// category, e.g. "RuntimeWarning") when there is one.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub(super) struct Logged {
-        pub(super) level: Level,
-        pub(super) target: String,
-        pub(super) message: String,
-        pub(super) category: Option<String>,
-    }
-
-    #[derive(Default)]
-    struct Fields {
-        message: String,
-        category: Option<String>,
-    }
-
-    impl Visit for Fields {
-        fn record_str(&mut self, field: &Field, value: &str) {
-            match field.name() {
-                "message" => self.message = value.to_string(),
-                "category" => self.category = Some(value.to_string()),
-                _ => {}
-            }
-        }
-
-        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-            let text = format!("{value:?}");
-            match field.name() {
-                "message" => self.message = text,
-                "category" => self.category = Some(text),
-                _ => {}
-            }
-        }
-    }
-
-    /// Records every event of the thread it is the default subscriber of.
-    #[derive(Clone, Default)]
-    pub(super) struct Capture(pub(super) Shared<Logged>);
-
-    impl Subscriber for Capture {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, event: &Event<'_>) {
-            let mut fields = Fields::default();
-            event.record(&mut fields);
-            self.0.push(Logged {
-                level: *event.metadata().level(),
-                target: event.metadata().target().to_string(),
-                message: fields.message,
-                category: fields.category,
-            });
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
-}
-
-use capture::{Capture, Logged};
-
 /// Runs `scenario` on the simulated main thread for every seed, with warnings captured
 /// into `capture`, and fails with the seed and replay command if a run does not
 /// complete (an assertion inside the simulation panics its main thread).
 fn run_seeds(test: &str, scenario: impl Fn(SimKernel, Capture) + Clone + Send + 'static) {
-    for seed in seeds() {
+    for &seed in Sweep::new(8).seeds() {
         let capture = Capture::default();
         let (scenario, inner) = (scenario.clone(), capture.clone());
-        let report = tracing::subscriber::with_default(capture, || {
-            simulation(seed).run(move |kernel| scenario(kernel, inner))
-        });
+        let report = capture.during(|| simulation(seed).run(move |kernel| scenario(kernel, inner)));
         report.assert_completed(test);
     }
 }
@@ -375,7 +265,7 @@ impl<W: Watcher> Case<W> {
     }
 
     fn events(&self) -> Vec<Logged> {
-        self.capture.0.take()
+        self.capture.take()
     }
 
     /// The messages of the WARNING events on target `asyncio`, sorted; other events
@@ -1075,7 +965,10 @@ fn set_loop_race_condition<W: Watcher>(case: &mut Case<W>) {
         warned[0].message.contains("A loop is being detached"),
         "{warned:?}"
     );
-    assert_eq!(warned[0].category.as_deref(), Some("RuntimeWarning"));
+    assert_eq!(
+        warned[0].fields.get("category").map(String::as_str),
+        Some("RuntimeWarning")
+    );
     // CPython: old loop's remove_signal_handler(SIGCHLD) called once (count not
     // observable): the handler is gone and SIGCHLD is back to SIG_DFL.
     assert_eq!(old_loop.remove_signal_handler(Signal::SIGCHLD), Ok(false));

@@ -13,30 +13,19 @@ use loopwatch::kernel::{
 };
 use loopwatch::watcher::MultiLoopChildWatcher;
 use loopwatch::{ChildWatcher, EventLoop};
-use loopwatch_sim::{ChildPlan, SimKernel, Simulation, seed_from_env, seeds_from_env};
+use loopwatch_sim::testing::{self, Sweep};
+use loopwatch_sim::{ChildPlan, SimKernel};
 
-/// What the callbacks saw; never held across a kernel call.
-#[allow(
-    clippy::disallowed_types,
-    reason = "a test's record, never held across a kernel call"
-)]
-type Log = Arc<std::sync::Mutex<Vec<String>>>;
+/// What the callbacks saw.
+type Log = testing::Log<String>;
 
-fn seeds() -> Vec<u64> {
-    match std::env::var("LOOPWATCH_SEED") {
-        Ok(_) => vec![seed_from_env(0)],
-        Err(_) => (0..seeds_from_env(20)).collect(),
-    }
-}
-
+/// Runs `body` for each seed; each run must complete and leave no child, fd or
+/// thread behind.
 fn each_seed(test: &str, body: fn(SimKernel)) {
-    for seed in seeds() {
-        let report = Simulation::new(seed).run(body);
-        report.assert_completed(test);
-        assert_eq!(report.children_left, (0, 0), "seed {seed}: children left");
-        assert_eq!(report.fds_left, 0, "seed {seed}: fds left");
-        assert_eq!(report.threads_abandoned, 0, "seed {seed}: threads left");
-    }
+    Sweep::new(20)
+        .name(test)
+        .check_leaks()
+        .run(move |k| body(k.clone()));
 }
 
 fn forever(k: &SimKernel) -> Pid {
@@ -47,7 +36,7 @@ fn forever(k: &SimKernel) -> Pid {
 
 fn recorder(log: &Log, name: &'static str) -> loopwatch::watcher::ChildCallback {
     let log = log.clone();
-    Box::new(move |pid, code| log.lock().unwrap().push(format!("{name} {} {code}", pid.0)))
+    Box::new(move |pid, code| log.push(format!("{name} {} {code}", pid.0)))
 }
 
 #[test]
@@ -86,14 +75,14 @@ fn exits_reach_the_registering_loop_never_synchronously() {
             let watcher = Arc::new(MultiLoopChildWatcher::with_kernel(k.clone()));
             watcher.attach_loop(None).unwrap();
             let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
-            let log: Log = Arc::default();
+            let log = Log::new();
             let (w, l, lp, k2) = (watcher.clone(), log.clone(), event_loop.clone(), k.clone());
             event_loop
                 .run_until_complete(async move {
                     let early = forever(&k2);
                     k2.end_child(early, ExitStatus::from_exit_code(5));
                     w.add_child_handler(early, recorder(&l, "early")).unwrap();
-                    l.lock().unwrap().push("after add".to_string());
+                    l.push("after add".to_string());
                     let later = forever(&k2);
                     w.add_child_handler(later, recorder(&l, "replaced"))
                         .unwrap();
@@ -104,7 +93,7 @@ fn exits_reach_the_registering_loop_never_synchronously() {
                     assert!(w.remove_child_handler(removed));
                     assert!(!w.remove_child_handler(removed));
                     k2.end_child(later, ExitStatus::from_signal(Signal::SIGTERM, false));
-                    while l.lock().unwrap().len() < 3 {
+                    while l.len() < 3 {
                         k2.sleep(Duration::from_millis(1));
                         yield_now().await;
                     }
@@ -114,7 +103,7 @@ fn exits_reach_the_registering_loop_never_synchronously() {
                     let _ = lp;
                 })
                 .unwrap();
-            let log = log.lock().unwrap().clone();
+            let log = log.snapshot();
             assert_eq!(log[0], "after add", "{log:?}");
             assert!(
                 log[1].starts_with("early ") && log[1].ends_with(" 5"),
@@ -137,7 +126,7 @@ fn reaped_elsewhere_and_closed_loop() {
     each_seed("reaped_elsewhere_and_closed_loop", |k| {
         let watcher = Arc::new(MultiLoopChildWatcher::with_kernel(k.clone()));
         watcher.attach_loop(None).unwrap();
-        let log: Log = Arc::default();
+        let log = Log::new();
         let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
         let (w, l, k2) = (watcher.clone(), log.clone(), k.clone());
         event_loop
@@ -146,12 +135,12 @@ fn reaped_elsewhere_and_closed_loop() {
                 k2.end_child(stolen, ExitStatus::from_exit_code(1));
                 k2.wait_pid(stolen, WaitMode::Block).unwrap();
                 w.add_child_handler(stolen, recorder(&l, "stolen")).unwrap();
-                while l.lock().unwrap().is_empty() {
+                while l.is_empty() {
                     yield_now().await;
                 }
             })
             .unwrap();
-        assert!(log.lock().unwrap()[0].ends_with(" 255"));
+        assert!(log.snapshot()[0].ends_with(" 255"));
         let doomed = EventLoop::with_kernel(k.clone()).unwrap();
         let (w, l, k2) = (watcher.clone(), log.clone(), k.clone());
         let pid = doomed
@@ -167,7 +156,7 @@ fn reaped_elsewhere_and_closed_loop() {
         while k.children_left() != (0, 0) {
             k.sleep(Duration::from_millis(1));
         }
-        assert_eq!(log.lock().unwrap().len(), 1, "nothing for the closed loop");
+        assert_eq!(log.len(), 1, "nothing for the closed loop");
         watcher.close().unwrap();
         event_loop.close().unwrap();
     });

@@ -1,0 +1,1726 @@
+//! `ThreadedChildWatcher` and `PidfdChildWatcher`, each behaviour written once and run
+//! on both kernels: `name [os]` on the real OS (on the main thread of this binary, one
+//! test at a time, so `/proc` shows only what the test holds), `name [sim]` on the
+//! simulator over many seeds (every interleaving of waiter threads, child exits and
+//! the loop's polls the seed picks). The loop always runs in a thread that is not the
+//! main thread.
+//!
+//! Every test checks what it leaves behind ([`Test::check_leaks`]): no child, fd or
+//! thread more than before. Where one kernel can tell more than the other (the OS's
+//! pidfds and thread names in `/proc`, the simulator's trace), the body or the arm's
+//! report check looks at it.
+//!
+//! What only the simulator can show (injected faults, pid reuse, a foreign reaper,
+//! the cost of one exit, a replay from the seed) runs there alone, in the last
+//! section; the OS test that needs the crate's test-only pidfd switch stays in
+//! `src/watcher/tests_os.rs`.
+//!
+//! `cargo test -p loopwatch-sim --test watchers [NAME]`; `LOOPWATCH_SEEDS=N` and
+//! `LOOPWATCH_SEED=S` choose the simulator's seeds.
+
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use loopwatch::kernel::{
+    Clock, Disposition, Errno, ExitStatus, Fds, Kernel, Pid, Processes, Signal, Signals,
+    SpawnRequest, ThreadId, Threads, WaitMode, WaitStatus,
+};
+use loopwatch::watcher::{ChildCallback, MultiLoopChildWatcher};
+use loopwatch::{
+    ChildWatcher, ErrorKind, EventLoop, ExceptionContext, OsKernel, PidfdChildWatcher,
+    ThreadedChildWatcher,
+};
+use loopwatch_sim::testing::{self, Body, Capture, Log, Resources, Sweep, Test};
+use loopwatch_sim::{
+    FaultPlan, PidReuse, Report, SimKernel, Simulation, actors, check_determinism,
+};
+
+/// How long (seconds; virtual ones on the simulator) a test waits for what should
+/// happen at once before it fails instead of hanging. Generous: a loaded machine must
+/// not fail a test.
+const PATIENCE: f64 = 120.0;
+
+/// How many children the large tests register.
+const MANY: usize = 1000;
+
+/// Threaded's large test starts at most this many children (and threads) at a time.
+const THREAD_BATCH: usize = 100;
+
+/// Seeds of each simulator arm (the large tests run fewer).
+const SEEDS: u64 = 20;
+
+// ----- what each kernel shows beyond the seam ----------------------------------------
+
+/// `Some` on the real OS, whose process `/proc` describes.
+fn os<K: Kernel>(k: &K) -> Option<&OsKernel> {
+    (k as &dyn Any).downcast_ref::<OsKernel>()
+}
+
+/// The simulator's kernel, when the body runs there.
+fn sim<K: Kernel>(k: &K) -> Option<&SimKernel> {
+    (k as &dyn Any).downcast_ref::<SimKernel>()
+}
+
+/// Open fds of the process (on the simulator: other than 0, 1 and 2).
+fn fd_count<K: Kernel>(k: &K) -> usize {
+    match sim(k) {
+        Some(s) => s.open_fds(),
+        None => Resources::of_this_process().expect("read /proc").fds,
+    }
+}
+
+/// Children of the process, running or zombie.
+fn child_count<K: Kernel>(k: &K) -> usize {
+    match sim(k) {
+        Some(s) => {
+            let (running, zombies) = s.children_left();
+            running + zombies
+        }
+        None => Resources::of_this_process().expect("read /proc").children,
+    }
+}
+
+/// Open pidfds, on the real OS (`None` on the simulator, whose fds have no names).
+fn pidfds<K: Kernel>(k: &K) -> Option<BTreeSet<i32>> {
+    os(k)?;
+    let mut fds = BTreeSet::new();
+    for entry in std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .flatten()
+    {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target.to_string_lossy() == "anon_inode:[pidfd]" {
+            if let Some(n) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                fds.insert(n);
+            }
+        }
+    }
+    Some(fds)
+}
+
+/// Threads named `asyncio-waitpid…` (`comm` keeps 15 bytes of the name), on the real
+/// OS (`None` on the simulator, whose thread names are in the trace: see
+/// [`thread_names`]).
+fn waiter_threads<K: Kernel>(k: &K) -> Option<usize> {
+    os(k)?;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Some(0);
+    };
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end().starts_with("asyncio-waitpid"))
+            .count(),
+    )
+}
+
+/// Names of the threads a simulated run started, from its trace.
+fn thread_names(report: &Report) -> Vec<String> {
+    report
+        .trace
+        .lines()
+        .iter()
+        .filter_map(|l| l.split_once("spawn_thread(\"").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_once('"').map(|(name, _)| name.to_string()))
+        .collect()
+}
+
+/// Calls `probe` every 10 ms (of the kernel's clock) until it answers, for at most
+/// [`PATIENCE`].
+fn poll_until<K: Kernel, T>(k: &K, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let step = Duration::from_millis(10);
+    for _ in 0..(PATIENCE * 100.0) as usize {
+        if let Some(answer) = probe() {
+            return Some(answer);
+        }
+        k.sleep(step);
+    }
+    probe()
+}
+
+// ----- children ------------------------------------------------------------------------
+
+/// A child that runs until killed: a minute at most on the real OS, longer than any
+/// test in virtual time on the simulator.
+fn sleeper<K: Kernel>(k: &K) -> Pid {
+    let seconds = if os(k).is_some() { "60" } else { "100000" };
+    k.spawn(&SpawnRequest::new("/bin/sleep", [seconds]))
+        .expect("spawn a sleeper")
+        .pid
+}
+
+/// `/bin/true`.
+fn true_child<K: Kernel>(k: &K) -> Pid {
+    k.spawn(&SpawnRequest::new("/bin/true", std::iter::empty::<&str>()))
+        .expect("spawn /bin/true")
+        .pid
+}
+
+/// The test's children on the real OS: whatever is still running when it is dropped
+/// (a test that failed half-way) is killed and reaped, so that no sleeper outlives the
+/// test. Only a pid `waitpid` still reports as our running child is signalled, so a
+/// reaped (and possibly reused) pid is never hit. The simulator's run ends with the
+/// test, children and all.
+struct Children<K: Kernel> {
+    kernel: K,
+    pids: Log<Pid>,
+}
+
+impl<K: Kernel> Children<K> {
+    fn new(k: &K) -> Children<K> {
+        Children {
+            kernel: k.clone(),
+            pids: Log::new(),
+        }
+    }
+
+    fn add(&self, pid: Pid) -> Pid {
+        self.pids.push(pid);
+        pid
+    }
+}
+
+impl<K: Kernel> Drop for Children<K> {
+    fn drop(&mut self) {
+        let Some(k) = os(&self.kernel) else {
+            return;
+        };
+        for pid in self.pids.take() {
+            if k.wait_pid(pid, WaitMode::NoHang) == Ok(WaitStatus::StillAlive) {
+                let _ = k.kill(pid, Some(Signal::SIGKILL));
+                while k.wait_pid(pid, WaitMode::Block) == Err(Errno::EINTR) {}
+            }
+        }
+    }
+}
+
+// ----- loops and callbacks -------------------------------------------------------------
+
+/// Runs `body` in a new thread (not the main thread) with a new loop, which is closed
+/// afterwards if `body` left it open; returns what `body` returned, or re-raises its
+/// panic.
+fn in_loop_thread<K: Kernel, T: Send + 'static>(
+    k: &K,
+    body: impl FnOnce(EventLoop<K>, ThreadId) -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let k2 = k.clone();
+    let thread = k
+        .spawn_thread(
+            "loop-thread",
+            Box::new(move || {
+                assert!(!k2.is_main_thread());
+                let event_loop = EventLoop::with_kernel(k2.clone()).expect("a loop");
+                let out = body(event_loop.clone(), k2.current_thread());
+                if !event_loop.is_closed() {
+                    event_loop.close().expect("close the loop");
+                }
+                let _ = tx.send(out);
+            }),
+        )
+        .expect("start the loop thread");
+    match k.join_thread(thread) {
+        Ok(()) => rx.recv().expect("the loop thread's result"),
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+/// One callback invocation.
+#[derive(Clone, Debug)]
+struct Reported {
+    tag: String,
+    pid: Pid,
+    code: i32,
+    thread: ThreadId,
+}
+
+/// Collects callback invocations; stops the loop once `target` have arrived.
+#[derive(Clone)]
+struct Reports<K: Kernel> {
+    seen: Log<Reported>,
+    target: Arc<AtomicUsize>,
+    event_loop: EventLoop<K>,
+}
+
+impl<K: Kernel> Reports<K> {
+    fn new(event_loop: &EventLoop<K>) -> Reports<K> {
+        Reports {
+            seen: Log::new(),
+            target: Arc::new(AtomicUsize::new(usize::MAX)),
+            event_loop: event_loop.clone(),
+        }
+    }
+
+    fn callback(&self, tag: &str) -> ChildCallback {
+        let (reports, tag) = (self.clone(), tag.to_string());
+        Box::new(move |pid, code| {
+            let thread = reports.event_loop.kernel().current_thread();
+            reports.seen.push(Reported {
+                tag,
+                pid,
+                code,
+                thread,
+            });
+            if reports.seen.len() >= reports.target.load(Ordering::SeqCst) {
+                reports.event_loop.stop();
+            }
+        })
+    }
+
+    /// Runs the loop (from its thread, not running) until `count` callbacks in all
+    /// have arrived, or fails after [`PATIENCE`]; returns them all, sorted by tag.
+    fn wait_for(&self, count: usize) -> Vec<Reported> {
+        self.target.store(count, Ordering::SeqCst);
+        // Callbacks only run in this thread, so nothing arrives between check and run.
+        if self.seen.len() < count {
+            let stopper = self.event_loop.clone();
+            let watchdog = self
+                .event_loop
+                .call_later(PATIENCE, move || stopper.stop())
+                .expect("watchdog");
+            self.event_loop.run_forever().expect("run_forever");
+            watchdog.cancel();
+        }
+        let mut seen = self.seen.snapshot();
+        assert_eq!(seen.len(), count, "callbacks so far: {seen:?}");
+        seen.sort_by(|a, b| a.tag.cmp(&b.tag));
+        seen
+    }
+}
+
+/// Registers `(tag, pid)` with `watcher` from inside the running loop, then waits for
+/// one callback each; returns them sorted by tag.
+fn register_and_wait<K: Kernel>(
+    event_loop: &EventLoop<K>,
+    watcher: &dyn ChildWatcher<K>,
+    children: &[(&str, Pid)],
+) -> Vec<Reported> {
+    let reports = Reports::new(event_loop);
+    event_loop
+        .run_until_complete(async {
+            for &(tag, pid) in children {
+                watcher
+                    .add_child_handler(pid, reports.callback(tag))
+                    .unwrap_or_else(|e| panic!("add_child_handler({pid}): {e}"));
+            }
+        })
+        .expect("run_until_complete");
+    reports.wait_for(children.len())
+}
+
+/// Sets a flag when dropped: tells a test that a callback was dropped unrun.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The asyncio warnings `capture` holds.
+fn asyncio_warnings(capture: &Capture) -> Vec<String> {
+    capture
+        .events()
+        .into_iter()
+        .filter(|e| e.target == "asyncio" && e.level == tracing::Level::WARN)
+        .map(|e| e.message)
+        .collect()
+}
+
+// ----- the watchers ----------------------------------------------------------------------
+
+/// Which watcher a body drives.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Threaded,
+    Pidfd,
+}
+
+impl Kind {
+    fn make<K: Kernel>(self, k: &K) -> Arc<dyn ChildWatcher<K>> {
+        match self {
+            Kind::Threaded => Arc::new(ThreadedChildWatcher::with_kernel(k.clone())),
+            Kind::Pidfd => Arc::new(PidfdChildWatcher::with_kernel(k.clone())),
+        }
+    }
+
+    /// The warning for a child whose status other code read first.
+    fn reaped_elsewhere_warning(self, pid: Pid) -> String {
+        match self {
+            Kind::Threaded => {
+                format!("Unknown child process pid {pid}, will report returncode 255")
+            }
+            Kind::Pidfd => format!(
+                "child process pid {pid} exit status already read:  will report returncode 255"
+            ),
+        }
+    }
+}
+
+// ----- both watchers -----------------------------------------------------------------
+
+/// The children of the returncode tests: `(tag, script, returncode)`.
+const CODES: [(&str, &str, i32); 7] = [
+    ("a-exit-0", "exit 0", 0),
+    ("b-exit-1", "exit 1", 1),
+    ("c-exit-3", "exit 3", 3),
+    ("d-exit-255", "exit 255", 255),
+    ("e-sigterm", "kill -TERM $$", -15),
+    ("f-sigkill", "kill -9 $$", -9),
+    // No core file is wanted from this test.
+    ("g-sigsegv", "ulimit -c 0; kill -SEGV $$", -11),
+];
+
+/// Goal (T-3, T-4, K-2, R-1, R-4): exit codes 0/1/3/255 and deaths by SIGTERM, SIGKILL
+/// and SIGSEGV arrive as returncodes, and so does a kill while registered, in the
+/// thread of the loop that ran at registration.
+struct Returncodes(Kind);
+
+impl Body for Returncodes {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let mut spawned: Vec<(String, Pid, i32)> = CODES
+            .iter()
+            .map(|&(tag, script, code)| {
+                let pid = children.add(testing::spawn_sh(k, script));
+                (tag.to_string(), pid, code)
+            })
+            .collect();
+        let killed = children.add(sleeper(k));
+        spawned.push(("h-killed".to_string(), killed, -9));
+        let watcher = self.0.make(k);
+        let (w, k2) = (watcher.clone(), k.clone());
+        let capture = Capture::new();
+        capture.during(|| {
+            in_loop_thread(k, move |event_loop, loop_thread| {
+                let reports = Reports::new(&event_loop);
+                event_loop
+                    .run_until_complete(async {
+                        for (tag, pid, _) in &spawned {
+                            w.add_child_handler(*pid, reports.callback(tag))
+                                .unwrap_or_else(|e| panic!("add_child_handler({pid}): {e}"));
+                        }
+                        // Killed while registered and running: -SIGKILL.
+                        k2.kill(killed, Some(Signal::SIGKILL))
+                            .expect("kill the sleeper");
+                    })
+                    .expect("run_until_complete");
+                let seen = reports.wait_for(spawned.len());
+                for (report, (tag, pid, code)) in seen.iter().zip(&spawned) {
+                    assert_eq!((&report.tag, report.pid, report.code), (tag, *pid, *code));
+                    assert_eq!(
+                        report.thread, loop_thread,
+                        "{tag}: callback outside the loop thread"
+                    );
+                }
+                w.close().expect("close");
+            });
+        });
+        assert!(capture.warnings().is_empty(), "{:?}", capture.warnings());
+    }
+}
+
+/// The simulator's report of [`Returncodes`]: Threaded names its waiters
+/// `asyncio-waitpid-0…7`, one per child; Pidfd starts no thread.
+fn returncodes_threads(kind: Kind) -> impl Fn(&Report) -> Result<(), String> {
+    move |report| {
+        testing::completed(report)?;
+        let names = thread_names(report);
+        let expected: Vec<String> = match kind {
+            Kind::Threaded => std::iter::once("loop-thread".to_string())
+                .chain((0..8).map(|n| format!("asyncio-waitpid-{n}")))
+                .collect(),
+            Kind::Pidfd => vec!["loop-thread".to_string()],
+        };
+        if names == expected {
+            Ok(())
+        } else {
+            Err(format!("threads {names:?}, expected {expected:?}"))
+        }
+    }
+}
+
+/// Goal (T-3, K-2): without a running loop in the calling thread add_child_handler
+/// fails with RuntimeError('no running event loop'), also while a loop exists but does
+/// not run, and starts no thread and opens no pidfd; pid 0 is refused.
+struct NeedsARunningLoop(Kind);
+
+impl Body for NeedsARunningLoop {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(testing::spawn_sh(k, "exit 0"));
+        let watcher = self.0.make(k);
+        let fds = fd_count(k);
+        let error = watcher
+            .add_child_handler(pid, Box::new(|_, _| panic!("never called")))
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::RuntimeError);
+        assert_eq!(error.message(), "no running event loop");
+        assert_eq!(pidfds(k).unwrap_or_default(), BTreeSet::new());
+        // A loop that exists in this thread but does not run does not count.
+        let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+        let error = watcher
+            .add_child_handler(pid, Box::new(|_, _| panic!("never called")))
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::RuntimeError);
+        event_loop.close().unwrap();
+        let error = watcher
+            .add_child_handler(Pid(0), Box::new(|_, _| {}))
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ValueError);
+        assert_eq!(fd_count(k), fds, "nothing stays open");
+        assert_eq!(waiter_threads(k).unwrap_or(0), 0, "no waiter started");
+        assert_eq!(testing::reap(k, pid), 0);
+        watcher.close().unwrap();
+    }
+}
+
+/// The simulator's report of [`NeedsARunningLoop`]: no thread started, no
+/// `pidfd_open` called.
+fn nothing_started(report: &Report) -> Result<(), String> {
+    testing::completed(report)?;
+    let names = thread_names(report);
+    if !names.is_empty() {
+        return Err(format!("threads started: {names:?}"));
+    }
+    match report
+        .trace
+        .lines()
+        .iter()
+        .find(|l| l.contains("pidfd_open("))
+    {
+        Some(line) => Err(format!("a pidfd was opened: {line}")),
+        None => Ok(()),
+    }
+}
+
+/// Goal (T-5, K-2): two registrations of one pid (two threads, or two pidfds) both
+/// fire, one with the code and one with 255 and the warning naming the pid; no thread
+/// crashes.
+struct SamePidTwice(Kind);
+
+impl Body for SamePidTwice {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(testing::spawn_sh(k, "sleep 0.5; exit 3"));
+        let watcher = self.0.make(k);
+        let capture = Capture::new();
+        capture.during(|| {
+            in_loop_thread(k, move |event_loop, _| {
+                let seen =
+                    register_and_wait(&event_loop, &*watcher, &[("first", pid), ("second", pid)]);
+                let mut codes: Vec<i32> = seen.iter().map(|r| r.code).collect();
+                codes.sort_unstable();
+                assert_eq!(codes, [3, 255], "{seen:?}");
+                watcher.close().unwrap();
+            });
+        });
+        assert_eq!(
+            asyncio_warnings(&capture),
+            [self.0.reaped_elsewhere_warning(pid)]
+        );
+        assert!(
+            capture.messages(tracing::Level::ERROR).is_empty(),
+            "{:?}",
+            capture.events()
+        );
+    }
+}
+
+/// Goal (T-2, T-6, K-2): is_active is always true, attach_loop does nothing,
+/// remove_child_handler answers true and the callback still fires, also after close;
+/// Pidfd's one pidfd is closed once it has reported.
+struct RemoveAttachCloseAreNoops(Kind);
+
+impl Body for RemoveAttachCloseAreNoops {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(sleeper(k));
+        let watcher = self.0.make(k);
+        assert!(watcher.is_active());
+        watcher.attach_loop(None).unwrap();
+        assert!(watcher.remove_child_handler(Pid(999_999)));
+        let (kind, k2) = (self.0, k.clone());
+        in_loop_thread(k, move |event_loop, _| {
+            watcher.attach_loop(Some(event_loop.clone())).unwrap();
+            let reports = Reports::new(&event_loop);
+            let before = fd_count(&k2);
+            let mut registered = BTreeSet::new();
+            event_loop
+                .run_until_complete(async {
+                    watcher
+                        .add_child_handler(pid, reports.callback("kept"))
+                        .unwrap();
+                    if let Kind::Pidfd = kind {
+                        assert_eq!(fd_count(&k2), before + 1, "one pidfd");
+                        registered = pidfds(&k2).unwrap_or_default();
+                    }
+                    assert!(watcher.remove_child_handler(pid));
+                    assert!(watcher.remove_child_handler(pid));
+                    watcher.close().unwrap();
+                    assert!(watcher.is_active());
+                    k2.kill(pid, Some(Signal::SIGKILL)).unwrap();
+                })
+                .unwrap();
+            let seen = reports.wait_for(1);
+            assert_eq!((seen[0].pid, seen[0].code), (pid, -9));
+            watcher.close().unwrap();
+            assert_eq!(fd_count(&k2), before, "the pidfd is closed");
+            let still: Vec<i32> = pidfds(&k2)
+                .unwrap_or_default()
+                .intersection(&registered)
+                .copied()
+                .collect();
+            assert!(still.is_empty(), "pidfds {still:?} left open");
+        });
+    }
+}
+
+/// Goal (R-6): a callback that panics is reported by the loop as "Exception in
+/// callback …" and the loop goes on delivering the other child's callback (Pidfd
+/// closes the panicking one's pidfd all the same).
+struct CallbackPanicIsReported(Kind);
+
+impl Body for CallbackPanicIsReported {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let bad = children.add(testing::spawn_sh(k, "exit 4"));
+        let good = children.add(testing::spawn_sh(k, "sleep 0.1; exit 5"));
+        let watcher = self.0.make(k);
+        in_loop_thread(k, move |event_loop, _| {
+            let handled: Log<(String, String)> = Log::new();
+            let sink = handled.clone();
+            event_loop.set_exception_handler(Some(Arc::new(
+                move |_, context: &ExceptionContext| {
+                    let exception = context
+                        .exception
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    sink.push((context.message.clone(), exception));
+                },
+            )));
+            let reports = Reports::new(&event_loop);
+            event_loop
+                .run_until_complete(async {
+                    let record = reports.callback("bad");
+                    watcher
+                        .add_child_handler(
+                            bad,
+                            Box::new(move |pid, code| {
+                                record(pid, code);
+                                panic!("callback boom");
+                            }),
+                        )
+                        .unwrap();
+                    watcher
+                        .add_child_handler(good, reports.callback("good"))
+                        .unwrap();
+                })
+                .unwrap();
+            let seen = reports.wait_for(2);
+            assert_eq!((seen[0].pid, seen[0].code), (bad, 4));
+            assert_eq!((seen[1].pid, seen[1].code), (good, 5));
+            // The panicking callback may have been the last to run: give the loop one
+            // more iteration so that its report is in.
+            let stopper = event_loop.clone();
+            event_loop.call_soon(move || stopper.stop()).unwrap();
+            event_loop.run_forever().unwrap();
+            let handled = handled.take();
+            assert_eq!(handled.len(), 1, "{handled:?}");
+            assert!(
+                handled[0].0.starts_with("Exception in callback "),
+                "{handled:?}"
+            );
+            assert!(handled[0].1.contains("callback boom"), "{handled:?}");
+            watcher.close().unwrap();
+        });
+    }
+}
+
+/// How many pidfds the large Pidfd test may hold at once: all of them on the
+/// simulator and where the OS's fd limit allows, else batches of 100.
+fn pidfd_batch<K: Kernel>(k: &K) -> usize {
+    if os(k).is_none() {
+        return MANY;
+    }
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    if soft >= MANY + 256 { MANY } else { 100 }
+}
+
+/// Goal (T-3, T-4, K-2, K-4): 1,000 /bin/true children (Threaded 100 at a time, Pidfd
+/// all at once where the fd limit allows) each report 0 once, in the loop's thread;
+/// Pidfd holds one pidfd per registered child and closes each; close joins every
+/// waiter.
+struct ThousandChildren(Kind);
+
+impl Body for ThousandChildren {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Arc::new(Children::new(k));
+        let kind = self.0;
+        let batch = match kind {
+            Kind::Threaded => THREAD_BATCH,
+            Kind::Pidfd => pidfd_batch(k),
+        };
+        let watcher = kind.make(k);
+        let (c, k2) = (children.clone(), k.clone());
+        let capture = Capture::new();
+        capture.during(|| {
+            in_loop_thread(k, move |event_loop, loop_thread| {
+                let reports = Reports::new(&event_loop);
+                let before = fd_count(&k2);
+                for round in 0..MANY / batch {
+                    event_loop
+                        .run_until_complete(async {
+                            for _ in 0..batch {
+                                let pid = c.add(true_child(&k2));
+                                watcher
+                                    .add_child_handler(pid, reports.callback("true"))
+                                    .unwrap();
+                            }
+                            if let Kind::Pidfd = kind {
+                                // No reader has run yet: every pidfd is open.
+                                assert_eq!(fd_count(&k2), before + batch);
+                            }
+                        })
+                        .unwrap();
+                    reports.wait_for((round + 1) * batch);
+                }
+                let seen = reports.wait_for(MANY);
+                assert!(seen.iter().all(|r| r.code == 0 && r.thread == loop_thread));
+                let pids: BTreeSet<Pid> = seen.iter().map(|r| r.pid).collect();
+                assert_eq!(pids.len(), MANY, "each child reported once");
+                watcher.close().unwrap();
+                assert_eq!(fd_count(&k2), before, "every pidfd is closed");
+            });
+        });
+        assert!(capture.warnings().is_empty(), "{:?}", capture.warnings());
+    }
+}
+
+/// Spawns `count` sleepers with `subprocess_exec` (through the policy's watcher) from a
+/// loop in a new thread, then drops the processes and the loop without closing it;
+/// returns the pids.
+fn spawn_then_drop_loop<K: Kernel>(k: &K, count: usize) -> Vec<Pid> {
+    let seconds = if os(k).is_some() { "60" } else { "100000" };
+    let (tx, rx) = mpsc::channel();
+    let k2 = k.clone();
+    let thread = k
+        .spawn_thread(
+            "loop-thread",
+            Box::new(move || {
+                let event_loop = EventLoop::with_kernel(k2).expect("a loop");
+                let lp = event_loop.clone();
+                let processes = event_loop
+                    .run_until_complete(async move {
+                        (0..count)
+                            .map(|_| {
+                                lp.subprocess_exec(&SpawnRequest::new("/bin/sleep", [seconds]))
+                                    .expect("spawn")
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .expect("run_until_complete");
+                let _ = tx.send(processes.iter().map(|p| p.pid()).collect::<Vec<_>>());
+                drop(processes);
+                drop(event_loop);
+            }),
+        )
+        .expect("start the loop thread");
+    if let Err(payload) = k.join_thread(thread) {
+        std::panic::resume_unwind(payload);
+    }
+    rx.recv().expect("the pids")
+}
+
+/// Goal (reliability finding 12): a loop dropped without close while the watcher
+/// watches its children is freed at once: its fds (and Pidfd's pidfds) are closed.
+/// Threaded's waiters then reap the children, say of each that its loop is gone, as
+/// for a closed loop, and end; Pidfd leaves them unreaped, as after close
+/// (documented), for the caller to reap.
+struct DroppedLoopIsFreed(Kind);
+
+impl Body for DroppedLoopIsFreed {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let fds = fd_count(k);
+        let watcher = self.0.make(k);
+        loopwatch::policy::set_child_watcher(k, Some(watcher.clone())).unwrap();
+        let capture = Capture::new();
+        let pids = capture.during(|| spawn_then_drop_loop(k, 10));
+        for &pid in &pids {
+            children.add(pid);
+        }
+        assert_eq!(pidfds(k).unwrap_or_default(), BTreeSet::new(), "pidfds");
+        assert_eq!(fd_count(k), fds, "the dropped loop's fds are closed");
+        capture.during(|| {
+            for &pid in &pids {
+                k.kill(pid, Some(Signal::SIGKILL)).unwrap();
+            }
+            match self.0 {
+                Kind::Threaded => {
+                    let reaped = poll_until(k, || (child_count(k) == 0).then_some(()));
+                    assert!(reaped.is_some(), "the waiters reaped the children");
+                }
+                // Nobody is left to reap them: as after close, they are the caller's.
+                Kind::Pidfd => {
+                    for &pid in &pids {
+                        assert_eq!(testing::reap(k, pid), -9);
+                    }
+                }
+            }
+            loopwatch::policy::set_child_watcher(k, None).unwrap();
+            watcher.close().unwrap();
+        });
+        if let Kind::Threaded = self.0 {
+            // Each waiter found its loop gone, and said so as for a closed loop.
+            let warnings = asyncio_warnings(&capture);
+            assert_eq!(warnings.len(), 10, "{warnings:?}");
+            assert!(
+                warnings.iter().all(|w| w.starts_with("Loop <EventLoop #")
+                    && w.contains(" dropped> that handles pid ")
+                    && w.ends_with(" is closed")),
+                "{warnings:?}"
+            );
+        }
+    }
+}
+
+/// Goal (reliability finding 15): with SIGCHLD set to SIG_IGN before the watcher
+/// exists, the watcher reports the child as 255 (the kernel reaped it, as CPython) and
+/// warns on target loopwatch why, naming the pid; the disposition is put back.
+struct SigchldIgnoredIsReported(Kind);
+
+impl Body for SigchldIgnoredIsReported {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let before = k
+            .set_disposition(Signal::SIGCHLD, Disposition::Ignore)
+            .expect("ignore SIGCHLD");
+        // Puts SIGCHLD's disposition back on the real OS however the test ends; the
+        // simulated process ends with the test.
+        struct Restore(Disposition);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let _ = OsKernel.set_disposition(Signal::SIGCHLD, self.0);
+            }
+        }
+        let _restore = os(k).map(|_| Restore(before));
+        let pid = children.add(sleeper(k));
+        let watcher = self.0.make(k);
+        let k2 = k.clone();
+        let capture = Capture::new();
+        let seen = capture.during(|| {
+            let w = watcher.clone();
+            in_loop_thread(k, move |event_loop, _| {
+                let reports = Reports::new(&event_loop);
+                event_loop
+                    .run_until_complete(async {
+                        w.add_child_handler(pid, reports.callback("ignored"))
+                            .unwrap();
+                    })
+                    .unwrap();
+                k2.kill(pid, Some(Signal::SIGKILL)).unwrap();
+                reports.wait_for(1)
+            })
+        });
+        k.set_disposition(Signal::SIGCHLD, before)
+            .expect("restore SIGCHLD");
+        watcher.close().unwrap();
+        assert_eq!((seen[0].pid, seen[0].code), (pid, 255));
+        let warned: Vec<String> = capture
+            .events()
+            .into_iter()
+            .filter(|e| e.target == "loopwatch" && e.level == tracing::Level::WARN)
+            .map(|e| e.message)
+            .collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        let message = &warned[0];
+        assert!(
+            message.contains("SIGCHLD") && message.contains("SIG_IGN"),
+            "{message}"
+        );
+        assert!(message.contains(&pid.0.to_string()), "{message}");
+    }
+}
+
+// ----- ThreadedChildWatcher ----------------------------------------------------------
+
+/// Goal (T-3, T-2): each registration starts a thread named asyncio-waitpid-N that
+/// blocks while its child runs; close leaves blocked ones and joins finished ones.
+struct ThreadedNamesItsThreads;
+
+impl Body for ThreadedNamesItsThreads {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let (first, second) = (children.add(sleeper(k)), children.add(sleeper(k)));
+        let watcher = Arc::new(ThreadedChildWatcher::with_kernel(k.clone()));
+        let k2 = k.clone();
+        in_loop_thread(k, move |event_loop, _| {
+            let reports = Reports::new(&event_loop);
+            event_loop
+                .run_until_complete(async {
+                    watcher
+                        .add_child_handler(first, reports.callback("first"))
+                        .unwrap();
+                    watcher
+                        .add_child_handler(second, reports.callback("second"))
+                        .unwrap();
+                })
+                .unwrap();
+            if waiter_threads(&k2).is_some() {
+                // Both waiters are blocked; `comm` shows the name's first 15 bytes.
+                let started = poll_until(&k2, || (waiter_threads(&k2) == Some(2)).then_some(()));
+                assert!(
+                    started.is_some(),
+                    "{:?} waiter threads",
+                    waiter_threads(&k2)
+                );
+            }
+            watcher.close().unwrap();
+            assert_eq!(
+                watcher.pending_threads(),
+                2,
+                "close does not wait for blocked waiters"
+            );
+            k2.kill(first, Some(Signal::SIGKILL)).unwrap();
+            let seen = reports.wait_for(1);
+            assert_eq!((seen[0].pid, seen[0].code), (first, -9));
+            watcher.close().unwrap();
+            assert_eq!(
+                watcher.pending_threads(),
+                1,
+                "the finished waiter is joined"
+            );
+            k2.kill(second, Some(Signal::SIGKILL)).unwrap();
+            reports.wait_for(2);
+            watcher.close().unwrap();
+            assert_eq!(watcher.pending_threads(), 0);
+        });
+    }
+}
+
+/// The simulator's report of [`ThreadedNamesItsThreads`]: the two waiters are named
+/// `asyncio-waitpid-0` and `-1`.
+fn two_waiters_named(report: &Report) -> Result<(), String> {
+    testing::completed(report)?;
+    let names = thread_names(report);
+    if names == ["loop-thread", "asyncio-waitpid-0", "asyncio-waitpid-1"] {
+        Ok(())
+    } else {
+        Err(format!("threads {names:?}"))
+    }
+}
+
+/// Goal (T-3, deviation): each add_child_handler first joins the waiters that have
+/// finished, so a long-lived watcher holds handles only of live children.
+struct ThreadedAddJoinsFinishedWaiters;
+
+impl Body for ThreadedAddJoinsFinishedWaiters {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let first = children.add(testing::spawn_sh(k, "exit 1"));
+        let second = children.add(sleeper(k));
+        let watcher = Arc::new(ThreadedChildWatcher::with_kernel(k.clone()));
+        let k2 = k.clone();
+        in_loop_thread(k, move |event_loop, _| {
+            let reports = Reports::new(&event_loop);
+            let add = |pid, tag| {
+                event_loop
+                    .run_until_complete(async {
+                        watcher
+                            .add_child_handler(pid, reports.callback(tag))
+                            .unwrap();
+                    })
+                    .unwrap();
+            };
+            add(first, "first");
+            reports.wait_for(1);
+            match waiter_threads(&k2) {
+                // Once the thread is gone from /proc, its body has returned.
+                Some(_) => {
+                    let ended = poll_until(&k2, || (waiter_threads(&k2) == Some(0)).then_some(()));
+                    assert!(ended.is_some(), "the first waiter did not end");
+                }
+                // Virtual time passes only once every other thread waits: the first
+                // waiter has ended by then.
+                None => k2.sleep(Duration::from_secs(1)),
+            }
+            assert_eq!(watcher.pending_threads(), 1, "not joined yet");
+            add(second, "second");
+            assert_eq!(watcher.pending_threads(), 1, "the first waiter was joined");
+            k2.kill(second, Some(Signal::SIGKILL)).unwrap();
+            let seen = reports.wait_for(2);
+            assert_eq!((seen[0].code, seen[1].code), (1, -9));
+            watcher.close().unwrap();
+            assert_eq!(watcher.pending_threads(), 0);
+        });
+    }
+}
+
+/// Goal (R-2, T-4): a child reaped before registration is reported as 255 with
+/// "Unknown child process pid N, will report returncode 255".
+struct ThreadedReapedElsewhere;
+
+impl Body for ThreadedReapedElsewhere {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(testing::spawn_sh(k, "exit 3"));
+        assert_eq!(testing::reap(k, pid), 3);
+        let watcher = Arc::new(ThreadedChildWatcher::with_kernel(k.clone()));
+        let capture = Capture::new();
+        capture.during(|| {
+            in_loop_thread(k, move |event_loop, _| {
+                let seen = register_and_wait(&event_loop, &*watcher, &[("reaped", pid)]);
+                assert_eq!((seen[0].pid, seen[0].code), (pid, 255));
+                watcher.close().unwrap();
+                assert_eq!(watcher.pending_threads(), 0);
+            });
+        });
+        assert_eq!(
+            asyncio_warnings(&capture),
+            [Kind::Threaded.reaped_elsewhere_warning(pid)]
+        );
+    }
+}
+
+/// Goal (T-7): dropping the watcher while a waiter is blocked warns as CPython's
+/// `__del__` (ResourceWarning); the detached waiter still delivers, then ends.
+struct ThreadedDropWithBlockedWaiterWarns;
+
+impl Body for ThreadedDropWithBlockedWaiterWarns {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(sleeper(k));
+        let k2 = k.clone();
+        let capture = Capture::new();
+        capture.during(|| {
+            in_loop_thread(k, move |event_loop, _| {
+                let watcher = ThreadedChildWatcher::with_kernel(k2.clone());
+                let reports = Reports::new(&event_loop);
+                event_loop
+                    .run_until_complete(async {
+                        watcher
+                            .add_child_handler(pid, reports.callback("detached"))
+                            .unwrap();
+                    })
+                    .unwrap();
+                drop(watcher);
+                k2.kill(pid, Some(Signal::SIGKILL)).unwrap();
+                let seen = reports.wait_for(1);
+                assert_eq!((seen[0].pid, seen[0].code), (pid, -9));
+            });
+        });
+        let warned: Vec<_> = capture
+            .events()
+            .into_iter()
+            .filter(|e| e.target == "asyncio" && e.level == tracing::Level::WARN)
+            .collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert_eq!(
+            warned[0].message,
+            "<class 'asyncio.unix_events.ThreadedChildWatcher'> has registered but not finished child processes"
+        );
+        assert_eq!(
+            warned[0].fields.get("category").map(String::as_str),
+            Some("ResourceWarning"),
+            "{warned:?}"
+        );
+    }
+}
+
+/// Goal (T-4): a child that exits after its loop was closed is reaped; the watcher
+/// logs "Loop … that handles pid N is closed" and drops the callback unrun.
+struct ThreadedClosedLoopDropsCallback;
+
+impl Body for ThreadedClosedLoopDropsCallback {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(sleeper(k));
+        let watcher = Arc::new(ThreadedChildWatcher::with_kernel(k.clone()));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (w, flag) = (watcher.clone(), DropFlag(dropped.clone()));
+        let capture = Capture::new();
+        capture.during(|| {
+            // Kept alive here: the loop is closed, not dropped, when the child exits.
+            let closed = in_loop_thread(k, move |event_loop, _| {
+                event_loop
+                    .run_until_complete(async {
+                        w.add_child_handler(
+                            pid,
+                            Box::new(move |_, _| {
+                                let _keep = &flag;
+                                panic!("called on a closed loop");
+                            }),
+                        )
+                        .unwrap();
+                    })
+                    .unwrap();
+                event_loop.close().unwrap();
+                event_loop
+            });
+            k.kill(pid, Some(Signal::SIGKILL)).unwrap();
+            let gone = poll_until(k, || dropped.load(Ordering::SeqCst).then_some(()));
+            assert!(gone.is_some(), "the callback was not dropped");
+            watcher.close().unwrap();
+            assert_eq!(watcher.pending_threads(), 0);
+            drop(closed);
+        });
+        let warned = asyncio_warnings(&capture);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].starts_with("Loop <EventLoop #")
+                && warned[0].ends_with(&format!(
+                    "closed=true debug=false> that handles pid {pid} is closed"
+                )),
+            "{warned:?}"
+        );
+    }
+}
+
+// ----- PidfdChildWatcher -------------------------------------------------------------
+
+/// Goal (K-3): registering a pid that was already reaped fails with
+/// ProcessLookupError; nothing is registered and no fd stays open.
+struct PidfdReapedBeforeAdd;
+
+impl Body for PidfdReapedBeforeAdd {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(testing::spawn_sh(k, "exit 3"));
+        assert_eq!(testing::reap(k, pid), 3);
+        let watcher = PidfdChildWatcher::with_kernel(k.clone());
+        let k2 = k.clone();
+        in_loop_thread(k, move |event_loop, _| {
+            let before = fd_count(&k2);
+            event_loop
+                .run_until_complete(async {
+                    let error = watcher
+                        .add_child_handler(pid, Box::new(|_, _| panic!("never called")))
+                        .unwrap_err();
+                    assert_eq!(error.kind(), ErrorKind::ProcessLookupError);
+                    assert_eq!(error.message(), "[Errno 3] No such process");
+                    assert_eq!(fd_count(&k2), before, "no pidfd stays open");
+                    assert_eq!(pidfds(&k2).unwrap_or_default(), BTreeSet::new());
+                })
+                .unwrap();
+        });
+    }
+}
+
+/// Goal (R-2): a registered child reaped by other code is reported as 255 with
+/// "child process pid N exit status already read:  will report returncode 255".
+struct PidfdReapedBehindItsBack;
+
+impl Body for PidfdReapedBehindItsBack {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(sleeper(k));
+        let watcher = PidfdChildWatcher::with_kernel(k.clone());
+        let k2 = k.clone();
+        let capture = Capture::new();
+        capture.during(|| {
+            in_loop_thread(k, move |event_loop, _| {
+                let reports = Reports::new(&event_loop);
+                event_loop
+                    .run_until_complete(async {
+                        watcher
+                            .add_child_handler(pid, reports.callback("reaped"))
+                            .unwrap();
+                        k2.kill(pid, Some(Signal::SIGKILL)).unwrap();
+                        // Other code reaps it before the loop sees the pidfd readable.
+                        assert_eq!(testing::reap(&k2, pid), -9);
+                    })
+                    .unwrap();
+                let seen = reports.wait_for(1);
+                assert_eq!((seen[0].pid, seen[0].code), (pid, 255));
+            });
+        });
+        assert_eq!(
+            asyncio_warnings(&capture),
+            [Kind::Pidfd.reaped_elsewhere_warning(pid)]
+        );
+    }
+}
+
+/// Goal (K-2, deviation): closing the loop before the child exits drops the
+/// registration: its pidfd is closed (CPython leaks it) and the callback never runs.
+struct PidfdClosedLoopClosesPidfd;
+
+impl Body for PidfdClosedLoopClosesPidfd {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(sleeper(k));
+        let watcher = PidfdChildWatcher::with_kernel(k.clone());
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        let fds = fd_count(k);
+        let k2 = k.clone();
+        let opened = in_loop_thread(k, move |event_loop, _| {
+            let mut opened = BTreeSet::new();
+            event_loop
+                .run_until_complete(async {
+                    watcher
+                        .add_child_handler(
+                            pid,
+                            Box::new(move |_, _| {
+                                let _keep = &flag;
+                                panic!("called on a closed loop");
+                            }),
+                        )
+                        .unwrap();
+                    opened = pidfds(&k2).unwrap_or_default();
+                })
+                .unwrap();
+            event_loop.close().unwrap();
+            opened
+        });
+        let gone = poll_until(k, || dropped.load(Ordering::SeqCst).then_some(()));
+        assert!(gone.is_some(), "the callback is dropped");
+        assert_eq!(fd_count(k), fds, "the pidfd is closed");
+        if os(k).is_some() {
+            assert_eq!(opened.len(), 1);
+        }
+        let still: Vec<i32> = pidfds(k)
+            .unwrap_or_default()
+            .intersection(&opened)
+            .copied()
+            .collect();
+        assert!(still.is_empty(), "pidfds {still:?} left open");
+        // Nobody reaps it now: the test does.
+        k.kill(pid, Some(Signal::SIGKILL)).unwrap();
+        assert_eq!(testing::reap(k, pid), -9);
+    }
+}
+
+// ----- simulator only ------------------------------------------------------------------
+//
+// What the real OS cannot show on demand: injected faults (EINTR, pidfd_open refused),
+// a chosen pid handed to the next child, a foreign reaper racing the watcher at every
+// interleaving, a replay from the seed, and the cost of one exit read from the trace.
+
+/// A sweep of `n` seeds (fewer or one as `LOOPWATCH_SEEDS` / `LOOPWATCH_SEED` say)
+/// named as the trial `name`, for the simulator-only tests that sum over seeds.
+fn sweep(name: &str, n: u64) -> Sweep {
+    Sweep::new(n).name(name).check_leaks()
+}
+
+/// Goal (determinism): a seed replays the same trace for each watcher, EINTR faults
+/// included, so any failure above can be reproduced from its seed.
+fn both_watchers_replay_from_their_seed() -> Result<(), String> {
+    for &seed in Sweep::new(5).seeds() {
+        let plan = FaultPlan {
+            eintr: 0.2,
+            ..FaultPlan::default()
+        };
+        let simulation = Simulation::new(seed).faults(plan);
+        for kind in [Kind::Threaded, Kind::Pidfd] {
+            let scenario = move |k: SimKernel| Returncodes(kind).run(&k);
+            let report = simulation.run(scenario);
+            testing::completed(&report).map_err(|e| format!("{kind:?}, seed {seed}: {e}"))?;
+            if let Some(divergence) = check_determinism(&simulation, scenario) {
+                return Err(format!("{kind:?}, seed {seed}: {divergence:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Goal (T-4): Threaded's waitpid interrupted by EINTR is retried: every code still
+/// arrives, and some seed did inject EINTR.
+fn threaded_retries_eintr() -> Result<(), String> {
+    let swept = sweep("threaded_retries_eintr", SEEDS)
+        .simulation(|seed| {
+            Simulation::new(seed).faults(FaultPlan {
+                eintr: 0.3,
+                ..FaultPlan::default()
+            })
+        })
+        .try_run(|k| Returncodes(Kind::Threaded).run(k))
+        .map_err(|e| e.to_string())?;
+    match swept.marks.get("eintr_injected") {
+        Some(&n) if n > 0 => Ok(()),
+        _ => Err("no EINTR was injected".to_string()),
+    }
+}
+
+/// `many` /bin/true children registered `batch` at a time with a `kind` watcher, each
+/// reporting 0 once in the loop's thread.
+fn many_children(k: &SimKernel, kind: Kind, many: usize, batch: usize) {
+    let watcher = kind.make(k);
+    let k2 = k.clone();
+    in_loop_thread(k, move |event_loop, loop_thread| {
+        let reports = Reports::new(&event_loop);
+        for round in 0..many / batch {
+            event_loop
+                .run_until_complete(async {
+                    for _ in 0..batch {
+                        watcher
+                            .add_child_handler(true_child(&k2), reports.callback("true"))
+                            .unwrap();
+                    }
+                })
+                .unwrap();
+            reports.wait_for((round + 1) * batch);
+        }
+        let seen = reports.wait_for(many);
+        assert!(seen.iter().all(|r| r.code == 0 && r.thread == loop_thread));
+        let pids: BTreeSet<Pid> = seen.iter().map(|r| r.pid).collect();
+        assert_eq!(pids.len(), many, "each child reported once");
+        watcher.close().unwrap();
+    });
+}
+
+/// A foreign `waitpid(-1)` reaper races the watcher: each registered child is reported
+/// exactly once, with its code or (when stolen) 255 and the watcher's warning; a child
+/// stolen before Pidfd could open its pidfd is a ProcessLookupError. Adds the number of
+/// children reported as 255 to `stolen`.
+fn foreign_reaper(k: &SimKernel, kind: Kind, stolen: &AtomicUsize) {
+    let pids: Vec<Pid> = (0..5)
+        .map(|i| testing::spawn_sh(k, &format!("sleep 0.{i}; exit 7")))
+        .collect();
+    let (reaper, lines) = actors::reap_any(k, 20, Duration::from_millis(30));
+    let watcher = kind.make(k);
+    let count = pids.len();
+    let capture = Capture::new();
+    let (reported, registered) = capture.during(|| {
+        in_loop_thread(k, move |event_loop, _| {
+            let reports = Reports::new(&event_loop);
+            let mut registered = 0;
+            event_loop
+                .run_until_complete(async {
+                    for pid in &pids {
+                        match watcher.add_child_handler(*pid, reports.callback("child")) {
+                            Ok(()) => registered += 1,
+                            Err(e) => assert_eq!(e.kind(), ErrorKind::ProcessLookupError),
+                        }
+                    }
+                })
+                .unwrap();
+            let seen = reports.wait_for(registered);
+            watcher.close().unwrap();
+            (seen, registered)
+        })
+    });
+    k.join_thread(reaper).unwrap();
+    let stole = lines.lock().unwrap().len();
+    let lost: Vec<Pid> = reported
+        .iter()
+        .filter(|r| r.code == 255)
+        .map(|r| r.pid)
+        .collect();
+    assert!(
+        reported.iter().all(|r| r.code == 7 || r.code == 255),
+        "{reported:?}"
+    );
+    // Each stolen child is either refused at registration or reported as 255.
+    assert_eq!(lost.len() + (count - registered), stole, "{reported:?}");
+    // One warning per 255, naming its pid.
+    let mut expected: Vec<String> = lost
+        .iter()
+        .map(|&pid| kind.reaped_elsewhere_warning(pid))
+        .collect();
+    let mut warned = asyncio_warnings(&capture);
+    expected.sort();
+    warned.sort();
+    assert_eq!(warned, expected);
+    stolen.fetch_add(lost.len(), Ordering::SeqCst);
+}
+
+/// Goal (R-2, T-4, K-3, K-4): a foreign waitpid(-1) reaper steals some children; each
+/// registered child is still reported once, with 7 or with 255 after a warning, or
+/// (Pidfd) refused with ProcessLookupError; over the seeds some child is stolen.
+fn with_foreign_reaper(name: &'static str, kind: Kind) -> Test {
+    Test::new(name, move || {
+        let stolen = Arc::new(AtomicUsize::new(0));
+        let count = stolen.clone();
+        sweep(name, SEEDS)
+            .try_run(move |k| foreign_reaper(k, kind, &count))
+            .map_err(|e| e.to_string())?;
+        if stolen.load(Ordering::SeqCst) == 0 {
+            return Err("no stolen child was reported as 255".to_string());
+        }
+        Ok(())
+    })
+}
+
+/// Goal (K-4): with 1,000 idle registered children, one exit costs exactly one
+/// waitpid call (O(1)), for the pid that exited.
+fn pidfd_one_exit_costs_one_waitpid(k: &SimKernel) {
+    let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+    let watcher = Kind::Pidfd.make(k);
+    let pids: Vec<Pid> = (0..=1000).map(|_| sleeper(k)).collect();
+    let reports = Reports::new(&event_loop);
+    event_loop
+        .run_until_complete(async {
+            for pid in &pids {
+                watcher
+                    .add_child_handler(*pid, reports.callback("idle"))
+                    .unwrap();
+            }
+        })
+        .unwrap();
+    let last = *pids.last().unwrap();
+    testing::note(k, &format!("one exit: {last}"));
+    assert!(k.end_child(last, ExitStatus::from_exit_code(3)));
+    let seen = reports.wait_for(1);
+    testing::note(k, "reported");
+    assert_eq!((seen[0].pid, seen[0].code), (last, 3));
+    // Clean up through the watcher: every other child is killed and reported.
+    for pid in &pids[..1000] {
+        k.kill(*pid, Some(Signal::SIGKILL)).unwrap();
+    }
+    let seen = reports.wait_for(1001);
+    assert!(seen.iter().filter(|r| r.pid != last).all(|r| r.code == -9));
+    event_loop.close().unwrap();
+}
+
+/// The trace of [`pidfd_one_exit_costs_one_waitpid`]: between the two notes, one
+/// `waitpid`, for the pid that exited.
+fn one_waitpid_between_notes(report: &Report) -> Result<(), String> {
+    testing::completed(report)?;
+    let lines = report.trace.lines();
+    let begin = lines.iter().position(|l| l.contains(" note one exit: "));
+    let end = lines.iter().position(|l| l.ends_with(" note reported"));
+    let (Some(begin), Some(end)) = (begin, end) else {
+        return Err("the notes are not in the trace".to_string());
+    };
+    let pid = lines[begin].rsplit(' ').next().unwrap_or_default();
+    let waits: Vec<&String> = lines[begin..end]
+        .iter()
+        .filter(|l| l.contains(" waitpid("))
+        .collect();
+    if waits.len() == 1 && waits[0].contains(&format!("waitpid({pid}, NoHang)")) {
+        Ok(())
+    } else {
+        Err(format!("waitpid calls for one exit of {pid}: {waits:?}"))
+    }
+}
+
+/// Goal (K-3): when `pidfd_open` fails with `errno` (ENOSYS on a kernel before 5.3,
+/// EPERM under a seccomp filter), add_child_handler gives Os(errno), the cue to fall
+/// back to another watcher, and nothing stays open.
+fn pidfd_unavailable_reaches_the_caller(errno: Errno) -> impl Fn(&SimKernel) {
+    move |k| {
+        let pid = testing::spawn_sh(k, "exit 0");
+        let watcher = Kind::Pidfd.make(k);
+        in_loop_thread(k, move |event_loop, _| {
+            event_loop
+                .run_until_complete(async {
+                    let error = watcher
+                        .add_child_handler(pid, Box::new(|_, _| panic!("never called")))
+                        .unwrap_err();
+                    assert_eq!(error.kind(), ErrorKind::Os(errno));
+                    assert_eq!(error.errno(), Some(errno));
+                })
+                .unwrap();
+        });
+        assert_eq!(testing::reap(k, pid), 0);
+    }
+}
+
+/// A simulation where `pidfd_open` fails with ENOSYS (a kernel before 5.3), so a
+/// `Process` can only signal by pid, and where a freed pid goes to the next child at
+/// once.
+fn without_pidfd_reusing_pids(seed: u64) -> Simulation {
+    let plan = FaultPlan {
+        pidfd_enosys: true,
+        ..FaultPlan::default()
+    };
+    let mut simulation = Simulation::new(seed).faults(plan);
+    simulation.config_mut().pid_reuse = PidReuse::LastFreed;
+    simulation
+}
+
+/// Goal (reliability finding 3): without pidfds, a child reaped by the watcher's own
+/// thread (Threaded's waiter, MultiLoop's reaper) before the loop hears of it is
+/// marked reaped at once: send_signal gives ProcessLookupError and the stranger that
+/// got its pid survives.
+fn reused_pid_not_signalled(k: &SimKernel, watcher: Arc<dyn ChildWatcher<SimKernel>>) {
+    // MultiLoop installs its handler here (main thread); a no-op for Threaded.
+    watcher.attach_loop(None).unwrap();
+    loopwatch::policy::set_child_watcher(k, Some(watcher.clone())).unwrap();
+    let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+    let lp = event_loop.clone();
+    let process = event_loop
+        .run_until_complete(async move {
+            lp.subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))
+        })
+        .unwrap()
+        .unwrap();
+    let pid = process.pid();
+    // The loop does not run: the watcher's thread reaps the child, and the hop that
+    // tells the loop waits in the loop's queue.
+    while child_count(k) != 0 {
+        k.sleep(Duration::from_millis(1));
+    }
+    let stranger = sleeper(k);
+    assert_eq!(stranger, pid, "the freed pid went to the stranger");
+    let error = process
+        .send_signal(Signal::SIGTERM)
+        .expect_err("the child was reaped: nothing to signal");
+    assert_eq!(error.kind(), ErrorKind::ProcessLookupError);
+    assert_eq!(
+        k.wait_pid(stranger, WaitMode::NoHang),
+        Ok(WaitStatus::StillAlive),
+        "the stranger survives"
+    );
+    let code = event_loop
+        .run_until_complete(async { process.wait().await })
+        .unwrap();
+    assert_eq!(code, 3);
+    k.kill(stranger, Some(Signal::SIGKILL)).unwrap();
+    assert_eq!(testing::reap(k, stranger), -9);
+    drop(process);
+    loopwatch::policy::set_child_watcher(k, None).unwrap();
+    event_loop.close().unwrap();
+}
+
+/// The report of [`reused_pid_not_signalled`]: pidfds were refused and a pid reused.
+fn pid_reused_without_pidfd(report: &Report) -> Result<(), String> {
+    testing::completed(report)?;
+    if report.mark("pidfd_enosys") == 0 {
+        return Err("pidfd was used".to_string());
+    }
+    if report.mark("pid_reused") == 0 {
+        return Err("no pid was reused".to_string());
+    }
+    Ok(())
+}
+
+// ----- main ----------------------------------------------------------------------------
+
+/// Opens once what the process keeps open afterwards (the first loop's process-wide
+/// state, the first spawn's), so that the first test's leak account starts from it.
+fn warm_up() {
+    let event_loop = EventLoop::new().expect("a loop");
+    event_loop.close().expect("close the loop");
+    let pid = true_child(&OsKernel);
+    assert_eq!(testing::reap(&OsKernel, pid), 0);
+}
+
+/// Why the Pidfd tests cannot run on this OS, if they cannot: `pidfd_open` needs
+/// Linux 5.3 and no seccomp filter refusing it.
+fn pidfd_unavailable() -> Option<String> {
+    let k = OsKernel;
+    match k.pidfd_open(k.getpid()) {
+        Ok(fd) => {
+            k.close(fd).expect("close the probe pidfd");
+            None
+        }
+        Err(errno) => Some(format!("pidfd_open is unavailable here ({errno})")),
+    }
+}
+
+/// A test of `body` on both kernels, [`SEEDS`] seeds on the simulator, that fails if
+/// it leaves a child, an fd or a thread behind.
+fn both<B: Body>(name: &str, body: B) -> Test {
+    Test::both(name, body).seeds(SEEDS).check_leaks()
+}
+
+/// Puts back to SIG_DFL the signals whose default actions these tests rely on (a
+/// child's `kill -TERM $$`, `kill -SEGV $$`; SIGCHLD for the watchers) if this binary
+/// inherited them ignored, as under `nohup` or as a background job may be. A handler
+/// cannot be inherited, so SIG_IGN is all there is to undo.
+fn reset_inherited_ignores() {
+    for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGSEGV] {
+        if OsKernel.disposition(signal) == Ok(Disposition::Ignore) {
+            OsKernel
+                .set_disposition(signal, Disposition::Default)
+                .expect("reset an ignored signal to its default");
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    reset_inherited_ignores();
+    warm_up();
+    let no_pidfd = pidfd_unavailable();
+    let pidfd = |test: Test| match &no_pidfd {
+        Some(reason) => test.skip_os(reason.clone()),
+        None => test,
+    };
+    let large = |seed| Simulation::new(seed).keep_trace(false);
+    testing::main([
+        both(
+            "threaded_reports_returncodes_in_loop_thread",
+            Returncodes(Kind::Threaded),
+        )
+        .check_report(returncodes_threads(Kind::Threaded)),
+        pidfd(both(
+            "pidfd_reports_returncodes_in_loop_thread",
+            Returncodes(Kind::Pidfd),
+        ))
+        .check_report(returncodes_threads(Kind::Pidfd)),
+        both(
+            "threaded_needs_a_running_loop",
+            NeedsARunningLoop(Kind::Threaded),
+        )
+        .check_report(nothing_started),
+        pidfd(both(
+            "pidfd_needs_a_running_loop",
+            NeedsARunningLoop(Kind::Pidfd),
+        ))
+        .check_report(nothing_started),
+        both(
+            "threaded_same_pid_twice_fires_both",
+            SamePidTwice(Kind::Threaded),
+        ),
+        pidfd(both(
+            "pidfd_same_pid_twice_fires_both",
+            SamePidTwice(Kind::Pidfd),
+        )),
+        both(
+            "threaded_remove_attach_close_are_noops",
+            RemoveAttachCloseAreNoops(Kind::Threaded),
+        ),
+        pidfd(both(
+            "pidfd_remove_attach_close_are_noops",
+            RemoveAttachCloseAreNoops(Kind::Pidfd),
+        )),
+        both(
+            "threaded_callback_panic_is_reported",
+            CallbackPanicIsReported(Kind::Threaded),
+        ),
+        pidfd(both(
+            "pidfd_callback_panic_is_reported",
+            CallbackPanicIsReported(Kind::Pidfd),
+        )),
+        both(
+            "threaded_thousand_children",
+            ThousandChildren(Kind::Threaded),
+        )
+        .seeds(3)
+        .simulation(large),
+        pidfd(both(
+            "pidfd_thousand_children",
+            ThousandChildren(Kind::Pidfd),
+        ))
+        .seeds(3)
+        .simulation(large),
+        both(
+            "finding_12_threaded_dropped_loop_is_freed",
+            DroppedLoopIsFreed(Kind::Threaded),
+        ),
+        pidfd(both(
+            "finding_12_pidfd_dropped_loop_is_freed",
+            DroppedLoopIsFreed(Kind::Pidfd),
+        )),
+        both(
+            "finding_15_threaded_sigchld_ignored_is_reported",
+            SigchldIgnoredIsReported(Kind::Threaded),
+        ),
+        pidfd(both(
+            "finding_15_pidfd_sigchld_ignored_is_reported",
+            SigchldIgnoredIsReported(Kind::Pidfd),
+        )),
+        both(
+            "threaded_names_its_threads_and_keeps_them_until_close",
+            ThreadedNamesItsThreads,
+        )
+        .check_report(two_waiters_named),
+        both(
+            "threaded_add_joins_finished_waiters",
+            ThreadedAddJoinsFinishedWaiters,
+        ),
+        both(
+            "threaded_reaped_elsewhere_reports_255",
+            ThreadedReapedElsewhere,
+        ),
+        both(
+            "threaded_drop_with_blocked_waiter_warns",
+            ThreadedDropWithBlockedWaiterWarns,
+        ),
+        both(
+            "threaded_closed_loop_drops_callback",
+            ThreadedClosedLoopDropsCallback,
+        ),
+        pidfd(both(
+            "pidfd_reaped_before_add_is_process_lookup_error",
+            PidfdReapedBeforeAdd,
+        )),
+        pidfd(both(
+            "pidfd_reaped_behind_its_back_reports_255",
+            PidfdReapedBehindItsBack,
+        )),
+        pidfd(both(
+            "pidfd_closed_loop_closes_pidfd",
+            PidfdClosedLoopClosesPidfd,
+        )),
+        // Simulator only: each says why in its section's note.
+        Test::new(
+            "both_watchers_replay_from_their_seed",
+            both_watchers_replay_from_their_seed,
+        ),
+        Test::new("threaded_retries_eintr", threaded_retries_eintr),
+        Test::sim("both_watchers_many_children_over_seeds", |k| {
+            // Goal (T-3, T-4, K-2): 100 children at once, each reported 0 once whatever
+            // the interleaving the seed picks, with either watcher.
+            many_children(k, Kind::Threaded, 100, 100);
+            many_children(k, Kind::Pidfd, 100, 100);
+        })
+        .seeds(SEEDS)
+        .check_leaks(),
+        with_foreign_reaper("threaded_with_foreign_reaper", Kind::Threaded),
+        with_foreign_reaper("pidfd_with_foreign_reaper", Kind::Pidfd),
+        Test::sim(
+            "pidfd_one_exit_costs_one_waitpid",
+            pidfd_one_exit_costs_one_waitpid,
+        )
+        .seeds(5)
+        .check_report(one_waitpid_between_notes)
+        .check_leaks(),
+        Test::sim(
+            "pidfd_enosys_reaches_the_caller",
+            pidfd_unavailable_reaches_the_caller(Errno::ENOSYS),
+        )
+        .seeds(SEEDS)
+        .simulation(|seed| {
+            Simulation::new(seed).faults(FaultPlan {
+                pidfd_enosys: true,
+                ..FaultPlan::default()
+            })
+        })
+        .check_leaks(),
+        Test::sim(
+            "pidfd_eperm_reaches_the_caller",
+            pidfd_unavailable_reaches_the_caller(Errno::EPERM),
+        )
+        .seeds(SEEDS)
+        .simulation(|seed| {
+            Simulation::new(seed).faults(FaultPlan {
+                pidfd_eperm: true,
+                ..FaultPlan::default()
+            })
+        })
+        .check_leaks(),
+        Test::sim("finding_03_threaded_reused_pid_not_signalled", |k| {
+            reused_pid_not_signalled(k, Kind::Threaded.make(k));
+        })
+        .seeds(SEEDS)
+        .simulation(without_pidfd_reusing_pids)
+        .check_report(pid_reused_without_pidfd)
+        .check_leaks(),
+        Test::sim("finding_03_multi_loop_reused_pid_not_signalled", |k| {
+            reused_pid_not_signalled(k, Arc::new(MultiLoopChildWatcher::with_kernel(k.clone())));
+        })
+        .seeds(SEEDS)
+        .simulation(without_pidfd_reusing_pids)
+        .check_report(pid_reused_without_pidfd)
+        .check_leaks(),
+    ])
+}
