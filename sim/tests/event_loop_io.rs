@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use loopwatch::kernel::{Disposition, Errno, Fd, Kernel, Signal, Signals, WaitMode, WaitStatus};
 use loopwatch::sync::short_locks_held;
-use loopwatch::{ErrorKind, EventLoop, OsKernel};
+use loopwatch::{ErrorKind, EventLoop, Handle, OsKernel};
 use loopwatch_sim::SimKernel;
 use loopwatch_sim::testing::{self, Body, Log, Test};
 
@@ -48,8 +48,23 @@ bodies!(
     finding_18_no_short_lock_held_across_kernel_calls,
 );
 
+/// How long (seconds; virtual ones on the simulator) a test waits for what should
+/// happen at once before it fails instead of hanging. Generous: a loaded machine must
+/// not fail a test.
+const PATIENCE: f64 = 120.0;
+
 fn new_loop<K: Kernel>(k: &K) -> EventLoop<K> {
     EventLoop::with_kernel(k.clone()).expect("a loop can be created")
+}
+
+/// Stops `event_loop` after [`PATIENCE`]: a test whose loop waits for something
+/// that never comes fails its assertions instead of hanging. Cancel it once the loop
+/// has returned.
+fn patience<K: Kernel>(event_loop: &EventLoop<K>) -> Handle {
+    let stopper = event_loop.clone();
+    event_loop
+        .call_later(PATIENCE, move || stopper.stop())
+        .unwrap()
 }
 
 /// Whether the body runs on the simulator.
@@ -205,7 +220,9 @@ impl Body for call_soon_threadsafe_from_four_threads {
             );
         }
         // Nothing is ready when the loop starts, so it blocks in poll until woken.
+        let patience = patience(&event_loop);
         event_loop.run_forever().unwrap();
+        patience.cancel();
         for producer in producers {
             k.join_thread(producer).unwrap();
         }
@@ -239,9 +256,11 @@ impl Body for non_threadsafe_call_from_other_thread_is_runtime_error {
                     .spawn_thread(
                         "intruder",
                         Box::new(move || {
-                            let err = lp2.call_soon(|| {}).unwrap_err();
-                            let err2 = lp2.add_reader(Fd(0), || {}).unwrap_err();
-                            slot.push((err.message().to_string(), err.kind(), err2.kind()));
+                            let call = lp2.call_soon(|| {}).map(drop);
+                            let reader = lp2.add_reader(Fd(0), || {}).map(drop);
+                            slot.push([call, reader].map(|result| {
+                                result.map_err(|e| (e.kind(), e.message().to_string()))
+                            }));
                             let stopper = lp2.clone();
                             lp2.call_soon_threadsafe(move || stopper.stop()).unwrap();
                         }),
@@ -250,19 +269,18 @@ impl Body for non_threadsafe_call_from_other_thread_is_runtime_error {
                 intruder_slot.push(handle);
             })
             .unwrap();
+        let patience = patience(&event_loop);
         event_loop.run_forever().unwrap();
+        patience.cancel();
         for handle in intruder.take() {
             k.join_thread(handle).unwrap();
         }
-        assert_eq!(
-            result.take(),
-            [(
-                "Non-thread-safe operation invoked on an event loop other than the current one"
-                    .to_string(),
-                ErrorKind::RuntimeError,
-                ErrorKind::RuntimeError
-            )]
-        );
+        let refused = Err((
+            ErrorKind::RuntimeError,
+            "Non-thread-safe operation invoked on an event loop other than the current one"
+                .to_string(),
+        ));
+        assert_eq!(result.take(), [[refused.clone(), refused]]);
         event_loop.close().unwrap();
     }
 }
@@ -326,20 +344,32 @@ impl Body for sigchld_handler_reaps_child {
     fn run<K: Kernel>(&self, k: &K) {
         let before = k.disposition(Signal::SIGCHLD).unwrap();
         let event_loop = new_loop(k);
-        let child = testing::spawn_sh(k, "sleep 0.01; exit 6");
-        let (lp, k2) = (event_loop.clone(), k.clone());
+        // The handler is in place before the child exists, so its exit cannot come
+        // first and go unheard.
+        let children = Log::new();
         let codes = Log::new();
-        let seen = codes.clone();
+        let (lp, k2, pids, seen) = (
+            event_loop.clone(),
+            k.clone(),
+            children.clone(),
+            codes.clone(),
+        );
         event_loop
             .add_signal_handler(Signal::SIGCHLD, move || {
-                if let Ok(WaitStatus::Terminated(_, status)) = k2.wait_pid(child, WaitMode::NoHang)
-                {
-                    seen.push(status.returncode());
-                    lp.stop();
+                for pid in pids.snapshot() {
+                    if let Ok(WaitStatus::Terminated(_, status)) =
+                        k2.wait_pid(pid, WaitMode::NoHang)
+                    {
+                        seen.push(status.returncode());
+                        lp.stop();
+                    }
                 }
             })
             .unwrap();
+        children.push(testing::spawn_sh(k, "sleep 0.01; exit 6"));
+        let patience = patience(&event_loop);
         event_loop.run_forever().unwrap();
+        patience.cancel();
         assert_eq!(codes.take(), [6]);
         assert!(event_loop.remove_signal_handler(Signal::SIGCHLD).unwrap());
         assert_eq!(k.disposition(Signal::SIGCHLD).unwrap(), before);
