@@ -14,7 +14,7 @@ use loopwatch::kernel::{
 };
 use loopwatch::watcher::{MultiLoopChildWatcher, fork_window};
 use loopwatch::{ChildWatcher, EventLoop, FastChildWatcher, SafeChildWatcher, WatcherRef};
-use loopwatch_sim::testing::{self, Capture, Sweep};
+use loopwatch_sim::testing::{self, Capture, Sweep, yield_now};
 use loopwatch_sim::{ForeignHandler, Report, SimKernel, Simulation};
 
 /// Runs `body` for each seed; each run must complete and leave no child, fd or
@@ -353,19 +353,4 @@ fn finding_16_loop_added_over_a_foreign_handler_puts_it_back() {
             "seed {seed}: a RuntimeWarning when B took SIGCHLD over: {warned:?}"
         );
     }
-}
-
-/// Yields once to the loop, as `asyncio.sleep(0)`.
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            std::task::Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
-    })
-    .await;
 }

@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::task::Poll;
 
 use loopwatch::kernel::{Errno, Kernel, Pid, SpawnRequest, WaitMode, WaitStatus};
 
@@ -72,6 +73,46 @@ pub fn note<K: Kernel>(kernel: &K, text: &str) {
     if let Some(sim) = (kernel as &dyn Any).downcast_ref::<SimKernel>() {
         sim.note(text);
     }
+}
+
+/// A future that is pending once, waking itself, then ready: awaited in a task on an
+/// [`EventLoop`](loopwatch::EventLoop), it hands the loop back for one iteration, as
+/// `await asyncio.sleep(0)` does.
+///
+/// ```
+/// use loopwatch::EventLoop;
+/// use loopwatch_sim::testing::{Log, yield_now};
+///
+/// let event_loop = EventLoop::new().unwrap();
+/// let log = Log::new();
+/// let task = |name: &'static str| {
+///     let log = log.clone();
+///     event_loop
+///         .create_task(async move {
+///             log.push(format!("{name} before"));
+///             yield_now().await;
+///             log.push(format!("{name} after"));
+///         })
+///         .unwrap()
+/// };
+/// let (a, b) = (task("a"), task("b"));
+/// event_loop
+///     .run_until_complete(async move { (a.await.unwrap(), b.await.unwrap()) })
+///     .unwrap();
+/// assert_eq!(log.take(), ["a before", "b before", "a after", "b after"]);
+/// event_loop.close().unwrap();
+/// ```
+pub fn yield_now() -> impl Future<Output = ()> + Send {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
 }
 
 #[allow(

@@ -87,8 +87,8 @@
 //!   simulator); [`Test::check_leaks`] and [`Sweep::check_leaks`] switch the check on.
 //! - [`Capture`]: the `tracing` events a body logs (loopwatch logs asyncio's warnings
 //!   on target `"asyncio"`), to assert on them.
-//! - [`sh`], [`spawn_sh`], [`reap`], [`note`] and [`Log`]: the small helpers every
-//!   process test writes.
+//! - [`sh`], [`spawn_sh`], [`reap`], [`note`], [`Log`] and [`yield_now`]: the small
+//!   helpers every process test writes.
 
 mod capture;
 mod harness;
@@ -99,7 +99,7 @@ mod sweep;
 
 pub use capture::{Capture, Logged};
 pub use harness::{Harness, Test, main};
-pub use helpers::{Log, note, reap, sh, spawn_sh};
+pub use helpers::{Log, note, reap, sh, spawn_sh, yield_now};
 pub use leaks::{LeakAccount, Resources};
 pub use sweep::{
     Sweep, SweepFailure, Swept, completed, for_seeds, for_seeds_and_os, replay_command, run_on_os,
