@@ -54,6 +54,7 @@
 //!   thread calls `set_event_loop(None)`; CPython's `threading.local` forgets it when
 //!   the thread ends.
 
+pub mod asyncio;
 pub mod error;
 pub mod event_loop;
 pub mod kernel;
@@ -80,8 +81,12 @@ pub mod sync {
     }
 }
 
+pub use asyncio::{gather, join_all};
 pub use error::{Error, ErrorKind, Result};
-pub use event_loop::{EventLoop, ExceptionContext, ExceptionHandler, Handle, Task};
+pub use event_loop::{
+    EventLoop, ExceptionContext, ExceptionHandler, FutureSetter, Handle, LoopFuture, Sleep, Task,
+    WaitFor,
+};
 pub use kernel::Kernel;
 pub use policy::{
     AbstractEventLoopPolicy, DefaultEventLoopPolicy, PolicyRef, PolicyState, WatcherFactory,
@@ -137,4 +142,31 @@ pub fn get_running_loop() -> Result<EventLoop> {
 /// The loop running in this thread, or `None` (CPython's `_get_running_loop`, P-5).
 pub fn try_get_running_loop() -> Option<EventLoop> {
     policy::try_get_running_loop(&OsKernel)
+}
+
+/// Runs `future` on a new loop from the policy and returns its result (asyncio's
+/// `run`): see [`asyncio::run`], which does this for any kernel.
+///
+/// ```
+/// fn main() -> loopwatch::Result<()> {
+///     let answer = loopwatch::run(async {
+///         let event_loop = loopwatch::get_running_loop()?;
+///         event_loop.sleep(0.01).await?;
+///         Ok(6 * 7)
+///     })?;
+///     assert_eq!(answer, 42);
+///     Ok(())
+/// }
+/// # main().unwrap();
+/// ```
+///
+/// # Errors
+///
+/// As [`asyncio::run`]: `RuntimeError` inside a running loop, else the policy's or
+/// the future's error.
+pub fn run<F, T>(future: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    asyncio::run(&OsKernel, future)
 }

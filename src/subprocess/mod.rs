@@ -33,6 +33,7 @@ use std::task::{Context, Poll, Waker};
 pub use stream::{PipeReader, PipeWriter};
 
 use crate::OsKernel;
+use crate::asyncio::Join3;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::EventLoop;
 use crate::kernel::{Errno, Fd, Kernel, Pid, Signal, SpawnRequest, Spawned, WaitMode};
@@ -409,65 +410,6 @@ impl Future for WaitForExit<'_> {
                 state.waiters.push(cx.waker().clone());
                 Poll::Pending
             }
-        }
-    }
-}
-
-/// The outputs of a [`Join3`] as they arrive.
-type Outputs<A, B, C> = (
-    Option<<A as Future>::Output>,
-    Option<<B as Future>::Output>,
-    Option<<C as Future>::Output>,
-);
-
-/// Polls three futures to completion together.
-struct Join3<A: Future, B: Future, C: Future> {
-    a: Pin<Box<A>>,
-    b: Pin<Box<B>>,
-    c: Pin<Box<C>>,
-    out: Outputs<A, B, C>,
-}
-
-impl<A: Future, B: Future, C: Future> Join3<A, B, C> {
-    fn new(a: A, b: B, c: C) -> Self {
-        Join3 {
-            a: Box::pin(a),
-            b: Box::pin(b),
-            c: Box::pin(c),
-            out: (None, None, None),
-        }
-    }
-}
-
-impl<A: Future, B: Future, C: Future> Unpin for Join3<A, B, C> {}
-
-impl<A: Future, B: Future, C: Future> Future for Join3<A, B, C> {
-    type Output = (A::Output, B::Output, C::Output);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        if this.out.0.is_none() {
-            if let Poll::Ready(v) = this.a.as_mut().poll(cx) {
-                this.out.0 = Some(v);
-            }
-        }
-        if this.out.1.is_none() {
-            if let Poll::Ready(v) = this.b.as_mut().poll(cx) {
-                this.out.1 = Some(v);
-            }
-        }
-        if this.out.2.is_none() {
-            if let Poll::Ready(v) = this.c.as_mut().poll(cx) {
-                this.out.2 = Some(v);
-            }
-        }
-        match &mut this.out {
-            (a @ Some(_), b @ Some(_), c @ Some(_)) => Poll::Ready((
-                a.take().expect("checked"),
-                b.take().expect("checked"),
-                c.take().expect("checked"),
-            )),
-            _ => Poll::Pending,
         }
     }
 }
