@@ -98,6 +98,10 @@ impl Errno {
     pub const EINTR: Errno = Errno(4);
     /// Input/output error.
     pub const EIO: Errno = Errno(5);
+    /// Argument list too long.
+    pub const E2BIG: Errno = Errno(7);
+    /// Exec format error.
+    pub const ENOEXEC: Errno = Errno(8);
     /// Bad file descriptor.
     pub const EBADF: Errno = Errno(9);
     /// No child processes.
@@ -110,14 +114,24 @@ impl Errno {
     pub const EACCES: Errno = Errno(13);
     /// File exists.
     pub const EEXIST: Errno = Errno(17);
+    /// Not a directory.
+    pub const ENOTDIR: Errno = Errno(20);
+    /// Is a directory.
+    pub const EISDIR: Errno = Errno(21);
     /// Invalid argument.
     pub const EINVAL: Errno = Errno(22);
     /// Too many open files.
     pub const EMFILE: Errno = Errno(24);
+    /// Text file busy.
+    pub const ETXTBSY: Errno = Errno(26);
     /// Broken pipe.
     pub const EPIPE: Errno = Errno(32);
+    /// File name too long.
+    pub const ENAMETOOLONG: Errno = Errno(36);
     /// Function not implemented.
     pub const ENOSYS: Errno = Errno(38);
+    /// Too many levels of symbolic links.
+    pub const ELOOP: Errno = Errno(40);
 
     /// The symbolic name, where this crate knows it.
     pub fn name(self) -> Option<&'static str> {
@@ -127,16 +141,23 @@ impl Errno {
             Errno::ESRCH => "ESRCH",
             Errno::EINTR => "EINTR",
             Errno::EIO => "EIO",
+            Errno::E2BIG => "E2BIG",
+            Errno::ENOEXEC => "ENOEXEC",
             Errno::EBADF => "EBADF",
             Errno::ECHILD => "ECHILD",
             Errno::EAGAIN => "EAGAIN",
             Errno::ENOMEM => "ENOMEM",
             Errno::EACCES => "EACCES",
             Errno::EEXIST => "EEXIST",
+            Errno::ENOTDIR => "ENOTDIR",
+            Errno::EISDIR => "EISDIR",
             Errno::EINVAL => "EINVAL",
             Errno::EMFILE => "EMFILE",
+            Errno::ETXTBSY => "ETXTBSY",
             Errno::EPIPE => "EPIPE",
+            Errno::ENAMETOOLONG => "ENAMETOOLONG",
             Errno::ENOSYS => "ENOSYS",
+            Errno::ELOOP => "ELOOP",
             _ => return None,
         })
     }
