@@ -15,7 +15,7 @@
 //! | `loop.run_until_complete(aw)` | [`event_loop.try_run_until_complete(fut)?`](crate::EventLoop::try_run_until_complete) |
 //!
 //! A Python coroutine that raises is, here, a future whose output is
-//! [`Result`](crate::Result); the helpers that take such futures give their error
+//! [`Result`]; the helpers that take such futures give their error
 //! back as Python would raise it.
 
 use std::fmt;
