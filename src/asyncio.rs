@@ -199,7 +199,14 @@ where
     }
 }
 
-/// The future of [`join_all`].
+/// The future of [`join_all`]: every output, in the order given.
+///
+/// ```
+/// let event_loop = loopwatch::EventLoop::new()?;
+/// let joined = loopwatch::join_all((1..=3).map(|n| async move { n * n }));
+/// assert_eq!(event_loop.run_until_complete(joined)?, [1, 4, 9]);
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct JoinAll<F: Future> {
     futures: Vec<MaybeDone<F>>,
 }
@@ -264,7 +271,14 @@ where
     }
 }
 
-/// The future of [`gather`].
+/// The future of [`gather`]: every value in the order given, or the first error.
+///
+/// ```
+/// let event_loop = loopwatch::EventLoop::new()?;
+/// let gathered = loopwatch::gather((1..=3).map(|n| async move { Ok(n * n) }));
+/// assert_eq!(event_loop.try_run_until_complete(gathered)?, [1, 4, 9]);
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct Gather<F: Future> {
     /// `None` once it has finished.
     futures: Option<Vec<MaybeDone<F>>>,

@@ -85,6 +85,20 @@ impl<T> Shared<T> {
 /// to [`FutureSetter::set_exception`], or `CancelledError` once either half was
 /// cancelled, or once every setter was dropped with the future still pending (nothing
 /// could settle it any more).
+///
+/// ```
+/// let event_loop = loopwatch::EventLoop::new()?;
+/// let (future, setter) = event_loop.create_future::<&str>();
+/// assert!(!future.done() && !future.cancelled());
+/// setter.set_result("ready")?;
+/// assert!(future.done() && !future.cancelled());
+/// assert_eq!(event_loop.try_run_until_complete(future)?, "ready");
+///
+/// let (future, setter) = event_loop.create_future::<&str>();
+/// drop(setter);
+/// assert!(future.cancelled(), "nothing can set it any more");
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct LoopFuture<T> {
     shared: Arc<Shared<T>>,
 }
@@ -92,6 +106,17 @@ pub struct LoopFuture<T> {
 /// The settling half of a future made by [`EventLoop::create_future`]. Clones settle
 /// the same future; it may be settled from any thread (waking the awaiting task goes
 /// through its loop's thread-safe queue).
+///
+/// ```
+/// let event_loop = loopwatch::EventLoop::new()?;
+/// let (future, setter) = event_loop.create_future::<u8>();
+/// let other = setter.clone();
+/// assert!(other.cancel());
+/// assert!(setter.done() && setter.cancelled());
+/// let error = event_loop.try_run_until_complete(future).unwrap_err();
+/// assert_eq!(error.kind(), loopwatch::ErrorKind::CancelledError);
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct FutureSetter<T> {
     shared: Arc<Shared<T>>,
 }
@@ -163,6 +188,16 @@ impl<T> LoopFuture<T> {
 
 impl<T> FutureSetter<T> {
     /// Settles the future with `value`.
+    ///
+    /// ```
+    /// let event_loop = loopwatch::EventLoop::new()?;
+    /// let (future, setter) = event_loop.create_future::<Vec<u8>>();
+    /// setter.set_result(b"out".to_vec())?;
+    /// let again = setter.set_result(Vec::new()).unwrap_err();
+    /// assert_eq!(again.to_string(), "InvalidStateError: invalid state");
+    /// assert_eq!(event_loop.try_run_until_complete(future)?, b"out");
+    /// # Ok::<(), loopwatch::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

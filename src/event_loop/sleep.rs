@@ -33,7 +33,15 @@ enum SleepState {
     Done,
 }
 
-/// The future of [`EventLoop::sleep`].
+/// The future of [`EventLoop::sleep`]: `Ok(())` once the time has passed.
+///
+/// ```
+/// let event_loop = loopwatch::EventLoop::new()?;
+/// let sleep = event_loop.sleep(0.0);
+/// assert_eq!(format!("{sleep:?}"), "<Sleep 0s not started>");
+/// event_loop.try_run_until_complete(sleep)?;
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct Sleep<K: Kernel> {
     event_loop: WeakLoop<K>,
     delay: f64,
@@ -85,7 +93,9 @@ impl<K: Kernel> EventLoop<K> {
     /// a plain future is how Rust cancels it; a [`Task`](super::Task) keeps running
     /// when dropped, so pass `&mut task` and call [`Task::cancel`](super::Task::cancel)
     /// on a timeout to stop it. `f64::INFINITY` waits as long as it takes; zero or a
-    /// negative timeout polls `future` once.
+    /// negative timeout polls `future` once and gives its output if it is ready then
+    /// (CPython gives the result of a future already done, and never starts a
+    /// coroutine: polling once is how Rust asks whether a future is done).
     ///
     /// The output of a future that gives a `Result` is nested: the outer error is the
     /// timeout, the inner one the future's own.
@@ -213,6 +223,17 @@ impl<K: Kernel> fmt::Debug for Sleep<K> {
 }
 
 /// The future of [`EventLoop::wait_for`].
+///
+/// ```
+/// let event_loop = loopwatch::EventLoop::new()?;
+/// let (future, setter) = event_loop.create_future::<u8>();
+/// setter.set_result(3)?;
+/// let waiting = event_loop.wait_for(future, 0.0);
+/// // Done already, so even a zero timeout gives the result. The outer error would be
+/// // the timeout, the inner one the future's.
+/// assert_eq!(event_loop.try_run_until_complete(waiting)??, 3);
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct WaitFor<F: Future, K: Kernel> {
     /// `None` once it has finished, with output or by timeout.
     future: Option<Pin<Box<F>>>,
