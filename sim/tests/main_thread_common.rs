@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use loopwatch::kernel::{Disposition, Kernel, Signal, Signals, SpawnRequest, Stdio};
+use loopwatch::kernel::{
+    Disposition, Fds, Kernel, Processes, Signal, Signals, SpawnRequest, Stdio,
+};
 use loopwatch::policy;
 use loopwatch::{EventLoop, OsKernel, Result, WatcherRef};
 use loopwatch_sim::SimKernel;
@@ -102,6 +104,19 @@ pub(crate) fn fd_count<K: Kernel>(k: &K) -> usize {
 pub(crate) fn thread_count<K: Kernel>(k: &K) -> Option<usize> {
     os(k)?;
     Some(Resources::of_this_process().expect("read /proc").threads)
+}
+
+/// Why the tests that use Pidfd cannot run on this OS, if they cannot:
+/// `pidfd_open` needs Linux 5.3 and no seccomp filter refusing it.
+pub(crate) fn pidfd_unavailable() -> Option<String> {
+    let k = OsKernel;
+    match k.pidfd_open(k.getpid()) {
+        Ok(fd) => {
+            k.close(fd).expect("close the probe pidfd");
+            None
+        }
+        Err(errno) => Some(format!("pidfd_open is unavailable here ({errno})")),
+    }
 }
 
 /// Calls `probe` every 10 ms (of the kernel's clock) until it is true, for at most
