@@ -1,6 +1,6 @@
 //! The event loop on the real OS. Each test names the asyncio behaviour it ports.
 //! Tests here run in cargo's worker threads, never the main thread; what needs the
-//! main thread (signal handlers, auto-creation) is in `src/tests/main_thread.rs`.
+//! main thread (signal handlers, auto-creation) is in `sim/tests/main_thread_policy.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,6 +1,6 @@
 //! Policies on the real OS, from cargo's worker threads (never the main thread). Ports
 //! of CPython's `PolicyTests` (test_events.py) keep their names; main-thread behaviour
-//! is tested in `src/tests/main_thread.rs` (marked "main" below).
+//! is tested in `sim/tests/main_thread_policy.rs` (marked "main" below).
 //!
 //! | clause | tests |
 //! |---|---|
