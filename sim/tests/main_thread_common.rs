@@ -20,7 +20,10 @@ use loopwatch::kernel::{
     Disposition, Fds, Kernel, Processes, Signal, Signals, SpawnRequest, Stdio,
 };
 use loopwatch::policy;
-use loopwatch::{EventLoop, OsKernel, Result, WatcherRef};
+use loopwatch::{
+    EventLoop, FastChildWatcher, MultiLoopChildWatcher, OsKernel, PidfdChildWatcher, Result,
+    SafeChildWatcher, ThreadedChildWatcher, WatcherRef,
+};
 use loopwatch_sim::SimKernel;
 use loopwatch_sim::testing::{self, Log, Resources, Test};
 
@@ -132,7 +135,36 @@ pub(crate) fn poll_until<K: Kernel>(k: &K, mut probe: impl FnMut() -> bool) -> b
     probe()
 }
 
-// ----- requests, loops and the policy ---------------------------------------------------
+// ----- requests, watchers, loops and the policy ---------------------------------------
+
+/// `program` without arguments.
+pub(crate) fn bare(program: &str) -> SpawnRequest {
+    SpawnRequest::new(program, Vec::<String>::new())
+}
+
+/// Which watcher a body installs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    Safe,
+    Fast,
+    MultiLoop,
+    Threaded,
+    Pidfd,
+}
+
+impl Kind {
+    /// A new watcher of this kind over `k`.
+    pub(crate) fn make<K: Kernel>(self, k: &K) -> WatcherRef<K> {
+        let k = k.clone();
+        match self {
+            Kind::Safe => Arc::new(SafeChildWatcher::with_kernel(k)),
+            Kind::Fast => Arc::new(FastChildWatcher::with_kernel(k)),
+            Kind::MultiLoop => Arc::new(MultiLoopChildWatcher::with_kernel(k)),
+            Kind::Threaded => Arc::new(ThreadedChildWatcher::with_kernel(k)),
+            Kind::Pidfd => Arc::new(PidfdChildWatcher::with_kernel(k)),
+        }
+    }
+}
 
 /// `request` with pipes for the chosen standard streams.
 pub(crate) fn with_pipes(

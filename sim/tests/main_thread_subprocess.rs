@@ -22,42 +22,15 @@ use loopwatch::kernel::{
 };
 use loopwatch::policy;
 use loopwatch::{
-    AbstractEventLoopPolicy, DefaultEventLoopPolicy, ErrorKind, FastChildWatcher,
-    MultiLoopChildWatcher, OsKernel, PidfdChildWatcher, SafeChildWatcher, ThreadedChildWatcher,
+    AbstractEventLoopPolicy, DefaultEventLoopPolicy, ErrorKind, OsKernel, PidfdChildWatcher,
     WatcherFactory, WatcherRef,
 };
 use loopwatch_sim::testing::{self, Body, Log, Test, sh};
 use loopwatch_sim::{FaultPlan, Simulation};
 
-use main_thread_common::{child_count, fork, in_worker, install, sim, uninstall, with_pipes};
-
-/// Which watcher a body installs.
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Safe,
-    Fast,
-    MultiLoop,
-    Threaded,
-    Pidfd,
-}
-
-impl Kind {
-    fn make<K: Kernel>(self, k: &K) -> WatcherRef<K> {
-        let k = k.clone();
-        match self {
-            Kind::Safe => Arc::new(SafeChildWatcher::with_kernel(k)),
-            Kind::Fast => Arc::new(FastChildWatcher::with_kernel(k)),
-            Kind::MultiLoop => Arc::new(MultiLoopChildWatcher::with_kernel(k)),
-            Kind::Threaded => Arc::new(ThreadedChildWatcher::with_kernel(k)),
-            Kind::Pidfd => Arc::new(PidfdChildWatcher::with_kernel(k)),
-        }
-    }
-}
-
-/// `program` without arguments.
-fn bare(program: &str) -> SpawnRequest {
-    SpawnRequest::new(program, Vec::<String>::new())
-}
+use main_thread_common::{
+    Kind, bare, child_count, fork, in_worker, install, sim, uninstall, with_pipes,
+};
 
 /// Goal (L-1 … L-4, R-1): CPython's subprocess tests in spirit, for one watcher: exit
 /// codes, kill/terminate, captured stdout/stderr, communicate with input, and 1,000

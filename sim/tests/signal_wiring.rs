@@ -2,7 +2,7 @@
 //! kernel is left with as loops and watchers come and go, and what happens when code
 //! other than loopwatch installs a handler of its own (reliability findings 2, 16).
 //! The findings' tests that run on both kernels (1, 2 and 16 with each watcher) are in
-//! `main_thread_findings.rs`; these are the simulator-only ones.
+//! `main_thread_findings_signals.rs`; these are the simulator-only ones.
 //!
 //! `cargo test -p loopwatch-sim --test signal_wiring`; `LOOPWATCH_SEEDS=N` sets how
 //! many seeds each test runs (default 20), `LOOPWATCH_SEED=S` runs one seed.
