@@ -344,7 +344,7 @@ impl Model {
                     ChildPlan::Exit { after, .. } | ChildPlan::Killed { after, .. } => {
                         Some(p.started + *after)
                     }
-                    ChildPlan::Forever | ChildPlan::Cat => None,
+                    ChildPlan::Forever | ChildPlan::Cat | ChildPlan::ReadLine { .. } => None,
                 };
                 // A child the lag fault starts late may have work before its exit.
                 [Some(p.started), exit]
