@@ -2,8 +2,9 @@
 //! and run on the real OS (`OsKernel`) and on the simulator (`SimKernel`, several
 //! seeds) with the same expected outcome. The kernel contract trait by trait
 //! (spawning, waiting, pipes, pollers, dispositions, threads) is in
-//! `kernel_contract_processes.rs` and `kernel_contract_fds_signals.rs`; here are
-//! SIGCHLD's finer points, the reliability findings and what the simulator alone shows.
+//! `kernel_contract_processes.rs`, `kernel_contract_fds_signals.rs` and
+//! `kernel_contract_threads.rs`; here are SIGCHLD's finer points, the reliability
+//! findings and what the simulator alone shows.
 //!
 //! A `harness = false` binary on `loopwatch_sim::testing`: each test runs on the
 //! process's main thread, one at a time, so process-wide state (SIGCHLD's disposition

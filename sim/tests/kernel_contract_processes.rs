@@ -2,9 +2,10 @@
 //! behaviour the trait documentation promises, written once as a body generic over the
 //! kernel and run on the real OS (`OsKernel`) and on the simulator (`SimKernel`, 16
 //! seeds). Spawning, waiting, peeking, signalling and pidfds; pipes and streams as a
-//! child sees them. Fds, pollers, signals, threads and the clock are in
-//! `kernel_contract_fds_signals.rs`; what only the real OS can show (close-on-exec
-//! flags, `/proc` paths, files and directories) stays in `src/sys/unix/tests.rs`.
+//! child sees them. Fds, pollers and signals are in `kernel_contract_fds_signals.rs`,
+//! threads, locks and the clock in `kernel_contract_threads.rs`; what only the real OS
+//! can show (close-on-exec flags, `/proc` paths, files and directories) stays in
+//! `src/sys/unix/tests.rs`.
 //!
 //! A `harness = false` binary on `loopwatch_sim::testing`: each test runs on the
 //! process's main thread, one at a time, so "any child" waits and SIGCHLD's disposition

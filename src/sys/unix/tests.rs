@@ -1,7 +1,8 @@
 //! Tests of [`OsKernel`] that only the real operating system can answer. The kernel
 //! contract itself (what the trait documentation in `src/kernel/mod.rs` promises) is
 //! tested once for both kernels, on `OsKernel` and on the simulator, by
-//! `sim/tests/kernel_contract_processes.rs` and `sim/tests/kernel_contract_fds_signals.rs`.
+//! `sim/tests/kernel_contract_processes.rs`, `sim/tests/kernel_contract_fds_signals.rs`
+//! and `sim/tests/kernel_contract_threads.rs`.
 //! What stays here, and why:
 //!
 //! - close-on-exec and `O_NONBLOCK` as `fcntl` reads them, on every fd the kernel hands
