@@ -2,7 +2,8 @@
 //!
 //! The simulator understands the same requests the real-OS tests make, so one test
 //! body can run on both kernels: `true`, `false`, `sleep S`, `cat`, `echo …`, and
-//! `sh -c` with `exit N`, `kill -SIG $$`, `sleep S; exit N` or `echo …; exit N`.
+//! `sh -c` with `exit N`, `kill -SIG $$`, `sleep S; exit N`, `echo …; exit N` or
+//! `echo …; read -r line; exit N`.
 //! Anything else is `ENOENT` unless registered with
 //! [`SimKernel::register_program`](crate::SimKernel::register_program).
 
@@ -36,6 +37,16 @@ pub enum ChildPlan {
     Forever,
     /// Copy stdin to stdout until end of file, then exit 0.
     Cat,
+    /// Write `stdout` to its standard output, then read one line of standard input (a
+    /// shell's `read -r line`: up to and including a newline, or to end of file; a
+    /// stdin that is not a pipe reads as end of file), then exit with `code`, or,
+    /// without one, with `read`'s status: 0 for a whole line, 1 at end of file.
+    ReadLine {
+        /// Bytes written to stdout before reading.
+        stdout: Vec<u8>,
+        /// Exit code after the read (`exit N` after `read`), if any.
+        code: Option<u8>,
+    },
 }
 
 impl ChildPlan {
@@ -99,11 +110,13 @@ fn basename(program: &str) -> &str {
 }
 
 /// One `sh -c` script: `;`-separated commands, of which the last decides the fate.
-/// `ulimit` is accepted and does nothing.
+/// `ulimit` is accepted and does nothing. `read` may only follow output (not a
+/// `sleep`), and only `exit N` may follow it.
 fn shell(script: &str) -> Option<ChildPlan> {
     let mut after = Duration::ZERO;
     let mut stdout = Vec::new();
-    for command in script.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+    let mut commands = script.split(';').map(str::trim).filter(|c| !c.is_empty());
+    while let Some(command) = commands.next() {
         let words: Vec<&str> = command.split_whitespace().collect();
         match words.as_slice() {
             ["exit", code] => {
@@ -118,6 +131,21 @@ fn shell(script: &str) -> Option<ChildPlan> {
                     signal: signal_by_name(signal)?,
                     after,
                 });
+            }
+            ["read", ..] if after.is_zero() => {
+                let rest: Vec<Vec<&str>> = commands
+                    .by_ref()
+                    .map(|c| c.split_whitespace().collect())
+                    .collect();
+                let code = match rest.as_slice() {
+                    [] => None,
+                    [exit] => match exit.as_slice() {
+                        ["exit", code] => Some(code.parse::<u8>().ok()?),
+                        _ => return None,
+                    },
+                    _ => return None,
+                };
+                return Some(ChildPlan::ReadLine { stdout, code });
             }
             ["sleep", s] => after += seconds(s)?,
             ["echo", rest @ ..] => {

@@ -36,6 +36,15 @@ impl Model {
             }
             ChildPlan::Killed { after, .. } => self.time >= proc.started + *after,
             ChildPlan::Forever => false,
+            ChildPlan::ReadLine { stdout, .. } => {
+                if !self.done_writing(proc, stdout) {
+                    return self.output_pending(proc, stdout);
+                }
+                // A byte to read, or end of file.
+                proc.stdin
+                    .and_then(|id| self.pipes.get(&id))
+                    .is_none_or(|pipe| !pipe.buf.is_empty() || pipe.writers == 0)
+            }
             ChildPlan::Cat => {
                 let input = proc.stdin.and_then(|id| self.pipes.get(&id));
                 match input {
@@ -58,12 +67,19 @@ impl Model {
                 .is_some_and(|p| p.buf.len() < PIPE_CAPACITY)
     }
 
+    /// Whether the child has written all of `stdout` it can: all of it, or there is no
+    /// pipe to write it to.
+    fn done_writing(&self, proc: &Proc, stdout: &[u8]) -> bool {
+        proc.written >= stdout.len() || proc.stdout.is_none()
+    }
+
     /// Writes what the plan's stdout still has to the pipe, as room allows.
     pub(super) fn child_output(&mut self, pid: Pid) {
         let Some(proc) = self.procs.get_mut(&pid) else {
             return;
         };
-        let ChildPlan::Exit { stdout, .. } = &proc.plan else {
+        let (ChildPlan::Exit { stdout, .. } | ChildPlan::ReadLine { stdout, .. }) = &proc.plan
+        else {
             return;
         };
         let Some(pipe) = proc.stdout.and_then(|id| self.pipes.get_mut(&id)) else {
@@ -107,6 +123,31 @@ impl Model {
             }
             ChildPlan::Killed { signal, .. } => self.kill_self(pid, signal),
             ChildPlan::Forever => {}
+            ChildPlan::ReadLine { stdout, code } => {
+                self.child_output(pid);
+                if !self.done_writing(&self.procs[&pid], &stdout) {
+                    return;
+                }
+                let input = self.procs[&pid].stdin;
+                let Some(pipe) = input.and_then(|id| self.pipes.get_mut(&id)) else {
+                    // Not a pipe: end of file at once.
+                    self.terminate(pid, ExitStatus::from_exit_code(code.unwrap_or(1)));
+                    return;
+                };
+                if let Some(newline) = pipe.buf.iter().position(|&b| b == b'\n') {
+                    // The shell reads byte by byte: what follows the line stays.
+                    pipe.buf.drain(..=newline);
+                    self.changed = true;
+                    self.terminate(pid, ExitStatus::from_exit_code(code.unwrap_or(0)));
+                } else if !pipe.buf.is_empty() {
+                    // Part of a line: read it and wait for the rest.
+                    pipe.buf.clear();
+                    self.changed = true;
+                    self.log_event(format_args!("child {pid} reads input"));
+                } else if pipe.writers == 0 {
+                    self.terminate(pid, ExitStatus::from_exit_code(code.unwrap_or(1)));
+                }
+            }
             ChildPlan::Cat => {
                 let proc = &self.procs[&pid];
                 let (input, output) = (proc.stdin, proc.stdout);

@@ -261,7 +261,8 @@ impl Model {
                 self.kill_self(pid, signal);
                 return;
             }
-            Some(ChildPlan::Forever | ChildPlan::Cat) | None => return,
+            // These wait for their input (or a signal) and cannot end early.
+            Some(ChildPlan::Forever | ChildPlan::Cat | ChildPlan::ReadLine { .. }) | None => return,
         };
         // A child that dies early still produces its output first.
         self.child_output(pid);
