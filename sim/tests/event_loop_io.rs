@@ -17,9 +17,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use loopwatch::kernel::{Disposition, Errno, Fd, Kernel, Signal, Signals, WaitMode, WaitStatus};
+use loopwatch::kernel::{Errno, Fd, Kernel, Signal, WaitMode, WaitStatus};
 use loopwatch::sync::short_locks_held;
-use loopwatch::{ErrorKind, EventLoop, Handle, OsKernel};
+use loopwatch::{ErrorKind, EventLoop, Handle};
 use loopwatch_sim::SimKernel;
 use loopwatch_sim::testing::{self, Body, Log, Test};
 
@@ -432,11 +432,7 @@ impl Body for finding_18_no_short_lock_held_across_kernel_calls {
 /// before the loop's handler is installed. A handler cannot be inherited, so SIG_IGN
 /// is all there is to undo.
 fn reset_inherited_ignores() {
-    if OsKernel.disposition(Signal::SIGCHLD) == Ok(Disposition::Ignore) {
-        OsKernel
-            .set_disposition(Signal::SIGCHLD, Disposition::Default)
-            .expect("reset an ignored SIGCHLD to its default");
-    }
+    testing::undo_inherited_ignores(&[Signal::SIGCHLD]);
 }
 
 fn main() -> ExitCode {

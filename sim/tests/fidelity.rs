@@ -21,11 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
-use loopwatch::OsKernel;
 use loopwatch::kernel::{
     Clock, Disposition, Errno, Fd, Kernel, Signal, SpawnRequest, WaitMode, WaitStatus, WaitTarget,
 };
-use loopwatch::kernel::{Fds as _, Processes as _, Signals as _};
+use loopwatch::kernel::{Fds as _, Processes as _};
 use loopwatch_sim::testing::{self, Body, Test, reap, sh};
 use loopwatch_sim::{FaultPlan, ForeignHandler, Outcome, PidReuse, Report, Simulation};
 
@@ -456,19 +455,13 @@ impl Body for finding_07_restore_signals_undoes_inherited_ignores {
 /// back to SIG_DFL if this binary inherited them ignored (under `nohup`, as a
 /// background job). A handler cannot be inherited, so SIG_IGN is all there is to undo.
 fn reset_inherited_ignores() {
-    for signal in [
+    testing::undo_inherited_ignores(&[
         Signal::SIGCHLD,
         Signal::SIGUSR1,
         Signal::SIGUSR2,
         Signal::SIGTERM,
         Signal::SIGSEGV,
-    ] {
-        if OsKernel.disposition(signal) == Ok(Disposition::Ignore) {
-            OsKernel
-                .set_disposition(signal, Disposition::Default)
-                .expect("reset an ignored signal to its default");
-        }
-    }
+    ]);
 }
 
 fn main() -> ExitCode {

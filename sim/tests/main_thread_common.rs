@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use loopwatch::kernel::{
-    Disposition, Fds, Kernel, Processes, Signal, Signals, SpawnRequest, Stdio,
-};
+use loopwatch::kernel::{Fds, Kernel, Processes, Signal, SpawnRequest, Stdio};
 use loopwatch::policy;
 use loopwatch::{
     EventLoop, FastChildWatcher, MultiLoopChildWatcher, OsKernel, PidfdChildWatcher, Result,
@@ -48,18 +46,12 @@ pub(crate) fn main(tests: impl IntoIterator<Item = Test>) -> ExitCode {
 /// under `nohup` or as a background job. A handler cannot be inherited, so SIG_IGN
 /// is all there is to undo.
 fn reset_inherited_ignores() {
-    for signal in [
+    testing::undo_inherited_ignores(&[
         Signal::SIGCHLD,
         Signal::SIGUSR1,
         Signal::SIGUSR2,
         Signal::SIGTERM,
-    ] {
-        if OsKernel.disposition(signal) == Ok(Disposition::Ignore) {
-            OsKernel
-                .set_disposition(signal, Disposition::Default)
-                .expect("reset an ignored signal to its default");
-        }
-    }
+    ]);
 }
 
 /// Opens once what the process keeps open afterwards (the first loop's process-wide
