@@ -304,10 +304,12 @@ impl Model {
         mode: WaitMode,
         reap: bool,
     ) -> Attempt<Result<WaitStatus, Errno>> {
-        let name = match (target, reap) {
-            (WaitTarget::Pid(_), true) => "waitpid",
-            (WaitTarget::Any, true) => "waitpid(-1)",
-            (_, false) => "waitid(WNOWAIT)",
+        // The trace line reads like the call: `waitpid(-1, Block)`, or
+        // `waitid(-1, Block, WNOWAIT)` for a peek that leaves the zombie in place.
+        let (name, flags) = if reap {
+            ("waitpid", "")
+        } else {
+            ("waitid", ", WNOWAIT")
         };
         let found = match target {
             WaitTarget::Pid(pid) if pid.0 <= 0 => Err(Errno::EINVAL),
@@ -344,7 +346,10 @@ impl Model {
             WaitTarget::Pid(pid) => pid.to_string(),
             WaitTarget::Any => "-1".to_string(),
         };
-        self.log(tid, format_args!("{name}({shown}, {mode:?}) = {result:?}"));
+        self.log(
+            tid,
+            format_args!("{name}({shown}, {mode:?}{flags}) = {result:?}"),
+        );
         Attempt::Done(result)
     }
 
