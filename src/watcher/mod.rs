@@ -69,8 +69,8 @@
 //! # The trait
 //!
 //! [`ChildWatcher`] is asyncio's `AbstractChildWatcher`: `add_child_handler(pid,
-//! callback)` (replacing an earlier handler for that pid, except where CPython's
-//! watcher does not: Threaded and Pidfd-3.12 fire both), `remove_child_handler`,
+//! callback)` (replacing an earlier handler for that pid, except with Threaded, which
+//! fires both as CPython's does), `remove_child_handler`,
 //! `attach_loop` (`None` detaches), `close`, `is_active`, and the fork window
 //! ([`fork_window`], Python's `with watcher:`) inside which processes are started and
 //! registered. The callback gets `(pid, returncode)`; extra arguments are captured by
@@ -229,8 +229,8 @@ impl<K: Kernel> fmt::Debug for ReapGuard<'_, K> {
 /// `NotImplementedError` cannot arise.
 pub trait ChildWatcher<K: Kernel = OsKernel>: Send + Sync + fmt::Debug + 'static {
     /// Arranges for `callback(pid, returncode)` once `pid` exits. Registering `pid`
-    /// again replaces the earlier callback (for the watchers whose CPython counterpart
-    /// does).
+    /// again replaces the earlier callback (every watcher of this crate but
+    /// [`ThreadedChildWatcher`], which fires both as CPython's does).
     ///
     /// # Errors
     ///
