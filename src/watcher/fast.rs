@@ -190,6 +190,11 @@ impl<K: Kernel> FastChildWatcher<K> {
 }
 
 impl<K: Kernel> ChildWatcher<K> for FastChildWatcher<K> {
+    /// `None`: it does its own work.
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>> {
+        None
+    }
+
     /// # Errors
     ///
     /// `ValueError` for a pid ≤ 0; `AssertionError` ("Must use the context manager")

@@ -225,9 +225,107 @@ impl<K: Kernel> fmt::Debug for ReapGuard<'_, K> {
 
 /// The child watcher interface (asyncio's `AbstractChildWatcher`, spec W-2).
 ///
-/// Every method is required: Rust has no instances of an abstract class, so W-1's
-/// `NotImplementedError` cannot arise.
+/// asyncio's methods (`add_child_handler`, `remove_child_handler`, `attach_loop`,
+/// `close`, `is_active`) are required: Rust has no instances of an abstract class, so
+/// W-1's `NotImplementedError` cannot arise.
+///
+/// # Wrappers delegate by construction
+///
+/// The fork window ([`ChildWatcher::enter`], [`ChildWatcher::exit`]) and
+/// [`ChildWatcher::attached_loop`] have provided bodies, since most watchers have no
+/// use for them. A watcher that wraps another must still pass them on: a wrapper of
+/// [`FastChildWatcher`] that kept the provided no-op `enter` would compile, and Fast
+/// would then refuse every registration ("Must use the context manager"). So
+/// [`ChildWatcher::inner`] is required: every implementation says whether it wraps a
+/// watcher. A wrapper answers `Some(&self.inner)`, and the provided `enter`, `exit` and
+/// `attached_loop` forward to it; there is nothing left to forget. A watcher that does
+/// its own work answers `None`, and overrides what it needs (Fast its fork window, Safe
+/// and Fast `attached_loop`).
+///
+/// What a wrapper writes are the required methods, where it adds its own behaviour, and
+/// forwards them otherwise. [`ChildWatcher::type_name`] is the wrapper's own name.
+/// [`ChildWatcher::add_child_handler_fenced`]'s provided body goes through the
+/// wrapper's `add_child_handler`, so the wrapper's behaviour applies to
+/// `subprocess_exec`'s children too, and marks the fence when the callback runs: a
+/// wrapper of a watcher that reports from a thread of its own (Threaded, MultiLoop)
+/// should forward `add_child_handler_fenced` as well, wrapping the callback as its
+/// `add_child_handler` does.
+///
+/// # Example
+///
+/// A wrapper that counts the children it is given; all else is Fast's, fork window
+/// included (doc tests run on their process's main thread, which Fast needs):
+///
+/// ```
+/// use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+/// use std::sync::Arc;
+///
+/// use loopwatch::kernel::{Pid, Processes, SpawnRequest};
+/// use loopwatch::watcher::{ChildCallback, fork_window};
+/// use loopwatch::{ChildWatcher, EventLoop, FastChildWatcher, Result};
+///
+/// #[derive(Debug)]
+/// struct Counting {
+///     inner: FastChildWatcher,
+///     given: AtomicUsize,
+/// }
+///
+/// impl ChildWatcher for Counting {
+///     fn inner(&self) -> Option<&dyn ChildWatcher> {
+///         Some(&self.inner)
+///     }
+///     fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
+///         self.given.fetch_add(1, Ordering::SeqCst);
+///         self.inner.add_child_handler(pid, callback)
+///     }
+///     fn remove_child_handler(&self, pid: Pid) -> bool {
+///         self.inner.remove_child_handler(pid)
+///     }
+///     fn attach_loop(&self, event_loop: Option<EventLoop>) -> Result<()> {
+///         self.inner.attach_loop(event_loop)
+///     }
+///     fn close(&self) -> Result<()> {
+///         self.inner.close()
+///     }
+///     fn is_active(&self) -> bool {
+///         self.inner.is_active()
+///     }
+/// }
+///
+/// let watcher = Counting { inner: FastChildWatcher::new(), given: AtomicUsize::new(0) };
+/// let event_loop = EventLoop::new()?;
+/// watcher.attach_loop(Some(event_loop.clone()))?;
+/// assert!(watcher.attached_loop() == Some(event_loop.clone())); // Fast's, forwarded
+/// assert_eq!(watcher.type_name(), "Counting");
+/// let code = Arc::new(AtomicI32::new(0));
+/// {
+///     // Fast's window, opened through the wrapper.
+///     let _window = fork_window(&watcher);
+///     let child = loopwatch::OsKernel.spawn(&SpawnRequest::new("/bin/sh", ["-c", "exit 5"]))?;
+///     let (seen, stopper) = (code.clone(), event_loop.clone());
+///     watcher.add_child_handler(
+///         child.pid,
+///         Box::new(move |_pid, returncode| {
+///             seen.store(returncode, Ordering::SeqCst);
+///             stopper.stop();
+///         }),
+///     )?;
+/// }
+/// event_loop.run_forever()?;
+/// assert_eq!(code.load(Ordering::SeqCst), 5);
+/// assert_eq!(watcher.given.load(Ordering::SeqCst), 1);
+/// watcher.close()?;
+/// event_loop.close()?;
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub trait ChildWatcher<K: Kernel = OsKernel>: Send + Sync + fmt::Debug + 'static {
+    /// The watcher this one wraps, if it is a wrapper: the provided
+    /// [`ChildWatcher::enter`], [`ChildWatcher::exit`] and
+    /// [`ChildWatcher::attached_loop`] forward to it. `None` for a watcher that does
+    /// its own work (every watcher of this crate). Required, so that no wrapper can
+    /// leave the fork window behind by omission (see the trait's documentation).
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>>;
+
     /// Arranges for `callback(pid, returncode)` once `pid` exits. Registering `pid`
     /// again replaces the earlier callback (every watcher of this crate but
     /// [`ThreadedChildWatcher`], which fires both as CPython's does).
@@ -289,22 +387,52 @@ pub trait ChildWatcher<K: Kernel = OsKernel>: Send + Sync + fmt::Debug + 'static
     fn is_active(&self) -> bool;
 
     /// The loop the watcher is attached to (CPython's `_loop`), for the watchers that
-    /// attach to one (Safe, Fast); `None` for the others.
+    /// attach to one (Safe, Fast); `None` for the others. Provided: the
+    /// [inner](ChildWatcher::inner) watcher's, else `None`.
     fn attached_loop(&self) -> Option<EventLoop<K>> {
-        None
+        self.inner().and_then(|inner| inner.attached_loop())
     }
 
-    /// The watcher's type, also through a `dyn ChildWatcher` (Python's
-    /// `type(watcher)`).
+    /// The name of the watcher's type, also through a `dyn ChildWatcher` (Python's
+    /// `type(watcher).__name__`): `"SafeChildWatcher"`, without module path or generic
+    /// arguments. A wrapper has its own.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use loopwatch::{ChildWatcher, SafeChildWatcher, WatcherRef};
+    ///
+    /// let watcher: WatcherRef = Arc::new(SafeChildWatcher::new());
+    /// assert_eq!(watcher.type_name(), "SafeChildWatcher");
+    /// ```
     fn type_name(&self) -> &'static str {
-        std::any::type_name::<Self>()
+        short_type_name::<Self>()
     }
 
-    /// Opens a fork window (Python's `__enter__`). Windows nest.
-    fn enter(&self) {}
+    /// Opens a fork window (Python's `__enter__`). Windows nest. Provided: the
+    /// [inner](ChildWatcher::inner) watcher's, else nothing.
+    fn enter(&self) {
+        if let Some(inner) = self.inner() {
+            inner.enter();
+        }
+    }
 
-    /// Closes a fork window (Python's `__exit__`).
-    fn exit(&self) {}
+    /// Closes a fork window (Python's `__exit__`). Provided: the
+    /// [inner](ChildWatcher::inner) watcher's, else nothing.
+    fn exit(&self) {
+        if let Some(inner) = self.inner() {
+            inner.exit();
+        }
+    }
+}
+
+/// A type's name as Python's `__name__` gives a class's: the last segment of its path,
+/// without generic arguments (`SafeChildWatcher` for
+/// `loopwatch::watcher::safe::SafeChildWatcher<loopwatch::sys::unix::OsKernel>`), so
+/// that no private module path shows.
+fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let path = full.split('<').next().unwrap_or(full);
+    path.rsplit("::").next().unwrap_or(path)
 }
 
 /// An open fork window: processes started and registered while it lives are the

@@ -301,6 +301,11 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
 }
 
 impl<K: Kernel> ChildWatcher<K> for MultiLoopChildWatcher<K> {
+    /// `None`: it does its own work.
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>> {
+        None
+    }
+
     /// # Errors
     ///
     /// `ValueError` for a pid ≤ 0; `RuntimeError('no running event loop')` without a

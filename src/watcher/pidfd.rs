@@ -451,6 +451,11 @@ impl<K: Kernel> PidfdChildWatcher<K> {
 }
 
 impl<K: Kernel> ChildWatcher<K> for PidfdChildWatcher<K> {
+    /// `None`: it does its own work.
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>> {
+        None
+    }
+
     /// Opens a pidfd for `pid` and adds it as a reader to the loop running in the
     /// calling thread; `callback(pid, returncode)` runs there once the child exits.
     /// A pid already pending is given the new callback instead (see the type's

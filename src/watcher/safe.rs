@@ -131,6 +131,11 @@ impl<K: Kernel> SafeChildWatcher<K> {
 }
 
 impl<K: Kernel> ChildWatcher<K> for SafeChildWatcher<K> {
+    /// `None`: it does its own work.
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>> {
+        None
+    }
+
     /// # Errors
     ///
     /// `ValueError` for a pid ≤ 0; `RuntimeError` ("Cannot add child handler, the child

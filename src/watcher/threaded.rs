@@ -387,6 +387,11 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
 }
 
 impl<K: Kernel> ChildWatcher<K> for ThreadedChildWatcher<K> {
+    /// `None`: it does its own work.
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>> {
+        None
+    }
+
     /// Starts the thread `asyncio-waitpid-N` that waits for `pid` and hands
     /// `callback(pid, returncode)` to the loop running in the calling thread (T-3).
     ///
