@@ -1,4 +1,5 @@
-//! `ThreadedChildWatcher` and `PidfdChildWatcher`, each behaviour written once and run
+//! `ThreadedChildWatcher` and `PidfdChildWatcher` (and the errors that point users of
+//! the other watchers to them off the main thread), each behaviour written once and run
 //! on both kernels: `name [os]` on the real OS (on the main thread of this binary, one
 //! test at a time, so `/proc` shows only what the test holds), `name [sim]` on the
 //! simulator over many seeds (every interleaving of waiter threads, child exits and
@@ -32,8 +33,8 @@ use loopwatch::kernel::{
 };
 use loopwatch::watcher::{ChildCallback, MultiLoopChildWatcher};
 use loopwatch::{
-    ChildWatcher, ErrorKind, EventLoop, ExceptionContext, OsKernel, PidfdChildWatcher,
-    ThreadedChildWatcher,
+    ChildWatcher, ErrorKind, EventLoop, ExceptionContext, FastChildWatcher, OsKernel,
+    PidfdChildWatcher, SafeChildWatcher, ThreadedChildWatcher,
 };
 use loopwatch_sim::testing::{self, Body, Capture, Log, Resources, Sweep, Test};
 use loopwatch_sim::{
@@ -1431,11 +1432,97 @@ impl Body for PidfdReregisterInAnotherLoop {
                 seen
             });
             assert_eq!((seen[0].pid, seen[0].code), (pid, -9));
-            assert!(dropped.load(Ordering::SeqCst), "the first callback is dropped");
+            assert!(
+                dropped.load(Ordering::SeqCst),
+                "the first callback is dropped"
+            );
             // Both loops' fds aside (the second is closed), nothing is open.
             assert_eq!(fd_count(&k2), before, "the first pidfd is closed");
             assert!(!watcher.remove_child_handler(pid));
         });
+    }
+}
+
+// ----- the signal-based watchers, off the main thread ------------------------------
+
+/// What the errors below end with: the watchers that work off the main thread.
+const USE_INSTEAD: &str = "use ThreadedChildWatcher or PidfdChildWatcher";
+
+/// Goal (S-2, M-2, L-1; users): Safe, Fast and MultiLoop used from a thread that is not
+/// the main thread (as cargo runs `#[test]`s) fail with CPython's class and message,
+/// followed by what to do: the main thread, or Threaded or Pidfd. So does
+/// subprocess_exec under a Safe watcher that a worker thread's loop cannot activate.
+struct OffMainThreadErrorsSayWhatToDo;
+
+impl Body for OffMainThreadErrorsSayWhatToDo {
+    fn run<K: Kernel>(&self, k: &K) {
+        let safe = Arc::new(SafeChildWatcher::with_kernel(k.clone()));
+        let fast = Arc::new(FastChildWatcher::with_kernel(k.clone()));
+        let multi = Arc::new(MultiLoopChildWatcher::with_kernel(k.clone()));
+        // Attached here, in the main thread: a worker can then not detach it.
+        let main_loop = EventLoop::with_kernel(k.clone()).unwrap();
+        let attached = Arc::new(SafeChildWatcher::with_kernel(k.clone()));
+        attached.attach_loop(Some(main_loop.clone())).unwrap();
+        loopwatch::policy::set_child_watcher(k, Some(safe.clone())).unwrap();
+        let (a, m, k2) = (attached.clone(), multi.clone(), k.clone());
+        in_loop_thread(k, move |event_loop, _| {
+            for (watcher, name) in [
+                (&*safe as &dyn ChildWatcher<K>, "SafeChildWatcher"),
+                (&*fast, "FastChildWatcher"),
+            ] {
+                let error = watcher.attach_loop(Some(event_loop.clone())).unwrap_err();
+                assert_eq!(error.kind(), ErrorKind::RuntimeError);
+                assert_eq!(
+                    error.message(),
+                    format!(
+                        "set_wakeup_fd only works in main thread: {name} needs the main \
+                         thread's loop; in other threads {USE_INSTEAD}"
+                    )
+                );
+                assert!(!watcher.is_active());
+            }
+            let error = a.attach_loop(None).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::ValueError);
+            assert_eq!(
+                error.message(),
+                format!(
+                    "signal only works in main thread: SafeChildWatcher needs the main \
+                     thread's loop; in other threads {USE_INSTEAD}"
+                )
+            );
+            let error = m.attach_loop(None).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::ValueError);
+            let message = error.message();
+            assert!(
+                message.starts_with(
+                    "signal only works in main thread: MultiLoopChildWatcher must be \
+                     attached once from the main thread"
+                ) && message.ends_with(USE_INSTEAD),
+                "{message}"
+            );
+            // The policy's Safe watcher: a worker thread's loop never attaches it.
+            let lp = event_loop.clone();
+            let outcome = event_loop
+                .run_until_complete(async move {
+                    lp.subprocess_exec(&testing::sh("exit 0")).map(|p| p.pid())
+                })
+                .unwrap();
+            let error = outcome.unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::RuntimeError);
+            let message = error.message();
+            assert!(
+                message.starts_with(
+                    "asyncio.get_child_watcher() is not activated, subprocess support is \
+                     not installed. SafeChildWatcher reports to the loop it is attached to"
+                ) && message.ends_with(USE_INSTEAD),
+                "{message}"
+            );
+            assert_eq!(child_count(&k2), 0, "nothing was spawned");
+        });
+        loopwatch::policy::set_child_watcher(k, None).unwrap();
+        attached.close().unwrap();
+        main_loop.close().unwrap();
+        multi.close().unwrap();
     }
 }
 
@@ -1808,10 +1895,7 @@ fn main() -> ExitCode {
             NeedsARunningLoop(Kind::Pidfd),
         ))
         .check_report(nothing_started),
-        both(
-            "threaded_same_pid_twice_fires_both",
-            ThreadedSamePidTwice,
-        ),
+        both("threaded_same_pid_twice_fires_both", ThreadedSamePidTwice),
         pidfd(both(
             "pidfd_same_pid_twice_replaces",
             PidfdSamePidTwiceReplaces,
@@ -1901,6 +1985,10 @@ fn main() -> ExitCode {
             "pidfd_closed_loop_closes_pidfd",
             PidfdClosedLoopClosesPidfd,
         )),
+        both(
+            "off_main_thread_errors_say_what_to_do",
+            OffMainThreadErrorsSayWhatToDo,
+        ),
         // Simulator only: each says why in its section's note.
         Test::new(
             "both_watchers_replay_from_their_seed",

@@ -94,9 +94,9 @@ impl<K: Kernel> EventLoop<K> {
     /// # Errors
     ///
     /// - `RuntimeError("asyncio.get_child_watcher() is not activated, subprocess
-    ///   support is not installed.")` if the watcher is not active (for Safe and Fast:
-    ///   no loop attached, or the attached loop is not running), before anything is
-    ///   spawned;
+    ///   support is not installed. …")`, CPython's message followed by what to do, if
+    ///   the watcher is not active (for Safe and Fast: no loop attached, or the
+    ///   attached loop is not running), before anything is spawned;
     /// - the kernel's error from spawning (`Os(ENOENT)` for a missing program, …),
     ///   with no child and no fd left behind;
     /// - the watcher's error from registering, after the child was killed and reaped.
@@ -131,9 +131,10 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
     let kernel = event_loop.kernel().clone();
     let _window = fork_window::<K, W>(watcher);
     if !watcher.is_active() {
-        return Err(Error::runtime(
-            "asyncio.get_child_watcher() is not activated, subprocess support is not installed.",
-        ));
+        return Err(Error::runtime(format!(
+            "asyncio.get_child_watcher() is not activated, subprocess support is not installed. {}",
+            crate::watcher::inactive_hint(watcher.type_name())
+        )));
     }
     let spawned = kernel.spawn(request)?;
     // Opened before registration, while the child cannot have been reaped: the pidfd

@@ -463,6 +463,51 @@ pub fn fork_window<K: Kernel, W: ChildWatcher<K> + ?Sized>(watcher: &W) -> ForkW
     }
 }
 
+/// The end of CPython's "… only works in main thread" errors, which the loop raises when
+/// a signal handler is set or removed from another thread.
+const MAIN_THREAD_ONLY: &str = "only works in main thread";
+
+/// `error` with what to do appended, if it is the loop's refusal to handle signals
+/// outside the main thread and `watcher` is the signal-based watcher that ran into it
+/// (the users' first hurdle: cargo runs `#[test]`s on worker threads). CPython's
+/// message comes first and the class is kept: conformance compares classes.
+pub(crate) fn main_thread_hint(error: Error, watcher: &str) -> Error {
+    if !error.message().ends_with(MAIN_THREAD_ONLY) {
+        return error;
+    }
+    let hint = match watcher {
+        "MultiLoopChildWatcher" => {
+            "MultiLoopChildWatcher must be attached once from the main thread (attach_loop \
+             installs its process-wide SIGCHLD handler), then serves loops in any thread; \
+             without the main thread use ThreadedChildWatcher or PidfdChildWatcher"
+                .to_string()
+        }
+        _ => format!(
+            "{watcher} needs the main thread's loop; in other threads use \
+             ThreadedChildWatcher or PidfdChildWatcher"
+        ),
+    };
+    Error::new(error.kind(), format!("{}: {hint}", error.message()))
+}
+
+/// What to do about a watcher that is not active, for the "not activated" error of
+/// [`EventLoop::subprocess_exec`](crate::EventLoop::subprocess_exec) (spec L-1),
+/// named by its [`ChildWatcher::type_name`].
+pub(crate) fn inactive_hint(watcher: &str) -> String {
+    match watcher {
+        "SafeChildWatcher" | "FastChildWatcher" => format!(
+            "{watcher} reports to the loop it is attached to, while that loop runs: attach \
+             it to this loop from the main thread (set_event_loop or attach_loop there); \
+             in other threads use ThreadedChildWatcher or PidfdChildWatcher"
+        ),
+        "MultiLoopChildWatcher" => "MultiLoopChildWatcher must be attached once from the \
+             main thread (attach_loop) to install its SIGCHLD handler; without the main \
+             thread use ThreadedChildWatcher or PidfdChildWatcher"
+            .to_string(),
+        other => format!("{other}.is_active() is false"),
+    }
+}
+
 /// Refuses pids that `waitpid` would read as "any child" or a process group.
 pub(crate) fn check_pid(pid: Pid) -> Result<()> {
     if pid.0 <= 0 {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
 
-use super::{ChildCallback, ChildWatcher, ReapFence, check_pid, poll_returncode};
+use super::{ChildCallback, ChildWatcher, ReapFence, check_pid, main_thread_hint, poll_returncode};
 use crate::OsKernel;
 use crate::error::{Error, Result};
 use crate::event_loop::signals::{self, CHILDREN_UNHEARD, OwnerId, Route};
@@ -127,7 +127,10 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
             return Ok(());
         }
         if !kernel.is_main_thread() {
-            return Err(Error::value("signal only works in main thread"));
+            return Err(main_thread_hint(
+                Error::value("signal only works in main thread"),
+                "MultiLoopChildWatcher",
+            ));
         }
         let registry = signals::registry(kernel);
         let owner = registry.new_owner(kernel);
@@ -334,8 +337,10 @@ impl<K: Kernel> ChildWatcher<K> for MultiLoopChildWatcher<K> {
 
     /// # Errors
     ///
-    /// `ValueError` ("signal only works in main thread") outside the main thread the
-    /// first time; the kernel's errors installing the handler or starting the reaper.
+    /// `ValueError` ("signal only works in main thread: MultiLoopChildWatcher must be
+    /// attached once from the main thread …", CPython's message and what to do)
+    /// outside the main thread the first time; the kernel's errors installing the
+    /// handler or starting the reaper.
     fn attach_loop(&self, _event_loop: Option<EventLoop<K>>) -> Result<()> {
         self.install()
     }

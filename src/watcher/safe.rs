@@ -163,8 +163,12 @@ impl<K: Kernel> ChildWatcher<K> for SafeChildWatcher<K> {
 
     /// # Errors
     ///
-    /// `RuntimeError` from the loop when called outside the main thread (the loop's
-    /// `add_signal_handler`); errors of the immediate reaping pass.
+    /// Outside the main thread, the loop's error from moving the SIGCHLD handler
+    /// (`RuntimeError("set_wakeup_fd only works in main thread")` to attach,
+    /// `ValueError("signal only works in main thread")` to detach), its message
+    /// followed by what to do ("…: SafeChildWatcher needs the main thread's loop; in
+    /// other threads use ThreadedChildWatcher or PidfdChildWatcher"); errors of the
+    /// immediate reaping pass.
     fn attach_loop(&self, event_loop: Option<EventLoop<K>>) -> Result<()> {
         self.core.attach_loop(event_loop)
     }
