@@ -32,9 +32,60 @@ use std::sync::Arc;
 
 /// The policy interface (asyncio's `AbstractEventLoopPolicy`), with the default
 /// (Unix) policy's behaviour as provided methods.
+///
+/// # Example
+///
+/// "Subclassing" the default policy: own a [`PolicyState`], return it from
+/// [`state`](AbstractEventLoopPolicy::state), override what changes and call
+/// [`base`] where Python calls `super()`. The provided methods call the others through
+/// `self`, so they see the override (C-2). Without a state, every provided method
+/// raises `NotImplementedError` naming itself (A-1).
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// use loopwatch::policy::base;
+/// use loopwatch::{AbstractEventLoopPolicy, ErrorKind, EventLoop, PolicyState, Result};
+///
+/// /// The default policy, counting the loops it makes.
+/// struct Counting {
+///     state: PolicyState,
+///     made: AtomicUsize,
+/// }
+///
+/// impl AbstractEventLoopPolicy for Counting {
+///     fn state(&self) -> Option<&PolicyState> {
+///         Some(&self.state)
+///     }
+///     fn new_event_loop(&self) -> Result<EventLoop> {
+///         self.made.fetch_add(1, Ordering::SeqCst);
+///         base::new_event_loop(self) // super().new_event_loop()
+///     }
+/// }
+///
+/// let policy = Counting { state: PolicyState::new(loopwatch::OsKernel), made: AtomicUsize::new(0) };
+/// // In the main thread (a doc test runs there) the first call creates the loop,
+/// // through the override.
+/// let event_loop = policy.get_event_loop()?;
+/// assert!(policy.get_event_loop()? == event_loop);
+/// assert_eq!(policy.made.load(Ordering::SeqCst), 1);
+/// policy.set_event_loop(None)?;
+/// event_loop.close()?;
+///
+/// /// A policy with neither state nor overrides: the abstract class.
+/// struct Abstract;
+/// impl AbstractEventLoopPolicy for Abstract {}
+///
+/// let error = Abstract.get_event_loop().unwrap_err();
+/// assert_eq!(error.kind(), ErrorKind::NotImplementedError);
+/// assert!(error.message().starts_with("AbstractEventLoopPolicy.get_event_loop: "));
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub trait AbstractEventLoopPolicy<K: Kernel = OsKernel>: Send + Sync + 'static {
     /// The per-context state the provided methods work on; `None` (the default) makes
-    /// them raise `NotImplementedError`.
+    /// them raise `NotImplementedError` ("AbstractEventLoopPolicy.get_event_loop: the
+    /// policy neither overrides it nor returns a PolicyState from state() …": CPython's
+    /// class, with a message that says what to do).
     fn state(&self) -> Option<&PolicyState<K>> {
         None
     }
