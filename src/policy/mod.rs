@@ -218,6 +218,37 @@ impl<K: Kernel> fmt::Debug for PolicyState<K> {
 }
 
 /// The default policy: one loop per thread, auto-created in the main thread only.
+///
+/// # Example
+///
+/// The default policy with [`PidfdChildWatcher`](crate::PidfdChildWatcher) as its
+/// default watcher instead of [`SafeChildWatcher`], made the process's policy:
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use loopwatch::kernel::SpawnRequest;
+/// use loopwatch::{
+///     ChildWatcher, DefaultEventLoopPolicy, PidfdChildWatcher, WatcherFactory, WatcherRef,
+/// };
+///
+/// let factory: WatcherFactory =
+///     Arc::new(|_kernel| Arc::new(PidfdChildWatcher::new()) as WatcherRef);
+/// let policy = DefaultEventLoopPolicy::with_watcher_factory(loopwatch::OsKernel, factory);
+/// loopwatch::set_event_loop_policy(Some(Arc::new(policy)));
+/// assert_eq!(loopwatch::get_child_watcher()?.type_name(), "PidfdChildWatcher");
+///
+/// let event_loop = loopwatch::get_event_loop()?; // the main thread's, created now
+/// let lp = event_loop.clone();
+/// let code = event_loop.run_until_complete(async move {
+///     let process = lp.subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 7"]))?;
+///     Ok::<_, loopwatch::Error>(process.wait().await)
+/// })??;
+/// assert_eq!(code, 7);
+/// event_loop.close()?;
+/// loopwatch::set_event_loop_policy(None); // back to a fresh default policy
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct DefaultEventLoopPolicy<K: Kernel = OsKernel> {
     state: PolicyState<K>,

@@ -57,6 +57,32 @@ struct ExitState {
 }
 
 /// A child process started by [`EventLoop::subprocess_exec`] (asyncio's `Process`).
+///
+/// # Example
+///
+/// Under the policy's watcher (Safe, attached to the main thread's loop by
+/// `set_event_loop`; a doc test runs in the main thread):
+///
+/// ```
+/// use loopwatch::kernel::{SpawnRequest, Stdio};
+///
+/// let event_loop = loopwatch::new_event_loop()?;
+/// loopwatch::set_event_loop(Some(event_loop.clone()))?;
+/// let lp = event_loop.clone();
+/// let (code, out) = event_loop.run_until_complete(async move {
+///     let mut request = SpawnRequest::new("/bin/sh", ["-c", "read line; echo \"got $line\"; exit 2"]);
+///     request.stdin = Stdio::Pipe;
+///     request.stdout = Stdio::Pipe;
+///     let mut process = lp.subprocess_exec(&request)?;
+///     let (out, _err) = process.communicate(Some(b"hi\n")).await?;
+///     Ok::<_, loopwatch::Error>((process.wait().await, out))
+/// })??;
+/// assert_eq!((code, out.as_slice()), (2, &b"got hi\n"[..]));
+/// loopwatch::set_event_loop(None)?;
+/// loopwatch::set_child_watcher(None)?;
+/// event_loop.close()?;
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct Process<K: Kernel = OsKernel> {
     pid: Pid,
     kernel: K,

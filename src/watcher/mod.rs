@@ -1,5 +1,91 @@
 //! Child watchers: how a loop learns that a child process has exited.
 //!
+//! # Choosing a watcher
+//!
+//! | | Works from | `add_child_handler` needs | Cost of exits | Other code's children | Needs |
+//! |---|---|---|---|---|---|
+//! | [`SafeChildWatcher`] | the main thread's loop only | the loop attached (from the main thread) | per SIGCHLD, one `waitpid` per registered child: O(n) | untouched | |
+//! | [`FastChildWatcher`] | the main thread's loop only | the loop attached, and an open [`fork_window`] | one peek and one `waitpid` per exited child: O(1) | **reaped** (their own `waitpid` gets ECHILD) | spawning and registering inside a fork window |
+//! | [`MultiLoopChildWatcher`] | any thread, once attached from the main thread | a running loop in the calling thread | per SIGCHLD, one `waitpid` per registered child, in its reaper thread: O(n) | untouched | one reaper thread |
+//! | [`ThreadedChildWatcher`] | any thread | a running loop in the calling thread | no signal work: one thread per running child, blocked in `waitpid` | untouched | a thread per running child |
+//! | [`PidfdChildWatcher`] | any thread | a running loop in the calling thread | no signal work: one `waitpid` per exit, O(1) | untouched | Linux ≥ 5.3, `pidfd_open` not refused by seccomp |
+//!
+//! - **Prefer Pidfd, else Threaded.** Both serve a loop in any thread, wait only for
+//!   the children they are given and install no signal handler. Pidfd alone cannot be
+//!   fooled by a reused pid (see below); where `pidfd_open` fails (`ENOSYS` before
+//!   Linux 5.3, `EPERM` under seccomp), registering says so with that error, and
+//!   Threaded is the fallback. Give the policy your choice with
+//!   [`set_child_watcher`](crate::set_child_watcher), or build the default policy with
+//!   [`DefaultEventLoopPolicy::with_watcher_factory`](crate::DefaultEventLoopPolicy::with_watcher_factory).
+//! - **Safe** is the default policy's watcher, as in CPython 3.7; it needs the main
+//!   thread's loop, and its cost grows with the number of children it waits for.
+//! - **Fast** is for a process whose children are all its own: it reaps every child of
+//!   the process, also those another library waits for.
+//! - **MultiLoop** serves loops in any thread with one SIGCHLD handler, which must be
+//!   installed (`attach_loop`, with any argument) from the main thread.
+//! - Only Threaded keeps CPython's quirks of firing both callbacks of a pid registered
+//!   twice and of a `remove_child_handler` that removes nothing; the others replace and
+//!   remove.
+//!
+//! ## Code that works with any watcher
+//!
+//! 1. Set up in the main thread: make the loop current there with
+//!    [`set_event_loop`](crate::set_event_loop), which attaches the policy's watcher to
+//!    it (Safe and Fast attach, MultiLoop installs its handler, the others ignore it);
+//!    or call [`ChildWatcher::attach_loop`] there yourself.
+//! 2. Register from inside the running loop, in its thread (a task or callback of that
+//!    loop): Threaded, Pidfd and MultiLoop report to the loop running where the child
+//!    was registered, Safe and Fast to the attached loop, which must be running.
+//! 3. Spawn and register inside one fork window ([`fork_window`]): Fast needs it (a
+//!    child may exit before it is registered), and it costs the others nothing.
+//! 4. Or let [`EventLoop::subprocess_exec`] do 2 and 3: it opens the window, refuses to
+//!    spawn under an inactive watcher, and registers the child with its reap fence, so
+//!    that [`Process::send_signal`](crate::Process::send_signal) never hits a reused
+//!    pid.
+//! 5. In tests: cargo runs each `#[test]` on a worker thread, where Safe, Fast and
+//!    MultiLoop cannot attach (their error says so). Use Threaded or Pidfd there, or put
+//!    the tests in a `harness = false` binary built on `loopwatch_sim::testing::Harness`,
+//!    which runs each test on the main thread.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use loopwatch::kernel::SpawnRequest;
+//! use loopwatch::{
+//!     FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher, SafeChildWatcher,
+//!     ThreadedChildWatcher, WatcherRef,
+//! };
+//!
+//! /// Runs `sh -c 'exit 4'` under `watcher`; called from the main thread.
+//! fn exit_code_under(watcher: WatcherRef) -> loopwatch::Result<i32> {
+//!     let event_loop = loopwatch::new_event_loop()?;
+//!     loopwatch::set_child_watcher(Some(watcher))?;
+//!     // 1. Made current in the main thread: the watcher is attached to it.
+//!     loopwatch::set_event_loop(Some(event_loop.clone()))?;
+//!     let lp = event_loop.clone();
+//!     // 2-4. subprocess_exec registers in the running loop, inside a fork window.
+//!     let code = event_loop.run_until_complete(async move {
+//!         let process = lp.subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 4"]))?;
+//!         Ok::<_, loopwatch::Error>(process.wait().await)
+//!     })??;
+//!     loopwatch::set_event_loop(None)?;
+//!     loopwatch::set_child_watcher(None)?; // closes the watcher
+//!     event_loop.close()?;
+//!     Ok(code)
+//! }
+//!
+//! for watcher in [
+//!     Arc::new(SafeChildWatcher::new()) as WatcherRef,
+//!     Arc::new(FastChildWatcher::new()),
+//!     Arc::new(MultiLoopChildWatcher::new()),
+//!     Arc::new(ThreadedChildWatcher::new()),
+//!     Arc::new(PidfdChildWatcher::new()),
+//! ] {
+//!     assert_eq!(exit_code_under(watcher)?, 4);
+//! }
+//! # Ok::<(), loopwatch::Error>(())
+//! ```
+//!
 //! # Why this is hard
 //!
 //! A Unix process learns of a child's death through SIGCHLD and collects its exit status

@@ -51,6 +51,52 @@ use crate::sync::BlockingMutex;
 /// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
 ///   watcher's handler in its place (and `close`, when no other owner is left, puts
 ///   `SIG_IGN` back).
+///
+/// # Example
+///
+/// Installed from the main thread (a doc test runs there), serving a worker thread's
+/// loop:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicI32, Ordering};
+///
+/// use loopwatch::kernel::{Processes, SpawnRequest, Threads};
+/// use loopwatch::{ChildWatcher, EventLoop, MultiLoopChildWatcher, OsKernel};
+///
+/// let watcher = Arc::new(MultiLoopChildWatcher::new());
+/// // Once, in the main thread: installs the process-wide SIGCHLD handler.
+/// watcher.attach_loop(None)?;
+/// let w = watcher.clone();
+/// let worker = OsKernel.spawn_thread(
+///     "worker",
+///     Box::new(move || {
+///         let event_loop = EventLoop::new().expect("a loop");
+///         let code = Arc::new(AtomicI32::new(0));
+///         let (seen, stopper) = (code.clone(), event_loop.clone());
+///         event_loop
+///             .run_until_complete(async {
+///                 let child = OsKernel.spawn(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))?;
+///                 // Registered in this thread's running loop, which gets the exit.
+///                 w.add_child_handler(
+///                     child.pid,
+///                     Box::new(move |_pid, returncode| {
+///                         seen.store(returncode, Ordering::SeqCst);
+///                         stopper.stop();
+///                     }),
+///                 )
+///             })
+///             .expect("run")
+///             .expect("registered");
+///         event_loop.run_forever().expect("run");
+///         assert_eq!(code.load(Ordering::SeqCst), 3);
+///         event_loop.close().expect("close");
+///     }),
+/// )?;
+/// OsKernel.join_thread(worker).expect("the worker");
+/// watcher.close()?;
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct MultiLoopChildWatcher<K: Kernel = OsKernel> {
     inner: Arc<Inner<K>>,
 }

@@ -30,6 +30,39 @@ use crate::kernel::{Kernel, Pid};
 ///   across the `waitpid` that reaps it and marked before anything else runs.
 /// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
 ///   loop's handler in its place (and detaching puts `SIG_IGN` back).
+///
+/// # Example
+///
+/// In the main thread (a doc test runs there):
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicI32, Ordering};
+///
+/// use loopwatch::kernel::{Processes, SpawnRequest};
+/// use loopwatch::{ChildWatcher, EventLoop, SafeChildWatcher};
+///
+/// let event_loop = EventLoop::new()?;
+/// let watcher = SafeChildWatcher::new();
+/// // Installs the loop's SIGCHLD handler: the main thread's job.
+/// watcher.attach_loop(Some(event_loop.clone()))?;
+/// let child = loopwatch::OsKernel.spawn(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))?;
+/// let code = Arc::new(AtomicI32::new(0));
+/// let (seen, stopper) = (code.clone(), event_loop.clone());
+/// // Polled at once: a child that already exited is reported inside this call.
+/// watcher.add_child_handler(
+///     child.pid,
+///     Box::new(move |_pid, returncode| {
+///         seen.store(returncode, Ordering::SeqCst);
+///         stopper.stop();
+///     }),
+/// )?;
+/// event_loop.run_forever()?;
+/// assert_eq!(code.load(Ordering::SeqCst), 3);
+/// watcher.close()?;
+/// event_loop.close()?;
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct SafeChildWatcher<K: Kernel = OsKernel> {
     core: Arc<SigchldWatcher<K, Safe>>,
 }
