@@ -120,12 +120,15 @@ impl<K: Kernel> EventLoop<K> {
     /// # Errors
     ///
     /// - `RuntimeError("asyncio.get_child_watcher() is not activated, subprocess
-    ///   support is not installed. …")`, CPython's message followed by what to do, if
-    ///   the watcher is not active (for Safe and Fast: no loop attached, or the
-    ///   attached loop is not running), before anything is spawned;
+    ///   support is not installed.")` if the watcher is not active (for Safe and Fast:
+    ///   no loop attached, or the attached loop is not running), before anything is
+    ///   spawned;
     /// - the kernel's error from spawning (`Os(ENOENT)` for a missing program, …),
     ///   with no child and no fd left behind;
     /// - the watcher's error from registering, after the child was killed and reaped.
+    ///
+    /// The "not activated" message goes on after CPython's with what would activate
+    /// the watcher it names, or which watcher to use instead.
     pub fn subprocess_exec(&self, request: &SpawnRequest) -> Result<Process<K>> {
         let kernel = self.kernel().clone();
         let watcher = crate::policy::get_child_watcher(&kernel)?;
