@@ -11,8 +11,9 @@
 //! - [`policy`]: [`AbstractEventLoopPolicy`], [`DefaultEventLoopPolicy`] and the
 //!   per-kernel module functions; the crate root repeats them for the real OS.
 //! - [`watcher`]: [`ChildWatcher`] and CPython's watchers (Safe, Fast, MultiLoop,
-//!   Threaded, Pidfd), with an essay on SIGCHLD coalescing, foreign children and pid
-//!   reuse.
+//!   Threaded, Pidfd): which to use, and how to write code that works with any of them,
+//!   is [Choosing a watcher](watcher#choosing-a-watcher); then an essay on SIGCHLD
+//!   coalescing, foreign children and pid reuse.
 //! - [`subprocess`]: [`EventLoop::subprocess_exec`], [`create_subprocess_exec`] and
 //!   [`Process`]; what to run is a [`SpawnRequest`](kernel::SpawnRequest), built like
 //!   `std::process::Command`.
@@ -64,13 +65,20 @@
 //!
 //! # Running the tests
 //!
-//! `cargo test --workspace` runs everything, on the real OS. Tests that change
-//! process-wide state (signal dispositions, the policy slot) serialise on a lock.
+//! `cargo test --workspace` runs everything: on the real OS, and on the simulator
+//! (`loopwatch-sim`) over several seeds. The core's unit tests run in cargo's worker
+//! threads and serialise on a lock where they change process-wide state (signal
+//! dispositions, the policy slot); what needs the process's main thread (signal
+//! handlers, Safe and Fast, the main thread's automatic loop) runs in harness-less
+//! test binaries (`src/tests/main_thread.rs`, and those under `sim/tests` built on
+//! `loopwatch_sim::testing::Harness`), one test at a time on the main thread.
 //!
 //! # Reproducing a failure
 //!
 //! Tests on the real OS print the operation and errno that failed; rerun one with
-//! `cargo test -p loopwatch <name> -- --nocapture`.
+//! `cargo test -p loopwatch <name> -- --nocapture` (or `--test main_thread <name>`).
+//! A simulator test that fails prints its seed and the command that replays it, of the
+//! form `LOOPWATCH_SEED=<seed> cargo test -p <crate> --test <binary> <name> -- --exact`.
 //!
 //! # Limitations
 //!
@@ -80,6 +88,11 @@
 //! - The default policy keeps a thread's loop until the policy is dropped or the
 //!   thread calls `set_event_loop(None)`; CPython's `threading.local` forgets it when
 //!   the thread ends.
+//! - Safe, Fast and MultiLoop need the process's main thread (to attach, or install
+//!   their handler), as in CPython; Pidfd needs Linux 5.3 or later. See
+//!   [Choosing a watcher](watcher#choosing-a-watcher).
+//! - What the simulator does not model is listed in `loopwatch-sim`'s crate
+//!   documentation.
 
 pub mod asyncio;
 pub mod error;

@@ -22,6 +22,11 @@ struct CountingWatcher<K: Kernel> {
 }
 
 impl<K: Kernel> ChildWatcher<K> for CountingWatcher<K> {
+    // A wrapper: the fork window and the attached loop are Pidfd's, forwarded by the
+    // trait's provided methods.
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>> {
+        Some(&self.inner)
+    }
     fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
         let exits = self.exits.clone();
         self.inner.add_child_handler(

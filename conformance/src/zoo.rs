@@ -143,6 +143,11 @@ impl<K: Kernel> fmt::Debug for Broken<K> {
 }
 
 impl<K: Kernel> ChildWatcher<K> for Broken<K> {
+    /// The correct watcher: the fork window and the attached loop are its.
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>> {
+        Some(&*self.inner)
+    }
+
     fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> LwResult<()> {
         let first = self
             .seen
@@ -181,14 +186,6 @@ impl<K: Kernel> ChildWatcher<K> for Broken<K> {
 
     fn is_active(&self) -> bool {
         self.inner.is_active()
-    }
-
-    fn enter(&self) {
-        self.inner.enter();
-    }
-
-    fn exit(&self) {
-        self.inner.exit();
     }
 }
 

@@ -1,4 +1,5 @@
-//! `ThreadedChildWatcher` and `PidfdChildWatcher`, each behaviour written once and run
+//! `ThreadedChildWatcher` and `PidfdChildWatcher` (and the errors that point users of
+//! the other watchers to them off the main thread), each behaviour written once and run
 //! on both kernels: `name [os]` on the real OS (on the main thread of this binary, one
 //! test at a time, so `/proc` shows only what the test holds), `name [sim]` on the
 //! simulator over many seeds (every interleaving of waiter threads, child exits and
@@ -32,8 +33,8 @@ use loopwatch::kernel::{
 };
 use loopwatch::watcher::{ChildCallback, MultiLoopChildWatcher};
 use loopwatch::{
-    ChildWatcher, ErrorKind, EventLoop, ExceptionContext, OsKernel, PidfdChildWatcher,
-    ThreadedChildWatcher,
+    ChildWatcher, ErrorKind, EventLoop, ExceptionContext, FastChildWatcher, OsKernel,
+    PidfdChildWatcher, SafeChildWatcher, ThreadedChildWatcher,
 };
 use loopwatch_sim::testing::{self, Body, Capture, Log, Resources, Sweep, Test};
 use loopwatch_sim::{
@@ -502,16 +503,16 @@ fn nothing_started(report: &Report) -> Result<(), String> {
     }
 }
 
-/// Goal (T-5, K-2): two registrations of one pid (two threads, or two pidfds) both
-/// fire, one with the code and one with 255 and the warning naming the pid; no thread
-/// crashes.
-struct SamePidTwice(Kind);
+/// Goal (T-5): Threaded's two registrations of one pid (two threads) both fire, one
+/// with the code and one with 255 and the warning naming the pid; no thread crashes.
+/// (Pidfd replaces instead: [`PidfdSamePidTwiceReplaces`].)
+struct ThreadedSamePidTwice;
 
-impl Body for SamePidTwice {
+impl Body for ThreadedSamePidTwice {
     fn run<K: Kernel>(&self, k: &K) {
         let children = Children::new(k);
         let pid = children.add(testing::spawn_sh(k, "sleep 0.5; exit 3"));
-        let watcher = self.0.make(k);
+        let watcher = Kind::Threaded.make(k);
         let capture = Capture::new();
         capture.during(|| {
             in_loop_thread(k, move |event_loop, _| {
@@ -525,7 +526,7 @@ impl Body for SamePidTwice {
         });
         assert_eq!(
             asyncio_warnings(&capture),
-            [self.0.reaped_elsewhere_warning(pid)]
+            [Kind::Threaded.reaped_elsewhere_warning(pid)]
         );
         assert!(
             capture.messages(tracing::Level::ERROR).is_empty(),
@@ -535,34 +536,29 @@ impl Body for SamePidTwice {
     }
 }
 
-/// Goal (T-2, T-6, K-2): is_active is always true, attach_loop does nothing,
-/// remove_child_handler answers true and the callback still fires, also after close;
-/// Pidfd's one pidfd is closed once it has reported.
-struct RemoveAttachCloseAreNoops(Kind);
+/// Goal (T-2, T-6): Threaded's is_active is always true, attach_loop does nothing,
+/// remove_child_handler answers true and the callback still fires, also after close.
+/// (Pidfd's remove removes: [`PidfdRemoveBeforeExit`].)
+struct ThreadedRemoveAttachCloseAreNoops;
 
-impl Body for RemoveAttachCloseAreNoops {
+impl Body for ThreadedRemoveAttachCloseAreNoops {
     fn run<K: Kernel>(&self, k: &K) {
         let children = Children::new(k);
         let pid = children.add(sleeper(k));
-        let watcher = self.0.make(k);
+        let watcher = Kind::Threaded.make(k);
         assert!(watcher.is_active());
         watcher.attach_loop(None).unwrap();
         assert!(watcher.remove_child_handler(Pid(999_999)));
-        let (kind, k2) = (self.0, k.clone());
+        let k2 = k.clone();
         in_loop_thread(k, move |event_loop, _| {
             watcher.attach_loop(Some(event_loop.clone())).unwrap();
             let reports = Reports::new(&event_loop);
             let before = fd_count(&k2);
-            let mut registered = BTreeSet::new();
             event_loop
                 .run_until_complete(async {
                     watcher
                         .add_child_handler(pid, reports.callback("kept"))
                         .unwrap();
-                    if let Kind::Pidfd = kind {
-                        assert_eq!(fd_count(&k2), before + 1, "one pidfd");
-                        registered = pidfds(&k2).unwrap_or_default();
-                    }
                     assert!(watcher.remove_child_handler(pid));
                     assert!(watcher.remove_child_handler(pid));
                     watcher.close().unwrap();
@@ -573,13 +569,7 @@ impl Body for RemoveAttachCloseAreNoops {
             let seen = reports.wait_for(1);
             assert_eq!((seen[0].pid, seen[0].code), (pid, -9));
             watcher.close().unwrap();
-            assert_eq!(fd_count(&k2), before, "the pidfd is closed");
-            let still: Vec<i32> = pidfds(&k2)
-                .unwrap_or_default()
-                .intersection(&registered)
-                .copied()
-                .collect();
-            assert!(still.is_empty(), "pidfds {still:?} left open");
+            assert_eq!(fd_count(&k2), before, "nothing left open");
         });
     }
 }
@@ -1207,6 +1197,335 @@ impl Body for PidfdClosedLoopClosesPidfd {
     }
 }
 
+/// Goal (K-2, loopwatch's departure from 3.12): remove_child_handler takes a pending
+/// registration back, as CPython 3.9–3.11's Pidfd (and Safe, Fast, MultiLoop) do: it
+/// answers true, the callback is dropped unrun and the pidfd closed before it returns;
+/// removing again, or removing a pid never registered, answers false. The watcher never
+/// waits for the child afterwards: its parent reaps it. attach_loop and close still do
+/// nothing and is_active stays true.
+struct PidfdRemoveBeforeExit;
+
+impl Body for PidfdRemoveBeforeExit {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(sleeper(k));
+        let unknown = children.add(sleeper(k));
+        let watcher = PidfdChildWatcher::with_kernel(k.clone());
+        assert!(!watcher.remove_child_handler(unknown), "never registered");
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        let k2 = k.clone();
+        let opened = in_loop_thread(k, move |event_loop, _| {
+            let before = fd_count(&k2);
+            let mut opened = BTreeSet::new();
+            event_loop
+                .run_until_complete(async {
+                    watcher
+                        .add_child_handler(
+                            pid,
+                            Box::new(move |_, _| {
+                                let _keep = &flag;
+                                panic!("a removed callback was called");
+                            }),
+                        )
+                        .unwrap();
+                    assert_eq!(fd_count(&k2), before + 1, "one pidfd");
+                    opened = pidfds(&k2).unwrap_or_default();
+                    assert!(watcher.remove_child_handler(pid), "it was registered");
+                    assert!(dropped.load(Ordering::SeqCst), "the callback is dropped");
+                    assert_eq!(fd_count(&k2), before, "the pidfd is closed");
+                    assert!(!watcher.remove_child_handler(pid), "removed already");
+                    watcher.attach_loop(None).unwrap();
+                    watcher.close().unwrap();
+                    assert!(watcher.is_active());
+                    k2.kill(pid, Some(Signal::SIGKILL)).unwrap();
+                })
+                .unwrap();
+            // A loop iteration after the exit: nothing is left to report it.
+            let stopper = event_loop.clone();
+            event_loop.call_soon(move || stopper.stop()).unwrap();
+            event_loop.run_forever().unwrap();
+            assert_eq!(fd_count(&k2), before);
+            opened
+        });
+        let still: Vec<i32> = pidfds(k)
+            .unwrap_or_default()
+            .intersection(&opened)
+            .copied()
+            .collect();
+        assert!(still.is_empty(), "pidfds {still:?} left open");
+        // Nobody waited for either child: both are still the test's to reap.
+        assert_eq!(testing::reap(k, pid), -9);
+        k.kill(unknown, Some(Signal::SIGKILL)).unwrap();
+        assert_eq!(testing::reap(k, unknown), -9);
+    }
+}
+
+/// Goal (K-2, loopwatch): remove_child_handler from another thread while the loop runs
+/// answers true and drops the callback at once; the loop's own thread then removes the
+/// reader and closes the pidfd (a running loop's readers are its thread's to change),
+/// before anything queued after the removal runs.
+struct PidfdRemoveFromAnotherThread;
+
+impl Body for PidfdRemoveFromAnotherThread {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(sleeper(k));
+        let watcher = Arc::new(PidfdChildWatcher::with_kernel(k.clone()));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        let k2 = k.clone();
+        in_loop_thread(k, move |event_loop, _| {
+            let before = fd_count(&k2);
+            let answers: Log<bool> = Log::new();
+            let removers: Log<<K as Threads>::JoinHandle> = Log::new();
+            let (lp, w, k3, log, threads) = (
+                event_loop.clone(),
+                watcher.clone(),
+                k2.clone(),
+                answers.clone(),
+                removers.clone(),
+            );
+            event_loop
+                .call_soon(move || {
+                    w.add_child_handler(
+                        pid,
+                        Box::new(move |_, _| {
+                            let _keep = &flag;
+                            panic!("a removed callback was called");
+                        }),
+                    )
+                    .unwrap();
+                    assert_eq!(fd_count(&k3), before + 1, "one pidfd");
+                    // Started while the loop runs, which it does until the remover
+                    // stops it.
+                    let remover = k3
+                        .spawn_thread(
+                            "remover",
+                            Box::new(move || {
+                                log.push(w.remove_child_handler(pid));
+                                let stopper = lp.clone();
+                                lp.call_soon_threadsafe(move || stopper.stop()).unwrap();
+                            }),
+                        )
+                        .unwrap();
+                    threads.push(remover);
+                })
+                .unwrap();
+            let stopper = event_loop.clone();
+            let watchdog = event_loop
+                .call_later(PATIENCE, move || stopper.stop())
+                .unwrap();
+            event_loop.run_forever().unwrap();
+            watchdog.cancel();
+            for remover in removers.take() {
+                k2.join_thread(remover).expect("the remover");
+            }
+            assert_eq!(answers.take(), [true]);
+            assert!(dropped.load(Ordering::SeqCst), "the callback is dropped");
+            assert_eq!(fd_count(&k2), before, "the pidfd is closed");
+            assert!(!watcher.remove_child_handler(pid), "removed already");
+        });
+        k.kill(pid, Some(Signal::SIGKILL)).unwrap();
+        assert_eq!(testing::reap(k, pid), -9);
+    }
+}
+
+/// Goal (K-2, loopwatch's departure from 3.12; W-2): registering a pending pid again
+/// replaces its handler, as Safe, Fast, MultiLoop and CPython 3.9–3.11's Pidfd do: the
+/// first callback is dropped unrun, the second runs once with the child's own
+/// returncode (no 255, no warning), and one pidfd serves both registrations.
+struct PidfdSamePidTwiceReplaces;
+
+impl Body for PidfdSamePidTwiceReplaces {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(sleeper(k));
+        let watcher = PidfdChildWatcher::with_kernel(k.clone());
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        let k2 = k.clone();
+        let capture = Capture::new();
+        capture.during(|| {
+            in_loop_thread(k, move |event_loop, loop_thread| {
+                let before = fd_count(&k2);
+                let reports = Reports::new(&event_loop);
+                event_loop
+                    .run_until_complete(async {
+                        watcher
+                            .add_child_handler(
+                                pid,
+                                Box::new(move |_, _| {
+                                    let _keep = &flag;
+                                    panic!("a replaced callback was called");
+                                }),
+                            )
+                            .unwrap();
+                        watcher
+                            .add_child_handler(pid, reports.callback("second"))
+                            .unwrap();
+                        assert!(dropped.load(Ordering::SeqCst), "the first is dropped");
+                        assert_eq!(fd_count(&k2), before + 1, "one pidfd");
+                        k2.kill(pid, Some(Signal::SIGKILL)).unwrap();
+                    })
+                    .unwrap();
+                let seen = reports.wait_for(1);
+                assert_eq!(
+                    (seen[0].tag.as_str(), seen[0].pid, seen[0].code),
+                    ("second", pid, -9)
+                );
+                assert_eq!(seen[0].thread, loop_thread);
+                // One more iteration: no second report arrives.
+                let stopper = event_loop.clone();
+                event_loop.call_soon(move || stopper.stop()).unwrap();
+                event_loop.run_forever().unwrap();
+                assert_eq!(reports.seen.len(), 1, "{:?}", reports.seen);
+                assert_eq!(fd_count(&k2), before, "the pidfd is closed");
+                assert!(!watcher.remove_child_handler(pid), "reported, so gone");
+            });
+        });
+        assert!(capture.warnings().is_empty(), "{:?}", capture.warnings());
+    }
+}
+
+/// Goal (K-2, loopwatch): registering a pending pid again from another thread's running
+/// loop moves the registration there: the first loop's reader is removed and its pidfd
+/// closed, the first callback dropped unrun, and the exit reported once, in the second
+/// loop's thread.
+struct PidfdReregisterInAnotherLoop;
+
+impl Body for PidfdReregisterInAnotherLoop {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let pid = children.add(sleeper(k));
+        let watcher = Arc::new(PidfdChildWatcher::with_kernel(k.clone()));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        let k2 = k.clone();
+        in_loop_thread(k, move |first_loop, _| {
+            let before = fd_count(&k2);
+            first_loop
+                .run_until_complete(async {
+                    watcher
+                        .add_child_handler(
+                            pid,
+                            Box::new(move |_, _| {
+                                let _keep = &flag;
+                                panic!("a replaced callback was called");
+                            }),
+                        )
+                        .unwrap();
+                })
+                .unwrap();
+            // The first loop stays open (and idle) while a second one takes the pid.
+            let (w, k3) = (watcher.clone(), k2.clone());
+            let seen = in_loop_thread(&k2, move |second_loop, second_thread| {
+                let reports = Reports::new(&second_loop);
+                second_loop
+                    .run_until_complete(async {
+                        w.add_child_handler(pid, reports.callback("moved")).unwrap();
+                        k3.kill(pid, Some(Signal::SIGKILL)).unwrap();
+                    })
+                    .unwrap();
+                let seen = reports.wait_for(1);
+                assert_eq!(seen[0].thread, second_thread);
+                seen
+            });
+            assert_eq!((seen[0].pid, seen[0].code), (pid, -9));
+            assert!(
+                dropped.load(Ordering::SeqCst),
+                "the first callback is dropped"
+            );
+            // Both loops' fds aside (the second is closed), nothing is open.
+            assert_eq!(fd_count(&k2), before, "the first pidfd is closed");
+            assert!(!watcher.remove_child_handler(pid));
+        });
+    }
+}
+
+// ----- the signal-based watchers, off the main thread ------------------------------
+
+/// What the errors below end with: the watchers that work off the main thread.
+const USE_INSTEAD: &str = "use ThreadedChildWatcher or PidfdChildWatcher";
+
+/// Goal (S-2, M-2, L-1; users): Safe, Fast and MultiLoop used from a thread that is not
+/// the main thread (as cargo runs `#[test]`s) fail with CPython's class and message,
+/// followed by what to do: the main thread, or Threaded or Pidfd. So does
+/// subprocess_exec under a Safe watcher that a worker thread's loop cannot activate.
+struct OffMainThreadErrorsSayWhatToDo;
+
+impl Body for OffMainThreadErrorsSayWhatToDo {
+    fn run<K: Kernel>(&self, k: &K) {
+        let safe = Arc::new(SafeChildWatcher::with_kernel(k.clone()));
+        let fast = Arc::new(FastChildWatcher::with_kernel(k.clone()));
+        let multi = Arc::new(MultiLoopChildWatcher::with_kernel(k.clone()));
+        // Attached here, in the main thread: a worker can then not detach it.
+        let main_loop = EventLoop::with_kernel(k.clone()).unwrap();
+        let attached = Arc::new(SafeChildWatcher::with_kernel(k.clone()));
+        attached.attach_loop(Some(main_loop.clone())).unwrap();
+        loopwatch::policy::set_child_watcher(k, Some(safe.clone())).unwrap();
+        let (a, m, k2) = (attached.clone(), multi.clone(), k.clone());
+        in_loop_thread(k, move |event_loop, _| {
+            for (watcher, name) in [
+                (&*safe as &dyn ChildWatcher<K>, "SafeChildWatcher"),
+                (&*fast, "FastChildWatcher"),
+            ] {
+                let error = watcher.attach_loop(Some(event_loop.clone())).unwrap_err();
+                assert_eq!(error.kind(), ErrorKind::RuntimeError);
+                assert_eq!(
+                    error.message(),
+                    format!(
+                        "set_wakeup_fd only works in main thread: {name} needs the main \
+                         thread's loop; in other threads {USE_INSTEAD}"
+                    )
+                );
+                assert!(!watcher.is_active());
+            }
+            let error = a.attach_loop(None).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::ValueError);
+            assert_eq!(
+                error.message(),
+                format!(
+                    "signal only works in main thread: SafeChildWatcher needs the main \
+                     thread's loop; in other threads {USE_INSTEAD}"
+                )
+            );
+            let error = m.attach_loop(None).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::ValueError);
+            let message = error.message();
+            assert!(
+                message.starts_with(
+                    "signal only works in main thread: MultiLoopChildWatcher must be \
+                     attached once from the main thread"
+                ) && message.ends_with(USE_INSTEAD),
+                "{message}"
+            );
+            // The policy's Safe watcher: a worker thread's loop never attaches it.
+            let lp = event_loop.clone();
+            let outcome = event_loop
+                .run_until_complete(async move {
+                    lp.subprocess_exec(&testing::sh("exit 0")).map(|p| p.pid())
+                })
+                .unwrap();
+            let error = outcome.unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::RuntimeError);
+            let message = error.message();
+            assert!(
+                message.starts_with(
+                    "asyncio.get_child_watcher() is not activated, subprocess support is \
+                     not installed. SafeChildWatcher reports to the loop it is attached to"
+                ) && message.ends_with(USE_INSTEAD),
+                "{message}"
+            );
+            assert_eq!(child_count(&k2), 0, "nothing was spawned");
+        });
+        loopwatch::policy::set_child_watcher(k, None).unwrap();
+        attached.close().unwrap();
+        main_loop.close().unwrap();
+        multi.close().unwrap();
+    }
+}
+
 // ----- simulator only ------------------------------------------------------------------
 //
 // What the real OS cannot show on demand: injected faults (EINTR, pidfd_open refused),
@@ -1570,21 +1889,26 @@ fn main() -> ExitCode {
             NeedsARunningLoop(Kind::Pidfd),
         ))
         .check_report(nothing_started),
-        both(
-            "threaded_same_pid_twice_fires_both",
-            SamePidTwice(Kind::Threaded),
-        ),
+        both("threaded_same_pid_twice_fires_both", ThreadedSamePidTwice),
         pidfd(both(
-            "pidfd_same_pid_twice_fires_both",
-            SamePidTwice(Kind::Pidfd),
+            "pidfd_same_pid_twice_replaces",
+            PidfdSamePidTwiceReplaces,
+        )),
+        pidfd(both(
+            "pidfd_reregister_in_another_loop_moves_it",
+            PidfdReregisterInAnotherLoop,
         )),
         both(
             "threaded_remove_attach_close_are_noops",
-            RemoveAttachCloseAreNoops(Kind::Threaded),
+            ThreadedRemoveAttachCloseAreNoops,
         ),
         pidfd(both(
-            "pidfd_remove_attach_close_are_noops",
-            RemoveAttachCloseAreNoops(Kind::Pidfd),
+            "pidfd_remove_before_exit_drops_the_callback",
+            PidfdRemoveBeforeExit,
+        )),
+        pidfd(both(
+            "pidfd_remove_from_another_thread",
+            PidfdRemoveFromAnotherThread,
         )),
         both(
             "threaded_callback_panic_is_reported",
@@ -1655,6 +1979,10 @@ fn main() -> ExitCode {
             "pidfd_closed_loop_closes_pidfd",
             PidfdClosedLoopClosesPidfd,
         )),
+        both(
+            "off_main_thread_errors_say_what_to_do",
+            OffMainThreadErrorsSayWhatToDo,
+        ),
         // Simulator only: each says why in its section's note.
         Test::new(
             "both_watchers_replay_from_their_seed",

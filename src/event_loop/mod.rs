@@ -153,6 +153,24 @@ static NEXT_LOOP_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// [`stop`](EventLoop::stop)) work from any thread, and the others fail with
 /// `RuntimeError` when called from another thread while the loop runs, as asyncio's
 /// debug mode does.
+///
+/// # Example
+///
+/// ```
+/// use loopwatch::EventLoop;
+///
+/// let event_loop = EventLoop::new()?;
+/// // Callbacks, timers, and a task run to completion.
+/// event_loop.call_soon(|| println!("first iteration"))?;
+/// let stopper = event_loop.clone();
+/// event_loop.call_later(0.01, move || stopper.stop())?;
+/// event_loop.run_forever()?;
+/// let answer = event_loop.run_until_complete(async { 6 * 7 })?;
+/// assert_eq!(answer, 42);
+/// event_loop.close()?;
+/// assert!(event_loop.is_closed());
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct EventLoop<K: Kernel = OsKernel> {
     inner: Arc<Inner<K>>,
 }

@@ -279,6 +279,26 @@ pub enum Stdio {
 }
 
 /// What to run: the arguments of `Processes::spawn`.
+///
+/// # Example
+///
+/// ```
+/// use loopwatch::OsKernel;
+/// use loopwatch::kernel::{Fds, Processes, SpawnRequest, Stdio, WaitMode, WaitStatus};
+///
+/// let mut request = SpawnRequest::new("/bin/sh", ["-c", "echo \"$GREETING\"; exit 3"]);
+/// request.env.push(("GREETING".into(), "hello".into()));
+/// request.stdout = Stdio::Pipe;
+/// let child = OsKernel.spawn(&request)?;
+/// let out = child.stdout.expect("a pipe was asked for");
+/// let mut buf = [0u8; 16];
+/// let n = OsKernel.read(out, &mut buf)?;
+/// assert_eq!(&buf[..n], b"hello\n");
+/// OsKernel.close(out)?;
+/// let status = OsKernel.wait_pid(child.pid, WaitMode::Block)?;
+/// assert!(matches!(status, WaitStatus::Terminated(_, s) if s.returncode() == 3));
+/// # Ok::<(), loopwatch::kernel::Errno>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpawnRequest {
     /// The program, searched in `PATH` when it has no slash.

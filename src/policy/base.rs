@@ -7,9 +7,23 @@
 use std::sync::Arc;
 
 use super::{AbstractEventLoopPolicy, WatcherRef};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::EventLoop;
 use crate::kernel::{Kernel, ThreadId};
+
+/// A-1's `NotImplementedError`, for a method that `policy` neither overrides nor can
+/// run by default (it has no [`state`](AbstractEventLoopPolicy::state)). CPython's
+/// abstract class gives no message; this one names the method and says what to do.
+/// Conformance compares the class only.
+fn not_implemented(method: &str) -> Error {
+    Error::new(
+        ErrorKind::NotImplementedError,
+        format!(
+            "AbstractEventLoopPolicy.{method}: the policy neither overrides it nor returns \
+             a PolicyState from state(), which would give the default policy's behaviour"
+        ),
+    )
+}
 
 /// The default `get_event_loop` (C-2, C-3).
 pub fn get_event_loop<K, P>(policy: &P) -> Result<EventLoop<K>>
@@ -17,7 +31,9 @@ where
     K: Kernel,
     P: AbstractEventLoopPolicy<K> + ?Sized,
 {
-    let state = policy.state().ok_or_else(Error::not_implemented)?;
+    let state = policy
+        .state()
+        .ok_or_else(|| not_implemented("get_event_loop"))?;
     let kernel = state.kernel();
     let create = state.with_local(|local| {
         local.event_loop.is_none() && !local.set_called && kernel.is_main_thread()
@@ -43,7 +59,9 @@ where
     K: Kernel,
     P: AbstractEventLoopPolicy<K> + ?Sized,
 {
-    let state = policy.state().ok_or_else(Error::not_implemented)?;
+    let state = policy
+        .state()
+        .ok_or_else(|| not_implemented("set_event_loop"))?;
     let old = state.with_local(|local| {
         local.set_called = true;
         std::mem::replace(&mut local.event_loop, event_loop.clone())
@@ -77,7 +95,9 @@ where
     K: Kernel,
     P: AbstractEventLoopPolicy<K> + ?Sized,
 {
-    let state = policy.state().ok_or_else(Error::not_implemented)?;
+    let state = policy
+        .state()
+        .ok_or_else(|| not_implemented("get_child_watcher"))?;
     if let Some(watcher) = state.current_watcher() {
         return Ok(watcher);
     }
@@ -133,7 +153,9 @@ where
     K: Kernel,
     P: AbstractEventLoopPolicy<K> + ?Sized,
 {
-    let state = policy.state().ok_or_else(Error::not_implemented)?;
+    let state = policy
+        .state()
+        .ok_or_else(|| not_implemented("set_child_watcher"))?;
     let old = std::mem::replace(&mut *state.watcher.lock(), watcher);
     if let Some(old) = old {
         old.close()?;
@@ -147,6 +169,8 @@ where
     K: Kernel,
     P: AbstractEventLoopPolicy<K> + ?Sized,
 {
-    let state = policy.state().ok_or_else(Error::not_implemented)?;
+    let state = policy
+        .state()
+        .ok_or_else(|| not_implemented("new_event_loop"))?;
     EventLoop::with_kernel(state.kernel().clone())
 }

@@ -30,9 +30,60 @@ use std::sync::Arc;
 
 /// The policy interface (asyncio's `AbstractEventLoopPolicy`), with the default
 /// (Unix) policy's behaviour as provided methods.
+///
+/// # Example
+///
+/// "Subclassing" the default policy: own a [`PolicyState`], return it from
+/// [`state`](AbstractEventLoopPolicy::state), override what changes and call
+/// [`base`] where Python calls `super()`. The provided methods call the others through
+/// `self`, so they see the override (C-2). Without a state, every provided method
+/// raises `NotImplementedError` naming itself (A-1).
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// use loopwatch::policy::base;
+/// use loopwatch::{AbstractEventLoopPolicy, ErrorKind, EventLoop, PolicyState, Result};
+///
+/// /// The default policy, counting the loops it makes.
+/// struct Counting {
+///     state: PolicyState,
+///     made: AtomicUsize,
+/// }
+///
+/// impl AbstractEventLoopPolicy for Counting {
+///     fn state(&self) -> Option<&PolicyState> {
+///         Some(&self.state)
+///     }
+///     fn new_event_loop(&self) -> Result<EventLoop> {
+///         self.made.fetch_add(1, Ordering::SeqCst);
+///         base::new_event_loop(self) // super().new_event_loop()
+///     }
+/// }
+///
+/// let policy = Counting { state: PolicyState::new(loopwatch::OsKernel), made: AtomicUsize::new(0) };
+/// // In the main thread (a doc test runs there) the first call creates the loop,
+/// // through the override.
+/// let event_loop = policy.get_event_loop()?;
+/// assert!(policy.get_event_loop()? == event_loop);
+/// assert_eq!(policy.made.load(Ordering::SeqCst), 1);
+/// policy.set_event_loop(None)?;
+/// event_loop.close()?;
+///
+/// /// A policy with neither state nor overrides: the abstract class.
+/// struct Abstract;
+/// impl AbstractEventLoopPolicy for Abstract {}
+///
+/// let error = Abstract.get_event_loop().unwrap_err();
+/// assert_eq!(error.kind(), ErrorKind::NotImplementedError);
+/// assert!(error.message().starts_with("AbstractEventLoopPolicy.get_event_loop: "));
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub trait AbstractEventLoopPolicy<K: Kernel = OsKernel>: Send + Sync + 'static {
     /// The per-context state the provided methods work on; `None` (the default) makes
-    /// them raise `NotImplementedError`.
+    /// them raise `NotImplementedError` ("AbstractEventLoopPolicy.get_event_loop: the
+    /// policy neither overrides it nor returns a PolicyState from state() …": CPython's
+    /// class, with a message that says what to do).
     fn state(&self) -> Option<&PolicyState<K>> {
         None
     }
@@ -165,6 +216,37 @@ impl<K: Kernel> fmt::Debug for PolicyState<K> {
 }
 
 /// The default policy: one loop per thread, auto-created in the main thread only.
+///
+/// # Example
+///
+/// The default policy with [`PidfdChildWatcher`](crate::PidfdChildWatcher) as its
+/// default watcher instead of [`SafeChildWatcher`], made the process's policy:
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use loopwatch::kernel::SpawnRequest;
+/// use loopwatch::{
+///     ChildWatcher, DefaultEventLoopPolicy, PidfdChildWatcher, WatcherFactory, WatcherRef,
+/// };
+///
+/// let factory: WatcherFactory =
+///     Arc::new(|_kernel| Arc::new(PidfdChildWatcher::new()) as WatcherRef);
+/// let policy = DefaultEventLoopPolicy::with_watcher_factory(loopwatch::OsKernel, factory);
+/// loopwatch::set_event_loop_policy(Some(Arc::new(policy)));
+/// assert_eq!(loopwatch::get_child_watcher()?.type_name(), "PidfdChildWatcher");
+///
+/// let event_loop = loopwatch::get_event_loop()?; // the main thread's, created now
+/// let lp = event_loop.clone();
+/// let code = event_loop.run_until_complete(async move {
+///     let process = lp.subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 7"]))?;
+///     Ok::<_, loopwatch::Error>(process.wait().await)
+/// })??;
+/// assert_eq!(code, 7);
+/// event_loop.close()?;
+/// loopwatch::set_event_loop_policy(None); // back to a fresh default policy
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct DefaultEventLoopPolicy<K: Kernel = OsKernel> {
     state: PolicyState<K>,

@@ -58,6 +58,32 @@ struct ExitState {
 }
 
 /// A child process started by [`EventLoop::subprocess_exec`] (asyncio's `Process`).
+///
+/// # Example
+///
+/// Under the policy's watcher (Safe, attached to the main thread's loop by
+/// `set_event_loop`; a doc test runs in the main thread):
+///
+/// ```
+/// use loopwatch::kernel::{SpawnRequest, Stdio};
+///
+/// let event_loop = loopwatch::new_event_loop()?;
+/// loopwatch::set_event_loop(Some(event_loop.clone()))?;
+/// let lp = event_loop.clone();
+/// let (code, out) = event_loop.run_until_complete(async move {
+///     let mut request = SpawnRequest::new("/bin/sh", ["-c", "read line; echo \"got $line\"; exit 2"]);
+///     request.stdin = Stdio::Pipe;
+///     request.stdout = Stdio::Pipe;
+///     let mut process = lp.subprocess_exec(&request)?;
+///     let (out, _err) = process.communicate(Some(b"hi\n")).await?;
+///     Ok::<_, loopwatch::Error>((process.wait().await, out))
+/// })??;
+/// assert_eq!((code, out.as_slice()), (2, &b"got hi\n"[..]));
+/// loopwatch::set_event_loop(None)?;
+/// loopwatch::set_child_watcher(None)?;
+/// event_loop.close()?;
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct Process<K: Kernel = OsKernel> {
     pid: Pid,
     kernel: K,
@@ -103,6 +129,9 @@ impl<K: Kernel> EventLoop<K> {
     ///   (`Os(ENOENT)`, `[Errno 2] No such file or directory: 'prog'`; `Os(EACCES)`
     ///   for a file that is not executable);
     /// - the watcher's error from registering, after the child was killed and reaped.
+    ///
+    /// The "not activated" message goes on after CPython's with what would activate
+    /// the watcher it names, or which watcher to use instead.
     pub fn subprocess_exec(&self, request: &SpawnRequest) -> Result<Process<K>> {
         let kernel = self.kernel().clone();
         let watcher = crate::policy::get_child_watcher(&kernel)?;
@@ -134,9 +163,10 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
     let kernel = event_loop.kernel().clone();
     let _window = fork_window::<K, W>(watcher);
     if !watcher.is_active() {
-        return Err(Error::runtime(
-            "asyncio.get_child_watcher() is not activated, subprocess support is not installed.",
-        ));
+        return Err(Error::runtime(format!(
+            "asyncio.get_child_watcher() is not activated, subprocess support is not installed. {}",
+            crate::watcher::inactive_hint(watcher.type_name())
+        )));
     }
     let spawned = kernel
         .spawn(request)

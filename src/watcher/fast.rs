@@ -34,6 +34,47 @@ use crate::kernel::{Errno, Kernel, Pid, WaitMode, WaitStatus, WaitTarget};
 ///   O(1) per exit.
 /// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
 ///   loop's handler in its place (and detaching puts `SIG_IGN` back).
+///
+/// # Example
+///
+/// In the main thread (a doc test runs there), spawning and registering inside one
+/// fork window:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicI32, Ordering};
+///
+/// use loopwatch::kernel::{Processes, SpawnRequest};
+/// use loopwatch::watcher::fork_window;
+/// use loopwatch::{ChildWatcher, EventLoop, FastChildWatcher};
+///
+/// let event_loop = EventLoop::new()?;
+/// let watcher = FastChildWatcher::new();
+/// watcher.attach_loop(Some(event_loop.clone()))?;
+/// let code = Arc::new(AtomicI32::new(0));
+/// let pid = {
+///     // An exit between the spawn and the registration is kept for it.
+///     let _window = fork_window(&watcher);
+///     let child = loopwatch::OsKernel.spawn(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))?;
+///     let (seen, stopper) = (code.clone(), event_loop.clone());
+///     watcher.add_child_handler(
+///         child.pid,
+///         Box::new(move |_pid, returncode| {
+///             seen.store(returncode, Ordering::SeqCst);
+///             stopper.stop();
+///         }),
+///     )?;
+///     child.pid
+/// };
+/// event_loop.run_forever()?;
+/// assert_eq!(code.load(Ordering::SeqCst), 3);
+/// // Outside a window, registering is refused.
+/// let error = watcher.add_child_handler(pid, Box::new(|_, _| {})).unwrap_err();
+/// assert_eq!(error.message(), "Must use the context manager");
+/// watcher.close()?;
+/// event_loop.close()?;
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct FastChildWatcher<K: Kernel = OsKernel> {
     core: Arc<SigchldWatcher<K, Fast>>,
 }
@@ -190,6 +231,11 @@ impl<K: Kernel> FastChildWatcher<K> {
 }
 
 impl<K: Kernel> ChildWatcher<K> for FastChildWatcher<K> {
+    /// `None`: it does its own work.
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>> {
+        None
+    }
+
     /// # Errors
     ///
     /// `ValueError` for a pid ≤ 0; `AssertionError` ("Must use the context manager")

@@ -1,5 +1,91 @@
 //! Child watchers: how a loop learns that a child process has exited.
 //!
+//! # Choosing a watcher
+//!
+//! | | Works from | `add_child_handler` needs | Cost of exits | Other code's children | Needs |
+//! |---|---|---|---|---|---|
+//! | [`SafeChildWatcher`] | the main thread's loop only | the loop attached (from the main thread) | per SIGCHLD, one `waitpid` per registered child: O(n) | untouched | |
+//! | [`FastChildWatcher`] | the main thread's loop only | the loop attached, and an open [`fork_window`] | one peek and one `waitpid` per exited child: O(1) | **reaped** (their own `waitpid` gets ECHILD) | spawning and registering inside a fork window |
+//! | [`MultiLoopChildWatcher`] | any thread, once attached from the main thread | a running loop in the calling thread | per SIGCHLD, one `waitpid` per registered child, in its reaper thread: O(n) | untouched | one reaper thread |
+//! | [`ThreadedChildWatcher`] | any thread | a running loop in the calling thread | no signal work: one thread per running child, blocked in `waitpid` | untouched | a thread per running child |
+//! | [`PidfdChildWatcher`] | any thread | a running loop in the calling thread | no signal work: one `waitpid` per exit, O(1) | untouched | Linux ≥ 5.3, `pidfd_open` not refused by seccomp |
+//!
+//! - **Prefer Pidfd, else Threaded.** Both serve a loop in any thread, wait only for
+//!   the children they are given and install no signal handler. Pidfd alone cannot be
+//!   fooled by a reused pid (see below); where `pidfd_open` fails (`ENOSYS` before
+//!   Linux 5.3, `EPERM` under seccomp), registering says so with that error, and
+//!   Threaded is the fallback. Give the policy your choice with
+//!   [`set_child_watcher`](crate::set_child_watcher), or build the default policy with
+//!   [`DefaultEventLoopPolicy::with_watcher_factory`](crate::DefaultEventLoopPolicy::with_watcher_factory).
+//! - **Safe** is the default policy's watcher, as in CPython 3.7; it needs the main
+//!   thread's loop, and its cost grows with the number of children it waits for.
+//! - **Fast** is for a process whose children are all its own: it reaps every child of
+//!   the process, also those another library waits for.
+//! - **MultiLoop** serves loops in any thread with one SIGCHLD handler, which must be
+//!   installed (`attach_loop`, with any argument) from the main thread.
+//! - Only Threaded keeps CPython's quirks of firing both callbacks of a pid registered
+//!   twice and of a `remove_child_handler` that removes nothing; the others replace and
+//!   remove.
+//!
+//! ## Code that works with any watcher
+//!
+//! 1. Set up in the main thread: make the loop current there with
+//!    [`set_event_loop`](crate::set_event_loop), which attaches the policy's watcher to
+//!    it (Safe and Fast attach, MultiLoop installs its handler, the others ignore it);
+//!    or call [`ChildWatcher::attach_loop`] there yourself.
+//! 2. Register from inside the running loop, in its thread (a task or callback of that
+//!    loop): Threaded, Pidfd and MultiLoop report to the loop running where the child
+//!    was registered, Safe and Fast to the attached loop, which must be running.
+//! 3. Spawn and register inside one fork window ([`fork_window`]): Fast needs it (a
+//!    child may exit before it is registered), and it costs the others nothing.
+//! 4. Or let [`EventLoop::subprocess_exec`] do 2 and 3: it opens the window, refuses to
+//!    spawn under an inactive watcher, and registers the child with its reap fence, so
+//!    that [`Process::send_signal`](crate::Process::send_signal) never hits a reused
+//!    pid.
+//! 5. In tests: cargo runs each `#[test]` on a worker thread, where Safe, Fast and
+//!    MultiLoop cannot attach (their error says so). Use Threaded or Pidfd there, or put
+//!    the tests in a `harness = false` binary built on `loopwatch_sim::testing::Harness`,
+//!    which runs each test on the main thread.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use loopwatch::kernel::SpawnRequest;
+//! use loopwatch::{
+//!     FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher, SafeChildWatcher,
+//!     ThreadedChildWatcher, WatcherRef,
+//! };
+//!
+//! /// Runs `sh -c 'exit 4'` under `watcher`; called from the main thread.
+//! fn exit_code_under(watcher: WatcherRef) -> loopwatch::Result<i32> {
+//!     let event_loop = loopwatch::new_event_loop()?;
+//!     loopwatch::set_child_watcher(Some(watcher))?;
+//!     // 1. Made current in the main thread: the watcher is attached to it.
+//!     loopwatch::set_event_loop(Some(event_loop.clone()))?;
+//!     let lp = event_loop.clone();
+//!     // 2-4. subprocess_exec registers in the running loop, inside a fork window.
+//!     let code = event_loop.run_until_complete(async move {
+//!         let process = lp.subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 4"]))?;
+//!         Ok::<_, loopwatch::Error>(process.wait().await)
+//!     })??;
+//!     loopwatch::set_event_loop(None)?;
+//!     loopwatch::set_child_watcher(None)?; // closes the watcher
+//!     event_loop.close()?;
+//!     Ok(code)
+//! }
+//!
+//! for watcher in [
+//!     Arc::new(SafeChildWatcher::new()) as WatcherRef,
+//!     Arc::new(FastChildWatcher::new()),
+//!     Arc::new(MultiLoopChildWatcher::new()),
+//!     Arc::new(ThreadedChildWatcher::new()),
+//!     Arc::new(PidfdChildWatcher::new()),
+//! ] {
+//!     assert_eq!(exit_code_under(watcher)?, 4);
+//! }
+//! # Ok::<(), loopwatch::Error>(())
+//! ```
+//!
 //! # Why this is hard
 //!
 //! A Unix process learns of a child's death through SIGCHLD and collects its exit status
@@ -69,8 +155,8 @@
 //! # The trait
 //!
 //! [`ChildWatcher`] is asyncio's `AbstractChildWatcher`: `add_child_handler(pid,
-//! callback)` (replacing an earlier handler for that pid, except where CPython's
-//! watcher does not: Threaded and Pidfd-3.12 fire both), `remove_child_handler`,
+//! callback)` (replacing an earlier handler for that pid, except with Threaded, which
+//! fires both as CPython's does), `remove_child_handler`,
 //! `attach_loop` (`None` detaches), `close`, `is_active`, and the fork window
 //! ([`fork_window`], Python's `with watcher:`) inside which processes are started and
 //! registered. The callback gets `(pid, returncode)`; extra arguments are captured by
@@ -225,12 +311,110 @@ impl<K: Kernel> fmt::Debug for ReapGuard<'_, K> {
 
 /// The child watcher interface (asyncio's `AbstractChildWatcher`, spec W-2).
 ///
-/// Every method is required: Rust has no instances of an abstract class, so W-1's
-/// `NotImplementedError` cannot arise.
+/// asyncio's methods (`add_child_handler`, `remove_child_handler`, `attach_loop`,
+/// `close`, `is_active`) are required: Rust has no instances of an abstract class, so
+/// W-1's `NotImplementedError` cannot arise.
+///
+/// # Wrappers delegate by construction
+///
+/// The fork window ([`ChildWatcher::enter`], [`ChildWatcher::exit`]) and
+/// [`ChildWatcher::attached_loop`] have provided bodies, since most watchers have no
+/// use for them. A watcher that wraps another must still pass them on: a wrapper of
+/// [`FastChildWatcher`] that kept the provided no-op `enter` would compile, and Fast
+/// would then refuse every registration ("Must use the context manager"). So
+/// [`ChildWatcher::inner`] is required: every implementation says whether it wraps a
+/// watcher. A wrapper answers `Some(&self.inner)`, and the provided `enter`, `exit` and
+/// `attached_loop` forward to it; there is nothing left to forget. A watcher that does
+/// its own work answers `None`, and overrides what it needs (Fast its fork window, Safe
+/// and Fast `attached_loop`).
+///
+/// What a wrapper writes are the required methods, where it adds its own behaviour, and
+/// forwards them otherwise. [`ChildWatcher::type_name`] is the wrapper's own name.
+/// [`ChildWatcher::add_child_handler_fenced`]'s provided body goes through the
+/// wrapper's `add_child_handler`, so the wrapper's behaviour applies to
+/// `subprocess_exec`'s children too, and marks the fence when the callback runs: a
+/// wrapper of a watcher that reports from a thread of its own (Threaded, MultiLoop)
+/// should forward `add_child_handler_fenced` as well, wrapping the callback as its
+/// `add_child_handler` does.
+///
+/// # Example
+///
+/// A wrapper that counts the children it is given; all else is Fast's, fork window
+/// included (doc tests run on their process's main thread, which Fast needs):
+///
+/// ```
+/// use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+/// use std::sync::Arc;
+///
+/// use loopwatch::kernel::{Pid, Processes, SpawnRequest};
+/// use loopwatch::watcher::{ChildCallback, fork_window};
+/// use loopwatch::{ChildWatcher, EventLoop, FastChildWatcher, Result};
+///
+/// #[derive(Debug)]
+/// struct Counting {
+///     inner: FastChildWatcher,
+///     given: AtomicUsize,
+/// }
+///
+/// impl ChildWatcher for Counting {
+///     fn inner(&self) -> Option<&dyn ChildWatcher> {
+///         Some(&self.inner)
+///     }
+///     fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
+///         self.given.fetch_add(1, Ordering::SeqCst);
+///         self.inner.add_child_handler(pid, callback)
+///     }
+///     fn remove_child_handler(&self, pid: Pid) -> bool {
+///         self.inner.remove_child_handler(pid)
+///     }
+///     fn attach_loop(&self, event_loop: Option<EventLoop>) -> Result<()> {
+///         self.inner.attach_loop(event_loop)
+///     }
+///     fn close(&self) -> Result<()> {
+///         self.inner.close()
+///     }
+///     fn is_active(&self) -> bool {
+///         self.inner.is_active()
+///     }
+/// }
+///
+/// let watcher = Counting { inner: FastChildWatcher::new(), given: AtomicUsize::new(0) };
+/// let event_loop = EventLoop::new()?;
+/// watcher.attach_loop(Some(event_loop.clone()))?;
+/// assert!(watcher.attached_loop() == Some(event_loop.clone())); // Fast's, forwarded
+/// assert_eq!(watcher.type_name(), "Counting");
+/// let code = Arc::new(AtomicI32::new(0));
+/// {
+///     // Fast's window, opened through the wrapper.
+///     let _window = fork_window(&watcher);
+///     let child = loopwatch::OsKernel.spawn(&SpawnRequest::new("/bin/sh", ["-c", "exit 5"]))?;
+///     let (seen, stopper) = (code.clone(), event_loop.clone());
+///     watcher.add_child_handler(
+///         child.pid,
+///         Box::new(move |_pid, returncode| {
+///             seen.store(returncode, Ordering::SeqCst);
+///             stopper.stop();
+///         }),
+///     )?;
+/// }
+/// event_loop.run_forever()?;
+/// assert_eq!(code.load(Ordering::SeqCst), 5);
+/// assert_eq!(watcher.given.load(Ordering::SeqCst), 1);
+/// watcher.close()?;
+/// event_loop.close()?;
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub trait ChildWatcher<K: Kernel = OsKernel>: Send + Sync + fmt::Debug + 'static {
+    /// The watcher this one wraps, if it is a wrapper: the provided
+    /// [`ChildWatcher::enter`], [`ChildWatcher::exit`] and
+    /// [`ChildWatcher::attached_loop`] forward to it. `None` for a watcher that does
+    /// its own work (every watcher of this crate). Required, so that no wrapper can
+    /// leave the fork window behind by omission (see the trait's documentation).
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>>;
+
     /// Arranges for `callback(pid, returncode)` once `pid` exits. Registering `pid`
-    /// again replaces the earlier callback (for the watchers whose CPython counterpart
-    /// does).
+    /// again replaces the earlier callback (every watcher of this crate but
+    /// [`ThreadedChildWatcher`], which fires both as CPython's does).
     ///
     /// # Errors
     ///
@@ -289,22 +473,52 @@ pub trait ChildWatcher<K: Kernel = OsKernel>: Send + Sync + fmt::Debug + 'static
     fn is_active(&self) -> bool;
 
     /// The loop the watcher is attached to (CPython's `_loop`), for the watchers that
-    /// attach to one (Safe, Fast); `None` for the others.
+    /// attach to one (Safe, Fast); `None` for the others. Provided: the
+    /// [inner](ChildWatcher::inner) watcher's, else `None`.
     fn attached_loop(&self) -> Option<EventLoop<K>> {
-        None
+        self.inner().and_then(|inner| inner.attached_loop())
     }
 
-    /// The watcher's type, also through a `dyn ChildWatcher` (Python's
-    /// `type(watcher)`).
+    /// The name of the watcher's type, also through a `dyn ChildWatcher` (Python's
+    /// `type(watcher).__name__`): `"SafeChildWatcher"`, without module path or generic
+    /// arguments. A wrapper has its own.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use loopwatch::{ChildWatcher, SafeChildWatcher, WatcherRef};
+    ///
+    /// let watcher: WatcherRef = Arc::new(SafeChildWatcher::new());
+    /// assert_eq!(watcher.type_name(), "SafeChildWatcher");
+    /// ```
     fn type_name(&self) -> &'static str {
-        std::any::type_name::<Self>()
+        short_type_name::<Self>()
     }
 
-    /// Opens a fork window (Python's `__enter__`). Windows nest.
-    fn enter(&self) {}
+    /// Opens a fork window (Python's `__enter__`). Windows nest. Provided: the
+    /// [inner](ChildWatcher::inner) watcher's, else nothing.
+    fn enter(&self) {
+        if let Some(inner) = self.inner() {
+            inner.enter();
+        }
+    }
 
-    /// Closes a fork window (Python's `__exit__`).
-    fn exit(&self) {}
+    /// Closes a fork window (Python's `__exit__`). Provided: the
+    /// [inner](ChildWatcher::inner) watcher's, else nothing.
+    fn exit(&self) {
+        if let Some(inner) = self.inner() {
+            inner.exit();
+        }
+    }
+}
+
+/// A type's name as Python's `__name__` gives a class's: the last segment of its path,
+/// without generic arguments (`SafeChildWatcher` for
+/// `loopwatch::watcher::safe::SafeChildWatcher<loopwatch::sys::unix::OsKernel>`), so
+/// that no private module path shows.
+fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let path = full.split('<').next().unwrap_or(full);
+    path.rsplit("::").next().unwrap_or(path)
 }
 
 /// An open fork window: processes started and registered while it lives are the
@@ -332,6 +546,51 @@ pub fn fork_window<K: Kernel, W: ChildWatcher<K> + ?Sized>(watcher: &W) -> ForkW
     ForkWindow {
         watcher,
         _kernel: std::marker::PhantomData,
+    }
+}
+
+/// The end of CPython's "… only works in main thread" errors, which the loop raises when
+/// a signal handler is set or removed from another thread.
+const MAIN_THREAD_ONLY: &str = "only works in main thread";
+
+/// `error` with what to do appended, if it is the loop's refusal to handle signals
+/// outside the main thread and `watcher` is the signal-based watcher that ran into it
+/// (the users' first hurdle: cargo runs `#[test]`s on worker threads). CPython's
+/// message comes first and the class is kept: conformance compares classes.
+pub(crate) fn main_thread_hint(error: Error, watcher: &str) -> Error {
+    if !error.message().ends_with(MAIN_THREAD_ONLY) {
+        return error;
+    }
+    let hint = match watcher {
+        "MultiLoopChildWatcher" => {
+            "MultiLoopChildWatcher must be attached once from the main thread (attach_loop \
+             installs its process-wide SIGCHLD handler), then serves loops in any thread; \
+             without the main thread use ThreadedChildWatcher or PidfdChildWatcher"
+                .to_string()
+        }
+        _ => format!(
+            "{watcher} needs the main thread's loop; in other threads use \
+             ThreadedChildWatcher or PidfdChildWatcher"
+        ),
+    };
+    Error::new(error.kind(), format!("{}: {hint}", error.message()))
+}
+
+/// What to do about a watcher that is not active, for the "not activated" error of
+/// [`EventLoop::subprocess_exec`](crate::EventLoop::subprocess_exec) (spec L-1),
+/// named by its [`ChildWatcher::type_name`].
+pub(crate) fn inactive_hint(watcher: &str) -> String {
+    match watcher {
+        "SafeChildWatcher" | "FastChildWatcher" => format!(
+            "{watcher} reports to the loop it is attached to, while that loop runs: attach \
+             it to this loop from the main thread (set_event_loop or attach_loop there); \
+             in other threads use ThreadedChildWatcher or PidfdChildWatcher"
+        ),
+        "MultiLoopChildWatcher" => "MultiLoopChildWatcher must be attached once from the \
+             main thread (attach_loop) to install its SIGCHLD handler; without the main \
+             thread use ThreadedChildWatcher or PidfdChildWatcher"
+            .to_string(),
+        other => format!("{other}.is_active() is false"),
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
 
-use super::{ChildCallback, ChildWatcher, ReapFence, check_pid, poll_returncode};
+use super::{ChildCallback, ChildWatcher, ReapFence, check_pid, main_thread_hint, poll_returncode};
 use crate::OsKernel;
 use crate::error::{Error, Result};
 use crate::event_loop::signals::{self, CHILDREN_UNHEARD, OwnerId, Route};
@@ -51,6 +51,52 @@ use crate::sync::BlockingMutex;
 /// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
 ///   watcher's handler in its place (and `close`, when no other owner is left, puts
 ///   `SIG_IGN` back).
+///
+/// # Example
+///
+/// Installed from the main thread (a doc test runs there), serving a worker thread's
+/// loop:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicI32, Ordering};
+///
+/// use loopwatch::kernel::{Processes, SpawnRequest, Threads};
+/// use loopwatch::{ChildWatcher, EventLoop, MultiLoopChildWatcher, OsKernel};
+///
+/// let watcher = Arc::new(MultiLoopChildWatcher::new());
+/// // Once, in the main thread: installs the process-wide SIGCHLD handler.
+/// watcher.attach_loop(None)?;
+/// let w = watcher.clone();
+/// let worker = OsKernel.spawn_thread(
+///     "worker",
+///     Box::new(move || {
+///         let event_loop = EventLoop::new().expect("a loop");
+///         let code = Arc::new(AtomicI32::new(0));
+///         let (seen, stopper) = (code.clone(), event_loop.clone());
+///         event_loop
+///             .run_until_complete(async {
+///                 let child = OsKernel.spawn(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))?;
+///                 // Registered in this thread's running loop, which gets the exit.
+///                 w.add_child_handler(
+///                     child.pid,
+///                     Box::new(move |_pid, returncode| {
+///                         seen.store(returncode, Ordering::SeqCst);
+///                         stopper.stop();
+///                     }),
+///                 )
+///             })
+///             .expect("run")
+///             .expect("registered");
+///         event_loop.run_forever().expect("run");
+///         assert_eq!(code.load(Ordering::SeqCst), 3);
+///         event_loop.close().expect("close");
+///     }),
+/// )?;
+/// OsKernel.join_thread(worker).expect("the worker");
+/// watcher.close()?;
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct MultiLoopChildWatcher<K: Kernel = OsKernel> {
     inner: Arc<Inner<K>>,
 }
@@ -127,7 +173,10 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
             return Ok(());
         }
         if !kernel.is_main_thread() {
-            return Err(Error::value("signal only works in main thread"));
+            return Err(main_thread_hint(
+                Error::value("signal only works in main thread"),
+                "MultiLoopChildWatcher",
+            ));
         }
         let registry = signals::registry(kernel);
         let owner = registry.new_owner(kernel);
@@ -301,6 +350,11 @@ impl<K: Kernel> MultiLoopChildWatcher<K> {
 }
 
 impl<K: Kernel> ChildWatcher<K> for MultiLoopChildWatcher<K> {
+    /// `None`: it does its own work.
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>> {
+        None
+    }
+
     /// # Errors
     ///
     /// `ValueError` for a pid ≤ 0; `RuntimeError('no running event loop')` without a
@@ -329,8 +383,10 @@ impl<K: Kernel> ChildWatcher<K> for MultiLoopChildWatcher<K> {
 
     /// # Errors
     ///
-    /// `ValueError` ("signal only works in main thread") outside the main thread the
-    /// first time; the kernel's errors installing the handler or starting the reaper.
+    /// `ValueError` ("signal only works in main thread: MultiLoopChildWatcher must be
+    /// attached once from the main thread …", CPython's message and what to do)
+    /// outside the main thread the first time; the kernel's errors installing the
+    /// handler or starting the reaper.
     fn attach_loop(&self, _event_loop: Option<EventLoop<K>>) -> Result<()> {
         self.install()
     }

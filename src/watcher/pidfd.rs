@@ -1,19 +1,26 @@
-//! `PidfdChildWatcher` in its stateless 3.12+ form (spec K-2 … K-4): a pidfd per
-//! registered child, polled by the loop that was running where the child was
-//! registered. No signals, no threads, no pid-reuse race; Linux ≥ 5.3.
+//! `PidfdChildWatcher` in the stateless form of 3.12+ (spec K-2 … K-4), with the
+//! remove and replace of 3.9–3.11 (K-1): a pidfd per registered child, polled by the
+//! loop that was running where the child was registered. No signals, no threads, no
+//! pid-reuse race; Linux ≥ 5.3.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use super::{
     ChildCallback, ChildWatcher, ReapFence, check_pid, returncode, warn_if_sigchld_ignored,
 };
 use crate::OsKernel;
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, ExceptionContext, get_running_loop, try_get_running_loop};
+use crate::event_loop::{
+    EventLoop, ExceptionContext, WeakLoop, get_running_loop, try_get_running_loop,
+};
 use crate::kernel::{Errno, Fd, Kernel, Pid, WaitMode, WaitStatus};
+use crate::sync::BlockingMutex;
 
 /// Waits for each child through a pidfd in the running loop (CPython 3.12+'s default
-/// watcher where `pidfd_open` works).
+/// watcher where `pidfd_open` works), and lets a registration be removed or replaced
+/// (CPython 3.9–3.11's, and every other watcher's, contract).
 ///
 /// - [`ChildWatcher::add_child_handler`] must be called while a loop runs in the
 ///   calling thread (`RuntimeError('no running event loop')` otherwise). It opens a
@@ -30,11 +37,21 @@ use crate::kernel::{Errno, Fd, Kernel, Pid, WaitMode, WaitStatus};
 ///   is reported by the loop as `Exception in callback …` (R-6).
 /// - Each exit costs one `waitpid`, whatever the number of children registered, and
 ///   only registered pids are ever waited for (K-4).
-/// - `attach_loop` and `close` do nothing and `is_active` is always true;
-///   `remove_child_handler` removes nothing, answers `true`, and the callback still
-///   fires (K-2).
-/// - Registering a pid twice gives two pidfds and two readers, and both callbacks
-///   fire: one with the real code, the other with 255 and the warning (K-2).
+/// - [`ChildWatcher::remove_child_handler`] takes a pending registration back and
+///   answers whether there was one: the callback is dropped unrun, the reader removed
+///   and the pidfd closed, and the child is never waited for (its parent reaps it, as
+///   with Safe and MultiLoop). From the loop's own thread, or while the loop does not
+///   run, all of it happens before `remove_child_handler` returns; from another
+///   thread while the loop runs, the callback is dropped at once and the loop's thread
+///   removes the reader and closes the pidfd at its next iteration (a running loop's
+///   readers are its thread's to change).
+/// - Registering a pid again while it is pending replaces the callback (and reap
+///   fence): from the same loop the pidfd and reader are kept, as CPython 3.9–3.11
+///   does; from another thread's loop the old registration is removed as above and
+///   the pid watched by the new loop. Either way one callback fires, once.
+/// - `attach_loop` and `close` do nothing and `is_active` is always true (K-2): each
+///   registration belongs to its loop, and survives `close` (and the watcher itself)
+///   until it has reported or is removed.
 /// - With [`ChildWatcher::add_child_handler_fenced`], the child's reap fence is held
 ///   across the `waitpid` that reaps it and marked before the callback runs.
 /// - With SIGCHLD set to `SIG_IGN`, the kernel reaps every child itself: the pidfd
@@ -50,19 +67,94 @@ use crate::kernel::{Errno, Fd, Kernel, Pid, WaitMode, WaitStatus};
 ///
 /// # Deviations from CPython
 ///
-/// - **The pidfd is never leaked.** It is owned by the reader: if the reader is never
-///   called (the loop is closed, or dropped, before the child exits; `add_reader`
-///   fails), dropping it closes the pidfd. CPython leaks the fd in those cases. As in
-///   CPython, the callback of such a registration never runs, and the child is left
-///   for someone else to reap.
+/// - **Remove removes, and a second registration replaces** (K-2). CPython 3.12+'s
+///   watcher keeps no table: its `remove_child_handler` does nothing and answers
+///   `True`, and the callback still fires; a pid registered twice gets two pidfds
+///   whose callbacks both fire, one with 255 and a warning. A caller that removes a
+///   handler expects it not to run, and W-2, every other non-threaded watcher and
+///   3.9–3.11's Pidfd agree, so loopwatch keeps the registrations that 3.12 dropped
+///   (`conformance/divergences.json` lists the scenarios that show it).
+/// - **The pidfd is never leaked.** If the reader is never called (the loop is closed,
+///   or dropped, before the child exits; `add_reader` fails), dropping it closes the
+///   pidfd. CPython leaks the fd in those cases. As in CPython, the callback of such a
+///   registration never runs, and the child is left for someone else to reap.
 /// - **`waitpid` does not block the loop.** CPython calls `waitpid(pid, 0)`, trusting
 ///   that a readable pidfd means the child is a zombie. Here it is
 ///   `waitpid(pid, WNOHANG)`; if it says the pid is still running, that pid is no
 ///   longer the process the pidfd names (someone reaped it and the pid was reused), so
 ///   the status is lost as with `ECHILD`: 255 and the warning, never a blocked loop.
+///
+/// # Example
+///
+/// From any thread's loop, with nothing to attach (Linux 5.3 or later):
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicI32, Ordering};
+///
+/// use loopwatch::kernel::{Processes, Signal, SpawnRequest, WaitMode, WaitStatus};
+/// use loopwatch::{ChildWatcher, EventLoop, PidfdChildWatcher};
+///
+/// let watcher = PidfdChildWatcher::new();
+/// let event_loop = EventLoop::new()?;
+/// let code = Arc::new(AtomicI32::new(0));
+/// let (seen, stopper) = (code.clone(), event_loop.clone());
+/// let sleeper = event_loop.run_until_complete(async {
+///     let child = loopwatch::OsKernel.spawn(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))?;
+///     // A pidfd for the child, polled by the running loop.
+///     watcher.add_child_handler(
+///         child.pid,
+///         Box::new(move |_pid, returncode| {
+///             seen.store(returncode, Ordering::SeqCst);
+///             stopper.stop();
+///         }),
+///     )?;
+///     // Removed before it exits: the callback never runs, the child is ours to reap.
+///     let sleeper = loopwatch::OsKernel.spawn(&SpawnRequest::new("/bin/sleep", ["60"]))?;
+///     watcher.add_child_handler(sleeper.pid, Box::new(|_, _| unreachable!()))?;
+///     assert!(watcher.remove_child_handler(sleeper.pid));
+///     Ok::<_, loopwatch::Error>(sleeper.pid)
+/// })??;
+/// event_loop.run_forever()?;
+/// assert_eq!(code.load(Ordering::SeqCst), 3);
+/// loopwatch::OsKernel.kill(sleeper, Some(Signal::SIGKILL))?;
+/// let status = loopwatch::OsKernel.wait_pid(sleeper, WaitMode::Block)?;
+/// assert!(matches!(status, WaitStatus::Terminated(..)));
+/// event_loop.close()?;
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct PidfdChildWatcher<K: Kernel = OsKernel> {
+    shared: Arc<Shared<K>>,
+}
+
+/// What the watcher and the readers it added share: the pending registrations.
+struct Shared<K: Kernel> {
     kernel: K,
+    /// A kernel lock, never held while a registration (its callback, its pidfd) or a
+    /// loop handle is dropped, nor across a call into a loop: a dropped loop drops its
+    /// readers, whose guards take this lock.
+    state: BlockingMutex<K, Registrations<K>>,
+}
+
+/// The pending registrations by pid, and the counter that tells them apart.
+struct Registrations<K: Kernel> {
+    next_token: u64,
+    by_pid: BTreeMap<Pid, Registration<K>>,
+}
+
+/// One pending registration: the pidfd a loop polls, and what to call when it turns
+/// readable.
+struct Registration<K: Kernel> {
+    /// Which registration of the pid this is: a reader whose token is no longer in the
+    /// table was taken back (removed, or replaced from another loop).
+    token: u64,
+    /// The loop that polls the pidfd, held weakly: the loop holds the reader, and the
+    /// reader this table.
+    event_loop: WeakLoop<K>,
+    pidfd: OwnedPidfd<K>,
+    callback: ChildCallback,
+    fence: Option<ReapFence<K>>,
 }
 
 impl PidfdChildWatcher<OsKernel> {
@@ -81,7 +173,21 @@ impl Default for PidfdChildWatcher<OsKernel> {
 impl<K: Kernel> PidfdChildWatcher<K> {
     /// A new watcher over `kernel`.
     pub fn with_kernel(kernel: K) -> Self {
-        PidfdChildWatcher { kernel }
+        let state = BlockingMutex::new(
+            &kernel,
+            Registrations {
+                next_token: 0,
+                by_pid: BTreeMap::new(),
+            },
+        );
+        PidfdChildWatcher {
+            shared: Arc::new(Shared { kernel, state }),
+        }
+    }
+
+    /// The pids with a pending registration.
+    pub fn registered_pids(&self) -> Vec<Pid> {
+        self.shared.state.lock().by_pid.keys().copied().collect()
     }
 }
 
@@ -107,6 +213,88 @@ impl<K: Kernel> Drop for OwnedPidfd<K> {
     }
 }
 
+impl<K: Kernel> Shared<K> {
+    /// Takes `pid`'s registration out of the table if it is still the one `token`
+    /// names. The caller drops it outside the lock.
+    fn take(&self, pid: Pid, token: Option<u64>) -> Option<Registration<K>> {
+        let mut state = self.state.lock();
+        match state.by_pid.get(&pid) {
+            Some(found) if token.is_none_or(|token| found.token == token) => {
+                state.by_pid.remove(&pid)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Ends a registration taken out of the table before its child was reported: drops its
+/// callback, removes its reader and closes its pidfd. The reader is its loop's to
+/// remove: if that loop runs in another thread, the loop's thread does it at its next
+/// iteration, and the pidfd stays open until then, so that its fd number cannot name
+/// anything else while the loop still polls it.
+fn retire<K: Kernel>(registration: Registration<K>) {
+    let Registration {
+        event_loop,
+        pidfd,
+        callback,
+        fence,
+        ..
+    } = registration;
+    drop(callback);
+    drop(fence);
+    // A loop that is gone took its readers with it.
+    let Some(event_loop) = event_loop.upgrade() else {
+        return;
+    };
+    let fd = pidfd.fd.expect("a registered pidfd is open");
+    if event_loop.remove_reader(fd).is_err() {
+        // The loop runs in another thread. If it closes first, the job is dropped
+        // unrun, which closes the pidfd.
+        let weak = event_loop.downgrade();
+        let _ = event_loop.call_soon_threadsafe(move || {
+            if let Some(event_loop) = weak.upgrade() {
+                let _ = event_loop.remove_reader(fd);
+            }
+            drop(pidfd);
+        });
+    }
+    drop(event_loop);
+}
+
+/// What a pidfd's reader holds: which registration it serves. When the reader is
+/// dropped without having run (its loop closed or dropped, `add_reader` failed), the
+/// registration, if still the reader's, is taken out and dropped, which closes its
+/// pidfd.
+struct ReaderGuard<K: Kernel> {
+    shared: Arc<Shared<K>>,
+    pid: Pid,
+    token: u64,
+}
+
+impl<K: Kernel> ReaderGuard<K> {
+    /// The reader's body, in the loop's thread.
+    fn readable(&self, fd: Fd) {
+        match self.shared.take(self.pid, Some(self.token)) {
+            Some(registration) => do_wait(&self.shared.kernel, registration, self.pid),
+            None => {
+                // Taken back from another thread, which left the pidfd open for this
+                // loop's thread to remove the reader: the fd is still ours, so the
+                // reader can stop polling it now.
+                if let Some(event_loop) = try_get_running_loop(&self.shared.kernel) {
+                    let _ = event_loop.remove_reader(fd);
+                }
+            }
+        }
+    }
+}
+
+impl<K: Kernel> Drop for ReaderGuard<K> {
+    fn drop(&mut self) {
+        let left = self.shared.take(self.pid, Some(self.token));
+        drop(left);
+    }
+}
+
 /// The warning of R-2 in Pidfd's words (double space and all, as CPython's).
 fn warn_status_already_read(pid: Pid) {
     tracing::warn!(
@@ -116,16 +304,17 @@ fn warn_status_already_read(pid: Pid) {
     );
 }
 
-/// The reader's body (CPython's `_do_wait`), run once, in the loop's thread.
-fn do_wait<K: Kernel>(
-    mut pidfd: OwnedPidfd<K>,
-    pid: Pid,
-    fence: Option<ReapFence<K>>,
-    callback: ChildCallback,
-) {
-    let kernel = pidfd.kernel.clone();
-    let fd = pidfd.fd.expect("an open pidfd");
-    let event_loop = try_get_running_loop(&kernel);
+/// The reader's work once its pidfd is readable (CPython's `_do_wait`), in the loop's
+/// thread, on the registration taken out of the table.
+fn do_wait<K: Kernel>(kernel: &K, registration: Registration<K>, pid: Pid) {
+    let Registration {
+        mut pidfd,
+        fence,
+        callback,
+        ..
+    } = registration;
+    let fd = pidfd.fd.expect("a registered pidfd is open");
+    let event_loop = try_get_running_loop(kernel);
     if let Some(event_loop) = &event_loop {
         // Only fails from another thread; the reader runs in the loop's own.
         let _ = event_loop.remove_reader(fd);
@@ -182,41 +371,103 @@ impl<K: Kernel> PidfdChildWatcher<K> {
     /// `add_child_handler`, with the child's reap fence if it has one.
     fn add(&self, pid: Pid, fence: Option<ReapFence<K>>, callback: ChildCallback) -> Result<()> {
         check_pid(pid)?;
-        let event_loop = get_running_loop(&self.kernel)?;
-        let fd = self.kernel.pidfd_open(pid).map_err(Error::from)?;
-        warn_if_sigchld_ignored(&self.kernel, pid);
-        let mut pending = Some((
-            OwnedPidfd {
-                kernel: self.kernel.clone(),
-                fd: Some(fd),
-            },
-            fence,
-            callback,
-        ));
-        // If `add_reader` fails, the closure is dropped with the pidfd it owns, which
-        // closes it.
-        event_loop.add_reader(fd, move || {
-            // Runs once: it removes itself, and a second readiness report for the same
-            // registration cannot be queued after that.
-            if let Some((pidfd, fence, callback)) = pending.take() {
-                do_wait(pidfd, pid, fence, callback);
+        let shared = &self.shared;
+        let kernel = &shared.kernel;
+        let event_loop = get_running_loop(kernel)?;
+        // Already pending in this very loop: keep its pidfd and reader, replace what
+        // they will call (K-1's replacement). Nothing else runs in this loop's thread
+        // meanwhile, so only a remove from another thread can intervene; the token
+        // says whether the registration is still the one looked at.
+        let pending = {
+            let state = shared.state.lock();
+            state
+                .by_pid
+                .get(&pid)
+                .map(|r| (r.token, r.event_loop.clone()))
+        };
+        let mut new = Some((callback, fence));
+        if let Some((token, weak)) = pending {
+            // Compared outside the lock: the handle may be the loop's last.
+            let same_loop = weak.upgrade().is_some_and(|l| l == event_loop);
+            if same_loop {
+                let replaced = {
+                    let mut state = shared.state.lock();
+                    match state.by_pid.get_mut(&pid) {
+                        Some(r) if r.token == token => {
+                            let (callback, fence) = new.take().expect("not used yet");
+                            Some((
+                                std::mem::replace(&mut r.callback, callback),
+                                std::mem::replace(&mut r.fence, fence),
+                            ))
+                        }
+                        _ => None,
+                    }
+                };
+                if replaced.is_some() {
+                    warn_if_sigchld_ignored(kernel, pid);
+                    // The old callback is dropped here, outside the lock.
+                    drop(replaced);
+                    return Ok(());
+                }
             }
-        })?;
+        }
+        let (callback, fence) = new.take().expect("not used yet");
+        let fd = kernel.pidfd_open(pid).map_err(Error::from)?;
+        let pidfd = OwnedPidfd {
+            kernel: kernel.clone(),
+            fd: Some(fd),
+        };
+        warn_if_sigchld_ignored(kernel, pid);
+        let token = {
+            let mut state = shared.state.lock();
+            let token = state.next_token;
+            state.next_token += 1;
+            token
+        };
+        let guard = ReaderGuard {
+            shared: shared.clone(),
+            pid,
+            token,
+        };
+        // The reader cannot run before the registration is in the table: it runs in
+        // this thread's loop, which is busy running this call. If `add_reader` fails,
+        // the guard is dropped (finding nothing), and so is `pidfd`, which closes it.
+        event_loop.add_reader(fd, move || guard.readable(fd))?;
+        let registration = Registration {
+            token,
+            event_loop: event_loop.downgrade(),
+            pidfd,
+            callback,
+            fence,
+        };
+        // A registration of the pid in another loop is replaced by this one.
+        let replaced = shared.state.lock().by_pid.insert(pid, registration);
+        drop(event_loop);
+        if let Some(replaced) = replaced {
+            retire(replaced);
+        }
         Ok(())
     }
 }
 
 impl<K: Kernel> ChildWatcher<K> for PidfdChildWatcher<K> {
+    /// `None`: it does its own work.
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>> {
+        None
+    }
+
     /// Opens a pidfd for `pid` and adds it as a reader to the loop running in the
     /// calling thread; `callback(pid, returncode)` runs there once the child exits.
+    /// A pid already pending is given the new callback instead (see the type's
+    /// documentation).
     ///
     /// # Errors
     ///
     /// `ValueError` for a pid ≤ 0; `RuntimeError('no running event loop')` when no loop
     /// runs in the calling thread; `pidfd_open`'s error (K-3): `ProcessLookupError` for
     /// a pid that no longer exists, `OSError` with `ENOSYS`, `EPERM`, `EMFILE` …; the
-    /// loop's `add_reader` error. On every error nothing stays registered and no fd
-    /// stays open.
+    /// loop's `add_reader` error. On every error nothing new stays registered and no
+    /// fd stays open, and a registration already pending for `pid` is kept.
     fn add_child_handler(&self, pid: Pid, callback: ChildCallback) -> Result<()> {
         self.add(pid, None, callback)
     }
@@ -233,10 +484,18 @@ impl<K: Kernel> ChildWatcher<K> for PidfdChildWatcher<K> {
         self.add(pid, Some(fence), callback)
     }
 
-    /// Does nothing and answers `true`: the reader stays and the callback still fires
-    /// (K-2).
-    fn remove_child_handler(&self, _pid: Pid) -> bool {
-        true
+    /// Takes back `pid`'s pending registration, if any: its callback is dropped unrun,
+    /// its reader removed and its pidfd closed (by the loop's thread, if the loop runs
+    /// in another one). Answers whether there was one (K-1; CPython 3.12+ answers
+    /// `True` and removes nothing, K-2).
+    fn remove_child_handler(&self, pid: Pid) -> bool {
+        match self.shared.take(pid, None) {
+            Some(registration) => {
+                retire(registration);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Does nothing: callbacks go to the loop running where each child was registered
@@ -262,6 +521,9 @@ impl<K: Kernel> ChildWatcher<K> for PidfdChildWatcher<K> {
 
 impl<K: Kernel> fmt::Debug for PidfdChildWatcher<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PidfdChildWatcher").finish_non_exhaustive()
+        let state = self.shared.state.lock();
+        f.debug_struct("PidfdChildWatcher")
+            .field("pids", &state.by_pid.keys().collect::<Vec<_>>())
+            .finish()
     }
 }

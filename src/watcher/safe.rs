@@ -30,6 +30,39 @@ use crate::kernel::{Kernel, Pid};
 ///   across the `waitpid` that reaps it and marked before anything else runs.
 /// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
 ///   loop's handler in its place (and detaching puts `SIG_IGN` back).
+///
+/// # Example
+///
+/// In the main thread (a doc test runs there):
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicI32, Ordering};
+///
+/// use loopwatch::kernel::{Processes, SpawnRequest};
+/// use loopwatch::{ChildWatcher, EventLoop, SafeChildWatcher};
+///
+/// let event_loop = EventLoop::new()?;
+/// let watcher = SafeChildWatcher::new();
+/// // Installs the loop's SIGCHLD handler: the main thread's job.
+/// watcher.attach_loop(Some(event_loop.clone()))?;
+/// let child = loopwatch::OsKernel.spawn(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))?;
+/// let code = Arc::new(AtomicI32::new(0));
+/// let (seen, stopper) = (code.clone(), event_loop.clone());
+/// // Polled at once: a child that already exited is reported inside this call.
+/// watcher.add_child_handler(
+///     child.pid,
+///     Box::new(move |_pid, returncode| {
+///         seen.store(returncode, Ordering::SeqCst);
+///         stopper.stop();
+///     }),
+/// )?;
+/// event_loop.run_forever()?;
+/// assert_eq!(code.load(Ordering::SeqCst), 3);
+/// watcher.close()?;
+/// event_loop.close()?;
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct SafeChildWatcher<K: Kernel = OsKernel> {
     core: Arc<SigchldWatcher<K, Safe>>,
 }
@@ -131,6 +164,11 @@ impl<K: Kernel> SafeChildWatcher<K> {
 }
 
 impl<K: Kernel> ChildWatcher<K> for SafeChildWatcher<K> {
+    /// `None`: it does its own work.
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>> {
+        None
+    }
+
     /// # Errors
     ///
     /// `ValueError` for a pid ≤ 0; `RuntimeError` ("Cannot add child handler, the child
@@ -158,8 +196,12 @@ impl<K: Kernel> ChildWatcher<K> for SafeChildWatcher<K> {
 
     /// # Errors
     ///
-    /// `RuntimeError` from the loop when called outside the main thread (the loop's
-    /// `add_signal_handler`); errors of the immediate reaping pass.
+    /// Outside the main thread, the loop's error from moving the SIGCHLD handler
+    /// (`RuntimeError("set_wakeup_fd only works in main thread")` to attach,
+    /// `ValueError("signal only works in main thread")` to detach), its message
+    /// followed by what to do ("…: SafeChildWatcher needs the main thread's loop; in
+    /// other threads use ThreadedChildWatcher or PidfdChildWatcher"); errors of the
+    /// immediate reaping pass.
     fn attach_loop(&self, event_loop: Option<EventLoop<K>>) -> Result<()> {
         self.core.attach_loop(event_loop)
     }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Weak};
 
-use super::{ChildCallback, ReapFence};
+use super::{ChildCallback, ReapFence, main_thread_hint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::signals::{self, CHILDREN_UNHEARD};
 use crate::event_loop::{EventLoop, ExceptionContext, panic_message};
@@ -125,7 +125,8 @@ impl<K: Kernel, R: ReapPass<K>> SigchldWatcher<K, R> {
             );
         }
         if let Some(old) = old {
-            old.remove_signal_handler(Signal::SIGCHLD)?;
+            old.remove_signal_handler(Signal::SIGCHLD)
+                .map_err(|error| main_thread_hint(error, self.name))?;
         }
         self.lock().event_loop = event_loop.clone();
         if let Some(event_loop) = event_loop {
@@ -137,7 +138,7 @@ impl<K: Kernel, R: ReapPass<K>> SigchldWatcher<K, R> {
             });
             if let Err(error) = added {
                 self.lock().event_loop = None;
-                return Err(error);
+                return Err(main_thread_hint(error, self.name));
             }
             // Children that exited while detached; callbacks run here, synchronously.
             R::reap_all(self)?;

@@ -92,6 +92,40 @@ use crate::sync::BlockingMutex;
 /// `add_child_handler` checks the disposition and warns on target
 /// [`DIAGNOSTICS`](super::DIAGNOSTICS) that the pid will be reported as 255 and why
 /// (see the [module documentation](super#sigchld-set-to-sig_ign)).
+///
+/// # Example
+///
+/// From any thread's loop, with nothing to attach:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicI32, Ordering};
+///
+/// use loopwatch::kernel::{Processes, SpawnRequest};
+/// use loopwatch::{ChildWatcher, EventLoop, ThreadedChildWatcher};
+///
+/// let watcher = ThreadedChildWatcher::new();
+/// let event_loop = EventLoop::new()?;
+/// let code = Arc::new(AtomicI32::new(0));
+/// let (seen, stopper) = (code.clone(), event_loop.clone());
+/// event_loop.run_until_complete(async {
+///     let child = loopwatch::OsKernel.spawn(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))?;
+///     // Starts the thread asyncio-waitpid-0; the running loop gets the exit.
+///     watcher.add_child_handler(
+///         child.pid,
+///         Box::new(move |_pid, returncode| {
+///             seen.store(returncode, Ordering::SeqCst);
+///             stopper.stop();
+///         }),
+///     )
+/// })??;
+/// event_loop.run_forever()?;
+/// assert_eq!(code.load(Ordering::SeqCst), 3);
+/// watcher.close()?; // joins the finished waiter thread
+/// assert_eq!(watcher.pending_threads(), 0);
+/// event_loop.close()?;
+/// # Ok::<(), loopwatch::Error>(())
+/// ```
 pub struct ThreadedChildWatcher<K: Kernel = OsKernel> {
     shared: Arc<SharedWaiters<K>>,
 }
@@ -387,6 +421,11 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
 }
 
 impl<K: Kernel> ChildWatcher<K> for ThreadedChildWatcher<K> {
+    /// `None`: it does its own work.
+    fn inner(&self) -> Option<&dyn ChildWatcher<K>> {
+        None
+    }
+
     /// Starts the thread `asyncio-waitpid-N` that waits for `pid` and hands
     /// `callback(pid, returncode)` to the loop running in the calling thread (T-3).
     ///
