@@ -70,8 +70,13 @@ fn refuse(what: impl Into<String>, why: &str) -> Unmodelled {
     Unmodelled::new(what, why)
 }
 
+/// `what` in backquotes, as Markdown code (doubled, with spaces, around a backquote).
 fn construct(what: &str, why: &str) -> Unmodelled {
-    refuse(format!("`{what}`"), why)
+    if what.contains('`') {
+        refuse(format!("`` {what} ``"), why)
+    } else {
+        refuse(format!("`{what}`"), why)
+    }
 }
 
 /// Splits `script` into simple commands, refusing anything outside the subset.
