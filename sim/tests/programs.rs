@@ -205,6 +205,14 @@ const DASH_ERRORS: &[Case] = &[
     },
     case("exit abc", "", "/bin/sh: 1: exit: Illegal number: abc\n", 2),
     case("exit -1", "", "/bin/sh: 1: exit: Illegal number: -1\n", 2),
+    // The line is the one the command starts on, counting the lines inside quotes,
+    // arithmetic and continuations before it.
+    case(
+        "echo \"a\nb\" $((1 +\n1)) \\\n; exit abc",
+        "a\nb 2\n",
+        "/bin/sh: 4: exit: Illegal number: abc\n",
+        2,
+    ),
     case(
         "exit 2147483648",
         "",
@@ -375,6 +383,18 @@ fn every_construct_outside_the_subset_is_refused_by_name() {
             warnings[0]
         );
     }
+}
+
+#[test]
+fn a_script_that_runs_itself_again_is_refused() {
+    let mut request = testing::sh(r#"exec sh -c "$S""#);
+    request.env.push(("S".into(), r#"exec sh -c "$S""#.into()));
+    let (errno, warnings, _) = refused(request);
+    assert_eq!(errno, Some(Errno::ENOENT));
+    assert!(
+        warnings[0].starts_with("the simulator does not model shells nested more than 16 deep"),
+        "{warnings:?}"
+    );
 }
 
 #[test]

@@ -275,21 +275,16 @@ impl Model {
 
     /// Ends a running child at once with its plan's fate (used by faults).
     fn terminate_now(&mut self, pid: Pid) {
-        let plan = self.procs.get(&pid).map(|p| p.plan.clone());
-        if !matches!(
-            plan,
-            Some(ChildPlan::Exit { .. } | ChildPlan::Killed { .. })
-        ) {
-            return;
-        }
+        let fate = match self.procs.get(&pid).map(|p| &p.plan) {
+            Some(ChildPlan::Exit { code, .. }) => Ok(ExitStatus::from_exit_code(*code)),
+            Some(ChildPlan::Killed { signal, .. }) => Err(*signal),
+            Some(ChildPlan::Forever | ChildPlan::Cat) | None => return,
+        };
         // A child that dies early still produces its output first.
         self.child_output(pid);
-        match plan {
-            Some(ChildPlan::Exit { code, .. }) => {
-                self.terminate(pid, ExitStatus::from_exit_code(code));
-            }
-            Some(ChildPlan::Killed { signal, .. }) => self.kill_self(pid, signal),
-            _ => {}
+        match fate {
+            Ok(status) => self.terminate(pid, status),
+            Err(signal) => self.kill_self(pid, signal),
         }
     }
 
