@@ -22,6 +22,11 @@ pub enum ErrorKind {
     AssertionError,
     /// `asyncio.CancelledError`: the task or future was cancelled.
     CancelledError,
+    /// `asyncio.InvalidStateError`: a future's result or exception set twice, or set
+    /// after it was cancelled.
+    InvalidStateError,
+    /// `asyncio.TimeoutError`: `wait_for`'s timeout passed first.
+    TimeoutError,
     /// `ChildProcessError` (`ECHILD`).
     ChildProcessError,
     /// `ProcessLookupError` (`ESRCH`).
@@ -126,6 +131,8 @@ impl fmt::Display for Error {
             ErrorKind::NotImplementedError => "NotImplementedError",
             ErrorKind::AssertionError => "AssertionError",
             ErrorKind::CancelledError => "CancelledError",
+            ErrorKind::InvalidStateError => "InvalidStateError",
+            ErrorKind::TimeoutError => "TimeoutError",
             ErrorKind::ChildProcessError => "ChildProcessError",
             ErrorKind::ProcessLookupError => "ProcessLookupError",
             ErrorKind::Os(_) => "OSError",

@@ -14,7 +14,11 @@
 //!   Threaded, Pidfd), with an essay on SIGCHLD coalescing, foreign children and pid
 //!   reuse.
 //! - [`subprocess`]: [`EventLoop::subprocess_exec`], [`create_subprocess_exec`] and
-//!   [`Process`].
+//!   [`Process`]; what to run is a [`SpawnRequest`](kernel::SpawnRequest), built like
+//!   `std::process::Command`.
+//! - [`asyncio`]: [`run`] (`asyncio.run`), [`gather`] and [`join_all`], with a table
+//!   from asyncio's everyday names to loopwatch's ([`EventLoop::sleep`],
+//!   [`EventLoop::wait_for`], [`EventLoop::create_future`] …).
 //! - [`error`]: [`Error`] and [`ErrorKind`], mirroring the Python exception CPython raises.
 //! - [`sync`]: [`BlockingMutex`](sync::BlockingMutex), a lock that may be held across
 //!   kernel calls.
@@ -26,11 +30,34 @@
 //!
 //! # Example
 //!
+//! [`run`] makes a loop, runs a future on it and closes it, as `asyncio.run` does. A
+//! future that can fail gives a [`Result`], and the helpers that take one flatten its
+//! error with the loop's, so each call needs one `?`:
+//!
+//! ```
+//! use loopwatch::kernel::{SpawnRequest, Stdio};
+//!
+//! let (code, out) = loopwatch::run(async {
+//!     let event_loop = loopwatch::get_running_loop()?;
+//!     let request = SpawnRequest::new("/bin/sh", ["-c", "echo hello; exit 3"]).stdout(Stdio::Pipe);
+//!     let mut process = event_loop.subprocess_exec(&request)?;
+//!     let (out, _) = process.communicate(None).await?;
+//!     let code = event_loop.wait_for(process.wait(), 60.0).await?;
+//!     Ok((code, out))
+//! })?;
+//! assert_eq!((code, out.as_slice()), (3, &b"hello\n"[..]));
+//! # loopwatch::set_child_watcher(None)?;
+//! # Ok::<(), loopwatch::Error>(())
+//! ```
+//!
+//! On a loop of one's own, [`EventLoop::try_run_until_complete`] does the same for one
+//! future; [`EventLoop::run_until_complete`] takes any future and so keeps the loop's
+//! error apart from the future's (`run_until_complete(task)??`).
+//!
 //! ```
 //! let event_loop = loopwatch::new_event_loop()?;
-//! loopwatch::set_event_loop(Some(event_loop.clone()))?;
-//! let answer = event_loop.run_until_complete(async { 6 * 7 })?;
-//! assert_eq!(answer, 42);
+//! let task = event_loop.create_task(async { 6 * 7 })?;
+//! assert_eq!(event_loop.try_run_until_complete(task)?, 42);
 //! event_loop.close()?;
 //! # Ok::<(), loopwatch::Error>(())
 //! ```
@@ -54,6 +81,7 @@
 //!   thread calls `set_event_loop(None)`; CPython's `threading.local` forgets it when
 //!   the thread ends.
 
+pub mod asyncio;
 pub mod error;
 pub mod event_loop;
 pub mod kernel;
@@ -80,8 +108,12 @@ pub mod sync {
     }
 }
 
+pub use asyncio::{gather, join_all};
 pub use error::{Error, ErrorKind, Result};
-pub use event_loop::{EventLoop, ExceptionContext, ExceptionHandler, Handle, Task};
+pub use event_loop::{
+    EventLoop, ExceptionContext, ExceptionHandler, FutureSetter, Handle, LoopFuture, Sleep, Task,
+    WaitFor,
+};
 pub use kernel::Kernel;
 pub use policy::{
     AbstractEventLoopPolicy, DefaultEventLoopPolicy, PolicyRef, PolicyState, WatcherFactory,
@@ -137,4 +169,31 @@ pub fn get_running_loop() -> Result<EventLoop> {
 /// The loop running in this thread, or `None` (CPython's `_get_running_loop`, P-5).
 pub fn try_get_running_loop() -> Option<EventLoop> {
     policy::try_get_running_loop(&OsKernel)
+}
+
+/// Runs `future` on a new loop from the policy and returns its result (asyncio's
+/// `run`): see [`asyncio::run`], which does this for any kernel.
+///
+/// ```
+/// fn main() -> loopwatch::Result<()> {
+///     let answer = loopwatch::run(async {
+///         let event_loop = loopwatch::get_running_loop()?;
+///         event_loop.sleep(0.01).await?;
+///         Ok(6 * 7)
+///     })?;
+///     assert_eq!(answer, 42);
+///     Ok(())
+/// }
+/// # main().unwrap();
+/// ```
+///
+/// # Errors
+///
+/// As [`asyncio::run`]: `RuntimeError` inside a running loop, else the policy's or
+/// the future's error.
+pub fn run<F, T>(future: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    asyncio::run(&OsKernel, future)
 }

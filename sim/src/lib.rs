@@ -20,7 +20,8 @@
 //! - [`program`]: what a simulated child runs. The built-in programs (`true`,
 //!   `false`, `sleep S`, `cat`, `echo`, `sh -c`) and the exact shell subset of the
 //!   simulator's `sh -c` (variables from the child's environment, `$$`, `$((…))`,
-//!   `exit`, `echo`, `>&2`, `kill -SIG $$`, `exec` …), each with an example; a
+//!   `exit`, `echo`, `>&2`, `kill -SIG $$`, `read -r NAME`, `exec` …), each with an
+//!   example; a
 //!   [`ChildPlan`] scripts a child; [`SimKernel::register_program`] and
 //!   [`SimKernel::register_program_fn`] (a plan computed from the arguments and the
 //!   environment) add your own programs. A command it does not model is `ENOENT`

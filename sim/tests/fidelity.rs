@@ -1,6 +1,10 @@
 //! Fidelity: each kernel-behaviour test body is written once, generic over the kernel,
 //! and run on the real OS (`OsKernel`) and on the simulator (`SimKernel`, several
-//! seeds) with the same expected outcome.
+//! seeds) with the same expected outcome. The kernel contract trait by trait
+//! (spawning, waiting, pipes, pollers, dispositions, threads) is in
+//! `kernel_contract_processes.rs`, `kernel_contract_fds_signals.rs` and
+//! `kernel_contract_threads.rs`; here are SIGCHLD's finer points, the reliability
+//! findings and what the simulator alone shows.
 //!
 //! A `harness = false` binary on `loopwatch_sim::testing`: each test runs on the
 //! process's main thread, one at a time, so process-wide state (SIGCHLD's disposition
@@ -17,12 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
-use loopwatch::OsKernel;
 use loopwatch::kernel::{
-    Clock, Disposition, Errno, Fd, Interest, Kernel, Pid, PollWaker, Poller, Signal, SpawnRequest,
-    Stdio, Token, WaitMode, WaitStatus, WaitTarget,
+    Clock, Disposition, Errno, Fd, Kernel, Signal, SpawnRequest, WaitMode, WaitStatus, WaitTarget,
 };
-use loopwatch::kernel::{Fds as _, Processes as _, Signals as _};
+use loopwatch::kernel::{Fds as _, Processes as _};
 use loopwatch_sim::testing::{self, Body, Test, reap, sh};
 use loopwatch_sim::{FaultPlan, ForeignHandler, Outcome, PidReuse, Report, Simulation};
 
@@ -42,104 +44,14 @@ macro_rules! bodies {
 }
 
 bodies!(
-    zombie_until_reaped,
-    returncodes,
-    echild_for_unknown_pid,
-    wait_any_returns_zombie_then_echild,
     sigchld_coalesces,
-    sig_ign_auto_reaps,
-    pidfd_readable_on_exit,
     blocking_wait_parks_and_wakes,
-    pipe_eof_eagain_epipe,
-    poller_readiness_rules,
-    child_stdout_pipe,
-    cat_roundtrip,
-    spawn_enoent,
     notify_disposition_writes_its_own_fd,
     ignored_sigchld_is_not_kept_for_later,
     finding_07_restore_signals_undoes_inherited_ignores,
     finding_06_waiting_parent_thread_reaps_before_its_handler,
     finding_17_stop_continue_and_signals_that_do_not_kill,
 );
-
-impl Body for zombie_until_reaped {
-    // Goal: an exited child stays a zombie (signalable, peekable) until waited for;
-    // then waitpid gives ECHILD and kill gives ESRCH.
-    fn run<K: Kernel>(&self, k: &K) {
-        let child = k.spawn(&sh("exit 3")).unwrap();
-        let peeked = k
-            .wait_peek(WaitTarget::Pid(child.pid), WaitMode::Block)
-            .unwrap();
-        let WaitStatus::Terminated(pid, status) = peeked else {
-            panic!("blocking peek gave {peeked:?}");
-        };
-        assert_eq!((pid, status.returncode()), (child.pid, 3));
-        assert_eq!(k.kill(child.pid, None), Ok(()), "a zombie still exists");
-        assert_eq!(reap(k, child.pid), 3);
-        assert_eq!(k.wait_pid(child.pid, WaitMode::NoHang), Err(Errno::ECHILD));
-        assert_eq!(k.kill(child.pid, None), Err(Errno::ESRCH));
-    }
-}
-
-impl Body for returncodes {
-    // Goal (spec R-1): exit codes and -signum, as asyncio computes them, with the
-    // signal and no core bit for a death by SIGSEGV under `ulimit -c 0`.
-    fn run<K: Kernel>(&self, k: &K) {
-        for (script, expected, signal) in [
-            ("exit 0", 0, None),
-            ("exit 255", 255, None),
-            ("kill -9 $$", -9, Some(Signal::SIGKILL)),
-            ("kill -TERM $$", -15, Some(Signal::SIGTERM)),
-            // No core file is wanted from this test.
-            ("ulimit -c 0; kill -SEGV $$", -11, Some(Signal::SIGSEGV)),
-        ] {
-            let child = k.spawn(&sh(script)).unwrap();
-            let status = loop {
-                match k.wait_pid(child.pid, WaitMode::Block) {
-                    Ok(WaitStatus::Terminated(got, status)) => {
-                        assert_eq!(got, child.pid);
-                        break status;
-                    }
-                    Err(Errno::EINTR) => continue,
-                    other => panic!("waitpid({}) gave {other:?}", child.pid),
-                }
-            };
-            assert_eq!(status.returncode(), expected, "{script}: {status:?}");
-            assert_eq!(status.signal(), signal, "{script}: {status:?}");
-            assert!(!status.core_dumped(), "{script}: {status:?}");
-            match signal {
-                Some(_) => assert_eq!(status.code(), None, "{script}: {status:?}"),
-                None => assert_eq!(status.code(), Some(expected), "{script}: {status:?}"),
-            }
-        }
-    }
-}
-
-impl Body for echild_for_unknown_pid {
-    // Goal: waiting for a pid that is not a child (our own) is ECHILD; pids ≤ 0 are
-    // refused before the kernel sees them.
-    fn run<K: Kernel>(&self, k: &K) {
-        assert_eq!(k.wait_pid(k.getpid(), WaitMode::NoHang), Err(Errno::ECHILD));
-        assert_eq!(k.wait_pid(Pid(0), WaitMode::NoHang), Err(Errno::EINVAL));
-        assert_eq!(k.kill(Pid(-1), None), Err(Errno::EINVAL));
-    }
-}
-
-impl Body for wait_any_returns_zombie_then_echild {
-    // Goal: waitpid(-1) reaps whichever child exited, and with no children left
-    // answers ECHILD.
-    fn run<K: Kernel>(&self, k: &K) {
-        let child = k.spawn(&sh("exit 4")).unwrap();
-        match k.wait_any(WaitMode::Block).unwrap() {
-            WaitStatus::Terminated(pid, status) => {
-                assert_eq!(pid, child.pid);
-                assert_eq!(status.returncode(), 4);
-            }
-            other => panic!("wait_any gave {other:?}"),
-        }
-        assert_eq!(k.wait_any(WaitMode::NoHang), Err(Errno::ECHILD));
-    }
-}
 
 /// A non-blocking pipe whose write end is the wakeup fd, and SIGCHLD on it.
 struct SigchldToPipe {
@@ -203,49 +115,6 @@ impl Body for sigchld_coalesces {
     }
 }
 
-impl Body for sig_ign_auto_reaps {
-    // Goal: with SIGCHLD set to SIG_IGN the kernel reaps children itself: a blocking
-    // waitpid ends with ECHILD once the child has exited.
-    fn run<K: Kernel>(&self, k: &K) {
-        let previous = k
-            .set_disposition(Signal::SIGCHLD, Disposition::Ignore)
-            .unwrap();
-        let child = k.spawn(&sh("exit 0")).unwrap();
-        let result = k.wait_pid(child.pid, WaitMode::Block);
-        k.set_disposition(Signal::SIGCHLD, previous).unwrap();
-        assert_eq!(result, Err(Errno::ECHILD));
-    }
-}
-
-impl Body for pidfd_readable_on_exit {
-    // Goal: a pidfd polls readable once its process has exited, signals exactly that
-    // process, and is refused (ESRCH) for a reaped pid.
-    fn run<K: Kernel>(&self, k: &K) {
-        let child = k.spawn(&SpawnRequest::new("sleep", ["100"])).unwrap();
-        let pidfd = k.pidfd_open(child.pid).unwrap();
-        let poller = k.new_poller().unwrap();
-        poller
-            .register(pidfd, Token(7), Interest::READABLE)
-            .unwrap();
-        let mut events = Vec::new();
-        poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
-        assert!(events.is_empty(), "running: not readable");
-        k.pidfd_send_signal(pidfd, Signal::SIGKILL).unwrap();
-        poller.poll(&mut events, None).unwrap();
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].token, Token(7));
-        assert!(events[0].readable);
-        assert_eq!(reap(k, child.pid), -9);
-        assert_eq!(
-            k.pidfd_send_signal(pidfd, Signal::SIGKILL),
-            Err(Errno::ESRCH)
-        );
-        assert_eq!(k.pidfd_open(child.pid), Err(Errno::ESRCH));
-        poller.deregister(pidfd).unwrap();
-        k.close(pidfd).unwrap();
-    }
-}
-
 impl Body for blocking_wait_parks_and_wakes {
     // Goal: a blocking waitpid sleeps until the child exits, then reaps it.
     fn run<K: Kernel>(&self, k: &K) {
@@ -257,137 +126,6 @@ impl Body for blocking_wait_parks_and_wakes {
             Ok(WaitStatus::StillAlive)
         );
         assert_eq!(reap(k, child.pid), 7);
-    }
-}
-
-impl Body for pipe_eof_eagain_epipe {
-    // Goal: an empty non-blocking pipe reads EAGAIN, data reads back, a closed writer
-    // reads as end of file, a closed reader makes writes fail with EPIPE.
-    fn run<K: Kernel>(&self, k: &K) {
-        let (read, write) = k.pipe().unwrap();
-        k.set_nonblocking(read, true).unwrap();
-        let mut buf = [0u8; 8];
-        assert_eq!(k.read(read, &mut buf), Err(Errno::EAGAIN));
-        assert_eq!(k.write(write, b"ab"), Ok(2));
-        assert_eq!(k.read(read, &mut buf), Ok(2));
-        assert_eq!(&buf[..2], b"ab");
-        k.close(write).unwrap();
-        assert_eq!(k.read(read, &mut buf), Ok(0));
-        k.close(read).unwrap();
-        let (read, write) = k.pipe().unwrap();
-        k.close(read).unwrap();
-        assert_eq!(k.write(write, b"x"), Err(Errno::EPIPE));
-        k.close(write).unwrap();
-        assert_eq!(k.close(write), Err(Errno::EBADF));
-    }
-}
-
-impl Body for poller_readiness_rules {
-    // Goal: the poller is level-triggered (unread data is reported again), reports
-    // EOF as readable and room as writable, rejects double registration and unknown
-    // fds, and a wake ends a blocking poll without an event.
-    fn run<K: Kernel>(&self, k: &K) {
-        let poller = k.new_poller().unwrap();
-        let (read, write) = k.pipe().unwrap();
-        let mut events = Vec::new();
-        poller.register(read, Token(1), Interest::READABLE).unwrap();
-        assert_eq!(
-            poller.register(read, Token(2), Interest::READABLE),
-            Err(Errno::EEXIST)
-        );
-        poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
-        assert!(events.is_empty());
-        k.write(write, b"x").unwrap();
-        for _ in 0..2 {
-            poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
-            assert_eq!(events.len(), 1, "reported while unread");
-            assert!(events[0].readable && events[0].token == Token(1));
-        }
-        let mut buf = [0u8; 1];
-        k.read(read, &mut buf).unwrap();
-        poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
-        assert!(events.is_empty(), "drained");
-        poller
-            .register(write, Token(3), Interest::WRITABLE)
-            .unwrap();
-        poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
-        assert_eq!(events.len(), 1);
-        assert!(events[0].writable && events[0].token == Token(3));
-        poller.deregister(write).unwrap();
-        assert_eq!(poller.deregister(write), Err(Errno::ENOENT));
-        assert_eq!(
-            poller.reregister(write, Token(3), Interest::WRITABLE),
-            Err(Errno::ENOENT)
-        );
-        k.close(write).unwrap();
-        poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
-        assert_eq!(events.len(), 1, "end of file is readable");
-        let waker = poller.waker();
-        waker.wake().unwrap();
-        poller.poll(&mut events, Some(Duration::ZERO)).unwrap();
-        assert_eq!(events.len(), 1, "a wake is not an event");
-        poller.deregister(read).unwrap();
-        waker.wake().unwrap();
-        poller.poll(&mut events, None).unwrap();
-        assert!(events.is_empty(), "woken with nothing registered");
-        k.close(read).unwrap();
-    }
-}
-
-impl Body for child_stdout_pipe {
-    // Goal: a child's stdout as a pipe delivers its output, then end of file.
-    fn run<K: Kernel>(&self, k: &K) {
-        let mut request = SpawnRequest::new("echo", ["hi", "there"]);
-        request.stdout = Stdio::Pipe;
-        let child = k.spawn(&request).unwrap();
-        let out = child.stdout.expect("a pipe");
-        let mut all = Vec::new();
-        let mut buf = [0u8; 64];
-        loop {
-            let n = k.read(out, &mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            all.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(all, b"hi there\n");
-        assert_eq!(reap(k, child.pid), 0);
-        k.close(out).unwrap();
-    }
-}
-
-impl Body for cat_roundtrip {
-    // Goal: stdin and stdout pipes both work: cat echoes what it is given and exits
-    // 0 at end of input.
-    fn run<K: Kernel>(&self, k: &K) {
-        let mut request = SpawnRequest::new("cat", Vec::<String>::new());
-        request.stdin = Stdio::Pipe;
-        request.stdout = Stdio::Pipe;
-        let child = k.spawn(&request).unwrap();
-        let (input, output) = (child.stdin.unwrap(), child.stdout.unwrap());
-        assert_eq!(k.write(input, b"hello\n"), Ok(6));
-        k.close(input).unwrap();
-        let mut all = Vec::new();
-        let mut buf = [0u8; 64];
-        loop {
-            let n = k.read(output, &mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            all.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(all, b"hello\n");
-        assert_eq!(reap(k, child.pid), 0);
-        k.close(output).unwrap();
-    }
-}
-
-impl Body for spawn_enoent {
-    // Goal: a program that does not exist is ENOENT and leaves no child.
-    fn run<K: Kernel>(&self, k: &K) {
-        let request = SpawnRequest::new("/nonexistent/loopwatch-test-program", ["x"]);
-        assert_eq!(k.spawn(&request).err(), Some(Errno::ENOENT));
-        assert_eq!(k.wait_any(WaitMode::NoHang), Err(Errno::ECHILD));
     }
 }
 
@@ -717,19 +455,13 @@ impl Body for finding_07_restore_signals_undoes_inherited_ignores {
 /// back to SIG_DFL if this binary inherited them ignored (under `nohup`, as a
 /// background job). A handler cannot be inherited, so SIG_IGN is all there is to undo.
 fn reset_inherited_ignores() {
-    for signal in [
+    testing::undo_inherited_ignores(&[
         Signal::SIGCHLD,
         Signal::SIGUSR1,
         Signal::SIGUSR2,
         Signal::SIGTERM,
         Signal::SIGSEGV,
-    ] {
-        if OsKernel.disposition(signal) == Ok(Disposition::Ignore) {
-            OsKernel
-                .set_disposition(signal, Disposition::Default)
-                .expect("reset an ignored signal to its default");
-        }
-    }
+    ]);
 }
 
 fn main() -> ExitCode {

@@ -13,7 +13,7 @@ use loopwatch::kernel::{
 };
 use loopwatch::watcher::MultiLoopChildWatcher;
 use loopwatch::{ChildWatcher, EventLoop};
-use loopwatch_sim::testing::{self, Sweep};
+use loopwatch_sim::testing::{self, Sweep, yield_now};
 use loopwatch_sim::{ChildPlan, SimKernel};
 
 /// What the callbacks saw.
@@ -302,19 +302,4 @@ fn finding_13_reaper_dropping_the_last_handle_closes_cleanly() {
             k.sleep(Duration::from_millis(1));
         },
     );
-}
-
-/// Yields once to the loop, as `asyncio.sleep(0)`.
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            std::task::Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
-    })
-    .await;
 }

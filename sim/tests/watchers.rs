@@ -1537,13 +1537,7 @@ fn both<B: Body>(name: &str, body: B) -> Test {
 /// inherited them ignored, as under `nohup` or as a background job may be. A handler
 /// cannot be inherited, so SIG_IGN is all there is to undo.
 fn reset_inherited_ignores() {
-    for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGSEGV] {
-        if OsKernel.disposition(signal) == Ok(Disposition::Ignore) {
-            OsKernel
-                .set_disposition(signal, Disposition::Default)
-                .expect("reset an ignored signal to its default");
-        }
-    }
+    testing::undo_inherited_ignores(&[Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGSEGV]);
 }
 
 fn main() -> ExitCode {

@@ -25,10 +25,12 @@
 
 mod exceptions;
 mod fds;
+mod future;
 mod handle;
 mod run;
 mod running;
 pub(crate) mod signals;
+mod sleep;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -41,8 +43,10 @@ use std::sync::Arc;
 pub(crate) use exceptions::panic_message;
 pub use exceptions::{ExceptionContext, ExceptionHandler};
 use fds::FdCallback;
+pub use future::{FutureSetter, LoopFuture};
 pub use handle::Handle;
 pub use running::{get_running_loop, try_get_running_loop};
+pub use sleep::{Sleep, WaitFor};
 pub use task::Task;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -52,7 +56,7 @@ use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::sync::BlockingMutex;
 use crate::sys::unix::OsKernel;
 use signals::LoopSignals;
-use task::TaskCell;
+use task::{LiveTasks, TaskCell};
 use timers::Timer;
 
 /// The number past the largest signal, as Python's `signal.NSIG`.
@@ -134,6 +138,8 @@ pub(crate) struct Inner<K: Kernel> {
     state: BlockingMutex<K, LoopState<K>>,
     debug: AtomicBool,
     cancelled_timers: Arc<AtomicUsize>,
+    /// The tasks that have not finished, for `asyncio.run`'s final cancellation.
+    tasks: Mutex<LiveTasks<K>>,
 }
 
 /// Numbers loops for their `Debug` output; not state any test models.
@@ -361,6 +367,7 @@ impl<K: Kernel> EventLoop<K> {
                 state,
                 debug: AtomicBool::new(false),
                 cancelled_timers: Arc::new(AtomicUsize::new(0)),
+                tasks: Mutex::new(LiveTasks::new()),
             }),
         })
     }

@@ -65,6 +65,59 @@ impl<K: Kernel> EventLoop<K> {
         output.ok_or_else(|| Error::runtime("Event loop stopped before Future completed."))
     }
 
+    /// Runs until `future` completes and returns its result, for a future whose output
+    /// is a `Result`: [`run_until_complete`](EventLoop::run_until_complete) with its
+    /// two layers of errors (the loop's and the future's) flattened into one, so that a
+    /// call site needs one `?` and the async block needs no type annotation for its
+    /// error.
+    ///
+    /// ```
+    /// let event_loop = loopwatch::EventLoop::new()?;
+    /// let task = event_loop.create_task(async { 6 * 7 })?;
+    /// assert_eq!(event_loop.try_run_until_complete(task)?, 42);
+    /// let lp = event_loop.clone();
+    /// let answer = event_loop.try_run_until_complete(async move {
+    ///     lp.sleep(0.0).await?;
+    ///     Ok(6 * 7)
+    /// })?;
+    /// assert_eq!(answer, 42);
+    /// event_loop.close()?;
+    /// # Ok::<(), loopwatch::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`EventLoop::run_until_complete`], and the future's own error.
+    pub fn try_run_until_complete<F, T>(&self, future: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        self.run_until_complete(future)?
+    }
+
+    /// Cancels every task of the loop that has not finished and runs the loop until
+    /// they have (`asyncio.run`'s `_cancel_all_tasks`). A cancelled task ends at its
+    /// next step without being polled, so one iteration is enough; a task cannot
+    /// refuse cancellation as a Python coroutine can, so none ends with an exception
+    /// that would need reporting.
+    pub(crate) fn cancel_all_tasks(&self) -> Result<()> {
+        let tasks = self.inner.live_tasks();
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        for task in &tasks {
+            task.cancel();
+        }
+        self.run_until_complete(std::future::poll_fn(|cx| {
+            if tasks.iter().all(|task| task.finished()) {
+                TaskPoll::Ready(())
+            } else {
+                cx.waker().wake_by_ref();
+                TaskPoll::Pending
+            }
+        }))
+    }
+
     /// The body of both run methods: iterate until stopped or `done` says so. `done`
     /// runs after each iteration; while `pending` says there is work for it, polls do
     /// not block.

@@ -1,5 +1,6 @@
 //! Tasks: Rust futures driven by the loop, in the manner of `asyncio.Task`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -78,11 +79,65 @@ pub(crate) struct TaskCell<K: Kernel> {
     /// Set while a poll of the task sits in the ready queue, so wakes coalesce.
     scheduled: AtomicBool,
     cancel_requested: AtomicBool,
+    /// Set once the task has ended, however it ended.
+    finished: AtomicBool,
     event_loop: Weak<Inner<K>>,
+    /// The task's key in its loop's [`LiveTasks`].
+    id: u64,
     name: &'static str,
 }
 
+/// The tasks of a loop that have not finished (asyncio's `all_tasks(loop)`), held
+/// weakly: a task nothing can wake any more is not kept alive by this list.
+pub(crate) struct LiveTasks<K: Kernel> {
+    next_id: u64,
+    tasks: BTreeMap<u64, Weak<TaskCell<K>>>,
+}
+
+impl<K: Kernel> LiveTasks<K> {
+    pub(crate) fn new() -> LiveTasks<K> {
+        LiveTasks {
+            next_id: 0,
+            tasks: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Kernel> Inner<K> {
+    /// The loop's unfinished tasks that are still alive, in creation order.
+    pub(crate) fn live_tasks(&self) -> Vec<Arc<TaskCell<K>>> {
+        // Collected under the lock and dropped after it: dropping the last handle of
+        // a task takes this lock again (see `TaskCell`'s `Drop`).
+        let live = self.tasks.lock();
+        live.tasks.values().filter_map(Weak::upgrade).collect()
+    }
+
+    fn forget_task(&self, id: u64) {
+        let removed = self.tasks.lock().tasks.remove(&id);
+        drop(removed);
+    }
+}
+
 impl<K: Kernel> TaskCell<K> {
+    /// Whether the task has ended (with output, cancelled, or by panic).
+    pub(crate) fn finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Asks the task to stop at its next step, which is scheduled now.
+    pub(crate) fn cancel(self: &Arc<Self>) {
+        self.cancel_requested.store(true, Ordering::Release);
+        self.schedule();
+    }
+
+    /// Marks the task ended and takes it off its loop's list of live tasks.
+    fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+        if let Some(inner) = self.event_loop.upgrade() {
+            inner.forget_task(self.id);
+        }
+    }
+
     /// Runs one step of the task: the loop's ready queue calls this.
     pub(crate) fn step(self: &Arc<Self>) {
         self.scheduled.store(false, Ordering::Release);
@@ -96,17 +151,22 @@ impl<K: Kernel> TaskCell<K> {
         };
         if self.cancel_requested.load(Ordering::Acquire) {
             task.fail(Error::cancelled());
+            self.finish();
             return;
         }
         let waker = Waker::from(Arc::new(TaskWaker(self.clone())));
         let mut cx = Context::from_waker(&waker);
         match catch_unwind(AssertUnwindSafe(|| task.poll(&mut cx))) {
             Ok(Poll::Pending) => *self.body.lock() = Some(task),
-            Ok(Poll::Ready(())) => drop(task),
+            Ok(Poll::Ready(())) => {
+                drop(task);
+                self.finish();
+            }
             Err(payload) => {
                 let message = panic_message(&*payload);
                 task.fail(Error::new(ErrorKind::Panic, message.clone()));
                 drop(task);
+                self.finish();
                 if let Some(inner) = self.event_loop.upgrade() {
                     inner.report_panic(
                         &format!("Task exception was never retrieved: {}", self.name),
@@ -133,6 +193,16 @@ impl<K: Kernel> TaskCell<K> {
                 }
             }
             None => self.scheduled.store(false, Ordering::Release),
+        }
+    }
+}
+
+impl<K: Kernel> Drop for TaskCell<K> {
+    fn drop(&mut self) {
+        // A task dropped unfinished (its loop closed, or nothing could wake it) leaves
+        // the list too.
+        if !self.finished() {
+            self.finish();
         }
     }
 }
@@ -170,6 +240,11 @@ impl<T: Send + 'static, K: Kernel> Task<T, K> {
             finished: false,
             waiter: None,
         }));
+        let id = {
+            let mut live = inner.tasks.lock();
+            live.next_id += 1;
+            live.next_id
+        };
         let cell = Arc::new(TaskCell {
             body: Mutex::new(Some(Box::new(Body {
                 future: Some(Box::pin(future)),
@@ -177,9 +252,14 @@ impl<T: Send + 'static, K: Kernel> Task<T, K> {
             }) as Box<dyn TaskBody>)),
             scheduled: AtomicBool::new(true),
             cancel_requested: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             event_loop: Arc::downgrade(inner),
+            id,
             name,
         });
+        let listed = inner.tasks.lock().tasks.insert(id, Arc::downgrade(&cell));
+        drop(listed);
+        // If the loop refuses it, dropping the cell takes it off the list again.
         inner.push(Job::Task(cell.clone()), name)?;
         Ok(Task { cell, slot })
     }
@@ -190,8 +270,7 @@ impl<T: Send + 'static, K: Kernel> Task<T, K> {
         if self.done() {
             return false;
         }
-        self.cell.cancel_requested.store(true, Ordering::Release);
-        self.cell.schedule();
+        self.cell.cancel();
         true
     }
 

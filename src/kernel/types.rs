@@ -98,6 +98,10 @@ impl Errno {
     pub const EINTR: Errno = Errno(4);
     /// Input/output error.
     pub const EIO: Errno = Errno(5);
+    /// Argument list too long.
+    pub const E2BIG: Errno = Errno(7);
+    /// Exec format error.
+    pub const ENOEXEC: Errno = Errno(8);
     /// Bad file descriptor.
     pub const EBADF: Errno = Errno(9);
     /// No child processes.
@@ -110,14 +114,24 @@ impl Errno {
     pub const EACCES: Errno = Errno(13);
     /// File exists.
     pub const EEXIST: Errno = Errno(17);
+    /// Not a directory.
+    pub const ENOTDIR: Errno = Errno(20);
+    /// Is a directory.
+    pub const EISDIR: Errno = Errno(21);
     /// Invalid argument.
     pub const EINVAL: Errno = Errno(22);
     /// Too many open files.
     pub const EMFILE: Errno = Errno(24);
+    /// Text file busy.
+    pub const ETXTBSY: Errno = Errno(26);
     /// Broken pipe.
     pub const EPIPE: Errno = Errno(32);
+    /// File name too long.
+    pub const ENAMETOOLONG: Errno = Errno(36);
     /// Function not implemented.
     pub const ENOSYS: Errno = Errno(38);
+    /// Too many levels of symbolic links.
+    pub const ELOOP: Errno = Errno(40);
 
     /// The symbolic name, where this crate knows it.
     pub fn name(self) -> Option<&'static str> {
@@ -127,16 +141,23 @@ impl Errno {
             Errno::ESRCH => "ESRCH",
             Errno::EINTR => "EINTR",
             Errno::EIO => "EIO",
+            Errno::E2BIG => "E2BIG",
+            Errno::ENOEXEC => "ENOEXEC",
             Errno::EBADF => "EBADF",
             Errno::ECHILD => "ECHILD",
             Errno::EAGAIN => "EAGAIN",
             Errno::ENOMEM => "ENOMEM",
             Errno::EACCES => "EACCES",
             Errno::EEXIST => "EEXIST",
+            Errno::ENOTDIR => "ENOTDIR",
+            Errno::EISDIR => "EISDIR",
             Errno::EINVAL => "EINVAL",
             Errno::EMFILE => "EMFILE",
+            Errno::ETXTBSY => "ETXTBSY",
             Errno::EPIPE => "EPIPE",
+            Errno::ENAMETOOLONG => "ENAMETOOLONG",
             Errno::ENOSYS => "ENOSYS",
+            Errno::ELOOP => "ELOOP",
             _ => return None,
         })
     }
@@ -264,8 +285,11 @@ pub struct SpawnRequest {
     pub program: OsString,
     /// Arguments after the program name.
     pub args: Vec<OsString>,
-    /// Variables added to (or, with `env_clear`, replacing) the parent's environment.
+    /// Variables added to (or, with `env_clear`, replacing) the parent's environment;
+    /// they win over `env_remove`.
     pub env: Vec<(OsString, OsString)>,
+    /// Variables of the parent's environment the child does not get.
+    pub env_remove: Vec<OsString>,
     /// Start from an empty environment.
     pub env_clear: bool,
     /// Working directory of the child.
@@ -287,6 +311,24 @@ pub struct SpawnRequest {
 
 impl SpawnRequest {
     /// A request to run `program` with `args` and inherited streams.
+    ///
+    /// The chainable methods below set the other fields, as `std::process::Command`'s
+    /// do; each takes the request and gives it back, so one expression builds it:
+    ///
+    /// ```
+    /// use loopwatch::kernel::{SpawnRequest, Stdio};
+    ///
+    /// let request = SpawnRequest::new("/bin/sh", ["-c"])
+    ///     .arg("echo \"$GREETING\" from \"$(pwd)\"")
+    ///     .env("GREETING", "hello")
+    ///     .current_dir("/")
+    ///     .stdout(Stdio::Pipe)
+    ///     .stderr(Stdio::Null);
+    /// assert_eq!(request.args.len(), 2);
+    /// assert_eq!(request.env, [("GREETING".into(), "hello".into())]);
+    /// assert_eq!(request.cwd.as_deref(), Some("/".as_ref()));
+    /// assert_eq!((request.stdin, request.stdout), (Stdio::Inherit, Stdio::Pipe));
+    /// ```
     pub fn new<P, I, A>(program: P, args: I) -> SpawnRequest
     where
         P: Into<OsString>,
@@ -298,6 +340,195 @@ impl SpawnRequest {
             args: args.into_iter().map(Into::into).collect(),
             ..SpawnRequest::default()
         }
+    }
+
+    /// Appends one argument.
+    ///
+    /// ```
+    /// use loopwatch::kernel::SpawnRequest;
+    ///
+    /// let request = SpawnRequest::new("/bin/echo", ["a"]).arg("b");
+    /// assert_eq!(request.args, ["a", "b"]);
+    /// ```
+    #[must_use]
+    pub fn arg(mut self, arg: impl Into<OsString>) -> SpawnRequest {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends arguments.
+    ///
+    /// ```
+    /// use loopwatch::kernel::SpawnRequest;
+    ///
+    /// let request = SpawnRequest::new("/bin/echo", ["a"]).args(["b", "c"]);
+    /// assert_eq!(request.args, ["a", "b", "c"]);
+    /// ```
+    #[must_use]
+    pub fn args<I, A>(mut self, args: I) -> SpawnRequest
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets variable `key` to `value` in the child's environment, replacing an earlier
+    /// `env` of the same key and undoing an earlier [`env_remove`](Self::env_remove)
+    /// of it.
+    ///
+    /// ```
+    /// use loopwatch::kernel::SpawnRequest;
+    ///
+    /// let request = SpawnRequest::new("/usr/bin/env", [] as [&str; 0])
+    ///     .env("A", "1")
+    ///     .env("B", "2")
+    ///     .env("A", "3");
+    /// assert_eq!(request.env, [("B".into(), "2".into()), ("A".into(), "3".into())]);
+    /// ```
+    #[must_use]
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> SpawnRequest {
+        let key = key.into();
+        self.env.retain(|(k, _)| *k != key);
+        self.env_remove.retain(|k| *k != key);
+        self.env.push((key, value.into()));
+        self
+    }
+
+    /// Sets several variables, as [`env`](Self::env) does one by one.
+    ///
+    /// ```
+    /// use loopwatch::kernel::SpawnRequest;
+    ///
+    /// let request = SpawnRequest::new("/usr/bin/env", [] as [&str; 0]).envs([("A", "1"), ("B", "2")]);
+    /// assert_eq!(request.env.len(), 2);
+    /// ```
+    #[must_use]
+    pub fn envs<I, K, V>(self, vars: I) -> SpawnRequest
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        vars.into_iter()
+            .fold(self, |request, (key, value)| request.env(key, value))
+    }
+
+    /// Keeps variable `key` out of the child's environment, whether the parent has it
+    /// or an earlier [`env`](Self::env) set it.
+    ///
+    /// ```
+    /// use loopwatch::kernel::SpawnRequest;
+    ///
+    /// let request = SpawnRequest::new("/usr/bin/env", [] as [&str; 0])
+    ///     .env("A", "1")
+    ///     .env_remove("A")
+    ///     .env_remove("HOME");
+    /// assert!(request.env.is_empty());
+    /// assert_eq!(request.env_remove, ["A", "HOME"]);
+    /// ```
+    #[must_use]
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> SpawnRequest {
+        let key = key.into();
+        self.env.retain(|(k, _)| *k != key);
+        if !self.env_remove.contains(&key) {
+            self.env_remove.push(key);
+        }
+        self
+    }
+
+    /// Starts the child from an empty environment: only what [`env`](Self::env) sets
+    /// after this call reaches it (earlier `env` and `env_remove` calls are forgotten,
+    /// as with `std::process::Command::env_clear`).
+    ///
+    /// ```
+    /// use loopwatch::kernel::SpawnRequest;
+    ///
+    /// let request = SpawnRequest::new("/usr/bin/env", [] as [&str; 0])
+    ///     .env("FORGOTTEN", "1")
+    ///     .env_clear()
+    ///     .env("ONLY", "1");
+    /// assert!(request.env_clear);
+    /// assert_eq!(request.env, [("ONLY".into(), "1".into())]);
+    /// ```
+    #[must_use]
+    pub fn env_clear(mut self) -> SpawnRequest {
+        self.env_clear = true;
+        self.env.clear();
+        self.env_remove.clear();
+        self
+    }
+
+    /// Sets the child's working directory (`cwd`).
+    ///
+    /// ```
+    /// use loopwatch::kernel::SpawnRequest;
+    ///
+    /// let request = SpawnRequest::new("/bin/pwd", [] as [&str; 0]).current_dir("/");
+    /// assert_eq!(request.cwd.as_deref(), Some("/".as_ref()));
+    /// ```
+    #[must_use]
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> SpawnRequest {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sets where the child's standard input comes from.
+    ///
+    /// ```
+    /// use loopwatch::kernel::{SpawnRequest, Stdio};
+    ///
+    /// let request = SpawnRequest::new("/bin/cat", [] as [&str; 0]).stdin(Stdio::Pipe);
+    /// assert_eq!(request.stdin, Stdio::Pipe);
+    /// ```
+    #[must_use]
+    pub fn stdin(mut self, stdio: Stdio) -> SpawnRequest {
+        self.stdin = stdio;
+        self
+    }
+
+    /// Sets where the child's standard output goes.
+    ///
+    /// ```
+    /// use loopwatch::kernel::{SpawnRequest, Stdio};
+    ///
+    /// let request = SpawnRequest::new("/bin/true", [] as [&str; 0]).stdout(Stdio::Null);
+    /// assert_eq!(request.stdout, Stdio::Null);
+    /// ```
+    #[must_use]
+    pub fn stdout(mut self, stdio: Stdio) -> SpawnRequest {
+        self.stdout = stdio;
+        self
+    }
+
+    /// Sets where the child's standard error goes.
+    ///
+    /// ```
+    /// use loopwatch::kernel::{SpawnRequest, Stdio};
+    ///
+    /// let request = SpawnRequest::new("/bin/true", [] as [&str; 0]).stderr(Stdio::Pipe);
+    /// assert_eq!(request.stderr, Stdio::Pipe);
+    /// ```
+    #[must_use]
+    pub fn stderr(mut self, stdio: Stdio) -> SpawnRequest {
+        self.stderr = stdio;
+        self
+    }
+
+    /// Sets [`restore_signals`](SpawnRequest#structfield.restore_signals): the child
+    /// starts with every signal at its default action and none blocked.
+    ///
+    /// ```
+    /// use loopwatch::kernel::SpawnRequest;
+    ///
+    /// let request = SpawnRequest::new("/bin/true", [] as [&str; 0]).restore_signals(true);
+    /// assert!(request.restore_signals);
+    /// ```
+    #[must_use]
+    pub fn restore_signals(mut self, restore: bool) -> SpawnRequest {
+        self.restore_signals = restore;
+        self
     }
 }
 

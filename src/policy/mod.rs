@@ -15,8 +15,6 @@
 //! the same for the real OS.
 
 pub mod base;
-#[cfg(test)]
-mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -33,6 +33,7 @@ use std::task::{Context, Poll, Waker};
 pub use stream::{PipeReader, PipeWriter};
 
 use crate::OsKernel;
+use crate::asyncio::Join3;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::EventLoop;
 use crate::kernel::{Errno, Fd, Kernel, Pid, Signal, SpawnRequest, Spawned, WaitMode};
@@ -97,8 +98,10 @@ impl<K: Kernel> EventLoop<K> {
     ///   support is not installed.")` if the watcher is not active (for Safe and Fast:
     ///   no loop attached, or the attached loop is not running), before anything is
     ///   spawned;
-    /// - the kernel's error from spawning (`Os(ENOENT)` for a missing program, …),
-    ///   with no child and no fd left behind;
+    /// - the kernel's error from spawning, with no child and no fd left behind: for
+    ///   an error about the program its message names it, as CPython's does
+    ///   (`Os(ENOENT)`, `[Errno 2] No such file or directory: 'prog'`; `Os(EACCES)`
+    ///   for a file that is not executable);
     /// - the watcher's error from registering, after the child was killed and reaped.
     pub fn subprocess_exec(&self, request: &SpawnRequest) -> Result<Process<K>> {
         let kernel = self.kernel().clone();
@@ -135,7 +138,9 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
             "asyncio.get_child_watcher() is not activated, subprocess support is not installed.",
         ));
     }
-    let spawned = kernel.spawn(request)?;
+    let spawned = kernel
+        .spawn(request)
+        .map_err(|errno| spawn_error(errno, request))?;
     // Opened before registration, while the child cannot have been reaped: the pidfd
     // names this process and no other.
     let pidfd = match kernel.pidfd_open(spawned.pid) {
@@ -213,6 +218,68 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
         stdout,
         stderr,
     })
+}
+
+/// The error of a failed spawn. The errors `exec` and `chdir` give about a path name
+/// the program, as CPython 3.8 and later do (`[Errno 2] No such file or directory:
+/// 'prog'`; 3.7 repeats the name), keeping the errno's kind (`Os(ENOENT)` is
+/// `FileNotFoundError`, `Os(EACCES)` `PermissionError`). When the request sets a
+/// working directory the error may be about it instead, and the kernel does not say
+/// which: the message then names both.
+fn spawn_error(errno: Errno, request: &SpawnRequest) -> Error {
+    let error = Error::from(errno);
+    let about_a_path = [
+        Errno::EPERM,
+        Errno::ENOENT,
+        Errno::E2BIG,
+        Errno::ENOEXEC,
+        Errno::EACCES,
+        Errno::ENOTDIR,
+        Errno::EISDIR,
+        Errno::ETXTBSY,
+        Errno::ENAMETOOLONG,
+        Errno::ELOOP,
+    ];
+    if !about_a_path.contains(&errno) {
+        return error;
+    }
+    let mut message = format!("{errno}: {}", python_repr(&request.program));
+    if let Some(cwd) = &request.cwd {
+        message.push_str(&format!(" (cwd {})", python_repr(cwd.as_os_str())));
+    }
+    Error::new(error.kind(), message)
+}
+
+/// A name as Python's `repr` of a `str` prints it: in single quotes unless it holds
+/// one and no double quote, with backslashes, that quote and control characters
+/// escaped. Bytes that are not UTF-8 show as U+FFFD.
+fn python_repr(name: &std::ffi::OsStr) -> String {
+    let name = name.to_string_lossy();
+    let quote = if name.contains('\'') && !name.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut repr = String::with_capacity(name.len() + 2);
+    repr.push(quote);
+    for c in name.chars() {
+        match c {
+            '\\' => repr.push_str("\\\\"),
+            '\n' => repr.push_str("\\n"),
+            '\r' => repr.push_str("\\r"),
+            '\t' => repr.push_str("\\t"),
+            c if c == quote => {
+                repr.push('\\');
+                repr.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                repr.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => repr.push(c),
+        }
+    }
+    repr.push(quote);
+    repr
 }
 
 /// Kills a child that will not be handed out (through its pidfd when there is one,
@@ -413,61 +480,45 @@ impl Future for WaitForExit<'_> {
     }
 }
 
-/// The outputs of a [`Join3`] as they arrive.
-type Outputs<A, B, C> = (
-    Option<<A as Future>::Output>,
-    Option<<B as Future>::Output>,
-    Option<<C as Future>::Output>,
-);
+#[cfg(test)]
+mod tests {
+    //! The message of a spawn error, which needs the private helpers: the behaviour
+    //! on both kernels is in `sim/tests/helpers.rs`.
 
-/// Polls three futures to completion together.
-struct Join3<A: Future, B: Future, C: Future> {
-    a: Pin<Box<A>>,
-    b: Pin<Box<B>>,
-    c: Pin<Box<C>>,
-    out: Outputs<A, B, C>,
-}
+    use super::*;
 
-impl<A: Future, B: Future, C: Future> Join3<A, B, C> {
-    fn new(a: A, b: B, c: C) -> Self {
-        Join3 {
-            a: Box::pin(a),
-            b: Box::pin(b),
-            c: Box::pin(c),
-            out: (None, None, None),
-        }
+    // Goal: names are quoted and escaped as Python's repr of a str does it.
+    #[test]
+    fn python_repr_quotes_as_python() {
+        let repr = |s: &str| python_repr(s.as_ref());
+        assert_eq!(repr("prog"), "'prog'");
+        assert_eq!(repr("it's"), "\"it's\"");
+        assert_eq!(repr("both ' and \""), "'both \\' and \"'");
+        assert_eq!(repr("a\\b\nc\u{1}"), "'a\\\\b\\nc\\x01'");
     }
-}
 
-impl<A: Future, B: Future, C: Future> Unpin for Join3<A, B, C> {}
-
-impl<A: Future, B: Future, C: Future> Future for Join3<A, B, C> {
-    type Output = (A::Output, B::Output, C::Output);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        if this.out.0.is_none() {
-            if let Poll::Ready(v) = this.a.as_mut().poll(cx) {
-                this.out.0 = Some(v);
-            }
-        }
-        if this.out.1.is_none() {
-            if let Poll::Ready(v) = this.b.as_mut().poll(cx) {
-                this.out.1 = Some(v);
-            }
-        }
-        if this.out.2.is_none() {
-            if let Poll::Ready(v) = this.c.as_mut().poll(cx) {
-                this.out.2 = Some(v);
-            }
-        }
-        match &mut this.out {
-            (a @ Some(_), b @ Some(_), c @ Some(_)) => Poll::Ready((
-                a.take().expect("checked"),
-                b.take().expect("checked"),
-                c.take().expect("checked"),
-            )),
-            _ => Poll::Pending,
-        }
+    // Goal: errors about the program name it and keep the errno's kind; others are
+    // left as the kernel gave them; a working directory is named too.
+    #[test]
+    fn spawn_error_names_the_program() {
+        let request = SpawnRequest::new("no-such-prog", ["x"]);
+        let error = spawn_error(Errno::ENOENT, &request);
+        assert_eq!(error.kind(), ErrorKind::Os(Errno::ENOENT));
+        assert_eq!(
+            error.message(),
+            "[Errno 2] No such file or directory: 'no-such-prog'"
+        );
+        let error = spawn_error(Errno::EACCES, &SpawnRequest::new("/etc/passwd", ["x"]));
+        assert_eq!(
+            error.message(),
+            "[Errno 13] Permission denied: '/etc/passwd'"
+        );
+        let error = spawn_error(Errno::EMFILE, &request);
+        assert_eq!(error, Error::from(Errno::EMFILE));
+        let error = spawn_error(Errno::ENOENT, &request.current_dir("/nonexistent"));
+        assert_eq!(
+            error.message(),
+            "[Errno 2] No such file or directory: 'no-such-prog' (cwd '/nonexistent')"
+        );
     }
 }

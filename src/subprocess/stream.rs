@@ -32,7 +32,10 @@ fn await_ready<K: Kernel>(
                 lp.remove_writer(fd)
             };
         }
-        if let Some(waker) = waker.lock().take() {
+        // Taken out first: waking the loop is a kernel call, and the short lock must
+        // not be held across one.
+        let waker = waker.lock().take();
+        if let Some(waker) = waker {
             waker.wake();
         }
     };

@@ -35,6 +35,15 @@ impl Model {
                 self.time >= proc.started + *after || self.output_pending(proc)
             }
             ChildPlan::Forever => false,
+            ChildPlan::ReadLine { .. } => {
+                if !Self::output_done(proc) {
+                    return self.output_pending(proc);
+                }
+                // A byte to read, or end of file.
+                proc.stdin
+                    .and_then(|id| self.pipes.get(&id))
+                    .is_none_or(|pipe| !pipe.buf.is_empty() || pipe.writers == 0)
+            }
             ChildPlan::Cat => {
                 let input = proc.stdin.and_then(|id| self.pipes.get(&id));
                 match input {
@@ -65,8 +74,7 @@ impl Model {
     }
 
     /// Whether the plan's stdout and stderr are all written (or go to no pipe).
-    fn output_done(&self, pid: Pid) -> bool {
-        let proc = &self.procs[&pid];
+    fn output_done(proc: &Proc) -> bool {
         let output = proc.plan.output();
         (0..2).all(|stream| {
             proc.written[stream] >= output[stream].len()
@@ -118,17 +126,42 @@ impl Model {
         match plan {
             ChildPlan::Exit { code, after, .. } => {
                 self.child_output(pid);
-                if self.time >= started + after && self.output_done(pid) {
+                if self.time >= started + after && Self::output_done(&self.procs[&pid]) {
                     self.terminate(pid, ExitStatus::from_exit_code(code));
                 }
             }
             ChildPlan::Killed { signal, after, .. } => {
                 self.child_output(pid);
-                if self.time >= started + after && self.output_done(pid) {
+                if self.time >= started + after && Self::output_done(&self.procs[&pid]) {
                     self.kill_self(pid, signal);
                 }
             }
             ChildPlan::Forever => {}
+            ChildPlan::ReadLine { code, .. } => {
+                self.child_output(pid);
+                if !Self::output_done(&self.procs[&pid]) {
+                    return;
+                }
+                let input = self.procs[&pid].stdin;
+                let Some(pipe) = input.and_then(|id| self.pipes.get_mut(&id)) else {
+                    // Not a pipe: end of file at once.
+                    self.terminate(pid, ExitStatus::from_exit_code(code.unwrap_or(1)));
+                    return;
+                };
+                if let Some(newline) = pipe.buf.iter().position(|&b| b == b'\n') {
+                    // The shell reads byte by byte: what follows the line stays.
+                    pipe.buf.drain(..=newline);
+                    self.changed = true;
+                    self.terminate(pid, ExitStatus::from_exit_code(code.unwrap_or(0)));
+                } else if !pipe.buf.is_empty() {
+                    // Part of a line: read it and wait for the rest.
+                    pipe.buf.clear();
+                    self.changed = true;
+                    self.log_event(format_args!("child {pid} reads input"));
+                } else if pipe.writers == 0 {
+                    self.terminate(pid, ExitStatus::from_exit_code(code.unwrap_or(1)));
+                }
+            }
             ChildPlan::Cat => {
                 let proc = &self.procs[&pid];
                 let (input, output) = (proc.stdin, proc.stdout);

@@ -184,7 +184,8 @@ impl Model {
                 let pipe = self.pipes.get_mut(&id).expect("open pipe");
                 let room = PIPE_CAPACITY - pipe.buf.len();
                 if pipe.readers == 0 {
-                    // SIGPIPE is ignored by Rust programs, so the write fails instead.
+                    // No SIGPIPE is sent: the process is taken to ignore it, as a Rust
+                    // program starts (see `Model::new`), so the write fails instead.
                     Err(Errno::EPIPE)
                 } else if data.is_empty() {
                     Ok(0)

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use loopwatch::kernel::{Disposition, Fd, Pid};
+use loopwatch::kernel::{Disposition, Fd, Pid, Signal};
 
 use crate::faults::FaultPlan;
 use crate::program::{ChildPlan, Programs};
@@ -246,7 +246,9 @@ impl Model {
             next_pipe: 1,
             pollers: BTreeMap::new(),
             next_poller: 1,
-            dispositions: BTreeMap::new(),
+            // A Rust program starts with SIGPIPE ignored (its runtime does so before
+            // `main`), so that a write without a reader fails with EPIPE.
+            dispositions: BTreeMap::from([(Signal::SIGPIPE.0, Disposition::Ignore)]),
             foreign: Vec::new(),
             foreign_deliveries: 0,
             pending: BTreeSet::new(),
@@ -344,7 +346,7 @@ impl Model {
                     ChildPlan::Exit { after, .. } | ChildPlan::Killed { after, .. } => {
                         Some(p.started + *after)
                     }
-                    ChildPlan::Forever | ChildPlan::Cat => None,
+                    ChildPlan::Forever | ChildPlan::Cat | ChildPlan::ReadLine { .. } => None,
                 };
                 // A child the lag fault starts late may have work before its exit.
                 [Some(p.started), exit]

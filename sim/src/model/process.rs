@@ -278,7 +278,8 @@ impl Model {
         let fate = match self.procs.get(&pid).map(|p| &p.plan) {
             Some(ChildPlan::Exit { code, .. }) => Ok(ExitStatus::from_exit_code(*code)),
             Some(ChildPlan::Killed { signal, .. }) => Err(*signal),
-            Some(ChildPlan::Forever | ChildPlan::Cat) | None => return,
+            // These wait for their input (or a signal) and cannot end early.
+            Some(ChildPlan::Forever | ChildPlan::Cat | ChildPlan::ReadLine { .. }) | None => return,
         };
         // A child that dies early still produces its output first.
         self.child_output(pid);

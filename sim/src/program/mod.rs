@@ -48,7 +48,7 @@
 //! | `A; B`, or `A` and `B` on separate lines | the commands in turn; the script exits with the last one's status |
 //! | `# …` | a comment, to the end of the line |
 //! | `'…'`, `"…"`, `\c` | quoting as in sh: quoted text is not split, and `"…"` still expands `$` forms |
-//! | `$NAME`, `${NAME}` | the variable from the child's environment: the request's `env` over the simulated process's own ([`SimKernel::set_env_var`]; empty at start), none of it with `env_clear`; unset is empty; unquoted, the value is split at blanks |
+//! | `$NAME`, `${NAME}` | the variable from the child's environment: the request's `env` over the simulated process's own ([`SimKernel::set_env_var`]; empty at start) less the request's `env_remove`, none of it with `env_clear`; unset is empty; unquoted, the value is split at blanks |
 //! | `$$` | the child's pid |
 //! | `$?` | the status of the last command |
 //! | `$0` | the shell's name |
@@ -59,6 +59,7 @@
 //! | `true`, `:`, `false` | status 0, 0 and 1 |
 //! | `sleep S` | the `sleep` program: virtual time passes, status 0 |
 //! | `kill [-SIG \| -N \| -s SIG] $$` | the shell signals itself (default SIGTERM; SIG is a name without `SIG`, N a number up to 64): it dies of the signal; or nothing happens (0, SIGCHLD, SIGCONT, SIGURG, SIGWINCH); or, as the last command, it stops until SIGCONT and then exits 0 |
+//! | `read -r NAME` | reads one line of standard input: up to and including a newline (status 0) or to end of file (status 1); a stdin that is not a pipe is at end of file. Until then the child is certainly alive. Only with nothing slept before it, and as the last command or followed by just `exit [N]`, where N uses neither NAME nor `$?` (without N the script exits with `read`'s status) |
 //! | `ulimit [-H\|-S] -X N` | sets a resource limit, which changes nothing the simulator models; status 0 |
 //! | `exec PROGRAM ARGS…` | the shell becomes the program (built-in or registered), after what it has written and slept so far |
 //! | `PROGRAM ARGS…` | a program (built-in or registered) the shell runs and waits for: what it writes and the time it takes are the shell's, its exit status is `$?` |
@@ -69,13 +70,15 @@
 //! operators, `$PPID`, `$PWD` and the other variables the shell sets itself. Refused
 //! too because no plan could say it: a program run as a command that dies of a signal
 //! (dash would report it and go on: run it with `exec`), commands after a `kill` that
-//! stops the shell, output or a sleep before `cat` or a program that runs until killed.
+//! stops the shell, output or a sleep before `cat` or a program that runs until killed,
+//! a sleep before `read` and any command after it but `exit [N]`.
 //!
 //! # Time
 //!
 //! A child writes all its output as soon as it runs (as far as its pipes have room)
-//! and ends once the sum of its sleeps has passed: output written after a `sleep` on
-//! the OS is there from the start on the simulator. A program the shell runs as a
+//! and ends once the sum of its sleeps has passed (a script with `read`, once its line
+//! or end of file is there): output written after a `sleep` on the OS is there from
+//! the start on the simulator. A program the shell runs as a
 //! command is part of the shell's own plan, so a signal to the shell ends both.
 //!
 //! # Examples, one per form
@@ -259,6 +262,28 @@
 //! assert!(sh("kill -TERM 1").is_err());
 //! ```
 //!
+//! `read -r NAME`, after output, as the last command or before `exit [N]`:
+//!
+//! ```
+//! # use loopwatch::kernel::{Pid, SpawnRequest};
+//! # use loopwatch_sim::program::{self, ChildPlan};
+//! # let sh = |s: &str| program::builtin(&SpawnRequest::new("/bin/sh", ["-c", s]), Pid(1001));
+//! assert_eq!(
+//!     sh("echo ready; read -r line; exit 3"),
+//!     Ok(ChildPlan::ReadLine { stdout: b"ready\n".to_vec(), stderr: vec![], code: Some(3) })
+//! );
+//! // Without `exit N`, the script's status is `read`'s: 0 for a line, 1 at end of file.
+//! assert_eq!(
+//!     sh("read -r line"),
+//!     Ok(ChildPlan::ReadLine { stdout: vec![], stderr: vec![], code: None })
+//! );
+//! // What was read, and what the script does after it, are not modelled.
+//! assert!(sh("read -r line; exit $line").is_err());
+//! assert!(sh("read -r line; echo done").is_err());
+//! assert!(sh("sleep 1; read -r line").is_err());
+//! assert!(sh("read line").is_err());
+//! ```
+//!
 //! `ulimit`:
 //!
 //! ```
@@ -362,6 +387,19 @@ pub enum ChildPlan {
     Forever,
     /// Copy stdin to stdout until end of file, then exit 0.
     Cat,
+    /// Write `stdout` and `stderr`, then read one line of standard input (a shell's
+    /// `read -r NAME`: up to and including a newline, or to end of file; a stdin that
+    /// is not a pipe reads as end of file), then exit with `code`, or, without one,
+    /// with `read`'s status: 0 for a whole line, 1 at end of file. Until its input has
+    /// a newline or is closed, the child is certainly alive.
+    ReadLine {
+        /// Bytes written to stdout before reading.
+        stdout: Vec<u8>,
+        /// Bytes written to stderr before reading.
+        stderr: Vec<u8>,
+        /// Exit code after the read (`exit N` after `read`), if any.
+        code: Option<u8>,
+    },
 }
 
 impl ChildPlan {
@@ -408,9 +446,9 @@ impl ChildPlan {
     /// whose output is not scripted).
     pub(crate) fn output(&self) -> [&[u8]; 2] {
         match self {
-            ChildPlan::Exit { stdout, stderr, .. } | ChildPlan::Killed { stdout, stderr, .. } => {
-                [stdout, stderr]
-            }
+            ChildPlan::Exit { stdout, stderr, .. }
+            | ChildPlan::Killed { stdout, stderr, .. }
+            | ChildPlan::ReadLine { stdout, stderr, .. } => [stdout, stderr],
             ChildPlan::Forever | ChildPlan::Cat => [&[], &[]],
         }
     }
@@ -463,6 +501,11 @@ impl Invocation {
         } else {
             parent_env.clone()
         };
+        // As the OS kernel applies them: the removals first, so that a variable in
+        // both `env_remove` and `env` is set.
+        for name in &request.env_remove {
+            env.remove(name);
+        }
         env.extend(request.env.iter().cloned());
         Invocation {
             program: request.program.clone(),
@@ -501,8 +544,9 @@ impl Invocation {
         self.args.get(index).and_then(|a| a.to_str())
     }
 
-    /// The final environment: the request's `env` over the simulated process's own
-    /// (none of it with `env_clear`).
+    /// The final environment: the request's `env` over the simulated process's own,
+    /// without the variables of its `env_remove` (none of it with `env_clear`); a
+    /// variable in both `env` and `env_remove` is set.
     pub fn env(&self) -> &BTreeMap<OsString, OsString> {
         &self.env
     }

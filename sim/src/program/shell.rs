@@ -497,6 +497,51 @@ pub(super) fn is_name(text: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Whether `part` depends on what `read -r name` read: the variable `name`, or `$?`.
+fn uses_read(part: &Part, name: &str) -> bool {
+    match part {
+        Part::Text { .. }
+        | Part::Param {
+            param: Param::Pid | Param::Zero,
+            ..
+        } => false,
+        Part::Param {
+            param: Param::Status,
+            ..
+        } => true,
+        Part::Param {
+            param: Param::Name(used),
+            ..
+        } => used == name,
+        Part::Arith { text, .. } => {
+            text.contains('?')
+                || text
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .any(|word| word == name)
+        }
+    }
+}
+
+/// A command's words as written, roughly, for a message.
+fn words_shown(words: &[Vec<Part>]) -> String {
+    let word = |parts: &Vec<Part>| -> String {
+        parts
+            .iter()
+            .map(|part| match part {
+                Part::Text { text, .. } => text.clone(),
+                Part::Param { param, .. } => match param {
+                    Param::Name(name) => format!("${name}"),
+                    Param::Pid => "$$".to_string(),
+                    Param::Status => "$?".to_string(),
+                    Param::Zero => "$0".to_string(),
+                },
+                Part::Arith { text, .. } => format!("$(({text}))"),
+            })
+            .collect()
+    };
+    words.iter().map(word).collect::<Vec<_>>().join(" ")
+}
+
 /// How a run of the script stops early.
 enum Stop {
     /// Outside the subset: the spawn is refused.
@@ -555,8 +600,7 @@ impl<'a> Shell<'a> {
     pub(super) fn run(mut self, script: &str) -> Result<ChildPlan, Unmodelled> {
         let commands = parse(script)?;
         for (index, command) in commands.iter().enumerate() {
-            let last = index + 1 == commands.len();
-            match self.command(command, last) {
+            match self.command(command, &commands[index + 1..]) {
                 Ok(Flow::Next) => {}
                 Ok(Flow::End(plan)) => return Ok(plan),
                 Err(Stop::Refuse(refusal)) => return Err(refusal),
@@ -580,7 +624,9 @@ impl<'a> Shell<'a> {
         }
     }
 
-    fn command(&mut self, command: &Command, last: bool) -> Result<Flow, Stop> {
+    /// Runs `command`; `rest` are the script's commands after it.
+    fn command(&mut self, command: &Command, rest: &[Command]) -> Result<Flow, Stop> {
+        let last = rest.is_empty();
         let fields = self.fields(&command.words)?;
         let Some((name, args)) = fields.split_first() else {
             self.status = 0;
@@ -619,6 +665,7 @@ impl<'a> Shell<'a> {
                 Ok(Flow::Next)
             }
             "kill" => self.kill(&args, last),
+            "read" => self.read(&args, rest),
             "exec" if command.to_stderr => Err(construct(
                 "exec >&2",
                 "a redirection of `exec` changes the shell's own streams, which is not modelled",
@@ -684,6 +731,21 @@ impl<'a> Shell<'a> {
                 stdout: joined(prefix_out, stdout),
                 stderr: joined(prefix_err, stderr),
             },
+            ChildPlan::ReadLine {
+                stdout,
+                stderr,
+                code,
+            } if elapsed.is_zero() => ChildPlan::ReadLine {
+                stdout: joined(prefix_out, stdout),
+                stderr: joined(prefix_err, stderr),
+                code,
+            },
+            ChildPlan::ReadLine { .. } => {
+                return Err(refuse(
+                    "a sleep before a program that reads a line of its input",
+                    "such a child's plan reads at once",
+                ));
+            }
             ChildPlan::Forever if prefix_out.is_empty() && prefix_err.is_empty() => {
                 ChildPlan::Forever
             }
@@ -739,6 +801,26 @@ impl<'a> Shell<'a> {
                 "the shell would report it on its standard error and go on: run it with `exec`",
             )
             .into()),
+            ChildPlan::ReadLine {
+                stdout,
+                stderr,
+                code,
+            } if last && self.elapsed.is_zero() => {
+                // The shell's status, and so its exit status, is the program's.
+                self.write(stdout, to_stderr);
+                self.stderr.extend(stderr);
+                Ok(Flow::End(ChildPlan::ReadLine {
+                    stdout: std::mem::take(&mut self.stdout),
+                    stderr: std::mem::take(&mut self.stderr),
+                    code,
+                }))
+            }
+            ChildPlan::ReadLine { .. } => Err(refuse(
+                format!("`{program}` after a sleep, or before other commands"),
+                "a program that reads a line of its input is modelled only as the script's \
+                 last command, with nothing slept before it",
+            )
+            .into()),
             ChildPlan::Forever if self.stdout.is_empty() && self.stderr.is_empty() => {
                 Ok(Flow::End(ChildPlan::Forever))
             }
@@ -774,6 +856,98 @@ impl<'a> Shell<'a> {
             .checked_add(after)
             .ok_or_else(|| refuse("the sleeps' sum", "a duration beyond u64 seconds"))?;
         Ok(())
+    }
+
+    /// `read -r NAME`: the shell reads one line of its standard input. The line itself
+    /// is not modelled, so the read ends the script: with nothing slept before it (the
+    /// plan reads at once) and only `exit [N]` after it, where N uses neither the line
+    /// nor `$?` (`read`'s status); without N the script exits with `read`'s status.
+    fn read(&mut self, args: &[&str], rest: &[Command]) -> Result<Flow, Stop> {
+        let shown = format!("`read {}`", args.join(" "));
+        let ["-r", name] = args else {
+            return Err(refuse(
+                shown,
+                "only `read -r NAME` is modelled: one variable, and no backslash escapes \
+                 (without `-r` a backslash-newline reads on into the next line)",
+            )
+            .into());
+        };
+        if !is_name(name) {
+            return Err(refuse(shown, "NAME must be a variable name").into());
+        }
+        if !self.elapsed.is_zero() {
+            return Err(refuse(
+                format!("{shown} after a sleep"),
+                "the simulated child reads at once: sleep after the read or not at all",
+            )
+            .into());
+        }
+        let code = match rest {
+            [] => None,
+            [exit] => self.exit_after_read(exit, name, &shown)?,
+            [_, next, ..] => {
+                return Err(refuse(
+                    format!("`{}` after {shown}", words_shown(&next.words)),
+                    "only one `exit [N]` may follow `read`: what a script does with the line \
+                     is not modelled",
+                )
+                .into());
+            }
+        };
+        Ok(Flow::End(ChildPlan::ReadLine {
+            stdout: std::mem::take(&mut self.stdout),
+            stderr: std::mem::take(&mut self.stderr),
+            code,
+        }))
+    }
+
+    /// The code of the `exit [N]` that follows `read -r NAME`: `None` for `read`'s own
+    /// status.
+    fn exit_after_read(
+        &self,
+        exit: &Command,
+        name: &str,
+        read: &str,
+    ) -> Result<Option<u8>, Unmodelled> {
+        let shown = || format!("`{}` after {read}", words_shown(&exit.words));
+        if exit
+            .words
+            .iter()
+            .flatten()
+            .any(|part| uses_read(part, name))
+        {
+            return Err(refuse(
+                shown(),
+                "the line read and `read`'s status are not modelled: only their end is",
+            ));
+        }
+        let after_error = || {
+            refuse(
+                shown(),
+                "an error of the shell after `read` is not modelled: the plan writes before \
+                 it reads",
+            )
+        };
+        let fields = match self.fields(&exit.words) {
+            Ok(fields) => fields,
+            Err(Stop::Refuse(refusal)) => return Err(refusal),
+            Err(Stop::Fail(_)) => return Err(after_error()),
+        };
+        match fields.split_first() {
+            Some((command, args)) if command == "exit" => match args.first() {
+                None => Ok(None),
+                Some(arg) => match exit_code(arg) {
+                    Ok(code) => Ok(Some(code)),
+                    Err(Stop::Refuse(refusal)) => Err(refusal),
+                    Err(Stop::Fail(_)) => Err(after_error()),
+                },
+            },
+            _ => Err(refuse(
+                shown(),
+                "only `exit [N]` may follow `read`: what a script does with the line is not \
+                 modelled",
+            )),
+        }
     }
 
     /// `kill [-SIG | -s SIG] $$`.

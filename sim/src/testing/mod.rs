@@ -87,8 +87,11 @@
 //!   simulator); [`Test::check_leaks`] and [`Sweep::check_leaks`] switch the check on.
 //! - [`Capture`]: the `tracing` events a body logs (loopwatch logs asyncio's warnings
 //!   on target `"asyncio"`), to assert on them.
-//! - [`sh`], [`spawn_sh`], [`reap`], [`note`] and [`Log`]: the small helpers every
-//!   process test writes.
+//! - [`sh`], [`spawn_sh`], [`reap`], [`reap_status`], [`note`], [`Log`] and [`yield_now`]: the small
+//!   helpers every process test writes; [`drain`], [`read_to_end`] and [`write_all`]
+//!   for pipes; [`fd_count`] and [`wait_until`] for what a body checks or waits for on
+//!   either kernel; [`Cleanup`] and [`undo_inherited_ignores`] so that a test on the
+//!   real OS leaves the process as it found it.
 
 mod capture;
 mod harness;
@@ -99,7 +102,10 @@ mod sweep;
 
 pub use capture::{Capture, Logged};
 pub use harness::{Harness, Test, main};
-pub use helpers::{Log, note, reap, sh, spawn_sh};
+pub use helpers::{
+    Cleanup, Log, drain, fd_count, note, read_to_end, reap, reap_status, sh, spawn_sh,
+    undo_inherited_ignores, wait_until, write_all, yield_now,
+};
 pub use leaks::{LeakAccount, Resources};
 pub use sweep::{
     Sweep, SweepFailure, Swept, completed, for_seeds, for_seeds_and_os, replay_command, run_on_os,

@@ -52,6 +52,13 @@ same_numbers! {
     Errno::EMFILE.0 => libc::EMFILE,
     Errno::EPIPE.0 => libc::EPIPE,
     Errno::ENOSYS.0 => libc::ENOSYS,
+    Errno::E2BIG.0 => libc::E2BIG,
+    Errno::ENOEXEC.0 => libc::ENOEXEC,
+    Errno::ENOTDIR.0 => libc::ENOTDIR,
+    Errno::EISDIR.0 => libc::EISDIR,
+    Errno::ETXTBSY.0 => libc::ETXTBSY,
+    Errno::ENAMETOOLONG.0 => libc::ENAMETOOLONG,
+    Errno::ELOOP.0 => libc::ELOOP,
 }
 
 // Other systems lack pidfds, `pipe2` and Linux's wait semantics that the seam

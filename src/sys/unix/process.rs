@@ -81,6 +81,10 @@ impl Processes for OsKernel {
         if request.env_clear {
             command.env_clear();
         }
+        for key in &request.env_remove {
+            command.env_remove(key);
+        }
+        // After the removals: a variable in both lists is set.
         command.envs(request.env.iter().map(|(k, v)| (k, v)));
         if let Some(cwd) = &request.cwd {
             command.current_dir(cwd);
