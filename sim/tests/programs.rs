@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use loopwatch::kernel::{Errno, Fd, Kernel, Pid, Processes, Signal, SpawnRequest, Stdio};
+use loopwatch::kernel::{
+    Errno, Fd, Kernel, Pid, Processes, Signal, SpawnRequest, Stdio, WaitMode, WaitStatus,
+};
 use loopwatch_sim::program::{ChildPlan, Invocation};
 use loopwatch_sim::testing::{self, Body, Capture, Log, Sweep};
 use loopwatch_sim::{Outcome, SimKernel, Simulation, check_determinism};
@@ -179,6 +181,18 @@ const FORMS: &[Case] = &[
         "hi\n",
         8,
     ),
+    // `read -r NAME` (stdin is /dev/null: end of file at once, status 1), after
+    // output, last or before `exit [N]`; also in a shell run as a command or `exec`ed.
+    case("echo ready; read -r line; exit 3", "ready\n", "", 3),
+    case("echo err >&2; read -r line", "", "err\n", 1),
+    case("read -r line; exit", "", "", 1),
+    case(
+        "echo a; sh -c 'echo b >&2; read -r l; exit 4'",
+        "a\n",
+        "b\n",
+        4,
+    ),
+    case("echo a; exec sh -c 'read -r l'", "a\n", "", 1),
 ];
 
 #[test]
@@ -294,6 +308,48 @@ fn exec_cat_copies_stdin() {
     Sweep::new(4).check_leaks().run_both(ExecCat);
 }
 
+/// Goal: `read -r line` reads up to a newline or end of file: until then the child is
+/// alive (also after part of a line), then its status is `read`'s or `exit N`'s.
+struct ReadLine;
+
+impl Body for ReadLine {
+    fn run<K: Kernel>(&self, kernel: &K) {
+        for (script, input, close, code) in [
+            ("echo ready; read -r line", &b"first part, "[..], false, 0),
+            ("echo ready; read -r line; exit 7", b"no newline", true, 7),
+            ("echo ready; read -r line", b"", true, 1),
+        ] {
+            let mut request = request(script, &[]);
+            request.stdin = Stdio::Pipe;
+            let child = kernel.spawn(&request).unwrap();
+            let (stdin, stdout) = (child.stdin.unwrap(), child.stdout.unwrap());
+            let mut ready = [0u8; 6];
+            assert_eq!(kernel.read(stdout, &mut ready), Ok(6), "{script}");
+            assert_eq!(&ready, b"ready\n");
+            if !input.is_empty() {
+                assert_eq!(kernel.write(stdin, input), Ok(input.len()), "{script}");
+            }
+            assert_eq!(
+                kernel.wait_pid(child.pid, WaitMode::NoHang),
+                Ok(WaitStatus::StillAlive),
+                "{script}: no whole line yet"
+            );
+            if !close {
+                assert_eq!(kernel.write(stdin, b"the rest\n"), Ok(9), "{script}");
+            }
+            kernel.close(stdin).unwrap();
+            assert_eq!(read_all(kernel, stdout), b"", "{script}");
+            assert_eq!(read_all(kernel, child.stderr.unwrap()), b"", "{script}");
+            assert_eq!(testing::reap(kernel, child.pid), code, "{script}");
+        }
+    }
+}
+
+#[test]
+fn read_waits_for_a_line_or_end_of_file() {
+    Sweep::new(4).check_leaks().run_both(ReadLine);
+}
+
 /// Spawns `request` on a simulator inside a capture; returns the spawn's result, the
 /// warnings and the trace.
 fn refused(request: SpawnRequest) -> (Option<Errno>, Vec<String>, String) {
@@ -370,6 +426,31 @@ fn every_construct_outside_the_subset_is_refused_by_name() {
         ),
         ("kill -STOP $$; exit 3", "`kill -STOP 1001`"),
         ("exec true >&2", "`exec >&2`"),
+        ("read line", "`read line`"),
+        ("read -r a b", "`read -r a b`"),
+        ("sleep 1; read -r line", "`read -r line` after a sleep"),
+        (
+            "read -r line; exit $line",
+            "`exit $line` after `read -r line`",
+        ),
+        ("read -r line; exit $?", "`exit $?` after `read -r line`"),
+        (
+            "read -r line; exit $((line + 1))",
+            "`exit $((line + 1))` after `read -r line`",
+        ),
+        ("read -r line; exit abc", "`exit abc` after `read -r line`"),
+        (
+            "read -r line; echo done",
+            "`echo done` after `read -r line`",
+        ),
+        (
+            "read -r line; exit 1; exit 2",
+            "`exit 2` after `read -r line`",
+        ),
+        (
+            "sh -c 'read -r l'; exit 3",
+            "`sh` after a sleep, or before other commands",
+        ),
         ("sed -n p", "`sed`"),
     ];
     for (script, what) in constructs {
@@ -476,6 +557,15 @@ fn a_registered_fn_sees_args_and_the_final_environment() {
         assert_eq!(recorded[1].var("STRICT"), Some("1"));
         assert_eq!(recorded[1].var("FROM_PARENT"), Some("p"));
 
+        // env_remove: the parent's variable is gone; one also in `env` is set, as the
+        // OS kernel applies the removals first.
+        let mut remove = request("tool 2", &[("SHADOWED", "again")]);
+        remove.env_remove = vec!["FROM_PARENT".into(), "SHADOWED".into()];
+        assert_eq!(run(k, &remove).0.code, 2);
+        let invocation = &seen.take()[0];
+        assert_eq!(invocation.var("FROM_PARENT"), None);
+        assert_eq!(invocation.var("SHADOWED"), Some("again"));
+
         // env_clear: only the request's variables.
         let mut clear = request("tool 1", &[("ONLY", "this")]);
         clear.env_clear = true;
@@ -495,6 +585,8 @@ fn the_shell_reads_the_simulated_process_environment() {
         let mut clear = request("echo $GREETING $N", &[("N", "1")]);
         clear.env_clear = true;
         assert_eq!(run(k, &clear).0.stdout, "1\n");
+        let removed = request("echo $GREETING $N", &[("N", "1")]).env_remove("GREETING");
+        assert_eq!(run(k, &removed).0.stdout, "1\n");
         k.remove_env_var("GREETING");
         assert_eq!(run(k, &request("echo $GREETING", &[])).0.stdout, "\n");
     });
