@@ -116,7 +116,9 @@ mod sched;
 pub mod testing;
 mod trace;
 
-/// The README's examples (which use both crates), compiled and run as doc tests.
+/// The README's examples (which use both crates), compiled and run as doc tests. The
+/// user crate's test files, which name that crate (`my_jobs`), are `ignore` here:
+/// `conformance/tests/user_crate.rs` builds that crate and runs them.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
