@@ -116,6 +116,7 @@ impl SimRun {
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Model> {
+        crate::program::assert_not_in_program_fn();
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

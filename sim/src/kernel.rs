@@ -1,6 +1,7 @@
 //! `SimKernel`: the `Kernel` seam over the model, through the driver.
 
 use std::any::Any;
+use std::ffi::OsStr;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use loopwatch::kernel::{
 
 use crate::driver::SimRun;
 use crate::model::{Attempt, ForeignHandler, MAIN_THREAD};
-use crate::program::ChildPlan;
+use crate::program::{ChildPlan, Invocation};
 
 /// The simulated kernel of one simulated process. A cheap handle: clones share the
 /// process. Valid inside the [`Simulation`](crate::Simulation) that made it.
@@ -30,11 +31,103 @@ impl fmt::Debug for SimKernel {
 }
 
 impl SimKernel {
-    /// Makes `program` (as `SpawnRequest::program` names it) run `plan`.
+    /// Makes `program` run `plan`, whatever its arguments: a request whose `program` is
+    /// exactly this string, or a simulated shell's command or `exec` naming it (see
+    /// [`program`](crate::program)). Replaces a built-in program of that name and an
+    /// earlier registration.
+    ///
+    /// ```
+    /// use loopwatch::kernel::{Processes, SpawnRequest};
+    /// use loopwatch_sim::{ChildPlan, Simulation, testing};
+    ///
+    /// let report = Simulation::new(0).run(|k| {
+    ///     k.register_program("server", ChildPlan::Forever);
+    ///     let child = k.spawn(&SpawnRequest::new("server", ["--port", "0"])).unwrap();
+    ///     k.kill(child.pid, Some(loopwatch::kernel::Signal::SIGTERM)).unwrap();
+    ///     assert_eq!(testing::reap(&k, child.pid), -15);
+    /// });
+    /// report.assert_completed("register_program");
+    /// ```
     pub fn register_program(&self, program: &str, plan: ChildPlan) {
         self.shared
             .lock()
-            .register_program(program.to_string(), plan);
+            .programs()
+            .register(program.to_string(), plan);
+    }
+
+    /// Makes `program` run the plan `behaviour` computes from each [`Invocation`]: its
+    /// arguments, final environment and working directory. Matched as for
+    /// [`SimKernel::register_program`].
+    ///
+    /// `behaviour` is called once per spawn of `program` (or per shell command naming
+    /// it), inside the spawn on the simulation's thread, so it must be deterministic
+    /// (compute from the invocation, not from clocks or the host's state). It must not
+    /// call the kernel: the simulator's state is locked meanwhile, and a call panics.
+    ///
+    /// ```
+    /// use loopwatch::kernel::{Fds, Processes, SpawnRequest, Stdio};
+    /// use loopwatch_sim::{ChildPlan, Simulation, testing};
+    ///
+    /// let report = Simulation::new(0).run(|k| {
+    ///     // `check FILE` fails (exit 1) for the file named "missing"; with LOUD=1 in
+    ///     // its environment it first says which file it checked.
+    ///     k.register_program_fn("check", |invocation| {
+    ///         let file = invocation.arg(0).unwrap_or_default();
+    ///         let said = match invocation.var("LOUD") {
+    ///             Some("1") => format!("checked {file}\n"),
+    ///             _ => String::new(),
+    ///         };
+    ///         ChildPlan::exit_with_output(u8::from(file == "missing"), said, "")
+    ///     });
+    ///     let pid = testing::spawn_sh(&k, "check present; check missing");
+    ///     assert_eq!(testing::reap(&k, pid), 1);
+    ///
+    ///     let mut request = SpawnRequest::new("check", ["present"]);
+    ///     request.env.push(("LOUD".into(), "1".into()));
+    ///     request.stdout = Stdio::Pipe;
+    ///     let child = k.spawn(&request).unwrap();
+    ///     let out = child.stdout.unwrap();
+    ///     let (mut said, mut buf) = (Vec::new(), [0u8; 64]);
+    ///     loop {
+    ///         match k.read(out, &mut buf).unwrap() {
+    ///             0 => break,
+    ///             n => said.extend_from_slice(&buf[..n]),
+    ///         }
+    ///     }
+    ///     k.close(out).unwrap();
+    ///     assert_eq!(said, b"checked present\n");
+    ///     assert_eq!(testing::reap(&k, child.pid), 0);
+    /// });
+    /// report.assert_completed("register_program_fn");
+    /// ```
+    pub fn register_program_fn(
+        &self,
+        program: &str,
+        behaviour: impl Fn(&Invocation) -> ChildPlan + Send + Sync + 'static,
+    ) {
+        self.shared
+            .lock()
+            .programs()
+            .register_fn(program.to_string(), Arc::new(behaviour));
+    }
+
+    /// Sets variable `name` of the simulated process's environment, which its children
+    /// inherit (unless a request asks for `env_clear`) and its simulated shells read.
+    /// The environment starts empty, so that a simulation does not depend on the
+    /// machine it runs on.
+    pub fn set_env_var(&self, name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) {
+        self.shared.lock().programs().set_env_var(
+            name.as_ref().to_os_string(),
+            Some(value.as_ref().to_os_string()),
+        );
+    }
+
+    /// Removes variable `name` from the simulated process's environment.
+    pub fn remove_env_var(&self, name: impl AsRef<OsStr>) {
+        self.shared
+            .lock()
+            .programs()
+            .set_env_var(name.as_ref().to_os_string(), None);
     }
 
     /// Installs a handler of foreign code for `signal`, as another library in the

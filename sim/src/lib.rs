@@ -14,9 +14,18 @@
 //!
 //! - [`Simulation`], [`Report`]: configure and run; the report has the outcome, the
 //!   trace and its hash, and coverage marks.
-//! - [`SimKernel`]: the seam; [`ChildPlan`] scripts children, [`ForeignHandler`]
-//!   plays other code's signal handlers, [`actors`] other code's threads (a spawner
-//!   that waits for its own child, a `waitpid(-1)` reaper, SIG_IGN).
+//! - [`SimKernel`]: the seam; [`ForeignHandler`] plays other code's signal handlers,
+//!   [`actors`] other code's threads (a spawner that waits for its own child, a
+//!   `waitpid(-1)` reaper, SIG_IGN).
+//! - [`program`]: what a simulated child runs. The built-in programs (`true`,
+//!   `false`, `sleep S`, `cat`, `echo`, `sh -c`) and the exact shell subset of the
+//!   simulator's `sh -c` (variables from the child's environment, `$$`, `$((…))`,
+//!   `exit`, `echo`, `>&2`, `kill -SIG $$`, `read -r NAME`, `exec` …), each with an
+//!   example; a
+//!   [`ChildPlan`] scripts a child; [`SimKernel::register_program`] and
+//!   [`SimKernel::register_program_fn`] (a plan computed from the arguments and the
+//!   environment) add your own programs. A command it does not model is `ENOENT`
+//!   with a warning, and a trace line, naming it.
 //! - [`FaultPlan`]: EINTR, ENOSYS/EPERM from `pidfd_open`, EMFILE, EAGAIN from spawn,
 //!   spurious wake-ups, children that exit before registration, zombies reaped by
 //!   foreign code, a signal taken by another thread than Linux's usual choice, and
@@ -70,7 +79,9 @@
 //!
 //! What the model does not model:
 //! - One simulated process. Children are scripted entities, not processes running
-//!   code: they do not fork, run threads or handle signals. A signal's default action
+//!   code: they do not fork, run threads or handle signals; they run the programs of
+//!   [`program`] and the ones registered. A child writes its scripted output as soon
+//!   as it runs, even output that on the OS follows a `sleep`. A signal's default action
 //!   applies when the child next runs, lowest number first: termination; nothing for
 //!   the signals ignored by default; a stop for SIGSTOP and the job-control stops
 //!   (as for a process group that is not orphaned), after which the child neither
@@ -99,13 +110,15 @@ mod driver;
 mod faults;
 mod kernel;
 mod model;
-mod program;
+pub mod program;
 mod rng;
 mod sched;
 pub mod testing;
 mod trace;
 
-/// The README's examples (which use both crates), compiled and run as doc tests.
+/// The README's examples (which use both crates), compiled and run as doc tests. The
+/// user crate's test files, which name that crate (`my_jobs`), are `ignore` here:
+/// `conformance/tests/user_crate.rs` builds that crate and runs them.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
@@ -246,6 +259,9 @@ impl Simulation {
         // again, hence the second clear.
         driver::unwind_abandoned(&shared, result.abandoned);
         shared.locals.clear();
+        // A registered program's closure may hold a kernel, and so this run.
+        let programs = shared.lock().take_programs();
+        drop(programs);
         report
     }
 }

@@ -620,8 +620,9 @@ impl Body for SpawnErrorPermission {
 }
 
 fn main() -> ExitCode {
-    const NO_ENV_MODEL: &str = "the simulator's shell does not expand variables or run \
-        pwd, and its children have no environment or working directory";
+    const NO_ENV_MODEL: &str = "the simulated process's environment is its own (empty at \
+        start), not this process's, and the simulator's shell has no `$1`, `${NAME-word}` or \
+        `pwd`, nor an `env` program (see loopwatch_sim::program)";
     testing::main([
         Test::both("sleep_wakes_in_deadline_order", SleepOrder).check_leaks(),
         Test::both("sleep_zero_yields_once", SleepZeroYields).check_leaks(),

@@ -60,6 +60,7 @@ bodies!(
     pids_below_one_are_refused,
     spawn_failure_leaves_no_child_and_no_fd,
     spawn_plumbs_pipes_null_and_fds,
+    spawn_passes_arguments_and_environment_to_a_script,
     spawn_passes_arguments_environment_and_cwd,
     pidfd_polls_readable_on_exit_and_signals_only_its_process,
     ignored_sigchld_makes_the_kernel_reap_children,
@@ -73,9 +74,12 @@ fn tests() -> Vec<Test> {
         both!(pids_below_one_are_refused),
         both!(spawn_failure_leaves_no_child_and_no_fd),
         both!(spawn_plumbs_pipes_null_and_fds),
+        both!(spawn_passes_arguments_and_environment_to_a_script),
         both!(spawn_passes_arguments_environment_and_cwd).skip_sim(
-            "the simulator's children are scripts, not programs: they have no arguments, \
-             environment or working directory to show",
+            "the simulator's shell has no `printf`, `$1` or `$(pwd)`, and no `env` program \
+             (see loopwatch_sim::program): a simulated child's working directory shows only \
+             in a registered program's Invocation::cwd; arguments and environment are \
+             checked on both kernels by spawn_passes_arguments_and_environment_to_a_script",
         ),
         both!(pidfd_polls_readable_on_exit_and_signals_only_its_process),
         both!(ignored_sigchld_makes_the_kernel_reap_children),
@@ -372,6 +376,34 @@ impl Body for spawn_plumbs_pipes_null_and_fds {
             "a copy of the write end leaked"
         );
         assert_eq!(held.close(read), Ok(()));
+    }
+}
+
+impl Body for spawn_passes_arguments_and_environment_to_a_script {
+    // Goal: a shell script sees its $0 as given (blanks kept) and the environment the
+    // request makes: a variable added, one in both `env_remove` and `env` (set: the
+    // removals come first), one removed (unset).
+    fn run<K: Kernel>(&self, k: &K) {
+        let mut held = Cleanup::new(k);
+        let mut request = SpawnRequest::new(
+            "/bin/sh",
+            [
+                "-c",
+                r#"echo "$0|$LW_TEST_VAR|$LW_BOTH|$LW_REMOVED""#,
+                "zero  one",
+            ],
+        );
+        request.env.push(("LW_TEST_VAR".into(), "value".into()));
+        request.env.push(("LW_BOTH".into(), "kept".into()));
+        request.env_remove = vec!["LW_BOTH".into(), "LW_REMOVED".into()];
+        request.stdout = Stdio::Pipe;
+        let child = held.spawned(k.spawn(&request).expect("spawn sh"));
+        let stdout = child.stdout.expect("stdout");
+        assert_eq!(
+            output_after_exit(k, child.pid, stdout),
+            (0, b"zero  one|value|kept|\n".to_vec())
+        );
+        assert_eq!(held.close(stdout), Ok(()));
     }
 }
 

@@ -31,14 +31,13 @@ impl Model {
             return true;
         }
         match &proc.plan {
-            ChildPlan::Exit { after, stdout, .. } => {
-                self.time >= proc.started + *after || self.output_pending(proc, stdout)
+            ChildPlan::Exit { after, .. } | ChildPlan::Killed { after, .. } => {
+                self.time >= proc.started + *after || self.output_pending(proc)
             }
-            ChildPlan::Killed { after, .. } => self.time >= proc.started + *after,
             ChildPlan::Forever => false,
-            ChildPlan::ReadLine { stdout, .. } => {
-                if !self.done_writing(proc, stdout) {
-                    return self.output_pending(proc, stdout);
+            ChildPlan::ReadLine { .. } => {
+                if !Self::output_done(proc) {
+                    return self.output_pending(proc);
                 }
                 // A byte to read, or end of file.
                 proc.stdin
@@ -59,43 +58,59 @@ impl Model {
         }
     }
 
-    fn output_pending(&self, proc: &Proc, stdout: &[u8]) -> bool {
-        proc.written < stdout.len()
-            && proc
-                .stdout
-                .and_then(|id| self.pipes.get(&id))
-                .is_some_and(|p| p.buf.len() < PIPE_CAPACITY)
+    /// The pipes the child's stdout and stderr go to, if they are pipes.
+    fn output_pipes(proc: &Proc) -> [Option<u64>; 2] {
+        [proc.stdout, proc.stderr]
     }
 
-    /// Whether the child has written all of `stdout` it can: all of it, or there is no
-    /// pipe to write it to.
-    fn done_writing(&self, proc: &Proc, stdout: &[u8]) -> bool {
-        proc.written >= stdout.len() || proc.stdout.is_none()
+    fn output_pending(&self, proc: &Proc) -> bool {
+        let output = proc.plan.output();
+        (0..2).any(|stream| {
+            proc.written[stream] < output[stream].len()
+                && Self::output_pipes(proc)[stream]
+                    .and_then(|id| self.pipes.get(&id))
+                    .is_some_and(|p| p.buf.len() < PIPE_CAPACITY)
+        })
     }
 
-    /// Writes what the plan's stdout still has to the pipe, as room allows.
+    /// Whether the plan's stdout and stderr are all written (or go to no pipe).
+    fn output_done(proc: &Proc) -> bool {
+        let output = proc.plan.output();
+        (0..2).all(|stream| {
+            proc.written[stream] >= output[stream].len()
+                || Self::output_pipes(proc)[stream].is_none()
+        })
+    }
+
+    /// Writes what the plan's stdout and stderr still have to their pipes, as room
+    /// allows.
     pub(super) fn child_output(&mut self, pid: Pid) {
-        let Some(proc) = self.procs.get_mut(&pid) else {
-            return;
-        };
-        let (ChildPlan::Exit { stdout, .. } | ChildPlan::ReadLine { stdout, .. }) = &proc.plan
-        else {
-            return;
-        };
-        let Some(pipe) = proc.stdout.and_then(|id| self.pipes.get_mut(&id)) else {
-            return;
-        };
-        if pipe.readers == 0 {
-            proc.written = stdout.len();
-            return;
+        for stream in 0..2 {
+            let Some(proc) = self.procs.get_mut(&pid) else {
+                return;
+            };
+            let bytes = proc.plan.output()[stream];
+            let Some(pipe) =
+                Self::output_pipes(proc)[stream].and_then(|id| self.pipes.get_mut(&id))
+            else {
+                continue;
+            };
+            if proc.written[stream] >= bytes.len() {
+                continue;
+            }
+            if pipe.readers == 0 {
+                proc.written[stream] = bytes.len();
+                continue;
+            }
+            let room = PIPE_CAPACITY - pipe.buf.len();
+            let n = room.min(bytes.len() - proc.written[stream]);
+            let start = proc.written[stream];
+            pipe.buf.extend(&bytes[start..start + n]);
+            self.stamps += 1;
+            pipe.stamp = self.stamps;
+            proc.written[stream] += n;
+            self.changed = true;
         }
-        let room = PIPE_CAPACITY - pipe.buf.len();
-        let n = room.min(stdout.len() - proc.written);
-        pipe.buf.extend(&stdout[proc.written..proc.written + n]);
-        self.stamps += 1;
-        pipe.stamp = self.stamps;
-        proc.written += n;
-        self.changed = true;
     }
 
     /// Lets one child make progress (the driver decides when).
@@ -109,23 +124,22 @@ impl Model {
         }
         let (started, plan) = (proc.started, proc.plan.clone());
         match plan {
-            ChildPlan::Exit {
-                code,
-                after,
-                stdout,
-            } => {
+            ChildPlan::Exit { code, after, .. } => {
                 self.child_output(pid);
-                let done_writing =
-                    self.procs[&pid].written >= stdout.len() || self.procs[&pid].stdout.is_none();
-                if self.time >= started + after && done_writing {
+                if self.time >= started + after && Self::output_done(&self.procs[&pid]) {
                     self.terminate(pid, ExitStatus::from_exit_code(code));
                 }
             }
-            ChildPlan::Killed { signal, .. } => self.kill_self(pid, signal),
-            ChildPlan::Forever => {}
-            ChildPlan::ReadLine { stdout, code } => {
+            ChildPlan::Killed { signal, after, .. } => {
                 self.child_output(pid);
-                if !self.done_writing(&self.procs[&pid], &stdout) {
+                if self.time >= started + after && Self::output_done(&self.procs[&pid]) {
+                    self.kill_self(pid, signal);
+                }
+            }
+            ChildPlan::Forever => {}
+            ChildPlan::ReadLine { code, .. } => {
+                self.child_output(pid);
+                if !Self::output_done(&self.procs[&pid]) {
                     return;
                 }
                 let input = self.procs[&pid].stdin;

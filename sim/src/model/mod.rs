@@ -18,7 +18,7 @@ use std::time::Duration;
 use loopwatch::kernel::{Disposition, Fd, Pid, Signal};
 
 use crate::faults::FaultPlan;
-use crate::program::ChildPlan;
+use crate::program::{ChildPlan, Programs};
 use crate::rng::Rng;
 use crate::trace::Trace;
 
@@ -164,7 +164,7 @@ pub(crate) struct Model {
     next_pid: i32,
     freed_pids: Vec<i32>,
     used_pids: BTreeSet<i32>,
-    programs: BTreeMap<String, ChildPlan>,
+    programs: Programs,
     fds: BTreeMap<i32, FdEntry>,
     pipes: BTreeMap<u64, Pipe>,
     next_pipe: u64,
@@ -240,7 +240,7 @@ impl Model {
             spawn_seq: 0,
             freed_pids: Vec::new(),
             used_pids: BTreeSet::new(),
-            programs: BTreeMap::new(),
+            programs: Programs::default(),
             fds,
             pipes: BTreeMap::new(),
             next_pipe: 1,

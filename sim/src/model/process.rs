@@ -10,7 +10,7 @@ use loopwatch::kernel::{
 };
 
 use super::{Attempt, FdEntry, FdKind, MAIN_THREAD, Model, PidReuse, Status, Tid, Wait, fd_limit};
-use crate::program::{self, ChildPlan};
+use crate::program::{ChildPlan, Programs, Unmodelled};
 
 #[derive(Debug)]
 pub(super) enum ProcState {
@@ -30,8 +30,8 @@ pub(super) struct Proc {
     pub(super) stdin: Option<u64>,
     pub(super) stdout: Option<u64>,
     pub(super) stderr: Option<u64>,
-    /// Bytes of the plan's stdout already written.
-    pub(super) written: usize,
+    /// Bytes of the plan's stdout and stderr already written.
+    pub(super) written: [usize; 2],
     /// When it terminated, for ready-list order.
     pub(super) stamp: u64,
     /// The thread that spawned it: Linux sends its SIGCHLD to that thread first.
@@ -52,8 +52,23 @@ pub(super) fn status_text(status: ExitStatus) -> String {
 }
 
 impl Model {
-    pub(crate) fn register_program(&mut self, name: String, plan: ChildPlan) {
-        self.programs.insert(name, plan);
+    /// The registered programs and the environment children inherit.
+    pub(crate) fn programs(&mut self) -> &mut Programs {
+        &mut self.programs
+    }
+
+    /// Takes the registered programs out (at the end of a run: a closure may hold a
+    /// kernel, and so the run).
+    pub(crate) fn take_programs(&mut self) -> Programs {
+        std::mem::take(&mut self.programs)
+    }
+
+    /// Records why a spawn failed with ENOENT: in the trace, as a mark and as a
+    /// `tracing` warning.
+    fn unmodelled(&mut self, tid: Tid, refusal: &Unmodelled) {
+        self.mark("spawn_unmodelled");
+        self.log(tid, format_args!("spawn refused: {refusal}"));
+        tracing::warn!(target: "loopwatch_sim", what = refusal.what(), "{refusal}");
     }
 
     fn alloc_pid(&mut self) -> Option<i32> {
@@ -106,11 +121,6 @@ impl Model {
             self.mark("spawn_eagain");
             return Err(Errno::EAGAIN);
         }
-        let name = request.program.to_string_lossy().into_owned();
-        let plan = match self.programs.get(&name) {
-            Some(plan) => plan.clone(),
-            None => program::builtin(request).ok_or(Errno::ENOENT)?,
-        };
         let mut parent_fds = Vec::new();
         let mut child_ends = [None, None, None];
         let mut parent_ends = [None, None, None];
@@ -128,6 +138,16 @@ impl Model {
         }
         let Some(pid) = self.alloc_pid() else {
             return Err(Errno::EAGAIN);
+        };
+        // As fork and exec: the child has its pid before the program is looked up (so
+        // `$$` has a value), and a program that cannot run frees it again.
+        let plan = match self.programs.resolve(request, Pid(pid)) {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                self.freed_pids.push(pid);
+                self.unmodelled(tid, &refusal);
+                return Err(Errno::ENOENT);
+            }
         };
         for (index, stream) in streams.iter().enumerate() {
             match stream {
@@ -176,7 +196,7 @@ impl Model {
                 stdin: child_ends[0],
                 stdout: child_ends[1],
                 stderr: child_ends[2],
-                written: 0,
+                written: [0, 0],
                 stamp: 0,
                 parent: tid,
                 stopped: false,
@@ -255,18 +275,18 @@ impl Model {
 
     /// Ends a running child at once with its plan's fate (used by faults).
     fn terminate_now(&mut self, pid: Pid) {
-        let status = match self.procs.get(&pid).map(|p| p.plan.clone()) {
-            Some(ChildPlan::Exit { code, .. }) => ExitStatus::from_exit_code(code),
-            Some(ChildPlan::Killed { signal, .. }) => {
-                self.kill_self(pid, signal);
-                return;
-            }
+        let fate = match self.procs.get(&pid).map(|p| &p.plan) {
+            Some(ChildPlan::Exit { code, .. }) => Ok(ExitStatus::from_exit_code(*code)),
+            Some(ChildPlan::Killed { signal, .. }) => Err(*signal),
             // These wait for their input (or a signal) and cannot end early.
             Some(ChildPlan::Forever | ChildPlan::Cat | ChildPlan::ReadLine { .. }) | None => return,
         };
         // A child that dies early still produces its output first.
         self.child_output(pid);
-        self.terminate(pid, status);
+        match fate {
+            Ok(status) => self.terminate(pid, status),
+            Err(signal) => self.kill_self(pid, signal),
+        }
     }
 
     pub(super) fn reap(&mut self, pid: Pid) -> Option<ExitStatus> {

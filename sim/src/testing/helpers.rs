@@ -15,8 +15,9 @@ use loopwatch::kernel::{
 
 use crate::SimKernel;
 
-/// `/bin/sh -c script`. The simulator runs the shell subset its programs model
-/// (`exit N`, `kill -SIG $$`, `sleep S`, `echo …`, `true`, `;` between them).
+/// `/bin/sh -c script`. The simulator runs the shell subset documented in
+/// [`program`](crate::program) (`exit N`, `kill -SIG $$`, `sleep S`, `echo …`,
+/// `read -r line`, `$NAME`, `$((…))`, `;` between them …).
 ///
 /// ```
 /// let request = loopwatch_sim::testing::sh("sleep 1; exit 3");
