@@ -571,12 +571,12 @@ fn check(options: Options, no_zoo: bool, junit: Option<&Path>) -> Result<Outcome
     let checks = policy_suite::check_names().len();
     ui.phase("policy checks (default policy)", checks);
     let policy_cells = policy_suite::check_policy(&policy_suite::DefaultPolicy, options.seeds);
-    if let Some(pythons) = &options.cpython {
-        result
-            .cells
-            .extend(policy_suite::compare_with_cpython(&policy_cells, pythons));
-    }
+    let theirs = match &options.cpython {
+        Some(pythons) => policy_suite::compare_with_cpython(&policy_cells, pythons),
+        None => Vec::new(),
+    };
     result.cells.extend(policy_cells);
+    result.cells.extend(theirs);
     ui.finish();
     print!("{}", result.terminal());
     for cell in &result.cells {
