@@ -198,6 +198,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// `Result` with loopwatch's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +243,3 @@ mod tests {
         }
     }
 }
-
-/// `Result` with loopwatch's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
