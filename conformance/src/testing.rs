@@ -14,7 +14,8 @@
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! # //! # use loopwatch::{PidfdChildWatcher, WatcherRef};
+//! # use loopwatch::kernel::Kernel;
+//! # use loopwatch::{PidfdChildWatcher, WatcherRef};
 //! use loopwatch_conformance::matrix::Options;
 //! use loopwatch_conformance::policy_suite::DefaultPolicy;
 //! use loopwatch_conformance::scenario::WatcherName;
