@@ -38,6 +38,63 @@ pub enum ErrorKind {
     Panic,
 }
 
+/// Linux's values of the errnos CPython maps to an `OSError` subclass and the seam
+/// does not name (the seam's [`Errno`] constants are Linux's values too).
+mod linux {
+    use crate::kernel::Errno;
+
+    pub(super) const ENOTDIR: Errno = Errno(20);
+    pub(super) const EISDIR: Errno = Errno(21);
+    pub(super) const ECONNABORTED: Errno = Errno(103);
+    pub(super) const ECONNRESET: Errno = Errno(104);
+    pub(super) const ESHUTDOWN: Errno = Errno(108);
+    pub(super) const ETIMEDOUT: Errno = Errno(110);
+    pub(super) const ECONNREFUSED: Errno = Errno(111);
+    pub(super) const EALREADY: Errno = Errno(114);
+    pub(super) const EINPROGRESS: Errno = Errno(115);
+}
+
+impl ErrorKind {
+    /// The name of the Python exception class, as `type(exc).__name__` gives it in
+    /// CPython: `"RuntimeError"`, `"ChildProcessError"`, and for [`ErrorKind::Os`] the
+    /// `OSError` subclass CPython picks for the errno (`EACCES` and `EPERM` are
+    /// `"PermissionError"`, `ENOENT` is `"FileNotFoundError"`, `EAGAIN` is
+    /// `"BlockingIOError"`, …; an errno without a subclass is `"OSError"`). A
+    /// [`ErrorKind::Panic`] is `"Exception"`: the Rust counterpart of whatever
+    /// exception a Python callback raised.
+    pub fn python_name(&self) -> &'static str {
+        match *self {
+            ErrorKind::RuntimeError => "RuntimeError",
+            ErrorKind::ValueError => "ValueError",
+            ErrorKind::TypeError => "TypeError",
+            ErrorKind::NotImplementedError => "NotImplementedError",
+            ErrorKind::AssertionError => "AssertionError",
+            ErrorKind::CancelledError => "CancelledError",
+            ErrorKind::ChildProcessError => "ChildProcessError",
+            ErrorKind::ProcessLookupError => "ProcessLookupError",
+            ErrorKind::Panic => "Exception",
+            // CPython's errno map (`Objects/exceptions.c`, PEP 3151).
+            ErrorKind::Os(errno) => match errno {
+                Errno::EAGAIN | linux::EALREADY | linux::EINPROGRESS => "BlockingIOError",
+                Errno::ECHILD => "ChildProcessError",
+                Errno::EPIPE | linux::ESHUTDOWN => "BrokenPipeError",
+                linux::ECONNABORTED => "ConnectionAbortedError",
+                linux::ECONNREFUSED => "ConnectionRefusedError",
+                linux::ECONNRESET => "ConnectionResetError",
+                Errno::EEXIST => "FileExistsError",
+                Errno::ENOENT => "FileNotFoundError",
+                linux::EISDIR => "IsADirectoryError",
+                linux::ENOTDIR => "NotADirectoryError",
+                Errno::EINTR => "InterruptedError",
+                Errno::EACCES | Errno::EPERM => "PermissionError",
+                Errno::ESRCH => "ProcessLookupError",
+                linux::ETIMEDOUT => "TimeoutError",
+                _ => "OSError",
+            },
+        }
+    }
+}
+
 /// An error of loopwatch's API: a kind and CPython's message.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Error {
@@ -150,3 +207,46 @@ impl std::error::Error for Error {}
 
 /// `Result` with loopwatch's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_names_follow_cpython() {
+        // Goal: each kind names the class CPython raises, and an errno names the
+        // `OSError` subclass CPython's errno map gives it (PEP 3151), whether the
+        // error came from `From<Errno>` or was built as `ErrorKind::Os` directly.
+        assert_eq!(ErrorKind::RuntimeError.python_name(), "RuntimeError");
+        assert_eq!(
+            ErrorKind::NotImplementedError.python_name(),
+            "NotImplementedError"
+        );
+        assert_eq!(ErrorKind::CancelledError.python_name(), "CancelledError");
+        assert_eq!(ErrorKind::Panic.python_name(), "Exception");
+        let by_errno = [
+            (Errno::ECHILD, "ChildProcessError"),
+            (Errno::ESRCH, "ProcessLookupError"),
+            (Errno::EPERM, "PermissionError"),
+            (Errno::EACCES, "PermissionError"),
+            (Errno::ENOENT, "FileNotFoundError"),
+            (Errno::EEXIST, "FileExistsError"),
+            (Errno::EINTR, "InterruptedError"),
+            (Errno::EAGAIN, "BlockingIOError"),
+            (Errno::EPIPE, "BrokenPipeError"),
+            (Errno(20), "NotADirectoryError"),
+            (Errno(21), "IsADirectoryError"),
+            (Errno(104), "ConnectionResetError"),
+            (Errno(110), "TimeoutError"),
+            (Errno(115), "BlockingIOError"),
+            (Errno::EBADF, "OSError"),
+            (Errno::EINVAL, "OSError"),
+            (Errno::EMFILE, "OSError"),
+            (Errno::ENOSYS, "OSError"),
+        ];
+        for (errno, name) in by_errno {
+            assert_eq!(Error::from(errno).kind().python_name(), name, "{errno:?}");
+            assert_eq!(ErrorKind::Os(errno).python_name(), name, "Os({errno:?})");
+        }
+    }
+}

@@ -3,6 +3,9 @@
 
 Usage: python3 runner.py SCENARIO.json WATCHER [--force]
 
+SCENARIO.json is a scenario file, or the scenario's JSON text itself (an argument
+that starts with `{`), as loopwatch passes it.
+
 WATCHER is one of safe, fast, multi_loop, threaded, pidfd. The script prints one
 JSON object on stdout:
 
@@ -184,8 +187,11 @@ def check_fate(fate, where):
 
 
 def load_scenario(path):
-    with open(path) as f:
-        sc = json.load(f)
+    if path.lstrip().startswith("{"):
+        sc = json.loads(path)
+    else:
+        with open(path) as f:
+            sc = json.load(f)
     if not isinstance(sc, dict):
         raise ScenarioError("scenario must be a JSON object")
     if sc.get("format") != FORMAT:

@@ -1,16 +1,19 @@
 //! Checking a policy of your own: the seed's `MyEventLoopPolicy` (the default
 //! behaviour, with `get_event_loop` overridden) against the policy clauses, on the
-//! real OS and the simulator.
+//! real OS and the simulator: one test per check and backend, on
+//! `loopwatch_sim::testing`'s main-thread harness, as a `harness = false` test binary
+//! of your own crate would run them.
 //!
-//! `cargo run -p loopwatch-conformance --example user_policy`
+//! `cargo run -p loopwatch-conformance --example user_policy` (add `-- --list` to list
+//! the tests).
 
 use std::sync::Arc;
 
 use loopwatch::kernel::Kernel;
 use loopwatch::policy::base;
 use loopwatch::{AbstractEventLoopPolicy, EventLoop, PolicyRef, PolicyState, Result};
-use loopwatch_conformance::matrix::Status;
-use loopwatch_conformance::policy_suite::{MakePolicy, check_policy};
+use loopwatch_conformance::policy_suite::MakePolicy;
+use loopwatch_conformance::testing::policy_tests;
 
 /// The seed's custom policy: super().get_event_loop(), then "do something".
 struct MyEventLoopPolicy<K: Kernel> {
@@ -44,24 +47,6 @@ impl MakePolicy for Maker {
     }
 }
 
-fn main() {
-    let cells = check_policy(&Maker, 4);
-    let mut failed = 0;
-    for cell in &cells {
-        let ok = matches!(cell.status, Status::Match);
-        failed += usize::from(!ok);
-        println!(
-            "{} ({}) [{}]: {}",
-            cell.scenario,
-            cell.clauses.join(", "),
-            cell.backend,
-            if ok {
-                "ok".to_string()
-            } else {
-                format!("{:?}", cell.status)
-            }
-        );
-    }
-    println!("{} checks, {failed} failed", cells.len());
-    std::process::exit(i32::from(failed > 0));
+fn main() -> std::process::ExitCode {
+    loopwatch_sim::testing::main(policy_tests(Maker, 4))
 }

@@ -1,8 +1,11 @@
 //! Checking a watcher of your own: `CountingWatcher` wraps Pidfd and counts the exits it
 //! reports. It follows Pidfd's contract, so the suite runs Pidfd's scenarios with it,
-//! on the real OS and the simulator, and compares its traces with Pidfd's.
+//! on the real OS and the simulator, and compares its traces with Pidfd's: one test
+//! per scenario and backend, on `loopwatch_sim::testing`'s main-thread harness, as a
+//! `harness = false` test binary of your own crate would run them.
 //!
-//! `cargo run -p loopwatch-conformance --example user_watcher`
+//! `cargo run -p loopwatch-conformance --example user_watcher` (add `-- --list` to list
+//! the tests, `-- two-children` to run those whose name contains it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,9 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use loopwatch::kernel::{Kernel, Pid};
 use loopwatch::watcher::ChildCallback;
 use loopwatch::{ChildWatcher, EventLoop, PidfdChildWatcher, Result, WatcherRef};
-use loopwatch_conformance::matrix::{Options, Status};
+use loopwatch_conformance::matrix::Options;
 use loopwatch_conformance::scenario::WatcherName;
-use loopwatch_conformance::zoo::{MakeWatcher, check_watcher};
+use loopwatch_conformance::testing::watcher_tests;
+use loopwatch_conformance::zoo::MakeWatcher;
 
 /// Pidfd, counting the exits it reports.
 #[derive(Debug)]
@@ -69,16 +73,6 @@ impl MakeWatcher for Maker {
     }
 }
 
-fn main() {
-    let matrix = check_watcher(&Maker, &Options::default()).expect("scenarios load");
-    for cell in &matrix.cells {
-        println!("{} [{}]: {:?}", cell.scenario, cell.backend, cell.status);
-    }
-    let failed = matrix
-        .cells
-        .iter()
-        .filter(|c| !matches!(c.status, Status::Match))
-        .count();
-    println!("{} checks, {failed} failed", matrix.cells.len());
-    std::process::exit(i32::from(failed > 0));
+fn main() -> std::process::ExitCode {
+    loopwatch_sim::testing::main(watcher_tests(Maker, &Options::default()))
 }

@@ -1,14 +1,23 @@
 //! Seeded exploration: every scenario of a watcher on the simulator, over many seeds,
-//! with faults a real kernel may show that must not change what the watcher reports
-//! (EINTR on blocking calls, spurious poll wake-ups). The invariant: each seed's trace
-//! equals the real OS's. Seeds are sharded by `seed % n == i`, so the shards of one
-//! sweep cover its seeds exactly once.
+//! with faults a real kernel may show. Seeds are sharded by `seed % n == i`, so the
+//! shards of one sweep cover its seeds exactly once.
+//!
+//! Two kinds of fault, two invariants:
+//!
+//! - faults that must not change what a watcher reports (EINTR on blocking calls,
+//!   spurious poll wake-ups, a signal taken by another thread, scheduling lag): each
+//!   seed's trace must equal the real OS's;
+//! - faults that may change it (`pidfd_open` failing, spawn failing with EAGAIN, a
+//!   low fd limit, a child that exits at once, foreign code that reaps a child): each
+//!   seed must run to its end, with errors reported as errors, never a panic,
+//!   deadlock or hang; how the trace differs from the OS's is recorded in the
+//!   verdict.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::runner::execute;
 use crate::scenario::{Scenario, WatcherName};
 
@@ -29,22 +38,27 @@ impl Shard {
     ///
     /// # Errors
     ///
-    /// A message when the form is wrong, `n` is 0, or `i` is not below `n`.
-    pub fn parse(text: &str) -> Result<Shard, String> {
+    /// [`Error::BadArgument`] when the form is wrong, `n` is 0, or `i` is not below
+    /// `n`.
+    pub fn parse(text: &str) -> Result<Shard, Error> {
+        let bad = |message: String| Error::BadArgument {
+            argument: "shard",
+            message,
+        };
         let (index, count) = text
             .split_once('/')
-            .ok_or_else(|| format!("shard {text:?} is not of the form i/n"))?;
+            .ok_or_else(|| bad(format!("{text:?} is not of the form i/n")))?;
         let index: u64 = index
             .parse()
-            .map_err(|_| format!("shard {text:?}: {index:?} is not a number"))?;
+            .map_err(|_| bad(format!("{text:?}: {index:?} is not a number")))?;
         let count: u64 = count
             .parse()
-            .map_err(|_| format!("shard {text:?}: {count:?} is not a number"))?;
+            .map_err(|_| bad(format!("{text:?}: {count:?} is not a number")))?;
         if count == 0 {
-            return Err(format!("shard {text:?}: n must be at least 1"));
+            return Err(bad(format!("{text:?}: n must be at least 1")));
         }
         if index >= count {
-            return Err(format!("shard {text:?}: i must be below n ({count})"));
+            return Err(bad(format!("{text:?}: i must be below n ({count})")));
         }
         Ok(Shard { index, count })
     }
@@ -55,21 +69,54 @@ impl Shard {
     }
 }
 
-/// Faults an exploration may switch on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+impl std::str::FromStr for Shard {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Shard, Error> {
+        Shard::parse(text)
+    }
+}
+
+/// Faults an exploration may switch on: every fault of the simulator's
+/// [`FaultPlan`](loopwatch_sim::FaultPlan).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Fault {
-    /// EINTR from blocking calls (probability 0.3).
+    /// EINTR from blocking calls (probability 0.3)
     Eintr,
-    /// Polls that wake with nothing to report (probability 0.3).
+    /// polls that wake with nothing to report (probability 0.3)
     Spurious,
-    /// A process-directed signal taken by another thread that does not block it
-    /// rather than the one Linux tries first (probability 0.3): legal, but rare on a
-    /// real machine, so traces may then differ from the OS's in a way that shows a
-    /// race rather than a simulator error.
+    /// a process-directed signal taken by another thread than the one Linux tries
+    /// first (probability 0.3): legal but rare on a real machine
     OtherThread,
-    /// Scheduling delays of up to [`LAG`], as on a loaded machine (the simulator's
-    /// `lag` fault): a scenario's trace must not depend on timing margins that small.
+    /// scheduling delays of up to 100 ms, as on a loaded machine
     Lag,
+    /// pidfd_open fails with ENOSYS, as before Linux 5.3 (may change traces)
+    PidfdEnosys,
+    /// pidfd_open fails with EPERM, as under a seccomp filter (may change traces)
+    PidfdEperm,
+    /// an fd limit (RLIMIT_NOFILE) of 16 (may change traces)
+    FdLimit,
+    /// spawn fails with EAGAIN (probability 0.3; may change traces)
+    SpawnEagain,
+    /// a child exits as soon as it is spawned, before it can be registered
+    /// (probability 0.3; may change traces)
+    ExitEarly,
+    /// foreign code reaps a zombie between SIGCHLD and the watcher's wait
+    /// (probability 0.3; may change traces)
+    ForeignReap,
 }
 
 /// The longest delay the [`Fault::Lag`] fault adds to a child's start or a woken
@@ -78,36 +125,75 @@ pub enum Fault {
 pub const LAG: std::time::Duration = std::time::Duration::from_millis(LAG_MS);
 const LAG_MS: u64 = 100;
 
+/// The fd limit of [`Fault::FdLimit`].
+pub const FD_LIMIT: usize = 16;
+
 impl Fault {
-    /// Parses a comma-separated list of `eintr`, `spurious`, `other-thread`, `lag`.
+    /// Every fault.
+    pub const ALL: [Fault; 10] = [
+        Fault::Eintr,
+        Fault::Spurious,
+        Fault::OtherThread,
+        Fault::Lag,
+        Fault::PidfdEnosys,
+        Fault::PidfdEperm,
+        Fault::FdLimit,
+        Fault::SpawnEagain,
+        Fault::ExitEarly,
+        Fault::ForeignReap,
+    ];
+
+    /// Its name on the command line (`eintr`, `other-thread` …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Eintr => "eintr",
+            Fault::Spurious => "spurious",
+            Fault::OtherThread => "other-thread",
+            Fault::Lag => "lag",
+            Fault::PidfdEnosys => "pidfd-enosys",
+            Fault::PidfdEperm => "pidfd-eperm",
+            Fault::FdLimit => "fd-limit",
+            Fault::SpawnEagain => "spawn-eagain",
+            Fault::ExitEarly => "exit-early",
+            Fault::ForeignReap => "foreign-reap",
+        }
+    }
+
+    /// Whether the fault may change what a correct watcher reports (then a seed is
+    /// judged on finishing, not on its trace).
+    pub fn changes_traces(self) -> bool {
+        !matches!(
+            self,
+            Fault::Eintr | Fault::Spurious | Fault::OtherThread | Fault::Lag
+        )
+    }
+
+    /// Parses a comma-separated list of fault names.
     ///
     /// # Errors
     ///
-    /// A message naming the unknown fault and the valid ones.
-    pub fn parse_list(text: &str) -> Result<Vec<Fault>, String> {
+    /// [`Error::Unknown`] naming the unknown fault and the valid ones.
+    pub fn parse_list(text: &str) -> Result<Vec<Fault>, Error> {
         text.split(',')
             .filter(|f| !f.is_empty())
-            .map(|f| match f {
-                "eintr" => Ok(Fault::Eintr),
-                "spurious" => Ok(Fault::Spurious),
-                "other-thread" => Ok(Fault::OtherThread),
-                "lag" => Ok(Fault::Lag),
-                other => Err(format!(
-                    "unknown fault {other:?}; valid: eintr, spurious, other-thread, lag"
-                )),
+            .map(|f| {
+                Fault::ALL
+                    .into_iter()
+                    .find(|fault| fault.name() == f)
+                    .ok_or_else(|| Error::Unknown {
+                        what: "fault",
+                        given: f.to_string(),
+                        valid: Fault::ALL.iter().map(|f| f.name().to_string()).collect(),
+                    })
             })
             .collect()
     }
 
-    fn names(faults: &[Fault]) -> String {
+    /// `eintr,spurious`: the names of `faults`, as `--faults` takes them.
+    pub fn names(faults: &[Fault]) -> String {
         faults
             .iter()
-            .map(|f| match f {
-                Fault::Eintr => "eintr",
-                Fault::Spurious => "spurious",
-                Fault::OtherThread => "other-thread",
-                Fault::Lag => "lag",
-            })
+            .map(|f| f.name())
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -122,6 +208,12 @@ pub fn simulation(seed: u64, faults: &[Fault]) -> loopwatch_sim::Simulation {
             Fault::Spurious => plan.spurious_wakeup = 0.3,
             Fault::OtherThread => plan.signal_other_thread = 0.3,
             Fault::Lag => plan.lag = LAG,
+            Fault::PidfdEnosys => plan.pidfd_enosys = true,
+            Fault::PidfdEperm => plan.pidfd_eperm = true,
+            Fault::FdLimit => plan.fd_limit = Some(FD_LIMIT),
+            Fault::SpawnEagain => plan.spawn_eagain = 0.3,
+            Fault::ExitEarly => plan.exit_before_registration = 0.3,
+            Fault::ForeignReap => plan.foreign_reap_on_sigchld = 0.3,
         }
     }
     loopwatch_sim::Simulation::new(seed).faults(plan)
@@ -141,8 +233,37 @@ pub struct Verdict {
     /// What went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Under a fault that may change traces: how this seed's outcome differs from
+    /// the real OS's trace (not a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<String>,
     /// The command that replays this seed.
     pub replay: String,
+}
+
+/// The outcome of one scenario run on the simulator: the trace, or why there is
+/// none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeedOutcome {
+    /// The run completed with this trace.
+    Trace(Vec<String>),
+    /// The run completed, but loopwatch's set-up failed with this error (under a
+    /// fault such as a low fd limit, a correct answer).
+    SetUpFailed(String),
+    /// The simulation did not complete: a panic, a deadlock, the step limit, or a
+    /// fatal signal (always a failure).
+    Incomplete(String),
+}
+
+impl SeedOutcome {
+    /// The trace, or a description of why there is none.
+    pub fn trace(&self) -> Result<&Vec<String>, String> {
+        match self {
+            SeedOutcome::Trace(trace) => Ok(trace),
+            SeedOutcome::SetUpFailed(error) => Err(format!("set-up failed: {error}")),
+            SeedOutcome::Incomplete(why) => Err(format!("simulation ended: {why}")),
+        }
+    }
 }
 
 /// Runs `scenario` with `watcher` on the simulator: the scenario trace (or why there
@@ -153,56 +274,94 @@ pub fn run_seed(
     seed: u64,
     faults: &[Fault],
 ) -> (Result<Vec<String>, String>, loopwatch_sim::Report) {
+    let (outcome, report) = run_seed_outcome(scenario, watcher, seed, faults);
+    (outcome.trace().cloned(), report)
+}
+
+/// As [`run_seed`], telling a failed set-up apart from a run that did not complete.
+pub fn run_seed_outcome(
+    scenario: &Scenario,
+    watcher: WatcherName,
+    seed: u64,
+    faults: &[Fault],
+) -> (SeedOutcome, loopwatch_sim::Report) {
     let scenario = scenario.clone();
     let (result, report) =
         simulation(seed, faults).run_returning(move |kernel| execute(&kernel, &scenario, watcher));
-    let trace = match result {
-        None => Err(format!("simulation ended: {:?}", report.outcome)),
-        Some(result) => result.map_err(|e| e.to_string()),
+    let outcome = match result {
+        None => SeedOutcome::Incomplete(format!("{:?}", report.outcome)),
+        Some(Ok(trace)) => SeedOutcome::Trace(trace),
+        Some(Err(error)) => SeedOutcome::SetUpFailed(error.to_string()),
     };
-    (trace, report)
+    (outcome, report)
 }
 
 /// Each scenario's trace on the real OS, by scenario name: what exploration compares
 /// the simulator's traces with.
 pub type References = BTreeMap<String, Vec<String>>;
 
-/// The real OS's trace of every scenario of `watcher` under `dir`. Must run on the
-/// process's main thread.
+/// The real OS's trace of every scenario of `watcher` among `scenarios`. Must run on
+/// the process's main thread.
 ///
 /// # Errors
 ///
-/// The scenarios cannot be loaded, or a run failed.
-pub fn os_references(dir: &Path, watcher: WatcherName) -> Result<References, String> {
-    let scenarios = crate::scenario::load_dir(dir)?;
+/// [`Error::Backend`] for the first run that failed.
+pub fn os_references(scenarios: &[Scenario], watcher: WatcherName) -> Result<References, Error> {
     scenarios
         .iter()
         .filter(|s| s.watchers.contains(&watcher))
         .map(|scenario| {
             execute(&loopwatch::OsKernel, scenario, watcher)
                 .map(|trace| (scenario.name.clone(), trace))
-                .map_err(|e| format!("{} on the OS: {e}", scenario.name))
+                .map_err(|e| Error::Backend {
+                    backend: "os".into(),
+                    scenario: format!("{} / {watcher}", scenario.name),
+                    message: e.to_string(),
+                })
         })
         .collect()
 }
 
-/// Explores every scenario of `watcher` under `dir` over this shard's seeds, calling
-/// `emit` with each verdict. Runs each scenario once on the real OS first, for the
-/// reference, so it must run on the process's main thread.
+/// What a sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Runs (scenario × seed).
+    pub runs: u64,
+    /// Runs whose invariant did not hold.
+    pub failures: u64,
+    /// Seeds of this shard.
+    pub seeds: u64,
+    /// Scenarios explored.
+    pub scenarios: u64,
+}
+
+/// A sweep: what to explore and how.
+#[derive(Clone, Debug)]
+pub struct Sweep<'a> {
+    /// The scenarios (those that list the watcher are explored).
+    pub scenarios: &'a [Scenario],
+    /// The watcher.
+    pub watcher: WatcherName,
+    /// Seeds of the whole sweep (`0..seeds`).
+    pub seeds: u64,
+    /// This run's part of it.
+    pub shard: Shard,
+    /// Faults switched on.
+    pub faults: &'a [Fault],
+    /// Simulations at once.
+    pub jobs: usize,
+}
+
+/// Explores every scenario of the sweep over its shard's seeds, calling `emit` with
+/// each verdict (in scenario and seed order). Runs each scenario once on the real OS
+/// first, for the reference, so it must run on the process's main thread.
 ///
 /// # Errors
 ///
-/// The scenarios cannot be loaded, or the reference run failed.
-pub fn explore(
-    dir: &Path,
-    watcher: WatcherName,
-    seeds: u64,
-    shard: Shard,
-    faults: &[Fault],
-    emit: impl FnMut(&Verdict),
-) -> Result<(), String> {
-    let references = os_references(dir, watcher)?;
-    explore_against(dir, watcher, &references, seeds, shard, faults, emit)
+/// A reference run failed.
+pub fn explore(sweep: &Sweep<'_>, emit: impl FnMut(&Verdict)) -> Result<Summary, Error> {
+    let references = os_references(sweep.scenarios, sweep.watcher)?;
+    explore_against(sweep, &references, emit)
 }
 
 /// As [`explore`], against reference traces computed beforehand ([`os_references`],
@@ -212,46 +371,93 @@ pub fn explore(
 ///
 /// # Errors
 ///
-/// The scenarios cannot be loaded, or one of them has no reference.
+/// [`Error::BadArgument`] when one of the scenarios has no reference.
 pub fn explore_against(
-    dir: &Path,
-    watcher: WatcherName,
+    sweep: &Sweep<'_>,
     references: &References,
-    seeds: u64,
-    shard: Shard,
-    faults: &[Fault],
     mut emit: impl FnMut(&Verdict),
-) -> Result<(), String> {
-    let scenarios = crate::scenario::load_dir(dir)?;
-    for scenario in scenarios.iter().filter(|s| s.watchers.contains(&watcher)) {
-        let reference = references
-            .get(&scenario.name)
-            .ok_or_else(|| format!("no reference trace of {} with {watcher}", scenario.name))?;
-        let path: PathBuf = dir.join(format!("{}.json", scenario.name));
-        for seed in shard.seeds(seeds) {
-            let problem = match run_seed(scenario, watcher, seed, faults).0 {
-                Ok(trace) if trace == *reference => None,
-                Ok(trace) => Some(format!("expected {reference:?}, got {trace:?}")),
-                Err(error) => Some(error),
-            };
-            let mut replay = format!(
-                "cargo loopwatch replay {} --watcher {watcher} --seed {seed}",
-                path.display()
-            );
-            if !faults.is_empty() {
-                replay.push_str(&format!(" --faults {}", Fault::names(faults)));
-            }
-            emit(&Verdict {
-                seed,
-                scenario: scenario.name.clone(),
-                watcher: watcher.to_string(),
-                ok: problem.is_none(),
-                problem,
-                replay,
+) -> Result<Summary, Error> {
+    let watcher = sweep.watcher;
+    let chosen: Vec<&Scenario> = sweep
+        .scenarios
+        .iter()
+        .filter(|s| s.watchers.contains(&watcher))
+        .collect();
+    for scenario in &chosen {
+        if !references.contains_key(&scenario.name) {
+            return Err(Error::BadArgument {
+                argument: "references",
+                message: format!("no reference trace of {} with {watcher}", scenario.name),
             });
         }
     }
-    Ok(())
+    let seeds: Vec<u64> = sweep.shard.seeds(sweep.seeds).collect();
+    let lenient = sweep.faults.iter().any(|f| f.changes_traces());
+    let mut summary = Summary {
+        seeds: seeds.len() as u64,
+        scenarios: chosen.len() as u64,
+        ..Summary::default()
+    };
+    for scenario in chosen {
+        let reference = &references[&scenario.name];
+        let verdicts = crate::parallel::map(
+            crate::parallel::Work::Simulations,
+            &seeds,
+            sweep.jobs,
+            |&seed| {
+                let outcome = run_seed_outcome(scenario, watcher, seed, sweep.faults).0;
+                verdict(
+                    scenario,
+                    watcher,
+                    seed,
+                    sweep.faults,
+                    reference,
+                    outcome,
+                    lenient,
+                )
+            },
+        );
+        for verdict in &verdicts {
+            summary.runs += 1;
+            summary.failures += u64::from(!verdict.ok);
+            emit(verdict);
+        }
+    }
+    Ok(summary)
+}
+
+fn verdict(
+    scenario: &Scenario,
+    watcher: WatcherName,
+    seed: u64,
+    faults: &[Fault],
+    reference: &[String],
+    outcome: SeedOutcome,
+    lenient: bool,
+) -> Verdict {
+    let (problem, changed) = match outcome {
+        SeedOutcome::Trace(trace) if trace == reference => (None, None),
+        SeedOutcome::Trace(trace) if lenient => (None, Some(format!("trace {trace:?}"))),
+        SeedOutcome::Trace(trace) => (Some(format!("expected {reference:?}, got {trace:?}")), None),
+        SeedOutcome::SetUpFailed(error) if lenient => {
+            (None, Some(format!("set-up failed: {error}")))
+        }
+        SeedOutcome::SetUpFailed(error) => (Some(format!("set-up failed: {error}")), None),
+        SeedOutcome::Incomplete(why) => (Some(format!("simulation ended: {why}")), None),
+    };
+    let mut replay = scenario.replay_command(watcher, seed);
+    if !faults.is_empty() {
+        replay.push_str(&format!(" --faults {}", Fault::names(faults)));
+    }
+    Verdict {
+        seed,
+        scenario: scenario.name.clone(),
+        watcher: watcher.to_string(),
+        ok: problem.is_none(),
+        problem,
+        changed,
+        replay,
+    }
 }
 
 #[cfg(test)]
@@ -276,11 +482,26 @@ mod tests {
         for bad in ["", "1", "a/2", "1/b", "2/2", "0/0"] {
             assert!(Shard::parse(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(Shard::parse("3/4"), Ok(Shard { index: 3, count: 4 }));
-        assert!(
-            Fault::parse_list("eintr,bogus")
-                .unwrap_err()
-                .contains("bogus")
+        assert_eq!(Shard::parse("3/4").unwrap(), Shard { index: 3, count: 4 });
+        let error = Fault::parse_list("eintr,bogus").unwrap_err();
+        assert!(error.to_string().contains("bogus"), "{error}");
+        assert!(error.is_bad_input());
+        assert_eq!(
+            Fault::parse_list("other-thread,fd-limit").unwrap(),
+            [Fault::OtherThread, Fault::FdLimit]
         );
+    }
+
+    #[test]
+    fn every_fault_has_its_command_line_name() {
+        // Goal: the names `--faults` takes are those clap offers, and every fault
+        // of the list parses back to itself.
+        use clap::ValueEnum as _;
+        for fault in Fault::ALL {
+            let value = fault.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), fault.name());
+            assert_eq!(Fault::parse_list(fault.name()).unwrap(), [fault]);
+        }
+        assert_eq!(Fault::value_variants().len(), Fault::ALL.len());
     }
 }

@@ -4,56 +4,64 @@
 //! # Map
 //!
 //! - [`scenario`]: the `loopwatch-scenario/1` format (`SCENARIOS.md`,
-//!   `scenario.schema.json`).
+//!   `scenario.schema.json`), and the scenarios built into the crate.
 //! - [`runner`]: runs a scenario on any loopwatch kernel and records the normalised
 //!   trace.
-//! - [`Backend`], [`run`]: the three backends; CPython through `cpython/runner.py`
-//!   under the interpreters found in `$(pyenv root)/versions`.
+//! - [`Backend`], [`run`]: the three backends; CPython through the built-in copy of
+//!   `cpython/runner.py`, under the interpreters of [`cpython::Pythons`].
 //! - [`matrix`]: every scenario × watcher × backend, compared with loopwatch on the
 //!   real OS as the reference, known divergences read from `divergences.json`.
 //! - [`zoo`]: watchers broken on purpose, and [`zoo::check_watcher`] for your own.
 //! - [`policy_suite`]: the policy clauses (P-, C-, D-) checked against any policy,
 //!   [`policy_suite::check_policy`], on both kernels.
-//! - [`explore`]: seeded exploration on the simulator with faults that must not change
-//!   what a watcher reports, sharded for CI matrices and job arrays.
+//! - [`testing`]: the watcher and policy checks as ready-made tests for a
+//!   `harness = false` test binary, one test per cell.
+//! - [`explore`]: seeded exploration on the simulator with faults, sharded for CI
+//!   matrices and job arrays.
+//! - [`Error`]: bad input or a harness failure; a divergence is a result, not an
+//!   error.
 //!
 //! # Running the tests
 //!
 //! `cargo test -p loopwatch-conformance` runs every scenario on both loopwatch
-//! backends and, where interpreters exist, against CPython.
+//! backends; `cargo loopwatch check` adds CPython.
 //!
 //! # Limitations
 //!
 //! Watchers are covered through scenarios, policies through [`policy_suite`]'s
-//! checks (not yet through scenario files, so CPython is not their oracle). A user's
-//! own watcher is checked against the scenarios of the built-in watcher whose
-//! contract it follows ([`zoo::check_watcher`]), a user's policy with
-//! [`policy_suite::check_policy`]. The check's progress is a one-line counter, not a
-//! bar.
+//! checks (not yet through scenario files, so CPython is not their oracle beyond the
+//! default policy). A user's own watcher is checked against the scenarios of the
+//! built-in watcher whose contract it follows ([`zoo::check_watcher`],
+//! [`testing::watcher_tests`]), a user's policy with [`policy_suite::check_policy`]
+//! or [`testing::policy_tests`].
 
+pub mod cpython;
+mod error;
 pub mod explore;
 pub mod matrix;
+mod parallel;
 pub mod policy_suite;
+pub mod progress;
 pub mod runner;
 pub mod scenario;
+pub mod testing;
 pub mod zoo;
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cpython::{CPython, Pythons};
+pub use crate::error::Error;
 use crate::scenario::{Scenario, WatcherName};
 
 /// Where a scenario runs.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Backend {
     /// loopwatch on the real OS.
     Os,
     /// loopwatch on the simulator, from a seed.
     Sim(u64),
-    /// CPython 3.`minor`, through its interpreter.
-    CPython(u32),
+    /// A CPython interpreter.
+    CPython(CPython),
 }
 
 impl Backend {
@@ -62,26 +70,33 @@ impl Backend {
         match self {
             Backend::Os => "os".into(),
             Backend::Sim(_) => "sim".into(),
-            Backend::CPython(minor) => format!("cpython3.{minor}"),
+            Backend::CPython(python) => python.label(),
         }
     }
 
-    /// Parses `os`, `sim` (with `seed`) or `cpython3.X`.
+    /// Parses `os`, `sim` (with `seed`) or `cpython3.X` (one of `pythons`).
     ///
     /// # Errors
     ///
-    /// A message naming the valid forms.
-    pub fn parse(text: &str, seed: u64) -> Result<Backend, String> {
+    /// [`Error::Unknown`] naming the valid forms, or [`Error::NoCPython`] when
+    /// `cpython3.X` is not among `pythons`.
+    pub fn parse(text: &str, seed: u64, pythons: &Pythons) -> Result<Backend, Error> {
         match text {
             "os" => Ok(Backend::Os),
             "sim" => Ok(Backend::Sim(seed)),
-            _ => text
+            _ => match text
                 .strip_prefix("cpython3.")
-                .and_then(|m| m.parse().ok())
-                .map(Backend::CPython)
-                .ok_or_else(|| {
-                    format!("unknown backend {text:?}; valid: os, sim, cpython3.7 … cpython3.13")
+                .and_then(|m| m.parse::<u32>().ok())
+            {
+                Some(minor) => pythons.require(minor).cloned().map(Backend::CPython),
+                None => Err(Error::Unknown {
+                    what: "backend",
+                    given: text.to_string(),
+                    valid: ["os", "sim", "cpython3.7", "…", "cpython3.13"]
+                        .map(String::from)
+                        .to_vec(),
                 }),
+            },
         }
     }
 }
@@ -103,44 +118,19 @@ pub struct RunOutput {
     pub skipped: Option<String>,
 }
 
-/// This crate's directory (scenarios, the CPython runner, the ratchet file).
-pub fn crate_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The CPython 3.`minor` interpreter, if one is installed under pyenv.
-pub fn cpython(minor: u32) -> Option<PathBuf> {
-    let root = std::env::var_os("PYENV_ROOT")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")))?;
-    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.strip_prefix(&format!("3.{minor}."))
-                .is_some_and(|patch| patch.chars().all(|c| c.is_ascii_digit()))
-        })
-        .map(|e| e.path().join("bin").join("python3"))
-        .filter(|p| p.exists())
-        .collect();
-    found.sort();
-    found.pop()
-}
-
 /// Runs `scenario` with `watcher` on `backend`. The OS backend must be called from the
 /// process's main thread.
 ///
 /// # Errors
 ///
-/// A message saying what failed (set-up, the simulation's outcome, the interpreter).
+/// [`Error::Backend`]: loopwatch's set-up failed, the simulation did not complete
+/// (with the command that replays it), or the interpreter could not be started or
+/// printed no trace.
 pub fn run(
     scenario: &Scenario,
-    scenario_path: &Path,
     watcher: WatcherName,
     backend: &Backend,
-) -> Result<RunOutput, String> {
+) -> Result<RunOutput, Error> {
     let output = |trace: Vec<String>| RunOutput {
         scenario: scenario.name.clone(),
         watcher: watcher.to_string(),
@@ -148,10 +138,15 @@ pub fn run(
         trace,
         skipped: None,
     };
+    let failed = |message: String| Error::Backend {
+        backend: backend.label(),
+        scenario: format!("{} / {watcher}", scenario.name),
+        message,
+    };
     match backend {
         Backend::Os => runner::execute(&loopwatch::OsKernel, scenario, watcher)
             .map(output)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| failed(e.to_string())),
         Backend::Sim(seed) => {
             let scenario_copy = scenario.clone();
             let (result, report) = loopwatch_sim::Simulation::new(*seed)
@@ -159,40 +154,34 @@ pub fn run(
             let Some(result) = result else {
                 let lines = report.trace.lines();
                 let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-                return Err(format!(
-                    "simulation {:?} with seed {seed}; replay: cargo loopwatch replay {} --watcher {watcher} --seed {seed}\n{tail}",
+                return Err(failed(format!(
+                    "simulation {:?} with seed {seed}; replay: {}\n{tail}",
                     report.outcome,
-                    scenario_path.display()
-                ));
+                    scenario.replay_command(watcher, *seed)
+                )));
             };
-            result.map(output).map_err(|e| e.to_string())
+            result.map(output).map_err(|e| failed(e.to_string()))
         }
-        Backend::CPython(minor) => {
-            let Some(python) = cpython(*minor) else {
-                return Ok(RunOutput {
-                    skipped: Some(format!("no CPython 3.{minor} under pyenv")),
-                    ..output(Vec::new())
-                });
-            };
-            let out = Command::new(&python)
-                .arg(crate_dir().join("cpython").join("runner.py"))
-                .arg(scenario_path)
-                .arg(watcher.as_str())
+        Backend::CPython(python) => {
+            let text = serde_json::to_string(scenario)
+                .map_err(|e| failed(format!("the scenario as JSON: {e}")))?;
+            let out = python
+                .script(cpython::RUNNER_PY, &[&text, watcher.as_str()])
                 .output()
-                .map_err(|e| format!("{}: {e}", python.display()))?;
+                .map_err(|e| failed(format!("{}: {e}", python.path.display())))?;
             if !out.status.success() {
-                return Err(format!(
+                return Err(failed(format!(
                     "{} exited with {}: {}",
-                    python.display(),
+                    python.path.display(),
                     out.status,
                     String::from_utf8_lossy(&out.stderr)
-                ));
+                )));
             }
             let mut parsed: RunOutput = serde_json::from_slice(&out.stdout).map_err(|e| {
-                format!(
-                    "CPython 3.{minor}'s output is not a trace: {e}: {}",
+                failed(format!(
+                    "the output is not a trace: {e}: {}",
                     String::from_utf8_lossy(&out.stdout)
-                )
+                ))
             })?;
             parsed.backend = backend.label();
             Ok(parsed)

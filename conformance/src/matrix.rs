@@ -1,17 +1,22 @@
 //! The conformance matrix: every scenario × watcher × backend, compared with loopwatch
 //! on the real OS, with known divergences read from the ratchet file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpython::{MINORS, Pythons};
+use crate::progress::Progress;
 use crate::scenario::{Scenario, WatcherName};
-use crate::{Backend, run};
+use crate::{Backend, Error, run};
 
 /// CPython minor versions compared (3.7 … 3.13).
-pub const CPYTHON_MINORS: std::ops::RangeInclusive<u32> = 7..=13;
+pub const CPYTHON_MINORS: std::ops::RangeInclusive<u32> = MINORS;
+
+/// The ratchet file built into the crate (`divergences.json`).
+pub const DIVERGENCES_JSON: &str = include_str!("../divergences.json");
 
 /// A known, explained divergence from CPython (an entry of `divergences.json`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +35,9 @@ pub struct KnownDivergence {
 }
 
 impl KnownDivergence {
-    fn covers(&self, scenario: &str, watcher: &str, backend: &str) -> bool {
+    /// Whether the entry explains a difference of `scenario` with `watcher` on
+    /// `backend`.
+    pub fn covers(&self, scenario: &str, watcher: &str, backend: &str) -> bool {
         self.scenario == scenario
             && self.watcher == watcher
             && (self.backend == backend
@@ -38,21 +45,32 @@ impl KnownDivergence {
     }
 }
 
-/// Reads the ratchet file.
+/// Parses a ratchet file's text.
 ///
 /// # Errors
 ///
-/// The file cannot be read or parsed.
-pub fn load_divergences(path: &Path) -> Result<Vec<KnownDivergence>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{}: line {}, column {}: {e}",
-            path.display(),
-            e.line(),
-            e.column()
-        )
-    })
+/// [`Error::Invalid`] with line and column.
+pub fn parse_divergences(text: &str) -> Result<Vec<KnownDivergence>, Error> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::invalid(format!("line {}, column {}: {e}", e.line(), e.column())))
+}
+
+/// Reads the ratchet file at `path`, or the built-in one when `path` is `None`.
+///
+/// # Errors
+///
+/// The file cannot be read ([`Error::Unreadable`]) or parsed ([`Error::Invalid`]).
+pub fn load_divergences(path: Option<&Path>) -> Result<Vec<KnownDivergence>, Error> {
+    match path {
+        None => parse_divergences(DIVERGENCES_JSON).map_err(|e| e.at("built-in divergences.json")),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            parse_divergences(&text).map_err(|e| e.at(path.display().to_string()))
+        }
+    }
 }
 
 /// One comparison's result.
@@ -73,8 +91,14 @@ pub enum Status {
         /// This backend's trace.
         got: Vec<String>,
     },
-    /// Not run here.
+    /// Not run: the backend has no such watcher (shown as `-`).
     Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Not run: the backend itself is not available here, e.g. no interpreter of
+    /// that CPython version was found (shown as `n/a`).
+    Unavailable {
         /// Why.
         reason: String,
     },
@@ -83,6 +107,37 @@ pub enum Status {
         /// How.
         error: String,
     },
+}
+
+impl Status {
+    /// Whether the cell counts as matched: a match, a known divergence, or a cell
+    /// that did not run.
+    pub fn is_ok(&self) -> bool {
+        matches!(
+            self,
+            Status::Match
+                | Status::Known { .. }
+                | Status::Skipped { .. }
+                | Status::Unavailable { .. }
+        )
+    }
+
+    /// Whether the cell ran and was compared.
+    pub fn ran(&self) -> bool {
+        !matches!(self, Status::Skipped { .. } | Status::Unavailable { .. })
+    }
+
+    /// The terminal view's mark: `ok`, `known`, `DIFF`, `-`, `n/a`, `FAIL`.
+    pub fn mark(&self) -> &'static str {
+        match self {
+            Status::Match => "ok",
+            Status::Known { .. } => "known",
+            Status::Diverges { .. } => "DIFF",
+            Status::Skipped { .. } => "-",
+            Status::Unavailable { .. } => "n/a",
+            Status::Failed { .. } => "FAIL",
+        }
+    }
 }
 
 /// One cell of the matrix.
@@ -101,6 +156,51 @@ pub struct Cell {
     pub status: Status,
 }
 
+impl Cell {
+    /// A readable account of a cell that is not ok: what was run, the clauses at
+    /// stake, and the expected and actual trace lines (or the error). `None` for a
+    /// cell that is ok.
+    pub fn failure(&self) -> Option<String> {
+        let head = format!(
+            "{} / {} on {} (clauses {})",
+            self.scenario,
+            self.watcher,
+            self.backend,
+            self.clauses.join(", ")
+        );
+        match &self.status {
+            Status::Diverges { expected, got } => Some(format!(
+                "{head}: the trace differs\n{}",
+                trace_diff(expected, got)
+            )),
+            Status::Failed { error } => Some(format!("{head}: {error}")),
+            _ => None,
+        }
+    }
+}
+
+/// `expected` and `got`, one line each, marking the first line that differs.
+pub fn trace_diff(expected: &[String], got: &[String]) -> String {
+    let first = expected
+        .iter()
+        .zip(got)
+        .position(|(e, g)| e != g)
+        .unwrap_or(expected.len().min(got.len()));
+    let mut out = String::new();
+    for (label, lines) in [("expected", expected), ("got", got)] {
+        let _ = writeln!(out, "  {label}:");
+        if lines.is_empty() {
+            let _ = writeln!(out, "      (no lines)");
+        }
+        for (index, line) in lines.iter().enumerate() {
+            let marker = if index == first { ">" } else { " " };
+            let _ = writeln!(out, "    {marker} {line}");
+        }
+    }
+    out.pop();
+    out
+}
+
 /// The whole matrix.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Matrix {
@@ -117,24 +217,32 @@ pub struct Matrix {
 /// What to compare.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The scenario files' directory.
-    pub scenarios: PathBuf,
-    /// The ratchet file.
-    pub divergences: PathBuf,
+    /// The scenario files' directory; `None` for the scenarios built into the crate.
+    pub scenarios: Option<PathBuf>,
+    /// The ratchet file; `None` for the one built into the crate.
+    pub divergences: Option<PathBuf>,
     /// Simulator seeds per scenario and watcher.
     pub seeds: u64,
-    /// Whether to run CPython.
-    pub cpython: bool,
+    /// The CPythons to compare with; `None` leaves CPython out (no CPython cells).
+    /// With `Some`, a version not found gives `n/a` cells.
+    pub cpython: Option<Pythons>,
+    /// How many simulator runs go at once, beside the real-OS runs (which stay on
+    /// the main thread, one at a time). Default: the machine's CPUs.
+    pub jobs: usize,
+    /// How many CPython interpreters run at once. Default 6: they mostly wait on
+    /// children and timers, so more than the CPUs pay.
+    pub cpython_jobs: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        let dir = crate::crate_dir();
         Options {
-            scenarios: dir.join("scenarios"),
-            divergences: dir.join("divergences.json"),
+            scenarios: None,
+            divergences: None,
             seeds: 4,
-            cpython: true,
+            cpython: None,
+            jobs: crate::parallel::cpus(),
+            cpython_jobs: 6,
         }
     }
 }
@@ -150,42 +258,39 @@ impl Matrix {
             .collect()
     }
 
-    /// Whether every cell matches, is known, or was skipped.
+    /// Whether every cell matches, is known, or did not run.
     pub fn ok(&self) -> bool {
-        self.cells.iter().all(|c| {
-            matches!(
-                c.status,
-                Status::Match | Status::Known { .. } | Status::Skipped { .. }
-            )
-        })
+        self.cells.iter().all(|c| c.status.is_ok())
     }
 
     /// How many comparisons were made (cells that ran).
     pub fn compared(&self) -> usize {
-        self.cells
-            .iter()
-            .filter(|c| !matches!(c.status, Status::Skipped { .. }))
-            .count()
+        self.cells.iter().filter(|c| c.status.ran()).count()
     }
 
     fn count(&self, pick: fn(&Status) -> bool) -> usize {
         self.cells.iter().filter(|c| pick(&c.status)).count()
     }
 
-    /// The report as Markdown.
-    pub fn markdown(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# loopwatch conformance\n");
-        let _ = writeln!(
-            out,
-            "{} comparisons (scenario × watcher × backend): {} match, {} known divergences, {} new divergences, {} failed, {} skipped.\n",
+    /// `N comparisons: a match, b known divergences, …`: the counts in one line.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} comparisons (scenario × watcher × backend): {} match, {} known divergences, {} new divergences, {} failed; not run: {} skipped (-), {} n/a",
             self.compared(),
             self.count(|s| matches!(s, Status::Match)),
             self.count(|s| matches!(s, Status::Known { .. })),
             self.count(|s| matches!(s, Status::Diverges { .. })),
             self.count(|s| matches!(s, Status::Failed { .. })),
             self.count(|s| matches!(s, Status::Skipped { .. })),
-        );
+            self.count(|s| matches!(s, Status::Unavailable { .. })),
+        )
+    }
+
+    /// The report as Markdown.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# loopwatch conformance\n");
+        let _ = writeln!(out, "{}.\n", self.summary());
         let _ = writeln!(
             out,
             "| scenario | watcher | backend | result |\n|---|---|---|---|"
@@ -198,6 +303,7 @@ impl Matrix {
                     format!("**DIVERGES**: expected `{expected:?}`, got `{got:?}`")
                 }
                 Status::Skipped { reason } => format!("skipped: {reason}"),
+                Status::Unavailable { reason } => format!("n/a: {reason}"),
                 Status::Failed { error } => {
                     format!("**FAILED**: {}", error.lines().next().unwrap_or(""))
                 }
@@ -221,7 +327,9 @@ impl Matrix {
         out
     }
 
-    /// A compact terminal view: one line per scenario × watcher, one mark per backend.
+    /// A compact terminal view: one line per scenario × watcher, one mark per backend
+    /// (`ok`, `known`, `DIFF`, `FAIL`; `-` for a watcher that CPython version does not
+    /// have, `n/a` for a CPython version that is not installed).
     pub fn terminal(&self) -> String {
         let mut out = String::new();
         let mut rows: Vec<(String, String)> = Vec::new();
@@ -236,162 +344,408 @@ impl Matrix {
                 .cells
                 .iter()
                 .filter(|c| c.scenario == scenario && c.watcher == watcher)
-                .map(|c| {
-                    let mark = match c.status {
-                        Status::Match => "ok",
-                        Status::Known { .. } => "known",
-                        Status::Diverges { .. } => "DIFF",
-                        Status::Skipped { .. } => "-",
-                        Status::Failed { .. } => "FAIL",
-                    };
-                    format!("{}:{mark}", c.backend)
-                })
+                .map(|c| format!("{}:{}", c.backend, c.status.mark()))
                 .collect();
             let _ = writeln!(out, "{scenario:<40} {watcher:<10} {}", marks.join(" "));
         }
         out
     }
+
+    /// The matrix as a JUnit XML report: one test suite per backend, one test case
+    /// per scenario × watcher; a new divergence is a `<failure>`, a failed run an
+    /// `<error>`, a cell that did not run `<skipped>`.
+    pub fn junit(&self) -> String {
+        let mut backends: Vec<&str> = Vec::new();
+        for cell in &self.cells {
+            if !backends.contains(&cell.backend.as_str()) {
+                backends.push(&cell.backend);
+            }
+        }
+        let counts = |cells: &[&Cell]| {
+            let count =
+                |pick: fn(&Status) -> bool| cells.iter().filter(|c| pick(&c.status)).count();
+            format!(
+                "tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\"",
+                cells.len(),
+                count(|s| matches!(s, Status::Diverges { .. })),
+                count(|s| matches!(s, Status::Failed { .. })),
+                count(|s| !s.ran()),
+            )
+        };
+        let all: Vec<&Cell> = self.cells.iter().collect();
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let _ = writeln!(
+            out,
+            "<testsuites name=\"loopwatch conformance\" {}>",
+            counts(&all)
+        );
+        for backend in backends {
+            let cells: Vec<&Cell> = self.cells.iter().filter(|c| c.backend == backend).collect();
+            let _ = writeln!(
+                out,
+                "  <testsuite name=\"{}\" {}>",
+                xml_escape(backend),
+                counts(&cells)
+            );
+            for cell in cells {
+                let _ = write!(
+                    out,
+                    "    <testcase classname=\"loopwatch.{}\" name=\"{} / {} ({})\"",
+                    xml_escape(backend),
+                    xml_escape(&cell.scenario),
+                    xml_escape(&cell.watcher),
+                    xml_escape(&cell.clauses.join(", "))
+                );
+                match &cell.status {
+                    Status::Match => out.push_str("/>\n"),
+                    Status::Known { reason } => {
+                        let _ = writeln!(
+                            out,
+                            ">\n      <system-out>known divergence: {}</system-out>\n    </testcase>",
+                            xml_escape(reason)
+                        );
+                    }
+                    Status::Skipped { reason } | Status::Unavailable { reason } => {
+                        let _ = writeln!(
+                            out,
+                            ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                            xml_escape(reason)
+                        );
+                    }
+                    Status::Diverges { expected, got } => {
+                        let _ = writeln!(
+                            out,
+                            ">\n      <failure type=\"divergence\" message=\"the trace differs from loopwatch's on the real OS\">{}</failure>\n    </testcase>",
+                            xml_escape(&trace_diff(expected, got))
+                        );
+                    }
+                    Status::Failed { error } => {
+                        let _ = writeln!(
+                            out,
+                            ">\n      <error type=\"run failed\" message=\"{}\">{}</error>\n    </testcase>",
+                            xml_escape(error.lines().next().unwrap_or("")),
+                            xml_escape(error)
+                        );
+                    }
+                }
+            }
+            out.push_str("  </testsuite>\n");
+        }
+        out.push_str("</testsuites>\n");
+        out
+    }
 }
 
-/// How many CPython runs go at once: they mostly wait on children and timers, so
-/// more than the two cores of the reference machine pay.
-const CPYTHON_PARALLEL: usize = 6;
+/// `text` for an XML attribute or text node: the five special characters as
+/// entities, and the control characters XML 1.0 does not allow dropped.
+pub fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' => out.push_str("&#10;"),
+            '\t' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
 
-/// Runs the matrix. `progress` hears about each scenario × watcher as it starts, then
-/// about the CPython runs. Must be called from the process's main thread (the real-OS
-/// backend needs it).
+/// Runs the matrix, telling `progress` about its phases ("OS and simulator runs",
+/// "CPython runs"). Must be called from the process's main thread (the real-OS
+/// backend needs it); simulator runs and interpreters run in worker threads
+/// ([`Options::jobs`], [`Options::cpython_jobs`]).
 ///
 /// # Errors
 ///
-/// The scenarios or the ratchet file cannot be read.
-pub fn check(options: &Options, mut progress: impl FnMut(&str)) -> Result<Matrix, String> {
-    let scenarios = crate::scenario::load_dir(&options.scenarios)?;
-    let known = if options.divergences.exists() {
-        load_divergences(&options.divergences)?
-    } else {
-        Vec::new()
-    };
+/// The scenarios or the ratchet file cannot be read or are not valid.
+pub fn check(options: &Options, progress: &dyn Progress) -> Result<Matrix, Error> {
+    let scenarios = crate::scenario::load(options.scenarios.as_deref())?;
+    let known = load_divergences(options.divergences.as_deref())?;
     let mut used = vec![false; known.len()];
     let mut matrix = Matrix::default();
-    // loopwatch on the OS (the reference) and on the simulator, in the main thread.
-    let mut references = Vec::new();
-    for scenario in &scenarios {
-        let path = options.scenarios.join(format!("{}.json", scenario.name));
-        for &watcher in &scenario.watchers {
-            progress(&format!("{} / {watcher}", scenario.name));
-            let (cells, reference) = ours(scenario, &path, watcher, options, &known, &mut used);
-            matrix.cells.extend(cells);
-            if let Some(reference) = reference {
-                references.push((scenario, path.clone(), watcher, reference));
-            }
-        }
-    }
-    // CPython, several interpreters at a time.
-    if options.cpython {
-        let mut jobs = Vec::new();
-        for (index, (_, _, watcher, _)) in references.iter().enumerate() {
-            for minor in CPYTHON_MINORS {
-                if minor >= watcher.since_cpython() {
-                    jobs.push((index, minor));
+    let rows = ours(&scenarios, options, &known, progress);
+    for row in &rows {
+        let cell = |backend: &str, status: Status| Cell {
+            scenario: row.scenario.name.clone(),
+            clauses: row.scenario.clauses.clone(),
+            watcher: row.watcher.to_string(),
+            backend: backend.to_string(),
+            status,
+        };
+        match &row.os {
+            Ok(_) => {
+                matrix.cells.push(cell("os", Status::Match));
+                let (status, known_at) = row.sim.clone();
+                if let Some(at) = known_at {
+                    used[at] = true;
                 }
+                matrix.cells.push(cell("sim", status));
             }
-        }
-        progress(&format!("{} CPython runs", jobs.len()));
-        let results = run_parallel(&jobs, |&(index, minor)| {
-            let (scenario, path, watcher, _) = &references[index];
-            run(scenario, path, *watcher, &Backend::CPython(minor))
-        });
-        for (index, (scenario, _, watcher, reference)) in references.iter().enumerate() {
-            for minor in CPYTHON_MINORS {
-                let backend = Backend::CPython(minor).label();
-                let status = if minor < watcher.since_cpython() {
-                    Status::Skipped {
-                        reason: format!("CPython 3.{minor} has no {watcher} watcher in this form"),
-                    }
-                } else {
-                    let at = jobs
-                        .iter()
-                        .position(|job| *job == (index, minor))
-                        .expect("a job per cell");
-                    match &results[at] {
-                        Ok(output) => match &output.skipped {
-                            Some(reason) => Status::Skipped {
-                                reason: reason.clone(),
-                            },
-                            None => judge(
-                                scenario,
-                                *watcher,
-                                &backend,
-                                reference,
-                                output.trace.clone(),
-                                &known,
-                                &mut used,
-                            ),
-                        },
-                        Err(error) => Status::Failed {
-                            error: error.clone(),
-                        },
-                    }
-                };
-                matrix.cells.push(Cell {
-                    scenario: scenario.name.clone(),
-                    clauses: scenario.clauses.clone(),
-                    watcher: watcher.to_string(),
-                    backend,
-                    status,
-                });
-            }
+            Err(error) => matrix.cells.push(cell(
+                "os",
+                Status::Failed {
+                    error: error.clone(),
+                },
+            )),
         }
     }
-    matrix.references = references
-        .into_iter()
-        .map(|(scenario, _, watcher, trace)| ((scenario.name.clone(), watcher), trace))
+    let mut judged: BTreeSet<String> = BTreeSet::from(["os".to_string(), "sim".to_string()]);
+    if let Some(pythons) = &options.cpython {
+        for python in pythons.iter() {
+            judged.insert(python.label());
+        }
+        let cells = theirs(&rows, pythons, options, &known, &mut used, progress);
+        matrix.cells.extend(cells);
+    }
+    let ran: BTreeSet<(&str, &str)> = rows
+        .iter()
+        .filter(|r| r.os.is_ok())
+        .map(|r| (r.scenario.name.as_str(), r.watcher.as_str()))
         .collect();
-    // A ratchet entry for a backend that did not run cannot be judged stale.
+    // An entry can be judged stale only if its scenario ran and every backend it
+    // covers did.
     matrix.stale = known
         .iter()
         .zip(&used)
-        .filter(|(k, used)| !**used && (options.cpython || !k.backend.starts_with("cpython")))
+        .filter(|(k, used)| {
+            let covered = if k.backend == "cpython*" {
+                CPYTHON_MINORS
+                    .into_iter()
+                    .all(|m| judged.contains(&format!("cpython3.{m}")))
+            } else {
+                judged.contains(&k.backend)
+            };
+            !**used && covered && ran.contains(&(k.scenario.as_str(), k.watcher.as_str()))
+        })
         .map(|(k, _)| k.clone())
+        .collect();
+    matrix.references = rows
+        .into_iter()
+        .filter_map(|row| {
+            let trace = row.os.ok()?;
+            Some(((row.scenario.name.clone(), row.watcher), trace))
+        })
         .collect();
     Ok(matrix)
 }
 
-/// Runs `work` on each job with up to [`CPYTHON_PARALLEL`] threads; results in job order.
-fn run_parallel<J: Sync, T: Send>(jobs: &[J], work: impl Fn(&J) -> T + Sync) -> Vec<T> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    #[allow(
-        clippy::disallowed_types,
-        reason = "collects results; the harness, not simulated code"
-    )]
-    let results = std::sync::Mutex::new((0..jobs.len()).map(|_| None).collect::<Vec<Option<T>>>());
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the harness starts interpreters in parallel; nothing here is simulated"
-    )]
-    std::thread::scope(|scope| {
-        for _ in 0..CPYTHON_PARALLEL {
-            scope.spawn(|| {
-                loop {
-                    let at = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(job) = jobs.get(at) else { break };
-                    let result = work(job);
-                    results
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)[at] = Some(result);
-                }
-            });
-        }
-    });
-    results
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .into_iter()
-        .map(|r| r.expect("every job ran"))
-        .collect()
+/// One scenario × watcher on loopwatch's two backends.
+struct Row<'a> {
+    scenario: &'a Scenario,
+    watcher: WatcherName,
+    /// The real OS's trace (the reference), or why there is none.
+    os: Result<Vec<String>, String>,
+    /// The simulator's verdict over the seeds, with the ratchet entry it used.
+    sim: (Status, Option<usize>),
 }
 
-/// Compares `got` with the reference, consulting the ratchet.
+/// loopwatch on the real OS (the reference, on this thread) and on the simulator's
+/// seeds (in worker threads, as each reference comes).
+fn ours<'a>(
+    scenarios: &'a [Scenario],
+    options: &Options,
+    known: &[KnownDivergence],
+    progress: &dyn Progress,
+) -> Vec<Row<'a>> {
+    let pairs: Vec<(&Scenario, WatcherName)> = scenarios
+        .iter()
+        .flat_map(|s| s.watchers.iter().map(move |w| (s, *w)))
+        .collect();
+    progress.phase("OS and simulator runs", pairs.len());
+    let mut rows: Vec<Row<'a>> = pairs
+        .iter()
+        .map(|&(scenario, watcher)| Row {
+            scenario,
+            watcher,
+            os: Err("not run".into()),
+            sim: (
+                Status::Skipped {
+                    reason: "no reference".into(),
+                },
+                None,
+            ),
+        })
+        .collect();
+    let mut references: Vec<Result<Vec<String>, String>> = Vec::new();
+    let sims = crate::parallel::beside_main(
+        crate::parallel::Work::Simulations,
+        options.jobs,
+        |submit| {
+            for (index, &(scenario, watcher)) in pairs.iter().enumerate() {
+                match run(scenario, watcher, &Backend::Os) {
+                    Ok(output) => {
+                        submit(index, (scenario, watcher, output.trace.clone()));
+                        references.push(Ok(output.trace));
+                    }
+                    Err(error) => {
+                        references.push(Err(error.to_string()));
+                        progress.step(&format!("{} / {watcher}", scenario.name));
+                    }
+                }
+            }
+        },
+        |(scenario, watcher, reference): (&Scenario, WatcherName, Vec<String>)| {
+            let verdict = sim_seeds(scenario, watcher, &reference, options.seeds, known);
+            progress.step(&format!("{} / {watcher}", scenario.name));
+            verdict
+        },
+    );
+    for (row, reference) in rows.iter_mut().zip(references) {
+        row.os = reference;
+    }
+    for (index, verdict) in sims {
+        rows[index].sim = verdict;
+    }
+    rows
+}
+
+/// The simulator must agree with the real OS on every seed.
+fn sim_seeds(
+    scenario: &Scenario,
+    watcher: WatcherName,
+    reference: &[String],
+    seeds: u64,
+    known: &[KnownDivergence],
+) -> (Status, Option<usize>) {
+    let mut verdict = (Status::Match, None);
+    for seed in 0..seeds {
+        let got = match run(scenario, watcher, &Backend::Sim(seed)) {
+            Ok(output) => output.trace,
+            Err(error) => {
+                return (
+                    Status::Failed {
+                        error: error.to_string(),
+                    },
+                    None,
+                );
+            }
+        };
+        match judge(scenario, watcher, "sim", reference, got, known) {
+            (Status::Diverges { expected, got }, _) => {
+                return (
+                    Status::Failed {
+                        error: format!(
+                            "seed {seed} differs from the OS; replay: {}\n{}",
+                            scenario.replay_command(watcher, seed),
+                            trace_diff(&expected, &got)
+                        ),
+                    },
+                    None,
+                );
+            }
+            known @ (Status::Known { .. }, _) => verdict = known,
+            _ => {}
+        }
+    }
+    verdict
+}
+
+/// The CPython cells of every row whose reference exists.
+fn theirs(
+    rows: &[Row<'_>],
+    pythons: &Pythons,
+    options: &Options,
+    known: &[KnownDivergence],
+    used: &mut [bool],
+    progress: &dyn Progress,
+) -> Vec<Cell> {
+    let mut jobs = Vec::new();
+    for (index, row) in rows.iter().enumerate() {
+        if row.os.is_err() {
+            continue;
+        }
+        for python in pythons.iter() {
+            if python.minor >= row.watcher.since_cpython() {
+                jobs.push((index, python.clone()));
+            }
+        }
+    }
+    if !jobs.is_empty() {
+        progress.phase(
+            &format!("CPython runs ({}: {} runs)", pythons.versions(), jobs.len()),
+            jobs.len(),
+        );
+    }
+    let results = crate::parallel::map(
+        crate::parallel::Work::Processes,
+        &jobs,
+        options.cpython_jobs,
+        |(index, python)| {
+            let row = &rows[*index];
+            let result = run(row.scenario, row.watcher, &Backend::CPython(python.clone()));
+            progress.step(&format!(
+                "{} / {} on {}",
+                row.scenario.name,
+                row.watcher,
+                python.label()
+            ));
+            result
+        },
+    );
+    let mut results: BTreeMap<(usize, u32), Result<crate::RunOutput, Error>> = jobs
+        .iter()
+        .map(|(index, python)| (*index, python.minor))
+        .zip(results)
+        .collect();
+    let mut cells = Vec::new();
+    for (index, row) in rows.iter().enumerate() {
+        let Ok(reference) = &row.os else { continue };
+        for minor in CPYTHON_MINORS {
+            let backend = format!("cpython3.{minor}");
+            let status = if minor < row.watcher.since_cpython() {
+                Status::Skipped {
+                    reason: format!(
+                        "CPython 3.{minor} has no {} watcher in this form",
+                        row.watcher
+                    ),
+                }
+            } else {
+                match results.remove(&(index, minor)) {
+                    None => Status::Unavailable {
+                        reason: format!("no CPython 3.{minor} found"),
+                    },
+                    Some(Err(error)) => Status::Failed {
+                        error: error.to_string(),
+                    },
+                    Some(Ok(output)) => match output.skipped {
+                        Some(reason) => Status::Skipped { reason },
+                        None => {
+                            let (status, known_at) = judge(
+                                row.scenario,
+                                row.watcher,
+                                &backend,
+                                reference,
+                                output.trace,
+                                known,
+                            );
+                            if let Some(at) = known_at {
+                                used[at] = true;
+                            }
+                            status
+                        }
+                    },
+                }
+            };
+            cells.push(Cell {
+                scenario: row.scenario.name.clone(),
+                clauses: row.scenario.clauses.clone(),
+                watcher: row.watcher.to_string(),
+                backend,
+                status,
+            });
+        }
+    }
+    cells
+}
+
+/// Compares `got` with the reference, consulting the ratchet: the status, and the
+/// index of the ratchet entry that explains a difference.
 fn judge(
     scenario: &Scenario,
     watcher: WatcherName,
@@ -399,74 +753,88 @@ fn judge(
     reference: &[String],
     got: Vec<String>,
     known: &[KnownDivergence],
-    used: &mut [bool],
-) -> Status {
+) -> (Status, Option<usize>) {
     if got == reference {
-        return Status::Match;
+        return (Status::Match, None);
     }
     match known
         .iter()
         .position(|k| k.covers(&scenario.name, watcher.as_str(), backend))
     {
-        Some(index) => {
-            used[index] = true;
+        Some(index) => (
             Status::Known {
                 reason: known[index].reason.clone(),
-            }
-        }
-        None => Status::Diverges {
-            expected: reference.to_vec(),
-            got,
-        },
+            },
+            Some(index),
+        ),
+        None => (
+            Status::Diverges {
+                expected: reference.to_vec(),
+                got,
+            },
+            None,
+        ),
     }
 }
 
-/// loopwatch on the real OS (the reference) and on the simulator's seeds.
-fn ours(
-    scenario: &Scenario,
-    path: &Path,
-    watcher: WatcherName,
-    options: &Options,
-    known: &[KnownDivergence],
-    used: &mut [bool],
-) -> (Vec<Cell>, Option<Vec<String>>) {
-    let cell = |backend: &str, status: Status| Cell {
-        scenario: scenario.name.clone(),
-        clauses: scenario.clauses.clone(),
-        watcher: watcher.to_string(),
-        backend: backend.to_string(),
-        status,
-    };
-    let reference = match run(scenario, path, watcher, &Backend::Os) {
-        Ok(output) => output.trace,
-        Err(error) => return (vec![cell("os", Status::Failed { error })], None),
-    };
-    // The simulator must agree with the real OS on every seed.
-    let mut sim = Status::Match;
-    for seed in 0..options.seeds {
-        let got = match run(scenario, path, watcher, &Backend::Sim(seed)) {
-            Ok(output) => output.trace,
-            Err(error) => {
-                sim = Status::Failed { error };
-                break;
-            }
-        };
-        match judge(scenario, watcher, "sim", &reference, got, known, used) {
-            Status::Diverges { expected, got } => {
-                sim = Status::Failed {
-                    error: format!(
-                        "seed {seed} differs from the OS: expected {expected:?}, got {got:?}; replay: cargo loopwatch replay {} --watcher {watcher} --seed {seed}",
-                        path.display()
-                    ),
-                };
-                break;
-            }
-            status @ Status::Known { .. } => sim = status,
-            _ => {}
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_ratchet_file_parses() {
+        // Goal: the ratchet file built into the crate is valid.
+        assert!(!load_divergences(None).unwrap().is_empty());
     }
-    (
-        vec![cell("os", Status::Match), cell("sim", sim)],
-        Some(reference),
-    )
+
+    #[test]
+    fn junit_escapes_what_xml_reserves() {
+        // Goal: trace lines and reasons with XML's special characters and control
+        // characters come out as well-formed text.
+        assert_eq!(
+            xml_escape("a<b & \"c\" 'd'>\u{1}\n"),
+            "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;&#10;"
+        );
+        let matrix = Matrix {
+            cells: vec![Cell {
+                scenario: "s<1>".into(),
+                clauses: vec!["R-1".into()],
+                watcher: "safe".into(),
+                backend: "cpython3.12".into(),
+                status: Status::Diverges {
+                    expected: vec!["exit a 3".into()],
+                    got: vec!["exit a <&>".into()],
+                },
+            }],
+            ..Matrix::default()
+        };
+        let xml = matrix.junit();
+        assert!(xml.contains("name=\"s&lt;1&gt; / safe (R-1)\""), "{xml}");
+        assert!(xml.contains("exit a &lt;&amp;&gt;"), "{xml}");
+        assert!(xml.contains("failures=\"1\""), "{xml}");
+    }
+
+    #[test]
+    fn a_failure_names_the_scenario_clauses_and_lines() {
+        // Goal: a diverging cell explains itself: scenario, watcher, backend,
+        // clauses, and both traces with the first differing line marked.
+        let cell = Cell {
+            scenario: "two-children".into(),
+            clauses: vec!["S-5".into(), "R-1".into()],
+            watcher: "safe".into(),
+            backend: "sim".into(),
+            status: Status::Diverges {
+                expected: vec!["exit a 3".into(), "exit b -15".into()],
+                got: vec!["exit a 3".into(), "exit b 143".into()],
+            },
+        };
+        let text = cell.failure().unwrap();
+        assert!(
+            text.starts_with("two-children / safe on sim (clauses S-5, R-1)"),
+            "{text}"
+        );
+        assert!(text.contains("    > exit b -15"), "{text}");
+        assert!(text.contains("    > exit b 143"), "{text}");
+        assert!(text.contains("      exit a 3"), "{text}");
+    }
 }

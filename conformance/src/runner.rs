@@ -8,8 +8,8 @@ use std::task::{Poll, Waker};
 use loopwatch::kernel::{Kernel, Pid, Signal, SpawnRequest, WaitMode, WaitStatus, WaitTarget};
 use loopwatch::watcher::{MultiLoopChildWatcher, fork_window};
 use loopwatch::{
-    Error, ErrorKind, EventLoop, FastChildWatcher, PidfdChildWatcher, SafeChildWatcher,
-    ThreadedChildWatcher, WatcherRef, policy,
+    Error, EventLoop, FastChildWatcher, PidfdChildWatcher, SafeChildWatcher, ThreadedChildWatcher,
+    WatcherRef, policy,
 };
 
 use crate::scenario::{Fate, Scenario, Step, WatcherName};
@@ -42,24 +42,10 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Record> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The Python exception class name of an error, as CPython's runner prints it.
-pub fn python_class(error: &Error) -> String {
-    match error.kind() {
-        ErrorKind::RuntimeError => "RuntimeError".into(),
-        ErrorKind::ValueError => "ValueError".into(),
-        ErrorKind::TypeError => "TypeError".into(),
-        ErrorKind::NotImplementedError => "NotImplementedError".into(),
-        ErrorKind::AssertionError => "AssertionError".into(),
-        ErrorKind::CancelledError => "CancelledError".into(),
-        ErrorKind::ChildProcessError => "ChildProcessError".into(),
-        ErrorKind::ProcessLookupError => "ProcessLookupError".into(),
-        ErrorKind::Os(errno) => match errno.0 {
-            1 | 13 => "PermissionError".into(),
-            2 => "FileNotFoundError".into(),
-            _ => "OSError".into(),
-        },
-        _ => "Panic".into(),
-    }
+/// The Python exception class name of an error, as CPython's runner prints it
+/// (`type(exc).__name__`).
+pub fn python_class(error: &Error) -> &'static str {
+    error.kind().python_name()
 }
 
 /// A new watcher of kind `name` over `kernel`.

@@ -2,9 +2,11 @@
 //! `scenario.schema.json` beside this crate).
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::Error;
 
 /// The format tag every scenario carries.
 pub const FORMAT: &str = "loopwatch-scenario/1";
@@ -50,14 +52,15 @@ impl WatcherName {
     ///
     /// # Errors
     ///
-    /// A message listing the valid names.
-    pub fn parse(text: &str) -> Result<WatcherName, String> {
+    /// [`Error::Unknown`], listing the valid names.
+    pub fn parse(text: &str) -> Result<WatcherName, Error> {
         WatcherName::ALL
             .into_iter()
             .find(|w| w.as_str() == text)
-            .ok_or_else(|| {
-                let names: Vec<&str> = WatcherName::ALL.iter().map(|w| w.as_str()).collect();
-                format!("unknown watcher {text:?}; valid: {}", names.join(", "))
+            .ok_or_else(|| Error::Unknown {
+                what: "watcher",
+                given: text.to_string(),
+                valid: WatcherName::ALL.iter().map(|w| w.to_string()).collect(),
             })
     }
 
@@ -69,6 +72,23 @@ impl WatcherName {
             WatcherName::MultiLoop | WatcherName::Threaded => 8,
             WatcherName::Pidfd => 12,
         }
+    }
+}
+
+impl clap::ValueEnum for WatcherName {
+    fn value_variants<'a>() -> &'a [Self] {
+        &WatcherName::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = match self {
+            WatcherName::Safe => "SafeChildWatcher",
+            WatcherName::Fast => "FastChildWatcher",
+            WatcherName::MultiLoop => "MultiLoopChildWatcher (CPython 3.8+)",
+            WatcherName::Threaded => "ThreadedChildWatcher (CPython 3.8+)",
+            WatcherName::Pidfd => "PidfdChildWatcher (CPython 3.12+ form)",
+        };
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(help))
     }
 }
 
@@ -111,14 +131,16 @@ impl Fate {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Error> {
         let kinds = [
             self.exit.is_some(),
             self.signal.is_some(),
             self.forever == Some(true),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
-            return Err("a fate needs exactly one of exit, signal, forever".into());
+            return Err(Error::invalid(
+                "a fate needs exactly one of exit, signal, forever",
+            ));
         }
         match self.signal {
             Some(signal) => check_signal("fate.signal", signal, SignalUse::Fate),
@@ -140,8 +162,8 @@ enum SignalUse {
 /// `field` and the value: every backend must run a scenario the same way, and the
 /// simulator models the kernel's default actions, not a particular C library's or
 /// terminal session's.
-fn check_signal(field: &str, signal: i32, usage: SignalUse) -> Result<(), String> {
-    let refuse = |why: &str| Err(format!("{field} {signal} {why}"));
+fn check_signal(field: &str, signal: i32, usage: SignalUse) -> Result<(), Error> {
+    let refuse = |why: &str| Err(Error::invalid(format!("{field} {signal} {why}")));
     match signal {
         0 => refuse("is not a signal: kill(pid, 0) only checks that the process exists; use 1..64"),
         _ if !(1..=64).contains(&signal) => refuse("is out of range: use 1..64"),
@@ -243,6 +265,18 @@ pub enum Step {
     Active,
 }
 
+/// Where a scenario came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// Parsed from text given directly ([`Scenario::parse`]).
+    #[default]
+    Text,
+    /// One of the scenarios built into this crate ([`builtin`]).
+    Builtin,
+    /// A file ([`Scenario::load`]).
+    File(PathBuf),
+}
+
 /// A scenario file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -259,6 +293,9 @@ pub struct Scenario {
     pub watchers: Vec<WatcherName>,
     /// The operations.
     pub steps: Vec<Step>,
+    /// Where it came from (not part of the format).
+    #[serde(skip)]
+    pub origin: Origin,
 }
 
 impl Scenario {
@@ -266,10 +303,11 @@ impl Scenario {
     ///
     /// # Errors
     ///
-    /// A message with line and column for malformed JSON, or naming what is wrong.
-    pub fn parse(text: &str) -> Result<Scenario, String> {
-        let scenario: Scenario = serde_json::from_str(text)
-            .map_err(|e| format!("line {}, column {}: {e}", e.line(), e.column()))?;
+    /// [`Error::Invalid`]: line and column for malformed JSON, or what is wrong.
+    pub fn parse(text: &str) -> Result<Scenario, Error> {
+        let scenario: Scenario = serde_json::from_str(text).map_err(|e| {
+            Error::invalid(format!("line {}, column {}: {e}", e.line(), e.column()))
+        })?;
         scenario.check()?;
         Ok(scenario)
     }
@@ -278,33 +316,71 @@ impl Scenario {
     ///
     /// # Errors
     ///
-    /// The file's read error, or [`Scenario::parse`]'s, prefixed with the path.
-    pub fn load(path: &Path) -> Result<Scenario, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Scenario::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    /// [`Error::Unreadable`], or [`Scenario::parse`]'s error said of the path.
+    pub fn load(path: &Path) -> Result<Scenario, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut scenario = Scenario::parse(&text).map_err(|e| e.at(path.display().to_string()))?;
+        scenario.origin = Origin::File(path.to_path_buf());
+        Ok(scenario)
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// How a command names this scenario: its path, or the name of a built-in one
+    /// (what `cargo loopwatch replay` and `scenario run` take).
+    pub fn locator(&self) -> String {
+        match &self.origin {
+            Origin::File(path) => path.display().to_string(),
+            Origin::Builtin | Origin::Text => self.name.clone(),
+        }
+    }
+
+    /// The command that replays `seed` of this scenario with `watcher` on the
+    /// simulator.
+    pub fn replay_command(&self, watcher: WatcherName, seed: u64) -> String {
+        format!(
+            "cargo loopwatch replay {} --watcher {watcher} --seed {seed}",
+            self.locator()
+        )
+    }
+
+    fn check(&self) -> Result<(), Error> {
         if self.format != FORMAT {
-            return Err(format!("format must be {FORMAT:?}, not {:?}", self.format));
+            return Err(Error::invalid(format!(
+                "format must be {FORMAT:?}, not {:?}",
+                self.format
+            )));
         }
         if self.watchers.is_empty() {
-            return Err("watchers must not be empty".into());
+            return Err(Error::invalid("watchers must not be empty"));
         }
         let mut known = std::collections::BTreeSet::new();
         for (index, step) in self.steps.iter().enumerate() {
-            let at = |e: String| format!("step {index}: {e}");
+            let at = |e: Error| match e {
+                Error::Invalid { message, .. } => {
+                    Error::invalid(format!("step {index}: {message}"))
+                }
+                other => other,
+            };
+            let unknown_child = |child: &str| {
+                Error::invalid(format!(
+                    "step {index}: child {child:?} used before it is spawned"
+                ))
+            };
             match step {
                 Step::Start { child, fate } | Step::Spawn { child, fate } => {
                     fate.check().map_err(at)?;
                     if !known.insert(child.clone()) {
-                        return Err(at(format!("child {child:?} started twice")));
+                        return Err(Error::invalid(format!(
+                            "step {index}: child {child:?} started twice"
+                        )));
                     }
                 }
                 Step::Kill { child, signal } => {
                     check_signal("kill.signal", *signal, SignalUse::Kill).map_err(at)?;
                     if !known.contains(child) {
-                        return Err(at(format!("child {child:?} used before it is spawned")));
+                        return Err(unknown_child(child));
                     }
                 }
                 Step::Register { child }
@@ -312,7 +388,7 @@ impl Scenario {
                 | Step::Wait { child, .. }
                 | Step::ForeignWait { child } => {
                     if !known.contains(child) {
-                        return Err(at(format!("child {child:?} used before it is spawned")));
+                        return Err(unknown_child(child));
                     }
                 }
                 Step::Sleep { .. } | Step::Active => {}
@@ -326,13 +402,110 @@ impl Scenario {
 ///
 /// # Errors
 ///
-/// The first file that cannot be read or parsed.
-pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, String> {
+/// [`Error::Unreadable`] when `dir` cannot be read, [`Error::Invalid`] when it holds
+/// no scenario file, or the first file's error that cannot be read or parsed.
+pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, Error> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .map_err(|source| Error::Unreadable {
+            path: dir.to_path_buf(),
+            source,
+        })?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
+    if paths.is_empty() {
+        return Err(Error::invalid("no scenario files (*.json) here").at(dir.display().to_string()));
+    }
     paths.sort();
     paths.iter().map(|p| Scenario::load(p)).collect()
+}
+
+// `BUILTIN`: (file name, text) of every file of `scenarios/`, written by the build
+// script, so that the binary runs wherever it is copied.
+include!(concat!(env!("OUT_DIR"), "/builtin_scenarios.rs"));
+
+/// The scenarios built into this crate (the files of its `scenarios/` directory when
+/// it was built), sorted by file name.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] naming the file, if one of them is not valid (a test of this
+/// crate checks that none is).
+pub fn builtin() -> Result<Vec<Scenario>, Error> {
+    BUILTIN
+        .iter()
+        .map(|(file, text)| {
+            let mut scenario =
+                Scenario::parse(text).map_err(|e| e.at(format!("built-in {file}")))?;
+            scenario.origin = Origin::Builtin;
+            Ok(scenario)
+        })
+        .collect()
+}
+
+/// The scenarios of `dir`, or the built-in ones when `dir` is `None`.
+///
+/// # Errors
+///
+/// As [`load_dir`] and [`builtin`].
+pub fn load(dir: Option<&Path>) -> Result<Vec<Scenario>, Error> {
+    match dir {
+        Some(dir) => load_dir(dir),
+        None => builtin(),
+    }
+}
+
+/// A scenario named on a command line: the file at `name` if there is one, else the
+/// built-in scenario of that name (`two-children` or `two-children.json`).
+///
+/// # Errors
+///
+/// The file's error ([`Scenario::load`]), or [`Error::NoScenario`] when there is
+/// neither a file nor a built-in scenario of that name.
+pub fn find(name: &Path) -> Result<Scenario, Error> {
+    if name.exists() {
+        return Scenario::load(name);
+    }
+    let wanted = name.to_string_lossy();
+    let wanted = wanted.strip_suffix(".json").unwrap_or(&wanted);
+    builtin()?
+        .into_iter()
+        .find(|s| s.name == wanted)
+        .ok_or_else(|| Error::NoScenario {
+            given: name.display().to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_scenario_is_valid_and_named_after_its_file() {
+        // Goal: the scenarios built into the binary parse, and each is found by its
+        // name, which is its file's name without `.json`.
+        let scenarios = builtin().unwrap();
+        assert_eq!(scenarios.len(), BUILTIN.len());
+        for (scenario, (file, _)) in scenarios.iter().zip(BUILTIN) {
+            assert_eq!(format!("{}.json", scenario.name), *file);
+            assert_eq!(scenario.origin, Origin::Builtin);
+        }
+        let found = find(Path::new("two-children.json")).unwrap();
+        assert_eq!(found.name, "two-children");
+        assert_eq!(
+            found.replay_command(WatcherName::Fast, 3),
+            "cargo loopwatch replay two-children --watcher fast --seed 3"
+        );
+    }
+
+    #[test]
+    fn a_name_that_is_neither_file_nor_built_in_is_bad_input() {
+        // Goal: an unknown scenario name is refused as bad input, pointing at the list.
+        let error = find(Path::new("no-such-scenario")).unwrap_err();
+        assert!(error.is_bad_input());
+        assert!(error.to_string().contains("scenario list"), "{error}");
+        let error = load_dir(Path::new("no-such-dir")).unwrap_err();
+        assert!(error.is_bad_input());
+        assert!(error.to_string().starts_with("no-such-dir: "), "{error}");
+    }
 }

@@ -12,7 +12,9 @@ use loopwatch::kernel::{Kernel, Pid};
 use loopwatch::watcher::ChildCallback;
 use loopwatch::{ChildWatcher, EventLoop, Result as LwResult, WatcherRef};
 
+use crate::Error;
 use crate::matrix::{Cell, Matrix, Options, Status};
+use crate::progress::{Progress, Silent};
 use crate::runner::{execute, execute_with, make_watcher};
 use crate::scenario::{Scenario, WatcherName};
 
@@ -28,62 +30,100 @@ pub trait MakeWatcher: Clone + Send + Sync + 'static {
 }
 
 /// Runs every scenario of `maker.like()` with `maker`'s watcher on the real OS and on
-/// the simulator (`options.seeds` seeds), and compares each trace with the built-in
-/// watcher's on the real OS. Call it from the process's main thread.
+/// the simulator (`options.seeds` seeds, `options.jobs` at once), and compares each
+/// trace with the built-in watcher's on the real OS. Call it from the process's main
+/// thread. For one test per cell in a test binary, see
+/// [`testing::watcher_tests`](crate::testing::watcher_tests).
 ///
 /// # Errors
 ///
 /// The scenarios cannot be loaded.
-pub fn check_watcher<M: MakeWatcher>(maker: &M, options: &Options) -> Result<Matrix, String> {
-    let scenarios = crate::scenario::load_dir(&options.scenarios)?;
+pub fn check_watcher<M: MakeWatcher>(maker: &M, options: &Options) -> Result<Matrix, Error> {
+    check_watcher_with(maker, options, &Silent)
+}
+
+/// As [`check_watcher`], telling `progress` about each scenario.
+///
+/// # Errors
+///
+/// The scenarios cannot be loaded.
+pub fn check_watcher_with<M: MakeWatcher>(
+    maker: &M,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<Matrix, Error> {
+    let scenarios = crate::scenario::load(options.scenarios.as_deref())?;
     let like = maker.like();
+    let chosen: Vec<&Scenario> = scenarios
+        .iter()
+        .filter(|s| s.watchers.contains(&like))
+        .collect();
+    let cell = |scenario: &Scenario, backend: &str, status: Status| Cell {
+        scenario: scenario.name.clone(),
+        clauses: scenario.clauses.clone(),
+        watcher: maker.name(),
+        backend: backend.to_string(),
+        status,
+    };
+    let mut os_cells: Vec<Cell> = Vec::new();
+    let sims = crate::parallel::beside_main(
+        crate::parallel::Work::Simulations,
+        options.jobs,
+        |submit| {
+            for (index, scenario) in chosen.iter().enumerate() {
+                let expected = match execute(&loopwatch::OsKernel, scenario, like) {
+                    Ok(trace) => trace,
+                    Err(error) => {
+                        let error = format!("the built-in {like} watcher on the OS: {error}");
+                        os_cells.push(cell(scenario, "os", Status::Failed { error }));
+                        progress.step(&scenario.name);
+                        continue;
+                    }
+                };
+                let on_os = execute_with(&loopwatch::OsKernel, scenario, &|k| maker.make(k))
+                    .map_err(|e| e.to_string());
+                os_cells.push(cell(scenario, "os", judge(&expected, on_os)));
+                submit(index, (*scenario, expected));
+            }
+        },
+        |(scenario, expected): (&Scenario, Vec<String>)| {
+            let mut status = Status::Match;
+            for seed in 0..options.seeds {
+                status = judge(&expected, on_sim(scenario, seed, maker));
+                if let Status::Failed { error } = &mut status {
+                    *error = format!("seed {seed}: {error}");
+                }
+                if status != Status::Match {
+                    break;
+                }
+            }
+            progress.step(&scenario.name);
+            cell(scenario, "sim", status)
+        },
+    );
+    let mut sims: std::collections::BTreeMap<usize, Cell> = sims.into_iter().collect();
     let mut matrix = Matrix::default();
-    for scenario in scenarios.iter().filter(|s| s.watchers.contains(&like)) {
-        let cell = |backend: &str, status: Status| Cell {
-            scenario: scenario.name.clone(),
-            clauses: scenario.clauses.clone(),
-            watcher: maker.name(),
-            backend: backend.to_string(),
-            status,
-        };
-        let expected = match execute(&loopwatch::OsKernel, scenario, like) {
-            Ok(trace) => trace,
-            Err(error) => {
-                matrix.cells.push(cell(
-                    "os",
-                    Status::Failed {
-                        error: error.to_string(),
-                    },
-                ));
-                continue;
-            }
-        };
-        let judge = |got: Result<Vec<String>, String>| match got {
-            Ok(got) if got == expected => Status::Match,
-            Ok(got) => Status::Diverges {
-                expected: expected.clone(),
-                got,
-            },
-            Err(error) => Status::Failed { error },
-        };
-        let on_os = execute_with(&loopwatch::OsKernel, scenario, &|k| maker.make(k));
-        matrix
-            .cells
-            .push(cell("os", judge(on_os.map_err(|e| e.to_string()))));
-        let mut sim = Status::Match;
-        for seed in 0..options.seeds {
-            let got = on_sim(scenario, seed, maker);
-            sim = judge(got);
-            if sim != Status::Match {
-                break;
-            }
-        }
-        matrix.cells.push(cell("sim", sim));
+    for (index, os) in os_cells.into_iter().enumerate() {
+        matrix.cells.push(os);
+        matrix.cells.extend(sims.remove(&index));
     }
     Ok(matrix)
 }
 
-fn on_sim<M: MakeWatcher>(
+/// A trace judged against the built-in watcher's.
+fn judge(expected: &[String], got: Result<Vec<String>, String>) -> Status {
+    match got {
+        Ok(got) if got == expected => Status::Match,
+        Ok(got) => Status::Diverges {
+            expected: expected.to_vec(),
+            got,
+        },
+        Err(error) => Status::Failed { error },
+    }
+}
+
+/// `maker`'s watcher on the simulator: the trace, or why there is none.
+pub(crate) fn on_sim<M: MakeWatcher>(
     scenario: &Scenario,
     seed: u64,
     maker: &M,
@@ -91,9 +131,11 @@ fn on_sim<M: MakeWatcher>(
     let (scenario, maker) = (scenario.clone(), maker.clone());
     let (result, report) = loopwatch_sim::Simulation::new(seed)
         .run_returning(move |kernel| execute_with(&kernel, &scenario, &|k| maker.make(k)));
-    let result =
-        result.ok_or_else(|| format!("simulation {:?} with seed {seed}", report.outcome))?;
-    result.map_err(|e| e.to_string())
+    match result {
+        None => Err(format!("the simulation ended: {:?}", report.outcome)),
+        Some(Err(error)) => Err(format!("set-up failed: {error}")),
+        Some(Ok(trace)) => Ok(trace),
+    }
 }
 
 /// A zoo watcher: a correct watcher with one rule broken.
@@ -133,6 +175,22 @@ impl Bug {
             Bug::NoReplace => "zoo-no-replace",
             Bug::LostWakeup => "zoo-lost-wakeup",
         }
+    }
+}
+
+impl clap::ValueEnum for Bug {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Bug::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let name = self.name().strip_prefix("zoo-").unwrap_or(self.name());
+        let help = match self {
+            Bug::ShellReturncode => "reports a death by signal as 128 + signum (breaks R-1)",
+            Bug::NoReplace => "keeps the first callback of a pid registered again (breaks W-2)",
+            Bug::LostWakeup => "loses the exit of every second child (breaks W-2)",
+        };
+        Some(clap::builder::PossibleValue::new(name).help(help))
     }
 }
 
@@ -216,20 +274,46 @@ impl MakeWatcher for ZooMaker {
     }
 }
 
-/// Runs each bug of the zoo on Safe and says which scenarios caught it (with their
-/// clauses); an empty list means the bug slipped through.
+/// Runs each bug of the zoo on Safe, over the scenarios built into the crate
+/// (whatever `options.scenarios` says: the zoo is meant to be caught by them), and
+/// says which scenarios caught it (with their clauses); an empty list means the bug
+/// slipped through.
 ///
 /// # Errors
 ///
-/// The scenarios cannot be loaded.
-pub fn hunt(options: &Options) -> Result<Vec<(String, Vec<Cell>)>, String> {
+/// The built-in scenarios cannot be loaded.
+pub fn hunt(options: &Options) -> Result<Vec<(String, Vec<Cell>)>, Error> {
+    hunt_with(options, &Silent)
+}
+
+/// As [`hunt`], telling `progress` about the phase ("the zoo") and each scenario.
+///
+/// # Errors
+///
+/// The built-in scenarios cannot be loaded.
+pub fn hunt_with(
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<Vec<(String, Vec<Cell>)>, Error> {
+    let options = Options {
+        scenarios: None,
+        ..options.clone()
+    };
+    let safe = crate::scenario::builtin()?
+        .iter()
+        .filter(|s| s.watchers.contains(&WatcherName::Safe))
+        .count();
+    progress.phase(
+        &format!("the zoo ({} broken watchers)", Bug::ALL.len()),
+        Bug::ALL.len() * safe,
+    );
     let mut found = Vec::new();
     for bug in Bug::ALL {
         let maker = ZooMaker {
             bug,
             like: WatcherName::Safe,
         };
-        let matrix = check_watcher(&maker, options)?;
+        let matrix = check_watcher_with(&maker, &options, progress)?;
         let caught: Vec<Cell> = matrix
             .cells
             .into_iter()

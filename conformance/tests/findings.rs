@@ -6,10 +6,7 @@ use loopwatch_conformance::explore::{Fault, run_seed};
 use loopwatch_conformance::scenario::{Scenario, WatcherName};
 
 fn scenario(name: &str) -> Scenario {
-    let path = loopwatch_conformance::crate_dir()
-        .join("scenarios")
-        .join(format!("{name}.json"));
-    Scenario::load(&path).expect("the scenario loads")
+    loopwatch_conformance::scenario::find(std::path::Path::new(name)).expect("a built-in scenario")
 }
 
 /// The seeds of `reaped-elsewhere` × `multi_loop` that failed `explore` before the
@@ -34,7 +31,7 @@ fn finding_06_reaped_elsewhere_multi_loop_seeds_that_failed() {
             assert_eq!(
                 trace.as_ref(),
                 Ok(&expected),
-                "seed {seed}, faults {faults:?}: replay with cargo loopwatch replay conformance/scenarios/reaped-elsewhere.json --watcher multi_loop --seed {seed}"
+                "seed {seed}, faults {faults:?}: replay with cargo loopwatch replay reaped-elsewhere --watcher multi_loop --seed {seed}"
             );
         }
     }
@@ -104,10 +101,14 @@ fn finding_17_kill_with_signal_0_is_refused() {
     // Goal (reliability finding 17): `kill` with signal 0 sends nothing on the OS
     // (kill(pid, 0) only checks the pid) and failed with EINVAL on the simulator; it
     // is refused, naming the field and the value.
-    let error = Scenario::parse(&kill_with_signal(0)).unwrap_err();
+    let error = Scenario::parse(&kill_with_signal(0))
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("step 1: kill.signal 0"), "{error}");
     for bad in [-1, 65] {
-        let error = Scenario::parse(&kill_with_signal(bad)).unwrap_err();
+        let error = Scenario::parse(&kill_with_signal(bad))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(&format!("kill.signal {bad}")), "{error}");
     }
 }
@@ -120,7 +121,9 @@ fn finding_17_fates_that_do_not_end_the_child_are_refused() {
     // by glibc, which catches them) do not do that on the OS; the simulator ended the
     // child with them. They are refused, naming the field and the value.
     for signal in [17, 18, 19, 20, 21, 22, 23, 28, 32, 33] {
-        let error = Scenario::parse(&fate_with_signal(signal)).unwrap_err();
+        let error = Scenario::parse(&fate_with_signal(signal))
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains(&format!("step 0: fate.signal {signal}")),
             "{signal}: {error}"
@@ -141,7 +144,9 @@ fn finding_17_kills_whose_effect_depends_on_the_runner_are_refused() {
     // and glibc catches 32 and 33: `kill` refuses them. SIGSTOP, SIGCONT and the
     // signals ignored by default are modelled, so they stay allowed.
     for signal in [20, 21, 22, 32, 33] {
-        let error = Scenario::parse(&kill_with_signal(signal)).unwrap_err();
+        let error = Scenario::parse(&kill_with_signal(signal))
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains(&format!("step 1: kill.signal {signal}")),
             "{signal}: {error}"
@@ -199,8 +204,7 @@ fn finding_08_scenarios_hold_under_scheduling_lag() {
     // start, and woken threads run, up to 100 ms late, as on a loaded machine): with
     // it on, every scenario × watcher gives the trace it gives without it (which the
     // `scenarios` test checks against the real OS).
-    let dir = loopwatch_conformance::crate_dir().join("scenarios");
-    let scenarios = loopwatch_conformance::scenario::load_dir(&dir).expect("scenarios load");
+    let scenarios = loopwatch_conformance::scenario::builtin().expect("scenarios load");
     let seeds = loopwatch_sim::seeds_from_env(40);
     let mut failures = Vec::new();
     for scenario in &scenarios {
@@ -211,8 +215,9 @@ fn finding_08_scenarios_hold_under_scheduling_lag() {
                 let (trace, _) = run_seed(scenario, watcher, seed, &[Fault::Lag]);
                 if trace.as_ref() != Ok(&reference) {
                     failures.push(format!(
-                        "{} / {watcher} seed {seed}: expected {reference:?}, got {trace:?}; replay: cargo loopwatch replay conformance/scenarios/{}.json --watcher {watcher} --seed {seed} --faults lag",
-                        scenario.name, scenario.name
+                        "{} / {watcher} seed {seed}: expected {reference:?}, got {trace:?}; replay: {} --faults lag",
+                        scenario.name,
+                        scenario.replay_command(watcher, seed)
                     ));
                     break;
                 }
@@ -228,38 +233,32 @@ fn finding_08_explore_compares_with_the_references_it_is_given() {
     // again. Goal: explore_against runs only the simulator and judges against the
     // references handed to it: with the right one every seed passes, with a wrong
     // one every seed fails, and a scenario without one is an error.
-    let dir = std::env::temp_dir().join(format!(
-        "loopwatch-findings-08-{}",
-        loopwatch::kernel::Processes::getpid(&loopwatch::OsKernel)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let source = loopwatch_conformance::crate_dir().join("scenarios/two-children.json");
-    std::fs::copy(&source, dir.join("two-children.json")).unwrap();
-    let two = scenario("two-children");
+    let two = [scenario("two-children")];
     let sweep = |references: &loopwatch_conformance::explore::References| {
         let mut verdicts = Vec::new();
-        let result = loopwatch_conformance::explore::explore_against(
-            &dir,
-            WatcherName::Fast,
-            references,
-            6,
-            loopwatch_conformance::explore::Shard::ALL,
-            &[Fault::Eintr],
-            |v| verdicts.push(v.ok),
-        );
-        result.map(|()| verdicts)
+        let sweep = loopwatch_conformance::explore::Sweep {
+            scenarios: &two,
+            watcher: WatcherName::Fast,
+            seeds: 6,
+            shard: loopwatch_conformance::explore::Shard::ALL,
+            faults: &[Fault::Eintr],
+            jobs: 2,
+        };
+        let result = loopwatch_conformance::explore::explore_against(&sweep, references, |v| {
+            verdicts.push(v.ok)
+        });
+        result.map(|summary| (verdicts, summary.runs, summary.failures))
     };
-    let (right, _) = run_seed(&two, WatcherName::Fast, 0, &[]);
+    let (right, _) = run_seed(&two[0], WatcherName::Fast, 0, &[]);
     let right = [("two-children".to_string(), right.unwrap())].into();
     let wrong = [("two-children".to_string(), vec!["exit a 4".to_string()])].into();
-    let outcomes = (sweep(&right), sweep(&wrong), sweep(&Default::default()));
-    std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(outcomes.0, Ok(vec![true; 6]));
-    assert_eq!(outcomes.1, Ok(vec![false; 6]));
+    assert_eq!(sweep(&right).unwrap(), (vec![true; 6], 6, 0));
+    assert_eq!(sweep(&wrong).unwrap(), (vec![false; 6], 6, 6));
+    let error = sweep(&Default::default()).unwrap_err();
     assert!(
-        outcomes
-            .2
-            .unwrap_err()
-            .contains("no reference trace of two-children")
+        error
+            .to_string()
+            .contains("no reference trace of two-children"),
+        "{error}"
     );
 }

@@ -5,9 +5,12 @@
 //!
 //! This binary ignores, in its own process, every signal the scenarios send or die of
 //! that can be ignored, then runs each scenario using one of them on the real OS and
-//! checks the trace against the simulator's. No harness: the real-OS runs need the
-//! process's main thread, and the dispositions are process-wide.
+//! checks the trace against the simulator's. On the main-thread harness
+//! (`loopwatch_sim::testing`): the real-OS runs need the process's main thread, and
+//! the dispositions are process-wide, so the tests run one at a time; `--list` and
+//! filters work.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,7 +18,8 @@ use std::time::Duration;
 use loopwatch::OsKernel;
 use loopwatch::kernel::{Clock, Disposition, Pid, Processes, Signal, Signals, Threads};
 use loopwatch_conformance::scenario::{self, Scenario, Step};
-use loopwatch_conformance::{Backend, crate_dir, run};
+use loopwatch_conformance::{Backend, run};
+use loopwatch_sim::testing::Test;
 
 /// The signals a scenario sends (`kill`) or has a child die of (`fate.signal`).
 fn signals_of(scenario: &Scenario) -> Vec<i32> {
@@ -91,65 +95,78 @@ fn children() -> Vec<Pid> {
         .collect()
 }
 
-fn main() {
-    // Reliability finding 7: with the scenarios' signals ignored in the runner, each
-    // scenario still gives the simulator's trace on the real OS.
-    let progress = Arc::new(AtomicU64::new(0));
-    watchdog(progress.clone());
-    let dir = crate_dir().join("scenarios");
-    let scenarios = scenario::load_dir(&dir).expect("the scenarios load");
-    let chosen: Vec<&Scenario> = scenarios
-        .iter()
+/// Goal (reliability finding 7): with every ignorable signal the scenarios use
+/// ignored in this process, `scenario` gives the simulator's trace on the real OS.
+fn same_as_simulator(scenario: &Scenario, progress: &AtomicU64) -> Result<(), String> {
+    progress.fetch_add(1, Ordering::SeqCst);
+    let watcher = scenario.watchers[0];
+    let os = run(scenario, watcher, &Backend::Os).map(|out| out.trace);
+    let sim = run(scenario, watcher, &Backend::Sim(0)).map(|out| out.trace);
+    match (os, sim) {
+        (Ok(os), Ok(sim)) if os == sim => Ok(()),
+        (os, sim) => Err(format!(
+            "{} / {watcher}:\n  os:  {os:?}\n  sim: {sim:?}",
+            scenario.name
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let scenarios = match scenario::builtin() {
+        Ok(scenarios) => scenarios,
+        Err(error) => {
+            return loopwatch_sim::testing::main([Test::new("scenarios load", move || {
+                Err(error.to_string())
+            })]);
+        }
+    };
+    let chosen: Vec<Scenario> = scenarios
+        .into_iter()
         .filter(|s| signals_of(s).into_iter().any(ignorable))
         .collect();
-    let mut ignored: Vec<i32> = chosen.iter().flat_map(|s| signals_of(s)).collect();
+    let mut ignored: Vec<i32> = chosen.iter().flat_map(signals_of).collect();
     ignored.retain(|&signal| ignorable(signal));
     ignored.sort_unstable();
     ignored.dedup();
+    // The dispositions are process-wide: ignored for the whole run, put back after.
     let kernel = OsKernel;
-    let previous: Vec<(Signal, Disposition)> = ignored
-        .iter()
-        .map(|&signal| {
-            let signal = Signal(signal);
-            let previous = kernel
-                .set_disposition(signal, Disposition::Ignore)
-                .expect("ignore a signal");
-            (signal, previous)
-        })
-        .collect();
-    let (mut passed, mut failed) = (0, 0);
-    for scenario in &chosen {
-        progress.fetch_add(1, Ordering::SeqCst);
-        let watcher = scenario.watchers[0];
-        let path = dir.join(format!("{}.json", scenario.name));
-        let os = run(scenario, &path, watcher, &Backend::Os).map(|out| out.trace);
-        let sim = run(scenario, &path, watcher, &Backend::Sim(0)).map(|out| out.trace);
-        let name = format!(
-            "finding_07_inherited_ignores {} / {watcher} (ignoring {ignored:?})",
-            scenario.name
-        );
-        match (os, sim) {
-            (Ok(os), Ok(sim)) if os == sim => {
-                passed += 1;
-                println!("test {name} ... ok");
-            }
-            (os, sim) => {
-                failed += 1;
-                println!("test {name} ... FAILED\n  os:  {os:?}\n  sim: {sim:?}");
-            }
+    let mut previous: Vec<(Signal, Disposition)> = Vec::new();
+    let mut refused = Vec::new();
+    for &signal in &ignored {
+        match kernel.set_disposition(Signal(signal), Disposition::Ignore) {
+            Ok(old) => previous.push((Signal(signal), old)),
+            Err(errno) => refused.push(format!("signal {signal}: {errno:?}")),
         }
     }
+    let progress = Arc::new(AtomicU64::new(0));
+    let any = !chosen.is_empty();
+    let mut tests = vec![Test::new(
+        "finding_07_the_scenarios_signals_are_ignored",
+        move || {
+            if !any {
+                return Err("no scenario sends a signal".to_string());
+            }
+            if refused.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("could not ignore {}", refused.join(", ")))
+            }
+        },
+    )];
+    for scenario in chosen {
+        let progress = progress.clone();
+        let name = format!(
+            "finding_07_inherited_ignores {} / {} (ignoring {ignored:?})",
+            scenario.name, scenario.watchers[0]
+        );
+        tests.push(Test::new(name, move || {
+            same_as_simulator(&scenario, &progress)
+        }));
+    }
+    watchdog(progress);
+    let code = loopwatch_sim::testing::main(tests);
     for (signal, disposition) in previous {
-        kernel
-            .set_disposition(signal, disposition)
-            .expect("put a disposition back");
+        let _ = kernel.set_disposition(signal, disposition);
     }
-    if chosen.is_empty() {
-        failed += 1;
-        println!("test finding_07_inherited_ignores ... FAILED: no scenario sends a signal");
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    code
 }

@@ -8,17 +8,20 @@
 //! happen during the warm-up). Coroutine stacks are mapped outside the heap, so each
 //! check also asserts that no simulated thread was abandoned with its stack.
 //!
-//! No harness: the checks run one after another on the main thread, so no other test
-//! allocates while one counts. `LOOPWATCH_MEMORY_RUNS` sets the number of runs per
+//! On the main-thread harness (`loopwatch_sim::testing`): the checks run one after
+//! another on the main thread, so no other test allocates while one counts, and
+//! `--list` and filters work. `LOOPWATCH_MEMORY_RUNS` sets the number of runs per
 //! check (default 100,000 simulations in all).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use loopwatch::kernel::{Clock, Fds, SpawnRequest, Stdio, Threads};
 use loopwatch::policy;
 use loopwatch_conformance::explore;
 use loopwatch_conformance::scenario::{self, Scenario, WatcherName};
+use loopwatch_sim::testing::Test;
 use loopwatch_sim::{SimKernel, Simulation};
 
 /// The system allocator, with a count of the bytes currently allocated.
@@ -64,7 +67,7 @@ static ALLOCATOR: Counting = Counting;
 const FLAT_BYTES: isize = 64 * 1024;
 
 /// Runs `one(i)` `warmup` times, then `runs` more, and fails if the heap grew.
-fn check_flat(name: &str, warmup: u64, runs: u64, mut one: impl FnMut(u64) -> usize) -> bool {
+fn check_flat(warmup: u64, runs: u64, mut one: impl FnMut(u64) -> usize) -> Result<(), String> {
     let mut abandoned = 0;
     for i in 0..warmup {
         abandoned += one(i);
@@ -74,14 +77,14 @@ fn check_flat(name: &str, warmup: u64, runs: u64, mut one: impl FnMut(u64) -> us
         abandoned += one(i);
     }
     let grown = LIVE.load(Ordering::Relaxed) - before;
-    let ok = grown <= FLAT_BYTES && abandoned == 0;
-    println!(
-        "test {name} ... {} ({runs} runs after {warmup}: heap grew by {grown} bytes, \
-         {:.1} per run; {abandoned} threads abandoned)",
-        if ok { "ok" } else { "FAILED" },
+    if grown <= FLAT_BYTES && abandoned == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "{runs} runs after {warmup}: the heap grew by {grown} bytes ({:.1} per run; at most \
+         {FLAT_BYTES} in all counts as flat); {abandoned} threads abandoned with their stacks",
         grown as f64 / runs as f64,
-    );
-    ok
+    ))
 }
 
 /// The shape that leaked: the policy's loop and watcher, a subprocess, and nothing
@@ -132,46 +135,31 @@ fn abandoned_thread_run(seed: u64) -> usize {
     0
 }
 
-fn main() {
+fn main() -> ExitCode {
     let runs: u64 = std::env::var("LOOPWATCH_MEMORY_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(50_000);
-    let scenarios =
-        scenario::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios"))
-            .expect("the scenarios load");
-    let cases: Vec<(Scenario, WatcherName)> = scenarios
-        .iter()
-        .flat_map(|s| s.watchers.iter().map(move |w| (s.clone(), *w)))
-        .collect();
-    let faults = [explore::Fault::Eintr, explore::Fault::Spurious];
-
-    let mut results = vec![check_flat(
-        "finding_05_policy_loop_and_subprocess",
-        200,
-        runs,
-        policy_run,
-    )];
-    results.push(check_flat(
-        "finding_05_abandoned_thread",
-        200,
-        runs / 10,
-        abandoned_thread_run,
-    ));
-    // Explore's runs: every scenario with every watcher in turn, under faults.
-    results.push(check_flat(
-        "finding_05_explore_runs_every_watcher",
-        2 * cases.len() as u64,
-        runs,
-        |i| {
-            let (scenario, watcher) = &cases[(i % cases.len() as u64) as usize];
-            let (_, report) = explore::run_seed(scenario, *watcher, i, &faults);
-            report.threads_abandoned
-        },
-    ));
-    let failed = results.iter().filter(|ok| !**ok).count();
-    println!("{} passed, {failed} failed", results.len() - failed);
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    loopwatch_sim::testing::main([
+        Test::new("finding_05_policy_loop_and_subprocess", move || {
+            check_flat(200, runs, policy_run)
+        }),
+        Test::new("finding_05_abandoned_thread", move || {
+            check_flat(200, runs / 10, abandoned_thread_run)
+        }),
+        // Explore's runs: every scenario with every watcher in turn, under faults.
+        Test::new("finding_05_explore_runs_every_watcher", move || {
+            let scenarios = scenario::builtin().map_err(|e| e.to_string())?;
+            let cases: Vec<(Scenario, WatcherName)> = scenarios
+                .iter()
+                .flat_map(|s| s.watchers.iter().map(move |w| (s.clone(), *w)))
+                .collect();
+            let faults = [explore::Fault::Eintr, explore::Fault::Spurious];
+            check_flat(2 * cases.len() as u64, runs, |i| {
+                let (scenario, watcher) = &cases[(i % cases.len() as u64) as usize];
+                let (_, report) = explore::run_seed(scenario, *watcher, i, &faults);
+                report.threads_abandoned
+            })
+        }),
+    ])
 }

@@ -1,106 +1,126 @@
-//! Every scenario, with every watcher it lists, on loopwatch's two backends: the
-//! simulator (several seeds) must give the trace the real OS gives. No harness: the
-//! real-OS runs need the process's main thread. The CPython comparison is
+//! Every built-in scenario, with every watcher it lists, on loopwatch's two backends:
+//! the simulator (several seeds) must give the trace the real OS gives; the policy
+//! checks against the default policy; and explore's shards. On the main-thread
+//! harness (the real-OS runs need the process's main thread), so `--list` and
+//! filters work as with cargo's own. The CPython comparison is
 //! `cargo loopwatch check`'s job.
 
-use loopwatch_conformance::explore::{self, Fault, Shard};
-use loopwatch_conformance::matrix::{self, Options, Status};
-use loopwatch_conformance::scenario::WatcherName;
+use std::process::ExitCode;
 
-fn main() {
-    let options = Options {
-        seeds: loopwatch_sim::seeds_from_env(4),
-        cpython: false,
-        ..Options::default()
-    };
-    let result = matrix::check(&options, |_| {}).expect("the scenarios load");
-    let (mut passed, mut failed) = (0, 0);
-    for cell in &result.cells {
-        match &cell.status {
-            Status::Match | Status::Known { .. } => {
-                passed += 1;
-                println!(
-                    "test {} / {} [{}] ... ok",
-                    cell.scenario, cell.watcher, cell.backend
-                );
-            }
-            Status::Skipped { reason } => {
-                println!(
-                    "test {} / {} [{}] ... skipped: {reason}",
-                    cell.scenario, cell.watcher, cell.backend
-                );
-            }
-            other => {
-                failed += 1;
-                println!(
-                    "test {} / {} [{}] ... FAILED {other:?}",
-                    cell.scenario, cell.watcher, cell.backend
-                );
-            }
-        }
+use loopwatch_conformance::explore::{self, Fault, References, Shard, Sweep};
+use loopwatch_conformance::matrix::Options;
+use loopwatch_conformance::policy_suite::DefaultPolicy;
+use loopwatch_conformance::scenario::{self, WatcherName};
+use loopwatch_conformance::testing;
+use loopwatch_sim::testing::Test;
+
+/// Goal: explore's shards 0/4 … 3/4 together give exactly the unsharded sweep's
+/// verdicts, and every verdict holds. The references are the simulator's own seed-0
+/// traces (the `[sim]` tests check that those are the real OS's), so the test runs
+/// the simulator only.
+fn explore_shards_cover_the_sweep_exactly() -> Result<(), String> {
+    let scenarios = scenario::builtin().map_err(|e| e.to_string())?;
+    let watcher = WatcherName::Threaded;
+    let mut references = References::new();
+    for scenario in scenarios.iter().filter(|s| s.watchers.contains(&watcher)) {
+        let (trace, _) = explore::run_seed(scenario, watcher, 0, &[]);
+        references.insert(scenario.name.clone(), trace?);
     }
-    // The policy clauses against the default policy, on both kernels.
-    for cell in loopwatch_conformance::policy_suite::check_policy(
-        &loopwatch_conformance::policy_suite::DefaultPolicy,
-        4,
-    ) {
-        match &cell.status {
-            Status::Match => {
-                passed += 1;
-                println!(
-                    "test {} ({}) [{}] ... ok",
-                    cell.scenario,
-                    cell.clauses.join(", "),
-                    cell.backend
-                );
-            }
-            other => {
-                failed += 1;
-                println!(
-                    "test {} ({}) [{}] ... FAILED {other:?}",
-                    cell.scenario,
-                    cell.clauses.join(", "),
-                    cell.backend
-                );
-            }
-        }
-    }
-    // explore's shards: 0/4 … 3/4 together give exactly the unsharded run's verdicts.
-    // Reliability finding 8: the five sweeps compare with the real-OS traces the
-    // matrix already took, rather than each running every scenario on the OS again.
-    let dir = loopwatch_conformance::crate_dir().join("scenarios");
-    let references = result.os_traces(WatcherName::Threaded);
     let sweep = |shard: Shard| {
         let mut seen = Vec::new();
-        explore::explore_against(
-            &dir,
-            WatcherName::Threaded,
-            &references,
-            8,
+        let sweep = Sweep {
+            scenarios: &scenarios,
+            watcher,
+            seeds: 8,
             shard,
-            &[Fault::Eintr],
-            |v| {
-                seen.push((v.scenario.clone(), v.seed, v.ok));
-            },
-        )
-        .expect("explore runs");
-        seen
+            faults: &[Fault::Eintr],
+            jobs: Options::default().jobs,
+        };
+        explore::explore_against(&sweep, &references, |v| {
+            seen.push((v.scenario.clone(), v.seed, v.ok, v.problem.clone()));
+        })
+        .map(|_| seen)
+        .map_err(|e| e.to_string())
     };
-    let mut whole = sweep(Shard::ALL);
-    let mut parts: Vec<_> = (0..4)
-        .flat_map(|i| sweep(Shard { index: i, count: 4 }))
-        .collect();
+    let mut whole = sweep(Shard::ALL)?;
+    let mut parts = Vec::new();
+    for index in 0..4 {
+        parts.extend(sweep(Shard { index, count: 4 })?);
+    }
     whole.sort();
     parts.sort();
-    if whole == parts && !whole.is_empty() && whole.iter().all(|(_, _, ok)| *ok) {
-        passed += 1;
-        println!("test explore_shards_cover_the_sweep_exactly ... ok");
-    } else {
-        failed += 1;
-        println!("test explore_shards_cover_the_sweep_exactly ... FAILED {whole:?} vs {parts:?}");
+    if whole.is_empty() {
+        return Err("the sweep ran nothing".into());
     }
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
+    if let Some((scenario, seed, _, problem)) = whole.iter().find(|v| !v.2) {
+        return Err(format!("{scenario} seed {seed}: {problem:?}"));
     }
+    if whole != parts {
+        return Err(format!(
+            "the shards' verdicts differ from the whole sweep's: {} against {}",
+            parts.len(),
+            whole.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Goal: this binary honours `--list` (lists its tests, runs none) and filters, as
+/// cargo's own harness does, so that IDEs and nextest see one test per cell.
+fn lists_its_tests_without_running_them() -> Result<(), String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let list = |args: &[&str]| -> Result<Vec<String>, String> {
+        let output = std::process::Command::new(&me)
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !output.status.success() {
+            return Err(format!("{args:?} exited with {}", output.status));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect())
+    };
+    let all = list(&["--list"])?;
+    for expected in [
+        "two-children / safe [os]: test",
+        "two-children / safe [sim]: test",
+        "DefaultEventLoopPolicy: policy:set_then_get [sim]: test",
+        "lists_its_tests_without_running_them: test",
+    ] {
+        if !all.iter().any(|line| line == expected) {
+            return Err(format!("{expected:?} not listed"));
+        }
+    }
+    if all.iter().any(|line| line.contains(" ... ")) {
+        return Err("--list ran tests".into());
+    }
+    let filtered = list(&["--list", "two-children / pidfd"])?;
+    let names: Vec<&str> = filtered
+        .iter()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .collect();
+    if names != ["two-children / pidfd [os]", "two-children / pidfd [sim]"] {
+        return Err(format!("the filter listed {names:?}"));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let options = Options {
+        seeds: loopwatch_sim::seeds_from_env(4),
+        ..Options::default()
+    };
+    let mut tests = testing::scenario_tests(&options);
+    tests.extend(testing::policy_tests(DefaultPolicy, options.seeds));
+    tests.push(Test::new(
+        "lists_its_tests_without_running_them",
+        lists_its_tests_without_running_them,
+    ));
+    tests.push(Test::new(
+        "explore_shards_cover_the_sweep_exactly",
+        explore_shards_cover_the_sweep_exactly,
+    ));
+    loopwatch_sim::testing::main(tests)
 }
