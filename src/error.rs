@@ -43,8 +43,6 @@ pub enum ErrorKind {
 mod linux {
     use crate::kernel::Errno;
 
-    pub(super) const ENOTDIR: Errno = Errno(20);
-    pub(super) const EISDIR: Errno = Errno(21);
     pub(super) const ECONNABORTED: Errno = Errno(103);
     pub(super) const ECONNRESET: Errno = Errno(104);
     pub(super) const ESHUTDOWN: Errno = Errno(108);
@@ -72,6 +70,8 @@ impl ErrorKind {
             ErrorKind::CancelledError => "CancelledError",
             ErrorKind::ChildProcessError => "ChildProcessError",
             ErrorKind::ProcessLookupError => "ProcessLookupError",
+            ErrorKind::InvalidStateError => "InvalidStateError",
+            ErrorKind::TimeoutError => "TimeoutError",
             ErrorKind::Panic => "Exception",
             // CPython's errno map (`Objects/exceptions.c`, PEP 3151).
             ErrorKind::Os(errno) => match errno {
@@ -83,8 +83,8 @@ impl ErrorKind {
                 linux::ECONNRESET => "ConnectionResetError",
                 Errno::EEXIST => "FileExistsError",
                 Errno::ENOENT => "FileNotFoundError",
-                linux::EISDIR => "IsADirectoryError",
-                linux::ENOTDIR => "NotADirectoryError",
+                Errno::EISDIR => "IsADirectoryError",
+                Errno::ENOTDIR => "NotADirectoryError",
                 Errno::EINTR => "InterruptedError",
                 Errno::EACCES | Errno::EPERM => "PermissionError",
                 Errno::ESRCH => "ProcessLookupError",

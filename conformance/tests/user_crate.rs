@@ -2,8 +2,9 @@
 //! own code with loopwatch" says (`tests/user-crate/`, whose files the README shows):
 //! it is copied out, pointed at this checkout, built and tested with cargo. It must
 //! test its own code generic over the kernel on 100 simulator seeds and on the OS, use
-//! SafeChildWatcher in its own `cargo test`, and, when its bug is switched on, print a
-//! replay command that, run as printed in that crate, fails again on the same seed.
+//! SafeChildWatcher in its own `cargo test`, check its own watcher and policy with
+//! loopwatch's conformance suite, and, when its bug is switched on, print a replay
+//! command that, run as printed in that crate, fails again on the same seed.
 //!
 //! The first run builds the user crate's dependencies (about a minute on two cores);
 //! its target directory is kept under cargo's `CARGO_TARGET_TMPDIR` for later runs.
@@ -12,7 +13,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const FILES: &[&str] = &["src/lib.rs", "tests/sweep.rs", "tests/main_thread.rs"];
+const FILES: &[&str] = &[
+    "src/lib.rs",
+    "tests/sweep.rs",
+    "tests/main_thread.rs",
+    "tests/conformance.rs",
+];
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/user-crate")
