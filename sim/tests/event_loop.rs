@@ -20,23 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use loopwatch::kernel::Kernel;
 use loopwatch::{ErrorKind, EventLoop, ExceptionContext, policy};
 use loopwatch_sim::SimKernel;
-use loopwatch_sim::testing::{self, Body, Capture, Log, Test, yield_now};
+use loopwatch_sim::testing::{self, Body, Capture, Log, yield_now};
 
-/// Declares the unit structs of the bodies and `tests()`, each run on both kernels
-/// with its leak check.
-macro_rules! bodies {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[allow(non_camel_case_types)]
-            struct $name;
-        )*
-        fn tests() -> Vec<Test> {
-            vec![$(Test::both(stringify!($name), $name).check_leaks()),*]
-        }
-    };
-}
-
-bodies!(
+loopwatch_sim::bodies!(
     run_until_complete_returns_output,
     run_until_complete_runs_earlier_callbacks_first,
     call_soon_runs_in_fifo_order,

@@ -21,23 +21,9 @@ use loopwatch::kernel::{Errno, Fd, Kernel, Signal, WaitMode, WaitStatus};
 use loopwatch::sync::short_locks_held;
 use loopwatch::{ErrorKind, EventLoop, Handle};
 use loopwatch_sim::SimKernel;
-use loopwatch_sim::testing::{self, Body, Log, Test};
+use loopwatch_sim::testing::{self, Body, Log};
 
-/// Declares the unit structs of the bodies and `tests()`, each run on both kernels
-/// with its leak check.
-macro_rules! bodies {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[allow(non_camel_case_types)]
-            struct $name;
-        )*
-        fn tests() -> Vec<Test> {
-            vec![$(Test::both(stringify!($name), $name).check_leaks()),*]
-        }
-    };
-}
-
-bodies!(
+loopwatch_sim::bodies!(
     reader_is_level_triggered_and_removable,
     reader_and_writer_on_one_fd_and_replacement,
     add_reader_bad_fd,

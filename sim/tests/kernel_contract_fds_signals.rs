@@ -26,7 +26,7 @@ use loopwatch::kernel::{
     WaitMode, WaitStatus, WaitTarget,
 };
 use loopwatch_sim::testing::{
-    self, Body, Cleanup, Log, Test, drain, fd_count, reap_status, sh, wait_until, write_all,
+    self, Body, Cleanup, Log, drain, fd_count, reap_status, sh, wait_until, write_all,
 };
 
 /// How long a body waits for something that should happen at once before it fails
@@ -36,21 +36,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// A descriptor number far above `RLIMIT_NOFILE`: never open.
 const NEVER_OPEN: Fd = Fd(i32::MAX);
 
-/// Declares the unit structs of the bodies; their names are the tests' names.
-macro_rules! bodies {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[allow(non_camel_case_types)]
-            #[derive(Clone, Copy)]
-            struct $name;
-        )*
-        fn tests() -> Vec<Test> {
-            vec![$(Test::both(stringify!($name), $name).check_leaks()),*]
-        }
-    };
-}
-
-bodies!(
+loopwatch_sim::bodies!(
     pipes_report_eagain_eof_epipe_and_ebadf,
     poller_is_level_triggered_and_registrations_are_exact,
     waker_ends_a_blocking_poll_from_another_thread,

@@ -23,27 +23,13 @@ use std::time::Duration;
 use loopwatch::kernel::Kernel;
 use loopwatch::sync::BlockingMutex;
 use loopwatch_sim::SimKernel;
-use loopwatch_sim::testing::{self, Body, Log, Test};
+use loopwatch_sim::testing::{self, Body, Log};
 
 /// How long a body waits for something that should happen at once before it fails
 /// instead of hanging. Generous: a loaded machine must not fail a test.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Declares the unit structs of the bodies; their names are the tests' names.
-macro_rules! bodies {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[allow(non_camel_case_types)]
-            #[derive(Clone, Copy)]
-            struct $name;
-        )*
-        fn tests() -> Vec<Test> {
-            vec![$(Test::both(stringify!($name), $name).check_leaks()),*]
-        }
-    };
-}
-
-bodies!(
+loopwatch_sim::bodies!(
     threads_have_names_identities_and_report_panics,
     blocking_mutex_excludes_waits_and_times_out,
     clock_is_monotonic_and_sleep_lasts,

@@ -40,23 +40,9 @@ use loopwatch::{
     AbstractEventLoopPolicy, DefaultEventLoopPolicy, Error, ErrorKind, EventLoop, PolicyRef,
     PolicyState, Result,
 };
-use loopwatch_sim::testing::{self, Body, Log, Test};
+use loopwatch_sim::testing::{self, Body, Log};
 
-/// Declares the unit structs of the bodies and `tests()`, each run on both kernels
-/// with its leak check.
-macro_rules! bodies {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[allow(non_camel_case_types)]
-            struct $name;
-        )*
-        fn tests() -> Vec<Test> {
-            vec![$(Test::both(stringify!($name), $name).check_leaks()),*]
-        }
-    };
-}
-
-bodies!(
+loopwatch_sim::bodies!(
     event_loop_policy,
     get_event_loop_thread,
     new_event_loop_has_no_side_effects,

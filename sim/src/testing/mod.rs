@@ -169,3 +169,45 @@ macro_rules! body {
         ClosureBody
     }};
 }
+
+/// Declares a unit struct for each name, to implement [`Body`](crate::testing::Body)
+/// on, and `fn tests() -> Vec<Test>`, which registers each as
+/// `Test::both(name, Name).check_leaks()`: the usual shape of a harness binary whose
+/// bodies all run on both kernels and must leave nothing behind.
+///
+/// ```no_run
+/// use loopwatch::kernel::{Fds, Kernel};
+/// use loopwatch_sim::testing::{self, Body};
+///
+/// loopwatch_sim::bodies!(pipe_round_trip);
+///
+/// impl Body for pipe_round_trip {
+///     fn run<K: Kernel>(&self, k: &K) {
+///         let (read, write) = k.pipe().unwrap();
+///         k.write(write, b"x").unwrap();
+///         let mut buf = [0u8; 1];
+///         assert_eq!(k.read(read, &mut buf), Ok(1));
+///         k.close(read).unwrap();
+///         k.close(write).unwrap();
+///     }
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     testing::main(tests())
+/// }
+/// ```
+#[macro_export]
+macro_rules! bodies {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[allow(non_camel_case_types)]
+            #[derive(Clone, Copy, Debug)]
+            struct $name;
+        )*
+        fn tests() -> ::std::vec::Vec<$crate::testing::Test> {
+            ::std::vec![$(
+                $crate::testing::Test::both(::std::stringify!($name), $name).check_leaks()
+            ),*]
+        }
+    };
+}
