@@ -281,7 +281,10 @@ fn failing_sim_arm_prints_one_report_and_replays() {
         );
         assert!(all.contains("the first child was reaped first"), "{all}");
         assert!(all.contains("at sim/tests/testing_demo.rs:"), "{all}");
-        assert!(all.contains("T1 waitpid(-1)"), "the trace tail: {all}");
+        assert!(
+            all.contains("T1 waitpid(-1, Block)"),
+            "the trace tail: {all}"
+        );
         let (seed, replay) = first_seed_and_replay(&all);
         assert_eq!(
             replay,
