@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use loopwatch::kernel::{Fds, Kernel, Processes, Signal, SpawnRequest, Stdio};
+use loopwatch::kernel::{Kernel, Signal, SpawnRequest, Stdio};
 use loopwatch::policy;
 use loopwatch::{
     EventLoop, FastChildWatcher, MultiLoopChildWatcher, OsKernel, PidfdChildWatcher, Result,
@@ -99,19 +99,6 @@ pub(crate) fn fd_count<K: Kernel>(k: &K) -> usize {
 pub(crate) fn thread_count<K: Kernel>(k: &K) -> Option<usize> {
     os(k)?;
     Some(Resources::of_this_process().expect("read /proc").threads)
-}
-
-/// Why the tests that use Pidfd cannot run on this OS, if they cannot:
-/// `pidfd_open` needs Linux 5.3 and no seccomp filter refusing it.
-pub(crate) fn pidfd_unavailable() -> Option<String> {
-    let k = OsKernel;
-    match k.pidfd_open(k.getpid()) {
-        Ok(fd) => {
-            k.close(fd).expect("close the probe pidfd");
-            None
-        }
-        Err(errno) => Some(format!("pidfd_open is unavailable here ({errno})")),
-    }
 }
 
 /// Calls `probe` every 10 ms (of the kernel's clock) until it is true, for at most
@@ -220,21 +207,6 @@ pub(crate) fn in_worker<K: Kernel, T: Send + 'static>(
         std::panic::resume_unwind(payload);
     }
     out.take().pop().expect("the worker's result")
-}
-
-/// Yields once to the loop, as `asyncio.sleep(0)`.
-pub(crate) async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await;
 }
 
 /// Sleeps on the loop, as `asyncio.sleep(seconds)`: the task is woken by a timer, so

@@ -31,11 +31,11 @@ use loopwatch::{
     SafeChildWatcher, WatcherFactory, WatcherRef,
 };
 use loopwatch_sim::Report;
-use loopwatch_sim::testing::{self, Body, Log, Test, sh};
+use loopwatch_sim::testing::{self, Body, Log, Test, sh, yield_now};
 
 use main_thread_common::{
     Kind, PATIENCE, bare, child_count, fd_count, fork, in_worker, install, os, poll_until, sim,
-    thread_count, uninstall, with_pipes, yield_now,
+    thread_count, uninstall, with_pipes,
 };
 
 // ----- finding 9: exits coalesced into one SIGCHLD --------------------------------------

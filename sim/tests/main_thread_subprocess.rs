@@ -336,7 +336,7 @@ fn spawn_with_stdio_closed_in_the_parent() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let no_pidfd = main_thread_common::pidfd_unavailable();
+    let no_pidfd = testing::pidfd_unavailable();
     let pidfd = |test: Test| match &no_pidfd {
         Some(reason) => test.skip_os(reason.clone()),
         None => test,

@@ -28,8 +28,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use loopwatch::kernel::{
-    Clock, Disposition, Errno, ExitStatus, Fds, Kernel, Pid, Processes, Signal, Signals,
-    SpawnRequest, ThreadId, Threads, WaitMode, WaitStatus,
+    Clock, Disposition, Errno, ExitStatus, Kernel, Pid, Processes, Signal, Signals, SpawnRequest,
+    ThreadId, Threads, WaitMode, WaitStatus,
 };
 use loopwatch::watcher::{ChildCallback, MultiLoopChildWatcher};
 use loopwatch::{
@@ -1832,19 +1832,6 @@ fn warm_up() {
     assert_eq!(testing::reap(&OsKernel, pid), 0);
 }
 
-/// Why the Pidfd tests cannot run on this OS, if they cannot: `pidfd_open` needs
-/// Linux 5.3 and no seccomp filter refusing it.
-fn pidfd_unavailable() -> Option<String> {
-    let k = OsKernel;
-    match k.pidfd_open(k.getpid()) {
-        Ok(fd) => {
-            k.close(fd).expect("close the probe pidfd");
-            None
-        }
-        Err(errno) => Some(format!("pidfd_open is unavailable here ({errno})")),
-    }
-}
-
 /// A test of `body` on both kernels, [`SEEDS`] seeds on the simulator, that fails if
 /// it leaves a child, an fd or a thread behind.
 fn both<B: Body>(name: &str, body: B) -> Test {
@@ -1862,7 +1849,7 @@ fn reset_inherited_ignores() {
 fn main() -> ExitCode {
     reset_inherited_ignores();
     warm_up();
-    let no_pidfd = pidfd_unavailable();
+    let no_pidfd = testing::pidfd_unavailable();
     let pidfd = |test: Test| match &no_pidfd {
         Some(reason) => test.skip_os(reason.clone()),
         None => test,

@@ -524,3 +524,24 @@ impl<K: Kernel> fmt::Debug for Cleanup<K> {
             .finish()
     }
 }
+
+/// Why tests that need pidfds cannot run on this machine's real OS, if they cannot: the
+/// reason to give [`Test::skip_os`](crate::testing::Test::skip_os). `pidfd_open`
+/// needs Linux 5.3 and no seccomp filter refusing it.
+///
+/// ```
+/// if let Some(reason) = loopwatch_sim::testing::pidfd_unavailable() {
+///     assert!(reason.starts_with("pidfd_open is unavailable here"));
+/// }
+/// ```
+pub fn pidfd_unavailable() -> Option<String> {
+    use loopwatch::kernel::{Fds as _, Processes as _};
+    let k = OsKernel;
+    match k.pidfd_open(k.getpid()) {
+        Ok(fd) => {
+            k.close(fd).expect("close the probe pidfd");
+            None
+        }
+        Err(errno) => Some(format!("pidfd_open is unavailable here ({errno})")),
+    }
+}
