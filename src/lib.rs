@@ -105,6 +105,10 @@ mod sys;
 #[cfg(test)]
 mod test_support;
 pub mod watcher;
+#[cfg(feature = "zoo")]
+pub mod zoo;
+#[cfg(not(feature = "zoo"))]
+mod zoo;
 
 /// Synchronisation that is safe to hold across kernel calls, and the check that no
 /// other lock is.
