@@ -62,9 +62,10 @@ pub enum Mutant {
     /// A callback that panics ends the watcher's pass: the exits coalesced into the
     /// same SIGCHLD are left unreported (finding 9).
     PanicEndsPass,
-    /// A child started without `exec` keeps the parent's wakeup pipe and signal
-    /// wiring, so its signals write into the parent's loop (finding 10).
-    ForkInheritsWakeup,
+    /// Pidfd's reader does not handle `ECHILD` when someone else reaped the child: it
+    /// returns early, the callback is never called and the pidfd stays open
+    /// (CPython 3.9's `PidfdChildWatcher._do_wait`).
+    PidfdUnhandledEchild,
     /// MultiLoop's `close` waits for its pipe to reach end-of-file, which never comes
     /// while a child that inherited the write end lives (finding 11).
     MultiLoopCloseWaitsInheritedPipe,
@@ -85,7 +86,7 @@ impl Mutant {
         Mutant::StaleWakeupFd,
         Mutant::ReapedAfterHop,
         Mutant::PanicEndsPass,
-        Mutant::ForkInheritsWakeup,
+        Mutant::PidfdUnhandledEchild,
         Mutant::MultiLoopCloseWaitsInheritedPipe,
     ];
 
@@ -104,7 +105,7 @@ impl Mutant {
             Mutant::StaleWakeupFd => "stale-wakeup-fd",
             Mutant::ReapedAfterHop => "reaped-after-hop",
             Mutant::PanicEndsPass => "panic-ends-pass",
-            Mutant::ForkInheritsWakeup => "fork-inherits-wakeup",
+            Mutant::PidfdUnhandledEchild => "pidfd-unhandled-echild",
             Mutant::MultiLoopCloseWaitsInheritedPipe => "multi-loop-close-waits-inherited-pipe",
         }
     }
@@ -124,7 +125,7 @@ impl Mutant {
             Mutant::StaleWakeupFd => "findings 1-2",
             Mutant::ReapedAfterHop => "finding 3",
             Mutant::PanicEndsPass => "finding 9",
-            Mutant::ForkInheritsWakeup => "finding 10",
+            Mutant::PidfdUnhandledEchild => "CPython 3.9 PidfdChildWatcher",
             Mutant::MultiLoopCloseWaitsInheritedPipe => "finding 11",
         }
     }
