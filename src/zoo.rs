@@ -13,7 +13,11 @@
 
 #![cfg_attr(
     not(feature = "zoo"),
-    allow(dead_code, unreachable_pub, reason = "public only with the zoo feature")
+    allow(
+        dead_code,
+        unreachable_pub,
+        reason = "public only with the zoo feature"
+    )
 )]
 
 use std::fmt;

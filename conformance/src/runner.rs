@@ -4,15 +4,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
-use loopwatch::kernel::{Kernel, Pid, Signal, SpawnRequest, WaitMode, WaitStatus, WaitTarget};
+use loopwatch::kernel::{
+    Disposition, Kernel, Pid, Signal, SpawnRequest, WaitMode, WaitStatus, WaitTarget,
+};
 use loopwatch::watcher::{MultiLoopChildWatcher, fork_window};
 use loopwatch::{
-    Error, EventLoop, FastChildWatcher, PidfdChildWatcher, SafeChildWatcher, ThreadedChildWatcher,
-    WatcherRef, policy,
+    Error, EventLoop, FastChildWatcher, PidfdChildWatcher, Process, SafeChildWatcher,
+    ThreadedChildWatcher, WatcherRef, policy,
 };
 
-use crate::scenario::{Fate, Scenario, Step, WatcherName};
+use crate::scenario::{Fate, Scenario, SignalMethod, Step, WatcherName};
 
 /// How long `wait` waits by default.
 const WAIT_MS: u64 = 5000;
@@ -33,13 +36,167 @@ type Shared = Arc<std::sync::Mutex<Record>>;
 struct Record {
     trace: Vec<String>,
     exited: BTreeMap<String, i32>,
-    waker: Option<Waker>,
+    /// Whoever awaits a callback: the runner's loop, a `thread_start` thread's loop.
+    wakers: Vec<Waker>,
+    events: Vec<Event>,
+    /// Pids learnt on other threads (`foreign_spawn`, `thread_start`).
+    pids: BTreeMap<String, Pid>,
+}
+
+/// What a run did that its trace does not say, for the invariant checker
+/// ([`crate::invariants`]): which child is which, what was registered and removed
+/// with which watcher, what the watcher was told, and whom the runner meant to signal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A child was spawned.
+    Spawned {
+        /// Its name.
+        child: String,
+        /// Its pid.
+        pid: Pid,
+        /// The simulator's serial of the child (`None` on the real OS).
+        serial: Option<u64>,
+        /// Who spawned it.
+        by: Spawner,
+    },
+    /// `add_child_handler` of the child succeeded with watcher number `watcher`
+    /// (the first watcher is 0; each `replace_watcher` makes the next).
+    Registered {
+        /// The child.
+        child: String,
+        /// Which watcher.
+        watcher: u32,
+    },
+    /// `remove_child_handler` of the child was called.
+    Removed {
+        /// The child.
+        child: String,
+    },
+    /// The child's callback (or, for a `subprocess` child, `process.wait()`) gave
+    /// `code`.
+    Reported {
+        /// The child.
+        child: String,
+        /// The returncode.
+        code: i32,
+        /// When, on the kernel's clock.
+        at: Duration,
+    },
+    /// The watcher was attached to the runner's loop.
+    Attached,
+    /// The watcher was detached (`attach_loop(None)`).
+    Detached,
+    /// Watcher number `watcher` was closed (by `close_watcher`, or replaced).
+    WatcherClosed {
+        /// Which watcher.
+        watcher: u32,
+    },
+    /// The loop of a `thread_start` child's thread was closed.
+    ThreadLoopClosed {
+        /// The child.
+        child: String,
+    },
+    /// The runner (a `kill` step, a `process_signal`, the teardown) sent `signal` to the
+    /// child, meaning that child.
+    Signalled {
+        /// The child meant.
+        child: String,
+        /// The signal.
+        signal: i32,
+    },
+    /// Code other than the watcher's reaped the child: a `foreign_wait`, a
+    /// `foreign_reap_any`, the teardown.
+    ReapedByRunner {
+        /// The child's name, when the runner knows it.
+        child: Option<String>,
+        /// Its pid.
+        pid: Pid,
+        /// The simulator's serial of the child (`None` on the real OS).
+        serial: Option<u64>,
+    },
+}
+
+/// Who spawned a child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spawner {
+    /// The runner, for the watcher (`start`, `spawn`, `thread_start`).
+    Runner,
+    /// loopwatch's subprocess API (`subprocess`).
+    Subprocess,
+    /// A foreign thread (`foreign_spawn`).
+    Foreign,
+}
+
+/// A run's trace and its [`Event`]s.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// The normalised trace.
+    pub trace: Vec<String>,
+    /// What the checker needs.
+    pub events: Vec<Event>,
 }
 
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Record> {
     shared
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn event(shared: &Shared, event: Event) {
+    lock(shared).events.push(event);
+}
+
+/// The simulator's serial of the child that holds `pid`; `None` on the real OS.
+fn serial_of<K: Kernel>(kernel: &K, pid: Pid) -> Option<u64> {
+    let kernel: &dyn std::any::Any = kernel;
+    kernel
+        .downcast_ref::<loopwatch_sim::SimKernel>()
+        .and_then(|sim| {
+            let _ = (sim, pid);
+            None
+        })
+}
+
+/// Records `child`'s exit `code`, reported at `at`, and wakes whoever awaits a
+/// callback.
+fn report(shared: &Shared, child: &str, code: i32, at: Duration) {
+    let wakers = {
+        let mut record = lock(shared);
+        record.trace.push(format!("exit {child} {code}"));
+        record.exited.insert(child.to_string(), code);
+        record.events.push(Event::Reported {
+            child: child.to_string(),
+            code,
+            at,
+        });
+        std::mem::take(&mut record.wakers)
+    };
+    for waker in wakers {
+        waker.wake();
+    }
+}
+
+/// The callback of `child`.
+fn callback<K: Kernel>(
+    kernel: &K,
+    shared: &Shared,
+    child: &str,
+) -> loopwatch::watcher::ChildCallback {
+    let (kernel, shared, child) = (kernel.clone(), shared.clone(), child.to_string());
+    Box::new(move |_pid, code| report(&shared, &child, code, kernel.now()))
+}
+
+/// The request that runs `fate`.
+fn request(fate: &Fate) -> SpawnRequest {
+    let mut request = match fate.script() {
+        Some(script) => SpawnRequest::new("/bin/sh", ["-c", script.as_str()]),
+        None => SpawnRequest::new("sleep", ["1000"]),
+    };
+    // A scenario's child dies of the signals it names whatever the runner's own
+    // process ignores (under `nohup`, as a background job): as the simulator's
+    // children and CPython's runner, it starts at the defaults.
+    request.restore_signals = true;
+    request
 }
 
 /// The Python exception class name of an error, as CPython's runner prints it
@@ -119,7 +276,9 @@ async fn wait_exit<K: Kernel>(
         if timer.as_ref().is_some_and(Timer::fired) {
             return Poll::Ready(false);
         }
-        record.waker = Some(cx.waker().clone());
+        if !record.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            record.wakers.push(cx.waker().clone());
+        }
         drop(record);
         if timer.is_none() {
             timer = Timer::start(event_loop, ms, cx.waker().clone());
@@ -142,10 +301,13 @@ enum ChildState {
 }
 
 /// The steps' state.
-struct Run<K: Kernel> {
+struct Run<'m, K: Kernel> {
     kernel: K,
     event_loop: EventLoop<K>,
     watcher: WatcherRef<K>,
+    /// The watcher's number: 0, then one more for each `replace_watcher`.
+    generation: u32,
+    make: &'m dyn Fn(&K) -> WatcherRef<K>,
     shared: Shared,
     pids: BTreeMap<String, Pid>,
     /// Children in creation order.
@@ -155,20 +317,33 @@ struct Run<K: Kernel> {
     removed: BTreeSet<String>,
     /// Children this runner reaped itself (`foreign_wait`, teardown).
     reaped: BTreeSet<String>,
+    /// Children started with `subprocess`.
+    processes: BTreeMap<String, Process<K>>,
+    /// The threads of `foreign_spawn` and `thread_start`, by child.
+    threads: Vec<(String, K::JoinHandle)>,
 }
 
-impl<K: Kernel> Run<K> {
+impl<K: Kernel> Run<'_, K> {
     fn note(&self, line: String) {
         lock(&self.shared).trace.push(line);
+    }
+
+    fn event(&self, event: Event) {
+        self::event(&self.shared, event);
     }
 
     fn error(&self, op: &str, child: &str, error: &Error) {
         self.note(format!("error {op} {child} {}", python_class(error)));
     }
 
-    /// The child's pid, or `error <op> <child> NoChild` when its spawn failed.
+    /// The child's pid (learnt here or on another thread), or
+    /// `error <op> <child> NoChild` when it has none.
     fn pid(&self, op: &str, child: &str) -> Option<Pid> {
-        let pid = self.pids.get(child).copied();
+        let pid = self
+            .pids
+            .get(child)
+            .copied()
+            .or_else(|| lock(&self.shared).pids.get(child).copied());
         if pid.is_none() {
             self.note(format!("error {op} {child} NoChild"));
         }
@@ -186,19 +361,21 @@ impl<K: Kernel> Run<K> {
         }
     }
 
+    fn spawned(&mut self, child: &str, pid: Pid, by: Spawner) {
+        self.pids.insert(child.to_string(), pid);
+        self.order.push(child.to_string());
+        self.event(Event::Spawned {
+            child: child.to_string(),
+            pid,
+            serial: serial_of(&self.kernel, pid),
+            by,
+        });
+    }
+
     fn spawn(&mut self, child: &str, fate: &Fate) -> Option<Pid> {
-        let mut request = match fate.script() {
-            Some(script) => SpawnRequest::new("/bin/sh", ["-c", script.as_str()]),
-            None => SpawnRequest::new("sleep", ["1000"]),
-        };
-        // A scenario's child dies of the signals it names whatever the runner's own
-        // process ignores (under `nohup`, as a background job): as the simulator's
-        // children and CPython's runner, it starts at the defaults.
-        request.restore_signals = true;
-        match self.kernel.spawn(&request) {
+        match self.kernel.spawn(&request(fate)) {
             Ok(spawned) => {
-                self.pids.insert(child.to_string(), spawned.pid);
-                self.order.push(child.to_string());
+                self.spawned(child, spawned.pid, Spawner::Runner);
                 Some(spawned.pid)
             }
             Err(errno) => {
@@ -208,29 +385,47 @@ impl<K: Kernel> Run<K> {
         }
     }
 
-    fn callback(&self, child: &str) -> loopwatch::watcher::ChildCallback {
-        let (shared, child) = (self.shared.clone(), child.to_string());
-        Box::new(move |_pid, code| {
-            let waker = {
-                let mut record = lock(&shared);
-                record.trace.push(format!("exit {child} {code}"));
-                record.exited.insert(child, code);
-                record.waker.take()
-            };
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-        })
-    }
-
     fn register(&mut self, op: &str, child: &str, pid: Pid) {
-        let callback = self.callback(child);
-        match self.watcher.add_child_handler(pid, callback) {
+        match self
+            .watcher
+            .add_child_handler(pid, callback(&self.kernel, &self.shared, child))
+        {
             Ok(()) => {
                 self.registered.insert(child.to_string());
                 self.removed.remove(child);
+                self.event(Event::Registered {
+                    child: child.to_string(),
+                    watcher: self.generation,
+                });
             }
             Err(error) => self.error(op, child, &error),
+        }
+    }
+
+    /// Runs a watcher call that takes no child; an error is `error <op> - <Kind>`.
+    fn watcher_op(&self, op: &str, call: impl FnOnce(&WatcherRef<K>) -> Result<(), Error>) -> bool {
+        match call(&self.watcher) {
+            Ok(()) => true,
+            Err(error) => {
+                self.error(op, "-", &error);
+                false
+            }
+        }
+    }
+
+    /// Sends `signal` to `child` by pid, unless the child is already reaped.
+    fn kill(&self, op: &str, child: &str, pid: Pid, signal: Signal) {
+        // A reaped child's pid may belong to a stranger by now: not signalled.
+        if self.state(pid) == ChildState::Gone {
+            self.error(op, child, &loopwatch::kernel::Errno::ESRCH.into());
+            return;
+        }
+        self.event(Event::Signalled {
+            child: child.to_string(),
+            signal: signal.0,
+        });
+        if let Err(errno) = self.kernel.kill(pid, Some(signal)) {
+            self.error(op, child, &errno.into());
         }
     }
 
@@ -262,34 +457,43 @@ impl<K: Kernel> Run<K> {
                 if self.registered.contains(child) {
                     self.removed.insert(child.clone());
                 }
+                self.event(Event::Removed {
+                    child: child.clone(),
+                });
                 self.note(format!("removed {child} {removed}"));
             }
             Step::Wait { child, timeout_ms } => {
                 let ms = timeout_ms.unwrap_or(WAIT_MS);
-                if !wait_exit(&self.event_loop, &self.shared, child, ms).await {
+                let waited = match self.processes.get(child) {
+                    Some(process) => {
+                        wait_process(&self.event_loop, &self.shared, child, process, ms).await
+                    }
+                    None => wait_exit(&self.event_loop, &self.shared, child, ms).await,
+                };
+                if !waited {
                     self.note(format!("timeout {child}"));
                 }
             }
             Step::Sleep { ms } => sleep(&self.event_loop, *ms).await,
             Step::Kill { child, signal } => {
-                let Some(pid) = self.pid("kill", child) else {
-                    return;
-                };
-                // A reaped child's pid may belong to a stranger by now: not signalled.
-                if self.state(pid) == ChildState::Gone {
-                    self.error("kill", child, &loopwatch::kernel::Errno::ESRCH.into());
-                } else if let Err(errno) = self.kernel.kill(pid, Some(Signal(*signal))) {
-                    self.error("kill", child, &errno.into());
+                if let Some(pid) = self.pid("kill", child) {
+                    self.kill("kill", child, pid, Signal(*signal));
                 }
             }
             Step::ForeignWait { child } => {
                 let Some(pid) = self.pid("foreign_wait", child) else {
                     return;
                 };
+                let serial = serial_of(&self.kernel, pid);
                 let line = loop {
                     match self.kernel.wait_pid(pid, WaitMode::Block) {
                         Ok(WaitStatus::Terminated(_, status)) => {
                             self.reaped.insert(child.clone());
+                            self.event(Event::ReapedByRunner {
+                                child: Some(child.clone()),
+                                pid,
+                                serial,
+                            });
                             break format!("foreign {child} {}", status.returncode());
                         }
                         Err(loopwatch::kernel::Errno::EINTR) => continue,
@@ -305,6 +509,256 @@ impl<K: Kernel> Run<K> {
                 let active = self.watcher.is_active();
                 self.note(format!("active {active}"));
             }
+            Step::Attach => {
+                let event_loop = self.event_loop.clone();
+                if self.watcher_op("attach", |w| w.attach_loop(Some(event_loop))) {
+                    self.event(Event::Attached);
+                }
+            }
+            Step::Detach => {
+                if self.watcher_op("detach", |w| w.attach_loop(None)) {
+                    self.event(Event::Detached);
+                }
+            }
+            Step::CloseWatcher => {
+                self.watcher_op("close_watcher", |w| w.close());
+                self.event(Event::WatcherClosed {
+                    watcher: self.generation,
+                });
+            }
+            Step::ReplaceWatcher => self.replace_watcher(),
+            Step::LoopCycle => self.loop_cycle(),
+            // Applied before the set-up (see `execute_recorded`).
+            Step::IgnoreSigchld => {}
+            Step::ForeignSpawn { child, fate } => self.foreign_spawn(child, fate),
+            Step::ForeignReapAny => self.foreign_reap_any(),
+            Step::Subprocess { child, fate } => {
+                match self.event_loop.subprocess_exec(&request(fate)) {
+                    Ok(process) => {
+                        self.spawned(child, process.pid(), Spawner::Subprocess);
+                        self.event(Event::Registered {
+                            child: child.clone(),
+                            watcher: self.generation,
+                        });
+                        self.processes.insert(child.clone(), process);
+                    }
+                    Err(error) => self.error("subprocess", child, &error),
+                }
+            }
+            Step::ProcessSignal {
+                child,
+                method,
+                signal,
+            } => {
+                let Some(process) = self.processes.get(child) else {
+                    self.note(format!("error process_signal {child} NoChild"));
+                    return;
+                };
+                let signal = match (method, signal) {
+                    (SignalMethod::Kill, _) => Signal::SIGKILL,
+                    (SignalMethod::Terminate, _) => Signal::SIGTERM,
+                    (SignalMethod::SendSignal, signal) => Signal(signal.unwrap_or(0)),
+                };
+                self.event(Event::Signalled {
+                    child: child.clone(),
+                    signal: signal.0,
+                });
+                let sent = match method {
+                    SignalMethod::Kill => process.kill(),
+                    SignalMethod::Terminate => process.terminate(),
+                    SignalMethod::SendSignal => process.send_signal(signal),
+                };
+                if let Err(error) = sent {
+                    self.error("process_signal", child, &error);
+                }
+            }
+            Step::ThreadStart { child, fate } => self.thread_start(child, fate),
+        }
+    }
+
+    fn replace_watcher(&mut self) {
+        let new = (self.make)(&self.kernel);
+        if let Err(error) = new.attach_loop(Some(self.event_loop.clone())) {
+            self.error("replace_watcher", "-", &error);
+            let _ = new.close();
+            return;
+        }
+        // The policy closes the watcher it held.
+        let replaced = policy::set_child_watcher(&self.kernel, Some(new.clone()));
+        let closed = self.watcher.close();
+        self.event(Event::WatcherClosed {
+            watcher: self.generation,
+        });
+        if let Err(error) = replaced.and(closed) {
+            self.error("replace_watcher", "-", &error);
+        }
+        self.watcher = new;
+        self.generation += 1;
+        self.event(Event::Attached);
+    }
+
+    fn loop_cycle(&mut self) {
+        let other = match EventLoop::with_kernel(self.kernel.clone()) {
+            Ok(other) => other,
+            Err(error) => return self.error("loop_cycle", "-", &error),
+        };
+        let there = self.watcher.attach_loop(Some(other.clone()));
+        let back = self.watcher.attach_loop(Some(self.event_loop.clone()));
+        let closed = other.close();
+        if let Err(error) = there.and(back).and(closed) {
+            self.error("loop_cycle", "-", &error);
+        }
+    }
+
+    fn foreign_spawn(&mut self, child: &str, fate: &Fate) {
+        let (kernel, shared, name) = (self.kernel.clone(), self.shared.clone(), child.to_string());
+        let request = request(fate);
+        let body = move || {
+            let pid = match kernel.spawn(&request) {
+                Ok(spawned) => spawned.pid,
+                Err(errno) => {
+                    lock(&shared).trace.push(format!(
+                        "error foreign_spawn {name} {}",
+                        python_class(&errno.into())
+                    ));
+                    return;
+                }
+            };
+            {
+                let mut record = lock(&shared);
+                record.pids.insert(name.clone(), pid);
+                record.events.push(Event::Spawned {
+                    child: name.clone(),
+                    pid,
+                    serial: serial_of(&kernel, pid),
+                    by: Spawner::Foreign,
+                });
+            }
+            let line = loop {
+                match kernel.wait_pid(pid, WaitMode::Block) {
+                    Ok(WaitStatus::Terminated(_, status)) => {
+                        break format!("foreign-child {name} {}", status.returncode());
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(loopwatch::kernel::Errno::EINTR) => continue,
+                    Err(errno) => break format!("foreign-child {name} {errno:?}"),
+                }
+            };
+            lock(&shared).trace.push(line);
+        };
+        match self.kernel.spawn_thread("foreign-spawner", Box::new(body)) {
+            Ok(handle) => {
+                self.order.push(child.to_string());
+                self.threads.push((child.to_string(), handle));
+            }
+            Err(errno) => self.error("foreign_spawn", child, &errno.into()),
+        }
+    }
+
+    fn foreign_reap_any(&mut self) {
+        // Peeks first, so that the child's serial is known before its pid is freed.
+        while let Ok(WaitStatus::Terminated(pid, _)) =
+            self.kernel.wait_peek(WaitTarget::Any, WaitMode::NoHang)
+        {
+            let serial = serial_of(&self.kernel, pid);
+            let Ok(WaitStatus::Terminated(_, status)) = self.kernel.wait_pid(pid, WaitMode::NoHang)
+            else {
+                // Someone else reaped it in between.
+                continue;
+            };
+            let known = lock(&self.shared).pids.clone();
+            let name = self
+                .pids
+                .iter()
+                .chain(known.iter())
+                .find(|(_, p)| **p == pid)
+                .map(|(name, _)| name.clone());
+            let shown = name.clone().unwrap_or_else(|| "?".to_string());
+            self.note(format!("stole {shown} {}", status.returncode()));
+            if let Some(name) = &name {
+                self.reaped.insert(name.clone());
+            }
+            self.event(Event::ReapedByRunner {
+                child: name,
+                pid,
+                serial,
+            });
+        }
+    }
+
+    fn thread_start(&mut self, child: &str, fate: &Fate) {
+        let (kernel, shared, name) = (self.kernel.clone(), self.shared.clone(), child.to_string());
+        let watcher = self.watcher.clone();
+        let generation = self.generation;
+        let request = request(fate);
+        let body = move || {
+            let note = |line: String| lock(&shared).trace.push(line);
+            let event_loop = match EventLoop::with_kernel(kernel.clone()) {
+                Ok(event_loop) => event_loop,
+                Err(error) => {
+                    return note(format!(
+                        "error thread_start {name} {}",
+                        python_class(&error)
+                    ));
+                }
+            };
+            let (k, s, n, lp) = (
+                kernel.clone(),
+                shared.clone(),
+                name.clone(),
+                event_loop.clone(),
+            );
+            let ran = event_loop.run_until_complete(async move {
+                {
+                    let _window = fork_window(&*watcher);
+                    let pid = match k.spawn(&request) {
+                        Ok(spawned) => spawned.pid,
+                        Err(errno) => {
+                            let line =
+                                format!("error thread_start {n} {}", python_class(&errno.into()));
+                            return lock(&s).trace.push(line);
+                        }
+                    };
+                    {
+                        let mut record = lock(&s);
+                        record.pids.insert(n.clone(), pid);
+                        record.events.push(Event::Spawned {
+                            child: n.clone(),
+                            pid,
+                            serial: serial_of(&k, pid),
+                            by: Spawner::Runner,
+                        });
+                    }
+                    match watcher.add_child_handler(pid, callback(&k, &s, &n)) {
+                        Ok(()) => lock(&s).events.push(Event::Registered {
+                            child: n.clone(),
+                            watcher: generation,
+                        }),
+                        Err(error) => {
+                            let line = format!("error thread_start {n} {}", python_class(&error));
+                            return lock(&s).trace.push(line);
+                        }
+                    }
+                }
+                wait_exit(&lp, &s, &n, WAIT_MS).await;
+            });
+            if let Err(error) = ran {
+                note(format!(
+                    "error thread_start {name} {}",
+                    python_class(&error)
+                ));
+            }
+            let _ = event_loop.close();
+            lock(&shared).events.push(Event::ThreadLoopClosed {
+                child: name.clone(),
+            });
+        };
+        match self.kernel.spawn_thread("loop-thread", Box::new(body)) {
+            Ok(handle) => {
+                self.order.push(child.to_string());
+                self.registered.insert(child.to_string());
+                self.threads.push((child.to_string(), handle));
+            }
+            Err(errno) => self.error("thread_start", child, &errno.into()),
         }
     }
 
@@ -316,15 +770,39 @@ impl<K: Kernel> Run<K> {
             if self.reaped.contains(&name) {
                 continue;
             }
-            let pid = self.pids[&name];
+            let Some(pid) = self
+                .pids
+                .get(&name)
+                .copied()
+                .or_else(|| lock(&self.shared).pids.get(&name).copied())
+            else {
+                continue;
+            };
             let state = self.state(pid);
             if state == ChildState::Running {
+                self.event(Event::Signalled {
+                    child: name.clone(),
+                    signal: Signal::SIGKILL.0,
+                });
                 let _ = self.kernel.kill(pid, Some(Signal::SIGKILL));
                 let mut waited = 0;
                 while self.state(pid) == ChildState::Running && waited < DEATH_WAIT_MS {
                     sleep(&self.event_loop, 2).await;
                     waited += 2;
                 }
+            }
+            if let Some(process) = self.processes.get(&name) {
+                if process.returncode().is_none() {
+                    wait_process(
+                        &self.event_loop,
+                        &self.shared,
+                        &name,
+                        process,
+                        TEARDOWN_WAIT_MS,
+                    )
+                    .await;
+                }
+                continue;
             }
             let called = lock(&self.shared).exited.contains_key(&name);
             if self.registered.contains(&name) && !called {
@@ -337,6 +815,13 @@ impl<K: Kernel> Run<K> {
                 wait_exit(&self.event_loop, &self.shared, &name, ms).await;
             }
         }
+        // The threads end once their children have: a foreign spawner when its
+        // `waitpid` returns, a loop thread when its wait does.
+        for (_, handle) in std::mem::take(&mut self.threads) {
+            if self.kernel.join_thread(handle).is_err() {
+                self.note("error teardown - thread panicked".to_string());
+            }
+        }
         // Let the watcher handle a SIGCHLD still pending (Fast reaps unknown children
         // here), so that the zombie list does not depend on timing.
         sleep(&self.event_loop, 50).await;
@@ -344,13 +829,60 @@ impl<K: Kernel> Run<K> {
             if self.reaped.contains(&name) {
                 continue;
             }
-            let pid = self.pids[&name];
+            let Some(pid) = self.pids.get(&name).copied() else {
+                continue;
+            };
             if self.state(pid) == ChildState::Zombie {
                 self.note(format!("zombie {name}"));
+                let serial = serial_of(&self.kernel, pid);
                 let _ = self.kernel.wait_pid(pid, WaitMode::NoHang);
-                self.reaped.insert(name);
+                self.reaped.insert(name.clone());
+                self.event(Event::ReapedByRunner {
+                    child: Some(name),
+                    pid,
+                    serial,
+                });
             }
         }
+        self.processes.clear();
+    }
+}
+
+/// Awaits `process.wait()`, at most `ms`; records `exit <child> <code>` once.
+async fn wait_process<K: Kernel>(
+    event_loop: &EventLoop<K>,
+    shared: &Shared,
+    child: &str,
+    process: &Process<K>,
+    ms: u64,
+) -> bool {
+    if lock(shared).exited.contains_key(child) {
+        return true;
+    }
+    let mut wait = std::pin::pin!(process.wait());
+    let mut timer: Option<Timer> = None;
+    let code = poll_fn(|cx| {
+        if let Poll::Ready(code) = wait.as_mut().poll(cx) {
+            return Poll::Ready(Some(code));
+        }
+        if timer.as_ref().is_some_and(Timer::fired) {
+            return Poll::Ready(None);
+        }
+        if timer.is_none() {
+            timer = Timer::start(event_loop, ms, cx.waker().clone());
+            if timer.is_none() {
+                return Poll::Ready(None);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    match code {
+        Some(code) => {
+            report(shared, child, code, event_loop.kernel().now());
+            true
+        }
+        None => false,
     }
 }
 
@@ -379,6 +911,37 @@ pub fn execute_with<K: Kernel>(
     scenario: &Scenario,
     make: &dyn Fn(&K) -> WatcherRef<K>,
 ) -> Result<Vec<String>, Error> {
+    execute_recorded(kernel, scenario, make).map(|recorded| recorded.trace)
+}
+
+/// As [`execute_with`], with the [`Event`]s the invariant checker needs.
+///
+/// # Errors
+///
+/// Setting the loop or the watcher up failed.
+pub fn execute_recorded<K: Kernel>(
+    kernel: &K,
+    scenario: &Scenario,
+    make: &dyn Fn(&K) -> WatcherRef<K>,
+) -> Result<Recorded, Error> {
+    let ignored = scenario.steps.first() == Some(&Step::IgnoreSigchld);
+    let before = if ignored {
+        Some(kernel.set_disposition(Signal::SIGCHLD, Disposition::Ignore)?)
+    } else {
+        None
+    };
+    let result = set_up_and_run(kernel, scenario, make);
+    if let Some(before) = before {
+        kernel.set_disposition(Signal::SIGCHLD, before)?;
+    }
+    result
+}
+
+fn set_up_and_run<K: Kernel>(
+    kernel: &K,
+    scenario: &Scenario,
+    make: &dyn Fn(&K) -> WatcherRef<K>,
+) -> Result<Recorded, Error> {
     policy::set_event_loop_policy(kernel, None);
     let event_loop = EventLoop::with_kernel(kernel.clone())?;
     policy::set_event_loop(kernel, Some(event_loop.clone()))?;
@@ -386,31 +949,41 @@ pub fn execute_with<K: Kernel>(
     watcher_ref.attach_loop(Some(event_loop.clone()))?;
     policy::set_child_watcher(kernel, Some(watcher_ref.clone()))?;
     let shared: Shared = Arc::default();
+    event(&shared, Event::Attached);
     let mut run = Run {
         kernel: kernel.clone(),
         event_loop: event_loop.clone(),
-        watcher: watcher_ref.clone(),
+        watcher: watcher_ref,
+        generation: 0,
+        make,
         shared: shared.clone(),
         pids: BTreeMap::new(),
         order: Vec::new(),
         registered: BTreeSet::new(),
         removed: BTreeSet::new(),
         reaped: BTreeSet::new(),
+        processes: BTreeMap::new(),
+        threads: Vec::new(),
     };
     let steps = scenario.steps.clone();
-    let outcome = event_loop.run_until_complete(async move {
+    let outcome = event_loop.run_until_complete(async {
         for step in &steps {
             run.step(step).await;
         }
         run.teardown().await;
     });
-    let closed = watcher_ref.close();
+    let last = run.watcher.clone();
+    drop(run);
+    let closed = last.close();
     policy::set_child_watcher(kernel, None)?;
     policy::set_event_loop(kernel, None)?;
     event_loop.close()?;
     policy::set_event_loop_policy(kernel, None);
     outcome?;
     closed?;
-    let trace = std::mem::take(&mut lock(&shared).trace);
-    Ok(trace)
+    let mut record = lock(&shared);
+    Ok(Recorded {
+        trace: std::mem::take(&mut record.trace),
+        events: std::mem::take(&mut record.events),
+    })
 }

@@ -263,6 +263,110 @@ pub enum Step {
     },
     /// Record `watcher.is_active()`.
     Active,
+    /// `watcher.attach_loop(loop)`, the runner's loop.
+    Attach,
+    /// `watcher.attach_loop(None)`.
+    Detach,
+    /// `watcher.close()`.
+    CloseWatcher,
+    /// A new watcher of the same kind is attached to the loop and installed as the
+    /// policy's; the old one is closed.
+    ReplaceWatcher,
+    /// A second loop is made and the watcher attached to it; then the watcher goes
+    /// back to the runner's loop and the second loop is closed.
+    LoopCycle,
+    /// Foreign code sets SIGCHLD to `SIG_IGN` (as a parent may leave it, across
+    /// `exec`): only as the first step, applied before the loop and watcher are set up.
+    IgnoreSigchld,
+    /// A foreign thread spawns its own child and waits for it with `waitpid(pid)`.
+    ForeignSpawn {
+        /// The child's name.
+        child: String,
+        /// What it does.
+        fate: Fate,
+    },
+    /// Foreign code reaps every zombie child with `waitpid(-1, WNOHANG)`.
+    ForeignReapAny,
+    /// Start a child through loopwatch's subprocess API (`create_subprocess_exec`,
+    /// registered with the policy's watcher); `wait` awaits `process.wait()`.
+    Subprocess {
+        /// The child's name.
+        child: String,
+        /// What it does.
+        fate: Fate,
+    },
+    /// `process.kill()`, `process.terminate()` or `process.send_signal(signal)` of a
+    /// child started with `subprocess`.
+    ProcessSignal {
+        /// The child's name.
+        child: String,
+        /// Which method.
+        method: SignalMethod,
+        /// The signal, for `send_signal` only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+    },
+    /// A thread with a loop of its own starts and registers a child with the
+    /// policy's watcher, runs its loop until the child's callback (at most 5 s), then
+    /// closes its loop.
+    ThreadStart {
+        /// The child's name.
+        child: String,
+        /// What it does.
+        fate: Fate,
+    },
+}
+
+/// How [`Step::ProcessSignal`] signals a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalMethod {
+    /// `process.kill()`: SIGKILL.
+    Kill,
+    /// `process.terminate()`: SIGTERM.
+    Terminate,
+    /// `process.send_signal(signal)`.
+    SendSignal,
+}
+
+impl Step {
+    /// The child the step names, if it names one.
+    pub fn child(&self) -> Option<&str> {
+        match self {
+            Step::Start { child, .. }
+            | Step::Spawn { child, .. }
+            | Step::Register { child }
+            | Step::Remove { child }
+            | Step::Wait { child, .. }
+            | Step::Kill { child, .. }
+            | Step::ForeignWait { child }
+            | Step::ForeignSpawn { child, .. }
+            | Step::Subprocess { child, .. }
+            | Step::ProcessSignal { child, .. }
+            | Step::ThreadStart { child, .. } => Some(child),
+            Step::Sleep { .. }
+            | Step::Active
+            | Step::Attach
+            | Step::Detach
+            | Step::CloseWatcher
+            | Step::ReplaceWatcher
+            | Step::LoopCycle
+            | Step::IgnoreSigchld
+            | Step::ForeignReapAny => None,
+        }
+    }
+
+    /// The child the step creates, and its fate.
+    pub fn creates(&self) -> Option<(&str, &Fate)> {
+        match self {
+            Step::Start { child, fate }
+            | Step::Spawn { child, fate }
+            | Step::ForeignSpawn { child, fate }
+            | Step::Subprocess { child, fate }
+            | Step::ThreadStart { child, fate } => Some((child, fate)),
+            _ => None,
+        }
+    }
 }
 
 /// Where a scenario came from.
@@ -356,6 +460,7 @@ impl Scenario {
             return Err(Error::invalid("watchers must not be empty"));
         }
         let mut known = std::collections::BTreeSet::new();
+        let mut subprocesses = std::collections::BTreeSet::new();
         for (index, step) in self.steps.iter().enumerate() {
             let at = |e: Error| match e {
                 Error::Invalid { message, .. } => {
@@ -363,35 +468,63 @@ impl Scenario {
                 }
                 other => other,
             };
-            let unknown_child = |child: &str| {
-                Error::invalid(format!(
-                    "step {index}: child {child:?} used before it is spawned"
-                ))
-            };
+            if let Some((child, fate)) = step.creates() {
+                fate.check().map_err(at)?;
+                if !known.insert(child.to_string()) {
+                    return Err(Error::invalid(format!(
+                        "step {index}: child {child:?} started twice"
+                    )));
+                }
+                if matches!(step, Step::Subprocess { .. }) {
+                    subprocesses.insert(child.to_string());
+                }
+                continue;
+            }
+            if let Some(child) = step.child() {
+                if !known.contains(child) {
+                    return Err(Error::invalid(format!(
+                        "step {index}: child {child:?} used before it is spawned"
+                    )));
+                }
+            }
             match step {
-                Step::Start { child, fate } | Step::Spawn { child, fate } => {
-                    fate.check().map_err(at)?;
-                    if !known.insert(child.clone()) {
+                Step::Kill { signal, .. } => {
+                    check_signal("kill.signal", *signal, SignalUse::Kill).map_err(at)?;
+                }
+                Step::ProcessSignal {
+                    child,
+                    method,
+                    signal,
+                } => {
+                    if !subprocesses.contains(child) {
                         return Err(Error::invalid(format!(
-                            "step {index}: child {child:?} started twice"
+                            "step {index}: process_signal needs a child started with subprocess, not {child:?}"
                         )));
                     }
-                }
-                Step::Kill { child, signal } => {
-                    check_signal("kill.signal", *signal, SignalUse::Kill).map_err(at)?;
-                    if !known.contains(child) {
-                        return Err(unknown_child(child));
+                    match (method, signal) {
+                        (SignalMethod::SendSignal, Some(signal)) => {
+                            check_signal("process_signal.signal", *signal, SignalUse::Kill)
+                                .map_err(at)?;
+                        }
+                        (SignalMethod::SendSignal, None) => {
+                            return Err(Error::invalid(format!(
+                                "step {index}: send_signal needs a signal"
+                            )));
+                        }
+                        (_, Some(_)) => {
+                            return Err(Error::invalid(format!(
+                                "step {index}: only send_signal takes a signal"
+                            )));
+                        }
+                        (_, None) => {}
                     }
                 }
-                Step::Register { child }
-                | Step::Remove { child }
-                | Step::Wait { child, .. }
-                | Step::ForeignWait { child } => {
-                    if !known.contains(child) {
-                        return Err(unknown_child(child));
-                    }
+                Step::IgnoreSigchld if index != 0 => {
+                    return Err(Error::invalid(format!(
+                        "step {index}: ignore_sigchld must be the first step"
+                    )));
                 }
-                Step::Sleep { .. } | Step::Active => {}
+                _ => {}
             }
         }
         Ok(())
