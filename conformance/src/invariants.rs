@@ -1,0 +1,494 @@
+//! The invariant checker: what every simulated run must satisfy, judged without an
+//! oracle from the runner's [`Event`]s and the simulator's [`Ledger`].
+//!
+//! The ledger says what happened to every child (its true returncode, who reaped it,
+//! every signal sent to its pid); the events say what the runner asked of the watcher
+//! (registrations, removals, closes) and what the watcher reported. The rules below
+//! hold for every built-in watcher, with the exceptions each watcher documents (see
+//! [`Rules`], and the "Invariants" section of each watcher's documentation):
+//!
+//! | rule | what must hold |
+//! |---|---|
+//! | `once` | a child is reported at most once (Threaded: once per registration, T-5) |
+//! | `returncode` | a report carries the child's true returncode, or 255 when code other than the watcher reaped it; Fast never reports such a child (F-7) |
+//! | `removed` | a handler removed before the child's exit is not called (Threaded: `remove` is a no-op, T-6) |
+//! | `reported` | a child registered with a watcher that stays open, attached where it must be, and is not removed, is reported, and is not left a zombie |
+//! | `steal` | a watcher that does not steal reaps only children it was given (not Fast, F-3; Threaded may wait on a reused pid, T-8) |
+//! | `signal` | every signal that reaches a child was meant for that child: none reaches a pid reused by another child |
+//! | `latency` | an exit the watcher reaps reaches the loop within [`LATENCY`] of virtual time, when nothing blocks the loop |
+//! | `leak` | once the run is over: no fd, thread or child left |
+//! | `progress` | the run completes: no panic, deadlock or step limit |
+//! | `kernel.*` | the simulator's own checks (its model, and writes into stale fds) |
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use loopwatch_sim::{Ledger, Outcome, Reaper, Report};
+use serde::{Deserialize, Serialize};
+
+use crate::runner::{Event, Spawner};
+use crate::scenario::{Scenario, Step, WatcherName};
+
+/// The longest virtual time an exit the watcher reaps may take to reach the loop.
+/// Generous: the lag fault delays each wake-up by up to 100 ms, and a report may take
+/// a few hops (a waiter thread, `call_soon_threadsafe`, the loop).
+pub const LATENCY: Duration = Duration::from_millis(1500);
+
+/// One broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Breach {
+    /// The rule (`once`, `returncode` … `kernel.stale-wakeup-write`).
+    pub rule: String,
+    /// The child it is about, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
+    /// What happened.
+    pub detail: String,
+}
+
+impl fmt::Display for Breach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.child {
+            Some(child) => write!(f, "{} ({child}): {}", self.rule, self.detail),
+            None => write!(f, "{}: {}", self.rule, self.detail),
+        }
+    }
+}
+
+/// What a watcher promises, beyond the rules every watcher keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// It reaps every child, given or not (Fast, F-3): `steal` does not apply, and a
+    /// child reaped by other code is never reported (F-7).
+    pub steals: bool,
+    /// It reports only while attached to a loop (Safe, Fast): a child whose watcher
+    /// ends the run detached need not be reported.
+    pub needs_attach: bool,
+    /// `remove_child_handler` removes nothing (Threaded, T-6).
+    pub remove_is_noop: bool,
+    /// A pid registered twice is reported once per registration (Threaded, T-5).
+    pub reports_per_registration: bool,
+    /// It may wait on a pid reused after other code reaped its child (Threaded,
+    /// bpo-42110, T-8).
+    pub may_wait_on_reused_pid: bool,
+    /// Its callbacks go to the loop running where the child was registered (MultiLoop,
+    /// Threaded, Pidfd): a child registered from a thread whose loop closes first need
+    /// not be reported.
+    pub reports_to_registering_loop: bool,
+}
+
+impl Rules {
+    /// The rules of a built-in watcher.
+    pub fn of(watcher: WatcherName) -> Rules {
+        let none = Rules {
+            steals: false,
+            needs_attach: false,
+            remove_is_noop: false,
+            reports_per_registration: false,
+            may_wait_on_reused_pid: false,
+            reports_to_registering_loop: false,
+        };
+        match watcher {
+            WatcherName::Safe => Rules {
+                needs_attach: true,
+                ..none
+            },
+            WatcherName::Fast => Rules {
+                steals: true,
+                needs_attach: true,
+                ..none
+            },
+            WatcherName::MultiLoop => Rules {
+                reports_to_registering_loop: true,
+                ..none
+            },
+            WatcherName::Threaded => Rules {
+                remove_is_noop: true,
+                reports_per_registration: true,
+                may_wait_on_reused_pid: true,
+                reports_to_registering_loop: true,
+                ..none
+            },
+            WatcherName::Pidfd => Rules {
+                reports_to_registering_loop: true,
+                ..none
+            },
+        }
+    }
+}
+
+/// A child as the runner knew it, with what happened to it.
+#[derive(Debug, Default)]
+struct Child {
+    serial: Option<u64>,
+    by: Option<Spawner>,
+    /// Watcher numbers it was registered with, in order.
+    registrations: Vec<u32>,
+    /// Whether its handler was removed after its last registration.
+    removed_after_registration: bool,
+    /// Index (in the events) of the last removal.
+    removed_at: Option<usize>,
+    /// Index of the last registration.
+    registered_at: Option<usize>,
+    /// Reports: event index, code, time.
+    reports: Vec<(usize, i32, Duration)>,
+    reaped_by_runner: bool,
+    thread_loop_closed: bool,
+}
+
+/// Checks one run of `scenario` with a watcher following `rules`: the runner's
+/// `events` (`None` when the run did not complete) against the simulator's `report`.
+/// Returns every breach, in a stable order.
+pub fn check(
+    scenario: &Scenario,
+    rules: Rules,
+    events: Option<&[Event]>,
+    report: &Report,
+) -> Vec<Breach> {
+    let mut breaches = Vec::new();
+    let mut breach = |rule: &str, child: Option<&str>, detail: String| {
+        breaches.push(Breach {
+            rule: rule.to_string(),
+            child: child.map(str::to_string),
+            detail,
+        });
+    };
+    for violation in &report.ledger.violations {
+        breach(
+            violation.rule,
+            None,
+            format!("step {}: {}", violation.step, violation.detail),
+        );
+    }
+    if report.outcome != Outcome::Completed {
+        breach("progress", None, format!("{:?}", report.outcome));
+    }
+    let Some(events) = events else {
+        breaches.sort();
+        return breaches;
+    };
+    let ledger = &report.ledger;
+    let (children, watcher_state) = replay(events);
+    let blocks_loop = scenario
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::ForeignWait { .. }));
+    let reattached = events.iter().any(|e| {
+        matches!(
+            e,
+            Event::Detached | Event::WatcherClosed { .. } | Event::ThreadLoopClosed { .. }
+        )
+    }) || scenario
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::LoopCycle | Step::ReplaceWatcher));
+    let runner_reaped: BTreeSet<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ReapedByRunner { serial, .. } => *serial,
+            _ => None,
+        })
+        .collect();
+    let given: BTreeSet<u64> = children
+        .values()
+        .filter(|c| !c.registrations.is_empty())
+        .filter_map(|c| c.serial)
+        .collect();
+    let names: BTreeMap<u64, &str> = children
+        .iter()
+        .filter_map(|(name, c)| c.serial.map(|s| (s, name.as_str())))
+        .collect();
+    // Reaped by code other than the watcher: foreign threads, the runner, the kernel.
+    let reaped_elsewhere = |serial: u64| -> bool {
+        if runner_reaped.contains(&serial) {
+            return true;
+        }
+        match ledger.child(serial).and_then(|life| life.reaped_by.as_ref()) {
+            Some(Reaper::Thread(name)) => name.starts_with("foreign"),
+            Some(Reaper::Ignored | Reaper::ForeignFault) => true,
+            None => false,
+        }
+    };
+
+    for (name, child) in &children {
+        let Some(serial) = child.serial else {
+            continue;
+        };
+        let Some(life) = ledger.child(serial) else {
+            breach(
+                "kernel.ledger",
+                Some(name),
+                format!("serial {serial} is not in the ledger"),
+            );
+            continue;
+        };
+        let elsewhere = reaped_elsewhere(serial);
+        let registrations = child.registrations.len();
+        // once
+        let allowed = if rules.reports_per_registration {
+            registrations.max(1)
+        } else {
+            1
+        };
+        if child.reports.len() > allowed {
+            let codes: Vec<i32> = child.reports.iter().map(|r| r.1).collect();
+            breach(
+                "once",
+                Some(name),
+                format!("reported {} times {codes:?}", child.reports.len()),
+            );
+        }
+        // returncode
+        for &(_, code, _) in &child.reports {
+            let truth = life.returncode;
+            let ok = Some(code) == truth
+                || (code == 255 && elsewhere && !rules.steals)
+                || (code == 255 && rules.reports_per_registration && registrations > 1);
+            if !ok {
+                let how = match &life.reaped_by {
+                    Some(Reaper::Thread(thread)) => format!("reaped by thread {thread}"),
+                    Some(other) => format!("reaped by {other:?}"),
+                    None => "never reaped".to_string(),
+                };
+                breach(
+                    "returncode",
+                    Some(name),
+                    format!("reported {code}; the child's returncode is {truth:?}, {how}"),
+                );
+            }
+        }
+        // removed
+        if !rules.remove_is_noop && child.removed_after_registration {
+            if let Some(removed_at) = child.removed_at {
+                for &(at, code, _) in &child.reports {
+                    if at > removed_at && child.by != Some(Spawner::Subprocess) {
+                        breach(
+                            "removed",
+                            Some(name),
+                            format!("callback called with {code} after its handler was removed"),
+                        );
+                    }
+                }
+            }
+        }
+        // reported
+        let owed = !child.registrations.is_empty()
+            && !child.removed_after_registration
+            && child
+                .registrations
+                .last()
+                .is_some_and(|w| !watcher_state.closed.contains(w))
+            && !(rules.needs_attach && !watcher_state.attached_at_end)
+            && !(rules.steals && elsewhere)
+            && !(rules.reports_to_registering_loop && child.thread_loop_closed)
+            && !child.reaped_by_runner_before_registration(events, name);
+        if owed && child.reports.is_empty() {
+            breach(
+                "reported",
+                Some(name),
+                format!(
+                    "registered and never reported (returncode {:?}, reaped by {:?})",
+                    life.returncode, life.reaped_by
+                ),
+            );
+        }
+        // latency
+        if !blocks_loop && !reattached && !elsewhere {
+            if let (Some(&(_, _, at)), Some(reaped)) = (child.reports.first(), life.reaped_at) {
+                if at > reaped + LATENCY {
+                    breach(
+                        "latency",
+                        Some(name),
+                        format!(
+                            "reaped at {} ms, reported at {} ms",
+                            reaped.as_millis(),
+                            at.as_millis()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // steal
+    if !rules.steals {
+        for life in &ledger.children {
+            let Some(Reaper::Thread(thread)) = &life.reaped_by else {
+                continue;
+            };
+            if thread.starts_with("foreign")
+                || runner_reaped.contains(&life.serial)
+                || given.contains(&life.serial)
+            {
+                continue;
+            }
+            let reused_from_given = rules.may_wait_on_reused_pid
+                && ledger.children.iter().any(|earlier| {
+                    earlier.serial < life.serial
+                        && earlier.pid == life.pid
+                        && given.contains(&earlier.serial)
+                        && reaped_elsewhere(earlier.serial)
+                });
+            if reused_from_given {
+                continue;
+            }
+            let name = names.get(&life.serial).copied();
+            breach(
+                "steal",
+                name,
+                format!(
+                    "thread {thread} reaped child #{} (pid {}, {}), which the watcher was not given",
+                    life.serial, life.pid, life.program
+                ),
+            );
+        }
+    }
+
+    // signal
+    let mut meant: BTreeMap<(String, i32), usize> = BTreeMap::new();
+    for e in events {
+        if let Event::Signalled { child, signal } = e {
+            *meant.entry((child.clone(), *signal)).or_default() += 1;
+        }
+    }
+    for sent in &ledger.signals {
+        let Some(landed) = sent.landed_on else {
+            continue;
+        };
+        let target = names.get(&landed).copied();
+        let key = target.map(|t| (t.to_string(), sent.signal));
+        match key.as_ref().and_then(|k| meant.get_mut(k)) {
+            Some(count) if *count > 0 => *count -= 1,
+            _ => {
+                let intended: Vec<&str> = names
+                    .iter()
+                    .filter(|(s, _)| ledger.child(**s).is_some_and(|l| l.pid == sent.pid))
+                    .map(|(_, n)| *n)
+                    .collect();
+                breach(
+                    "signal",
+                    target,
+                    format!(
+                        "signal {} from thread {} reached child #{landed} (pid {}), which nobody meant to signal; the pid's children: {intended:?}",
+                        sent.signal, sent.by, sent.pid
+                    ),
+                );
+            }
+        }
+    }
+
+    // leak
+    if report.outcome == Outcome::Completed {
+        if report.fds_left > 0 {
+            breach("leak", None, format!("{} fds left open", report.fds_left));
+        }
+        if report.threads_abandoned > 0 {
+            breach(
+                "leak",
+                None,
+                format!("{} threads still running", report.threads_abandoned),
+            );
+        }
+        let (running, zombies) = report.children_left;
+        if running + zombies > 0 {
+            breach(
+                "leak",
+                None,
+                format!("{running} children running and {zombies} zombies left"),
+            );
+        }
+    }
+    breaches.sort();
+    breaches.dedup();
+    breaches
+}
+
+/// The watcher's state at the end of the run.
+#[derive(Debug, Default)]
+struct WatcherState {
+    closed: BTreeSet<u32>,
+    attached_at_end: bool,
+}
+
+/// Folds the events into what the checker needs per child.
+fn replay(events: &[Event]) -> (BTreeMap<String, Child>, WatcherState) {
+    let mut children: BTreeMap<String, Child> = BTreeMap::new();
+    let mut state = WatcherState::default();
+    for (index, e) in events.iter().enumerate() {
+        match e {
+            Event::Spawned {
+                child, serial, by, ..
+            } => {
+                let c = children.entry(child.clone()).or_default();
+                c.serial = *serial;
+                c.by = Some(*by);
+            }
+            Event::Registered { child, watcher } => {
+                let c = children.entry(child.clone()).or_default();
+                c.registrations.push(*watcher);
+                c.registered_at = Some(index);
+                c.removed_after_registration = false;
+            }
+            Event::Removed { child } => {
+                let c = children.entry(child.clone()).or_default();
+                c.removed_at = Some(index);
+                c.removed_after_registration = c.registered_at.is_some();
+            }
+            Event::Reported { child, code, at } => {
+                children
+                    .entry(child.clone())
+                    .or_default()
+                    .reports
+                    .push((index, *code, *at));
+            }
+            Event::Attached => state.attached_at_end = true,
+            Event::Detached => state.attached_at_end = false,
+            Event::WatcherClosed { watcher } => {
+                state.closed.insert(*watcher);
+            }
+            Event::ThreadLoopClosed { child } => {
+                children.entry(child.clone()).or_default().thread_loop_closed = true;
+            }
+            Event::Signalled { .. } => {}
+            Event::ReapedByRunner { child, .. } => {
+                if let Some(child) = child {
+                    children.entry(child.clone()).or_default().reaped_by_runner = true;
+                }
+            }
+        }
+    }
+    (children, state)
+}
+
+impl Child {
+    /// Whether the runner reaped the child before it was registered (a `foreign_wait`
+    /// or `foreign_reap_any` first): then nothing is owed.
+    fn reaped_by_runner_before_registration(&self, events: &[Event], name: &str) -> bool {
+        let Some(registered) = self.registered_at else {
+            return false;
+        };
+        events[..registered].iter().any(|e| {
+            matches!(e, Event::ReapedByRunner { child: Some(c), .. } if c == name)
+        })
+    }
+}
+
+/// The ledger's children, for a report: `#serial pid program: returncode, reaper`.
+pub fn describe(ledger: &Ledger) -> Vec<String> {
+    ledger
+        .children
+        .iter()
+        .map(|life| {
+            format!(
+                "#{} pid {} {} by {}: returncode {:?}, reaped by {:?}",
+                life.serial,
+                life.pid,
+                life.program,
+                life.spawned_by,
+                life.returncode,
+                life.reaped_by
+            )
+        })
+        .collect()
+}
