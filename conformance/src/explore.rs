@@ -2,23 +2,31 @@
 //! with faults a real kernel may show. Seeds are sharded by `seed % n == i`, so the
 //! shards of one sweep cover its seeds exactly once.
 //!
-//! Two kinds of fault, two invariants:
+//! Every run is judged by the invariant checker ([`crate::invariants`]), which needs
+//! no oracle. Besides, two kinds of fault:
 //!
 //! - faults that must not change what a watcher reports (EINTR on blocking calls,
 //!   spurious poll wake-ups, a signal taken by another thread, scheduling lag): each
-//!   seed's trace must equal the real OS's;
+//!   seed's trace must also equal the real OS's;
 //! - faults that may change it (`pidfd_open` failing, spawn failing with EAGAIN, a
 //!   low fd limit, a child that exits at once, foreign code that reaps a child): each
 //!   seed must run to its end, with errors reported as errors, never a panic,
 //!   deadlock or hang; how the trace differs from the OS's is recorded in the
 //!   verdict.
+//!
+//! Generated programs ([`crate::programs`]) follow the scenarios when the sweep asks
+//! for them: each brings its own faults and seed and is judged by the invariants
+//! alone.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use loopwatch::zoo::Mutant;
+
 use crate::Error;
-use crate::runner::execute;
+use crate::invariants::{self, Breach, Rules};
+use crate::runner::{execute, execute_recorded, make_watcher};
 use crate::scenario::{Scenario, WatcherName};
 
 /// `i/n`: this run's part of a sweep.
@@ -168,25 +176,33 @@ impl Fault {
         )
     }
 
-    /// Parses a comma-separated list of fault names.
+    /// Parses a comma-separated list of fault names; `all` is every fault.
     ///
     /// # Errors
     ///
     /// [`Error::Unknown`] naming the unknown fault and the valid ones.
     pub fn parse_list(text: &str) -> Result<Vec<Fault>, Error> {
-        text.split(',')
-            .filter(|f| !f.is_empty())
-            .map(|f| {
-                Fault::ALL
-                    .into_iter()
-                    .find(|fault| fault.name() == f)
-                    .ok_or_else(|| Error::Unknown {
-                        what: "fault",
-                        given: f.to_string(),
-                        valid: Fault::ALL.iter().map(|f| f.name().to_string()).collect(),
-                    })
-            })
-            .collect()
+        let mut faults = Vec::new();
+        for f in text.split(',').filter(|f| !f.is_empty()) {
+            if f == "all" {
+                faults.extend(Fault::ALL);
+                continue;
+            }
+            let fault = Fault::ALL
+                .into_iter()
+                .find(|fault| fault.name() == f)
+                .ok_or_else(|| Error::Unknown {
+                    what: "fault",
+                    given: f.to_string(),
+                    valid: std::iter::once("all".to_string())
+                        .chain(Fault::ALL.iter().map(|f| f.name().to_string()))
+                        .collect(),
+                })?;
+            faults.push(fault);
+        }
+        faults.sort();
+        faults.dedup();
+        Ok(faults)
     }
 
     /// `eintr,spurious`: the names of `faults`, as `--faults` takes them.
@@ -228,17 +244,41 @@ pub struct Verdict {
     pub scenario: String,
     /// The watcher.
     pub watcher: String,
-    /// Whether the invariant held.
+    /// Whether the run passed: its trace (when compared) and every invariant.
     pub ok: bool,
-    /// What went wrong.
+    /// What went wrong with the trace or the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The invariants the run broke ([`crate::invariants`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breaches: Vec<Breach>,
     /// Under a fault that may change traces: how this seed's outcome differs from
     /// the real OS's trace (not a failure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed: Option<String>,
     /// The command that replays this seed.
     pub replay: String,
+}
+
+impl Verdict {
+    /// What kind of failure this is, for counting distinct ones: the watcher and the
+    /// rules broken (`threaded: once+returncode`), or the trace problem's kind.
+    pub fn signature(&self) -> Option<String> {
+        if self.ok {
+            return None;
+        }
+        let mut rules: Vec<&str> = self.breaches.iter().map(|b| b.rule.as_str()).collect();
+        rules.dedup();
+        if rules.is_empty() {
+            let kind = match &self.problem {
+                Some(p) if p.starts_with("simulation ended") => "incomplete",
+                Some(p) if p.starts_with("set-up failed") => "set-up",
+                _ => "trace",
+            };
+            rules.push(kind);
+        }
+        Some(format!("{}: {}", self.watcher, rules.join("+")))
+    }
 }
 
 /// The outcome of one scenario run on the simulator: the trace, or why there is
@@ -285,15 +325,108 @@ pub fn run_seed_outcome(
     seed: u64,
     faults: &[Fault],
 ) -> (SeedOutcome, loopwatch_sim::Report) {
-    let scenario = scenario.clone();
-    let (result, report) =
-        simulation(seed, faults).run_returning(move |kernel| execute(&kernel, &scenario, watcher));
-    let outcome = match result {
-        None => SeedOutcome::Incomplete(format!("{:?}", report.outcome)),
-        Some(Ok(trace)) => SeedOutcome::Trace(trace),
-        Some(Err(error)) => SeedOutcome::SetUpFailed(error.to_string()),
+    let run = Run {
+        scenario,
+        watcher,
+        seed,
+        faults,
+        mutant: None,
+        keep_trace: true,
     };
-    (outcome, report)
+    let checked = run.checked();
+    (checked.outcome, checked.report)
+}
+
+/// One simulated run, to be checked.
+#[derive(Clone, Copy, Debug)]
+pub struct Run<'a> {
+    /// The scenario.
+    pub scenario: &'a Scenario,
+    /// The watcher.
+    pub watcher: WatcherName,
+    /// The simulator's seed.
+    pub seed: u64,
+    /// Faults switched on.
+    pub faults: &'a [Fault],
+    /// The [`Mutant`] switched on in the simulated process, for the zoo.
+    pub mutant: Option<Mutant>,
+    /// Whether the report keeps the kernel trace's lines (a replay wants them, a
+    /// sweep only their hash).
+    pub keep_trace: bool,
+}
+
+/// A run and what the invariant checker made of it.
+#[derive(Debug)]
+pub struct Checked {
+    /// The scenario trace, or why there is none.
+    pub outcome: SeedOutcome,
+    /// The invariants it broke.
+    pub breaches: Vec<Breach>,
+    /// The simulator's report.
+    pub report: loopwatch_sim::Report,
+}
+
+impl Run<'_> {
+    /// Runs it and checks every invariant of [`crate::invariants`].
+    pub fn checked(&self) -> Checked {
+        let (scenario, watcher, mutant) = (self.scenario.clone(), self.watcher, self.mutant);
+        let (result, report) = simulation(self.seed, self.faults)
+            .keep_trace(self.keep_trace)
+            .run_returning(move |kernel| {
+                loopwatch::zoo::set_mutant(&kernel, mutant);
+                execute_recorded(&kernel, &scenario, &|k| make_watcher(watcher, k))
+            });
+        let (outcome, events) = match result {
+            None => (SeedOutcome::Incomplete(format!("{:?}", report.outcome)), None),
+            Some(Ok(recorded)) => (SeedOutcome::Trace(recorded.trace), Some(recorded.events)),
+            Some(Err(error)) => (SeedOutcome::SetUpFailed(error.to_string()), None),
+        };
+        let breaches = invariants::check(
+            self.scenario,
+            Rules::of(self.watcher),
+            events.as_deref(),
+            &report,
+        );
+        Checked {
+            outcome,
+            breaches,
+            report,
+        }
+    }
+
+    /// The command that replays this run, from any directory: this program's own path
+    /// when it is the `loopwatch` binary, else `cargo loopwatch`.
+    pub fn replay_command(&self) -> String {
+        let mut command = format!(
+            "{} replay {} --watcher {} --seed {}",
+            loopwatch_command(),
+            self.scenario.locator(),
+            self.watcher,
+            self.seed
+        );
+        if !self.faults.is_empty() {
+            command.push_str(&format!(" --faults {}", Fault::names(self.faults)));
+        }
+        if let Some(mutant) = self.mutant {
+            command.push_str(&format!(" --mutant {mutant}"));
+        }
+        command
+    }
+}
+
+/// How to run the `loopwatch` CLI from any directory: the running binary's path when
+/// it is that binary, else `cargo loopwatch` (which works inside the workspace).
+pub fn loopwatch_command() -> String {
+    match std::env::current_exe() {
+        Ok(path)
+            if path
+                .file_stem()
+                .is_some_and(|stem| stem == "loopwatch") =>
+        {
+            path.display().to_string()
+        }
+        _ => "cargo loopwatch".to_string(),
+    }
 }
 
 /// Each scenario's trace on the real OS, by scenario name: what exploration compares
@@ -323,16 +456,35 @@ pub fn os_references(scenarios: &[Scenario], watcher: WatcherName) -> Result<Ref
 }
 
 /// What a sweep did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Runs (scenario × seed).
+    /// Runs (scenario × seed, and generated programs).
     pub runs: u64,
-    /// Runs whose invariant did not hold.
+    /// Runs that failed.
     pub failures: u64,
     /// Seeds of this shard.
     pub seeds: u64,
     /// Scenarios explored.
     pub scenarios: u64,
+    /// Generated programs run.
+    pub programs: u64,
+    /// Distinct failures ([`Verdict::signature`]) and how many runs had each.
+    pub signatures: BTreeMap<String, u64>,
+    /// The simulator's coverage marks, summed over the runs.
+    pub marks: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    fn add(&mut self, verdict: &Verdict, report: &loopwatch_sim::Report) {
+        self.runs += 1;
+        if let Some(signature) = verdict.signature() {
+            self.failures += 1;
+            *self.signatures.entry(signature).or_default() += 1;
+        }
+        for (mark, count) in &report.marks {
+            *self.marks.entry((*mark).to_string()).or_default() += count;
+        }
+    }
 }
 
 /// A sweep: what to explore and how.
@@ -346,10 +498,15 @@ pub struct Sweep<'a> {
     pub seeds: u64,
     /// This run's part of it.
     pub shard: Shard,
-    /// Faults switched on.
+    /// Faults switched on for the scenarios (a generated program brings its own).
     pub faults: &'a [Fault],
     /// Simulations at once.
     pub jobs: usize,
+    /// Generated programs ([`crate::programs`]) of the whole sweep (`0..programs`,
+    /// sharded as the seeds are), run after the scenarios.
+    pub programs: u64,
+    /// The [`Mutant`] switched on in every run (the zoo's hunt).
+    pub mutant: Option<Mutant>,
 }
 
 /// Explores every scenario of the sweep over its shard's seeds, calling `emit` with
@@ -405,37 +562,77 @@ pub fn explore_against(
             &seeds,
             sweep.jobs,
             |&seed| {
-                let outcome = run_seed_outcome(scenario, watcher, seed, sweep.faults).0;
-                verdict(
+                let run = Run {
                     scenario,
                     watcher,
                     seed,
-                    sweep.faults,
-                    reference,
-                    outcome,
-                    lenient,
-                )
+                    faults: sweep.faults,
+                    mutant: sweep.mutant,
+                    keep_trace: false,
+                };
+                let checked = run.checked();
+                (verdict(&run, Some(reference), lenient, &checked), checked.report)
             },
         );
-        for verdict in &verdicts {
-            summary.runs += 1;
-            summary.failures += u64::from(!verdict.ok);
+        for (verdict, report) in &verdicts {
+            summary.add(verdict, report);
             emit(verdict);
         }
+    }
+    let cases: Vec<u64> = sweep.shard.seeds(sweep.programs).collect();
+    let programs = crate::parallel::map(
+        crate::parallel::Work::Simulations,
+        &cases,
+        sweep.jobs,
+        |&case| {
+            let program = crate::programs::sample(watcher, crate::hunt::MAX_STEPS, case).0;
+            let scenario = program.to_scenario(&format!("program-{case}"), watcher);
+            let run = Run {
+                scenario: &scenario,
+                watcher,
+                seed: program.seed,
+                faults: &program.faults,
+                mutant: sweep.mutant,
+                keep_trace: false,
+            };
+            let checked = run.checked();
+            let mut verdict = verdict(&run, None, true, &checked);
+            verdict.replay = program_replay(watcher, case, sweep.mutant);
+            (verdict, checked.report)
+        },
+    );
+    for (verdict, report) in &programs {
+        summary.programs += 1;
+        summary.add(verdict, report);
+        emit(verdict);
     }
     Ok(summary)
 }
 
-fn verdict(
-    scenario: &Scenario,
-    watcher: WatcherName,
-    seed: u64,
-    faults: &[Fault],
-    reference: &[String],
-    outcome: SeedOutcome,
+/// The command that re-runs generated program `case`, shrinks it, and writes the
+/// shrunk program as a scenario file.
+pub fn program_replay(watcher: WatcherName, case: u64, mutant: Option<Mutant>) -> String {
+    let mut command = format!(
+        "{} hunt --watcher {watcher} --case {case}",
+        loopwatch_command()
+    );
+    if let Some(mutant) = mutant {
+        command.push_str(&format!(" --mutant {mutant}"));
+    }
+    command
+}
+
+/// The verdict of `run`: its invariants, and its trace against `reference` (when
+/// there is one and the faults may not change traces).
+pub fn verdict(
+    run: &Run<'_>,
+    reference: Option<&[String]>,
     lenient: bool,
+    checked: &Checked,
 ) -> Verdict {
-    let (problem, changed) = match outcome {
+    let lenient = lenient || reference.is_none();
+    let reference = reference.unwrap_or_default();
+    let (problem, changed) = match &checked.outcome {
         SeedOutcome::Trace(trace) if trace == reference => (None, None),
         SeedOutcome::Trace(trace) if lenient => (None, Some(format!("trace {trace:?}"))),
         SeedOutcome::Trace(trace) => (Some(format!("expected {reference:?}, got {trace:?}")), None),
@@ -445,18 +642,15 @@ fn verdict(
         SeedOutcome::SetUpFailed(error) => (Some(format!("set-up failed: {error}")), None),
         SeedOutcome::Incomplete(why) => (Some(format!("simulation ended: {why}")), None),
     };
-    let mut replay = scenario.replay_command(watcher, seed);
-    if !faults.is_empty() {
-        replay.push_str(&format!(" --faults {}", Fault::names(faults)));
-    }
     Verdict {
-        seed,
-        scenario: scenario.name.clone(),
-        watcher: watcher.to_string(),
-        ok: problem.is_none(),
+        seed: run.seed,
+        scenario: run.scenario.name.clone(),
+        watcher: run.watcher.to_string(),
+        ok: problem.is_none() && checked.breaches.is_empty(),
         problem,
+        breaches: checked.breaches.clone(),
         changed,
-        replay,
+        replay: run.replay_command(),
     }
 }
 

@@ -16,8 +16,11 @@
 //!   [`policy_suite::check_policy`], on both kernels.
 //! - [`testing`]: the watcher and policy checks as ready-made tests for a
 //!   `harness = false` test binary, one test per cell.
-//! - [`explore`]: seeded exploration on the simulator with faults, sharded for CI
-//!   matrices and job arrays.
+//! - [`explore`]: seeded exploration on the simulator with faults and generated
+//!   programs, sharded for CI matrices and job arrays, every run under
+//!   [`invariants`], the checker that needs no oracle.
+//! - [`hunt`]: generated programs shrunk to small reproducers, written out and
+//!   replayed as regressions.
 //! - [`Error`]: bad input or a harness failure; a divergence is a result, not an
 //!   error.
 //!
@@ -38,6 +41,8 @@
 pub mod cpython;
 mod error;
 pub mod explore;
+pub mod hunt;
+pub mod invariants;
 pub mod matrix;
 mod parallel;
 pub mod policy_suite;

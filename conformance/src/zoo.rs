@@ -1,18 +1,29 @@
 //! The bug zoo: watchers broken on purpose, each after a real class of bug, and the
 //! suite's entry point for checking any watcher of your own ([`check_watcher`]).
 //!
-//! A zoo watcher wraps a correct one and breaks one rule. The suite must catch each:
-//! `cargo loopwatch check` runs them and fails if one slips through.
+//! Two kinds of inhabitant:
+//! - a zoo watcher ([`Broken`], [`Bug`]) wraps a correct one and breaks one rule. The
+//!   suite must catch each: `cargo loopwatch check` runs them and fails if one slips
+//!   through;
+//! - a mutant ([`loopwatch::zoo::Mutant`]) puts a historical bug back into loopwatch's
+//!   own code. `cargo loopwatch zoo` hunts each with every [`Technique`] within a
+//!   [`Budget`], and the real watchers with ten times the budget, which they must
+//!   survive.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use loopwatch::kernel::{Kernel, Pid};
 use loopwatch::watcher::ChildCallback;
+use loopwatch::zoo::Mutant;
 use loopwatch::{ChildWatcher, EventLoop, Result as LwResult, WatcherRef};
+use serde::Serialize;
 
 use crate::Error;
+use crate::explore::{Fault, References, Run, Verdict, verdict};
+use crate::hunt::Regression;
 use crate::matrix::{Cell, Matrix, Options, Status};
 use crate::progress::{Progress, Silent};
 use crate::runner::{execute, execute_with, make_watcher};
@@ -322,4 +333,267 @@ pub fn hunt_with(
         found.push((maker.name(), caught));
     }
     Ok(found)
+}
+
+// ----- the historical zoo: mutants of loopwatch's own components ----------------------
+
+/// A way of hunting bugs, from the cheapest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Technique {
+    /// The built-in scenarios on the simulator, without faults, each trace compared
+    /// with the real watcher's on the OS, every run under the invariant checker.
+    Scenarios,
+    /// The built-in scenarios over seeds with every fault on, judged by the invariant
+    /// checker alone (`explore --faults all`).
+    Explore,
+    /// Generated programs (proptest), judged by the invariant checker; the first
+    /// failure is shrunk.
+    Proptest,
+}
+
+impl Technique {
+    /// Every technique, cheapest first.
+    pub const ALL: [Technique; 3] = [Technique::Scenarios, Technique::Explore, Technique::Proptest];
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Technique::Scenarios => "scenarios",
+            Technique::Explore => "explore",
+            Technique::Proptest => "proptest",
+        }
+    }
+}
+
+/// How long a technique may hunt one mutant: whichever limit comes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Runs (seeds or generated cases).
+    pub runs: u64,
+    /// Wall time.
+    pub time: Duration,
+}
+
+impl Budget {
+    /// The acceptance budget: 10,000 runs or 60 s.
+    pub const DEFAULT: Budget = Budget {
+        runs: 10_000,
+        time: Duration::from_secs(60),
+    };
+
+    /// `factor` times this budget.
+    pub fn times(self, factor: u32) -> Budget {
+        Budget {
+            runs: self.runs * u64::from(factor),
+            time: self.time * factor,
+        }
+    }
+}
+
+/// What one technique did against one watcher.
+#[derive(Clone, Debug, Serialize)]
+pub struct Hunted {
+    /// The technique.
+    pub technique: Technique,
+    /// Runs made (up to and including the first failure).
+    pub runs: u64,
+    /// Wall time taken.
+    pub elapsed: Duration,
+    /// The first failing run's verdict, if one failed.
+    pub failure: Option<Verdict>,
+    /// For a failing generated program: its size and its shrunk size.
+    pub shrunk: Option<(usize, usize)>,
+    /// For a failing generated program: the regression of the shrunk one.
+    #[serde(skip)]
+    pub regression: Option<Regression>,
+}
+
+/// The watcher a mutant lives in (or, for a mutant of the loop or of subprocesses,
+/// the watcher the hunt runs it with).
+pub fn mutant_watcher(mutant: Mutant) -> WatcherName {
+    match mutant {
+        Mutant::SafeNoInitialPoll | Mutant::StaleWakeupFd | Mutant::PanicEndsPass => {
+            WatcherName::Safe
+        }
+        Mutant::FastHangsOnStolen | Mutant::FastLostEarlyExit => WatcherName::Fast,
+        Mutant::MultiLoopNoWake
+        | Mutant::MultiLoopReentrant255
+        | Mutant::MultiLoopCloseWaitsInheritedPipe => WatcherName::MultiLoop,
+        Mutant::PidfdUnhandledEchild => WatcherName::Pidfd,
+        Mutant::WaiterReusedPid
+        | Mutant::ThreadsafeNoWake
+        | Mutant::ThreadedDoubleWaiter
+        | Mutant::ReapedAfterHop
+        | Mutant::KillAfterReap => WatcherName::Threaded,
+        _ => WatcherName::Safe,
+    }
+}
+
+/// Runs `technique` against `watcher` (with `mutant` on, or the real watcher) until a
+/// run fails or `budget` is spent. `references` are the real OS's traces of the
+/// watcher's scenarios (for [`Technique::Scenarios`]).
+pub fn hunt_with_technique(
+    technique: Technique,
+    watcher: WatcherName,
+    mutant: Option<Mutant>,
+    references: &References,
+    budget: Budget,
+    jobs: usize,
+) -> Hunted {
+    let started = std::time::Instant::now();
+    let scenarios: Vec<Scenario> = crate::scenario::builtin()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.watchers.contains(&watcher) && references.contains_key(&s.name))
+        .collect();
+    let all_faults = Fault::ALL;
+    // Runs go in batches, in a fixed order (seed-major), so that "runs to the first
+    // failure" does not depend on how many run at once.
+    let batch = (jobs.max(1) * 8) as u64;
+    let mut runs = 0;
+    let mut next = 0_u64;
+    while next < budget.runs && started.elapsed() < budget.time {
+        let indices: Vec<u64> = (next..(next + batch).min(budget.runs)).collect();
+        next += indices.len() as u64;
+        let verdicts = crate::parallel::map(
+            crate::parallel::Work::Simulations,
+            &indices,
+            jobs,
+            |&index| match technique {
+                Technique::Scenarios | Technique::Explore => {
+                    let count = scenarios.len().max(1) as u64;
+                    let Some(scenario) = scenarios.get((index % count) as usize) else {
+                        return None;
+                    };
+                    let (faults, reference): (&[Fault], _) = if technique == Technique::Scenarios
+                    {
+                        (&[], Some(references[&scenario.name].as_slice()))
+                    } else {
+                        (&all_faults, None)
+                    };
+                    let run = Run {
+                        scenario,
+                        watcher,
+                        seed: index / count,
+                        faults,
+                        mutant,
+                        keep_trace: false,
+                    };
+                    let checked = run.checked();
+                    Some(verdict(&run, reference, false, &checked))
+                }
+                Technique::Proptest => {
+                    let program = crate::programs::sample(watcher, crate::hunt::MAX_STEPS, index).0;
+                    let (_, _, mut verdict) =
+                        crate::hunt::run_program(&program, &format!("program-{index}"), watcher, mutant);
+                    verdict.replay = crate::explore::program_replay(watcher, index, mutant);
+                    Some(verdict)
+                }
+            },
+        );
+        for (index, verdict) in indices.iter().zip(verdicts) {
+            runs += 1;
+            let Some(verdict) = verdict.filter(|v| !v.ok) else {
+                continue;
+            };
+            let mut hunted = Hunted {
+                technique,
+                runs,
+                elapsed: started.elapsed(),
+                failure: Some(verdict),
+                shrunk: None,
+                regression: None,
+            };
+            if technique == Technique::Proptest {
+                if let Some(found) = crate::hunt::hunt_case(watcher, *index, mutant) {
+                    hunted.shrunk = Some((found.program.len(), found.shrunk.len()));
+                    let name = match mutant {
+                        Some(mutant) => format!("{mutant}-{watcher}"),
+                        None => format!("{watcher}-case-{index}"),
+                    };
+                    hunted.regression = Some(Regression::of(&found, watcher, mutant, &name));
+                }
+            }
+            return hunted;
+        }
+        if scenarios.is_empty() && technique != Technique::Proptest {
+            break;
+        }
+    }
+    Hunted {
+        technique,
+        runs,
+        elapsed: started.elapsed(),
+        failure: None,
+        shrunk: None,
+        regression: None,
+    }
+}
+
+/// One mutant's row of `cargo loopwatch zoo`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ZooRow {
+    /// The mutant (`None`: the real watcher, which must survive).
+    pub mutant: Option<String>,
+    /// The bug it re-creates.
+    pub origin: String,
+    /// The watcher it ran with.
+    pub watcher: WatcherName,
+    /// Each technique's hunt.
+    pub hunted: Vec<Hunted>,
+}
+
+impl ZooRow {
+    /// The technique that caught the mutant in the least time, if any did.
+    pub fn first(&self) -> Option<&Hunted> {
+        self.hunted
+            .iter()
+            .filter(|h| h.failure.is_some())
+            .min_by_key(|h| h.elapsed)
+    }
+}
+
+/// Hunts `mutant` with every technique in `techniques`, each within `budget`.
+pub fn hunt_mutant(
+    mutant: Mutant,
+    techniques: &[Technique],
+    references: &BTreeMap<WatcherName, References>,
+    budget: Budget,
+    jobs: usize,
+) -> ZooRow {
+    let watcher = mutant_watcher(mutant);
+    let empty = References::new();
+    let references = references.get(&watcher).unwrap_or(&empty);
+    ZooRow {
+        mutant: Some(mutant.name().to_string()),
+        origin: mutant.origin().to_string(),
+        watcher,
+        hunted: techniques
+            .iter()
+            .map(|t| hunt_with_technique(*t, watcher, Some(mutant), references, budget, jobs))
+            .collect(),
+    }
+}
+
+/// Runs the real `watcher` through every technique in `techniques` within `budget`:
+/// it must survive them all.
+pub fn hunt_real(
+    watcher: WatcherName,
+    techniques: &[Technique],
+    references: &BTreeMap<WatcherName, References>,
+    budget: Budget,
+    jobs: usize,
+) -> ZooRow {
+    let empty = References::new();
+    let references = references.get(&watcher).unwrap_or(&empty);
+    ZooRow {
+        mutant: None,
+        origin: "the real watcher".to_string(),
+        watcher,
+        hunted: techniques
+            .iter()
+            .map(|t| hunt_with_technique(*t, watcher, None, references, budget, jobs))
+            .collect(),
+    }
 }

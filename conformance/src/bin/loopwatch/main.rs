@@ -5,14 +5,18 @@
 //! cargo loopwatch scenario run SCENARIO --backend os|sim|cpython3.X --watcher W [--seed S]
 //! cargo loopwatch scenario diff SCENARIO [--watcher W]   (also: cargo loopwatch diff SCENARIO)
 //! cargo loopwatch scenario list
-//! cargo loopwatch explore --watcher W [--seeds N] [--shard i/n] [--faults eintr,spurious,…] [--jobs N]
-//! cargo loopwatch replay SCENARIO --watcher W --seed S [--faults …]
+//! cargo loopwatch explore --watcher W [--seeds N] [--shard i/n] [--faults all|eintr,…] [--programs N] [--mutant M] [--jobs N]
+//! cargo loopwatch replay SCENARIO --watcher W --seed S [--faults …] [--mutant M]
+//! cargo loopwatch hunt --watcher W --case N [--mutant M] [--out DIR]
+//! cargo loopwatch regression FILE
+//! cargo loopwatch zoo [--mutant M]… [--runs N] [--seconds S] [--no-real] [--regressions DIR] [--jobs N]
 //! ```
 //!
 //! Exit codes: 0 when everything ran and matched (known divergences and cells that
 //! did not run count as matched), 1 for a divergence, a failed check or a harness
 //! failure, 2 for bad input.
 
+mod hunting;
 mod ui;
 
 use std::ffi::OsStr;
@@ -27,6 +31,7 @@ use loopwatch_conformance::matrix::{self, Matrix, Options, Status};
 use loopwatch_conformance::policy_suite;
 use loopwatch_conformance::progress::Progress as _;
 use loopwatch_conformance::scenario::{self, Scenario, WatcherName};
+use loopwatch::zoo::Mutant;
 use loopwatch_conformance::zoo::{self, Bug};
 use loopwatch_conformance::{Backend, Error, Pythons, run};
 
@@ -109,12 +114,16 @@ enum Command {
         junit: Option<PathBuf>,
     },
     /// Seeded exploration on the simulator: every scenario of WATCHER over seeds,
-    /// under faults. JSON lines out, one per run; a one-line summary on stderr.
+    /// under faults, and generated programs, every run under the invariant checker.
+    /// JSON lines out, one per run; a summary on stderr.
     #[command(after_help = "\
-With only eintr, spurious, other-thread and lag, each seed's trace must equal the \
-real OS's. With a fault that may change traces (the others), each seed must run to \
-its end without a panic, deadlock or hang; how its trace differs is recorded as \
-`changed`.")]
+Every run is judged by the invariant checker (each child reported once with its true \
+returncode or the documented alternative, no removed handler called, no child stolen, \
+no signal to a reused pid, no leak, progress). With only eintr, spurious, other-thread \
+and lag, each seed's trace must also equal the real OS's. With a fault that may change \
+traces (the others), how its trace differs is recorded as `changed`. `--faults all` \
+switches every fault on; `--programs N` adds N generated programs, each with its own \
+faults and seed.")]
     Explore {
         /// The watcher.
         #[arg(long, value_enum)]
@@ -125,9 +134,15 @@ its end without a panic, deadlock or hang; how its trace differs is recorded as 
         /// This run's part of the sweep, i/n (seeds with seed % n == i).
         #[arg(long, default_value = "0/1", value_name = "i/n")]
         shard: Shard,
-        /// Faults to switch on (comma-separated).
-        #[arg(long, value_enum, value_delimiter = ',', value_name = "FAULTS")]
-        faults: Vec<Fault>,
+        /// Faults to switch on (comma-separated), or `all`.
+        #[arg(long, value_parser = hunting::faults, value_name = "FAULTS")]
+        faults: Option<hunting::Faults>,
+        /// Generated programs to run after the scenarios (0..N, sharded as the seeds).
+        #[arg(long, default_value = "0", value_parser = count, allow_negative_numbers = true)]
+        programs: u64,
+        /// A mutant of the zoo to switch on in every run (see `loopwatch zoo`).
+        #[arg(long, value_parser = hunting::mutant, value_name = "MUTANT")]
+        mutant: Option<Mutant>,
         /// A directory of scenario files instead of the built-in scenarios.
         #[arg(long, value_name = "DIR")]
         scenarios: Option<PathBuf>,
@@ -136,7 +151,8 @@ its end without a panic, deadlock or hang; how its trace differs is recorded as 
         #[arg(long, value_name = "N", value_parser = jobs)]
         jobs: Option<usize>,
     },
-    /// Re-runs one seed of SCENARIO on the simulator and prints the kernel trace.
+    /// Re-runs one seed of SCENARIO on the simulator, prints the kernel trace and the
+    /// invariants it breaks.
     Replay {
         /// The scenario: a file, or the name of a built-in scenario.
         scenario: PathBuf,
@@ -147,8 +163,58 @@ its end without a panic, deadlock or hang; how its trace differs is recorded as 
         #[arg(long, value_parser = seed, allow_negative_numbers = true)]
         seed: u64,
         /// Faults, as given to explore.
-        #[arg(long, value_enum, value_delimiter = ',', value_name = "FAULTS")]
-        faults: Vec<Fault>,
+        #[arg(long, value_parser = hunting::faults, value_name = "FAULTS")]
+        faults: Option<hunting::Faults>,
+        /// A mutant of the zoo to switch on.
+        #[arg(long, value_parser = hunting::mutant, value_name = "MUTANT")]
+        mutant: Option<Mutant>,
+    },
+    /// Runs generated program CASE for WATCHER; if it breaks an invariant, shrinks it
+    /// and writes the shrunk program as a regression file (a scenario with its seed and
+    /// faults).
+    Hunt {
+        /// The watcher.
+        #[arg(long, value_enum)]
+        watcher: WatcherName,
+        /// The generated program's number.
+        #[arg(long, value_parser = seed, allow_negative_numbers = true)]
+        case: u64,
+        /// A mutant of the zoo to switch on.
+        #[arg(long, value_parser = hunting::mutant, value_name = "MUTANT")]
+        mutant: Option<Mutant>,
+        /// Where to write the regression file.
+        #[arg(long, value_name = "DIR", default_value = "target/loopwatch/hunt")]
+        out: PathBuf,
+    },
+    /// Replays a regression file (from `hunt` or `zoo`): exits 0 when its run breaks
+    /// exactly the invariants the file names.
+    Regression {
+        /// The file.
+        file: PathBuf,
+    },
+    /// The bug zoo: hunts each mutant with every technique within a budget, and the
+    /// real watchers with ten times the budget; one row per mutant.
+    #[command(after_help = "\
+Exit 1 if a mutant escapes every technique, or a real watcher fails one.")]
+    Zoo {
+        /// Only these mutants (repeatable; default: every one).
+        #[arg(long, value_parser = hunting::mutant, value_name = "MUTANT")]
+        mutant: Vec<Mutant>,
+        /// Runs each technique may make per mutant.
+        #[arg(long, default_value = "10000", value_parser = count, allow_negative_numbers = true)]
+        runs: u64,
+        /// Seconds each technique may take per mutant.
+        #[arg(long, default_value = "60", value_parser = count, allow_negative_numbers = true)]
+        seconds: u64,
+        /// Skip the real watchers' ten-times-budget run.
+        #[arg(long)]
+        no_real: bool,
+        /// Write each mutant's shrunk program as a regression file into DIR.
+        #[arg(long, value_name = "DIR")]
+        regressions: Option<PathBuf>,
+        /// How many simulator runs go at once (default: one per CPU).
+        #[arg(long, value_name = "N", value_parser = jobs)]
+        jobs: Option<usize>,
     },
     /// Runs SCENARIO on loopwatch (OS) and every CPython found, and shows where
     /// traces differ (the same as `scenario diff`).
@@ -408,72 +474,51 @@ fn execute(command: Command) -> Result<Outcome, Error> {
             seeds,
             shard,
             faults,
+            programs,
+            mutant,
             scenarios,
             jobs,
-        } => {
-            let scenarios = scenario::load(scenarios.as_deref())?;
-            if !scenarios.iter().any(|s| s.watchers.contains(&watcher)) {
-                return Err(Error::BadArgument {
-                    argument: "--watcher",
-                    message: format!("no scenario lists the {watcher} watcher"),
-                });
-            }
-            let started = loopwatch::OsKernel.now();
-            let sweep = Sweep {
-                scenarios: &scenarios,
-                watcher,
-                seeds,
-                shard,
-                faults: &faults,
-                jobs: jobs.unwrap_or_else(|| Options::default().jobs),
-            };
-            let summary = explore::explore(&sweep, |verdict| {
-                println!("{}", serde_json::to_string(verdict).unwrap_or_default());
-            })?;
-            let faults = if faults.is_empty() {
-                "none".to_string()
-            } else {
-                Fault::names(&faults)
-            };
-            ui::eprint_above(&format!(
-                "explore {watcher}: {} runs ({} scenarios × {} seeds of shard {}/{} in 0..{seeds}), {} failures; faults: {faults}; {}\n",
-                summary.runs,
-                summary.scenarios,
-                summary.seeds,
-                shard.index,
-                shard.count,
-                summary.failures,
-                ui::duration(loopwatch::OsKernel.now().saturating_sub(started)),
-            ));
-            Ok(Outcome::from_ok(summary.failures == 0))
-        }
+        } => hunting::explore(hunting::ExploreArgs {
+            watcher,
+            seeds,
+            shard,
+            faults: faults.unwrap_or_default().0,
+            programs,
+            mutant,
+            scenarios,
+            jobs: jobs.unwrap_or_else(|| Options::default().jobs),
+        }),
         Command::Replay {
             scenario,
             watcher,
             seed,
             faults,
-        } => {
-            let scenario = scenario::find(&scenario)?;
-            let (outcome, report) = explore::run_seed_outcome(&scenario, watcher, seed, &faults);
-            print!("{}", report.trace.text());
-            println!("outcome: {:?}", report.outcome);
-            println!(
-                "trace hash: {:016x}; marks: {:?}",
-                report.hash(),
-                report.marks
-            );
-            match outcome {
-                SeedOutcome::Trace(trace) => {
-                    println!("scenario trace: {trace:?}");
-                    Ok(Outcome::Pass)
-                }
-                other => {
-                    let why = other.trace().err().unwrap_or_default();
-                    println!("no scenario trace: {why}");
-                    Ok(Outcome::Fail)
-                }
-            }
-        }
+            mutant,
+        } => hunting::replay(&scenario, watcher, seed, &faults.unwrap_or_default().0, mutant),
+        Command::Hunt {
+            watcher,
+            case,
+            mutant,
+            out,
+        } => hunting::hunt(watcher, case, mutant, &out),
+        Command::Regression { file } => hunting::regression(&file),
+        Command::Zoo {
+            mutant,
+            runs,
+            seconds,
+            no_real,
+            regressions,
+            jobs,
+        } => hunting::zoo(hunting::ZooArgs {
+            mutants: mutant,
+            budget: zoo::Budget {
+                runs,
+                time: std::time::Duration::from_secs(seconds),
+            },
+            real: !no_real,
+            regressions,
+            jobs: jobs.unwrap_or_else(|| Options::default().jobs),
+        }),
         Command::Diff(args)
         | Command::Scenario {
             command: ScenarioCommand::Diff(args),

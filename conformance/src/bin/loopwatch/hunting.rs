@@ -1,0 +1,317 @@
+//! The hunting commands: `explore`, `replay`, `hunt`, `regression` and `zoo`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use loopwatch::kernel::Clock as _;
+use loopwatch::zoo::Mutant;
+use loopwatch_conformance::explore::{self, Fault, Run, SeedOutcome, Shard, Sweep};
+use loopwatch_conformance::hunt::{self, Regression};
+use loopwatch_conformance::scenario::{self, WatcherName};
+use loopwatch_conformance::zoo::{self, Budget, Technique, ZooRow};
+use loopwatch_conformance::{Error, invariants};
+
+use crate::{Outcome, ui};
+
+/// Faults given on the command line.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Faults(pub(crate) Vec<Fault>);
+
+/// `--faults`: a comma-separated list of faults, or `all`.
+pub(crate) fn faults(text: &str) -> Result<Faults, String> {
+    Fault::parse_list(text)
+        .map(Faults)
+        .map_err(|e| e.to_string())
+}
+
+/// `--mutant`: a mutant of the zoo, by name.
+pub(crate) fn mutant(text: &str) -> Result<Mutant, String> {
+    Mutant::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = Mutant::ALL.iter().map(|m| m.name()).collect();
+        format!("no mutant {text:?}; the mutants: {}", names.join(", "))
+    })
+}
+
+/// What `explore` was asked.
+pub(crate) struct ExploreArgs {
+    pub(crate) watcher: WatcherName,
+    pub(crate) seeds: u64,
+    pub(crate) shard: Shard,
+    pub(crate) faults: Vec<Fault>,
+    pub(crate) programs: u64,
+    pub(crate) mutant: Option<Mutant>,
+    pub(crate) scenarios: Option<PathBuf>,
+    pub(crate) jobs: usize,
+}
+
+/// `explore`: the sweep, one JSON line per run, and a closing summary.
+pub(crate) fn explore(args: ExploreArgs) -> Result<Outcome, Error> {
+    let scenarios = scenario::load(args.scenarios.as_deref())?;
+    let watcher = args.watcher;
+    if args.seeds > 0 && !scenarios.iter().any(|s| s.watchers.contains(&watcher)) {
+        return Err(Error::BadArgument {
+            argument: "--watcher",
+            message: format!("no scenario lists the {watcher} watcher"),
+        });
+    }
+    let started = loopwatch::OsKernel.now();
+    let sweep = Sweep {
+        scenarios: &scenarios,
+        watcher,
+        seeds: args.seeds,
+        shard: args.shard,
+        faults: &args.faults,
+        jobs: args.jobs,
+        programs: args.programs,
+        mutant: args.mutant,
+    };
+    let mut first: BTreeMap<String, String> = BTreeMap::new();
+    let summary = explore::explore(&sweep, |verdict| {
+        println!("{}", serde_json::to_string(verdict).unwrap_or_default());
+        if let Some(signature) = verdict.signature() {
+            first
+                .entry(signature)
+                .or_insert_with(|| verdict.replay.clone());
+        }
+    })?;
+    let took = loopwatch::OsKernel.now().saturating_sub(started);
+    let faults = if args.faults.is_empty() {
+        "none".to_string()
+    } else {
+        Fault::names(&args.faults)
+    };
+    let per_second = summary.runs as f64 / took.as_secs_f64().max(1e-3);
+    let hit = summary.marks.values().filter(|count| **count > 0).count();
+    ui::eprint_above(&format!(
+        "explore {watcher}: {} runs ({} scenarios × {} seeds of shard {}/{} in 0..{}, {} generated programs), {:.0} runs/s, {} failures, {} distinct; faults: {faults}; coverage marks hit: {hit} ({}); {}\n",
+        summary.runs,
+        summary.scenarios,
+        summary.seeds,
+        args.shard.index,
+        args.shard.count,
+        args.seeds,
+        summary.programs,
+        per_second,
+        summary.failures,
+        summary.signatures.len(),
+        summary
+            .marks
+            .iter()
+            .map(|(mark, count)| format!("{mark} {count}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ui::duration(took),
+    ));
+    for (signature, replay) in &first {
+        let runs = summary.signatures.get(signature).copied().unwrap_or(0);
+        ui::eprint_above(&format!("  {signature} ({runs} runs); first: {replay}\n"));
+    }
+    Ok(Outcome::from_ok(summary.failures == 0))
+}
+
+/// Prints a checked run: the kernel trace, its outcome and marks, the scenario trace
+/// and the breaches. `true` when nothing broke.
+fn print_checked(checked: &explore::Checked) -> bool {
+    let report = &checked.report;
+    print!("{}", report.trace.text());
+    println!("outcome: {:?}", report.outcome);
+    println!(
+        "trace hash: {:016x}; marks: {:?}",
+        report.hash(),
+        report.marks
+    );
+    println!("children:");
+    for line in invariants::describe(&report.ledger) {
+        println!("  {line}");
+    }
+    let traced = match &checked.outcome {
+        SeedOutcome::Trace(trace) => {
+            println!("scenario trace: {trace:?}");
+            true
+        }
+        other => {
+            let why = other.trace().err().unwrap_or_default();
+            println!("no scenario trace: {why}");
+            matches!(other, SeedOutcome::SetUpFailed(_))
+        }
+    };
+    for breach in &checked.breaches {
+        println!("breach: {breach}");
+    }
+    traced && checked.breaches.is_empty()
+}
+
+/// `replay`: one seed of a scenario, with its kernel trace and breaches.
+pub(crate) fn replay(
+    scenario: &Path,
+    watcher: WatcherName,
+    seed: u64,
+    faults: &[Fault],
+    mutant: Option<Mutant>,
+) -> Result<Outcome, Error> {
+    let scenario = scenario::find(scenario)?;
+    let run = Run {
+        scenario: &scenario,
+        watcher,
+        seed,
+        faults,
+        mutant,
+        keep_trace: true,
+    };
+    let checked = run.checked();
+    Ok(Outcome::from_ok(print_checked(&checked)))
+}
+
+/// `hunt`: one generated program; shrunk and written out if it fails.
+pub(crate) fn hunt(
+    watcher: WatcherName,
+    case: u64,
+    mutant: Option<Mutant>,
+    out: &Path,
+) -> Result<Outcome, Error> {
+    let Some(found) = hunt::hunt_case(watcher, case, mutant) else {
+        println!("program {case} for {watcher}: every invariant holds");
+        return Ok(Outcome::Pass);
+    };
+    let name = match mutant {
+        Some(mutant) => format!("{mutant}-{watcher}-case-{case}"),
+        None => format!("{watcher}-case-{case}"),
+    };
+    let regression = Regression::of(&found, watcher, mutant, &name);
+    let path = regression.save(out)?;
+    println!(
+        "program {case} for {watcher}: {} ({} steps); shrunk to {} steps in {} runs: {}",
+        found.verdict.signature().unwrap_or_default(),
+        found.program.len(),
+        found.shrunk.len(),
+        found.shrink_runs,
+        found
+            .shrunk_verdict
+            .breaches
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    println!("written: {}", path.display());
+    println!("replay: {}", regression.replay_command(&path));
+    Ok(Outcome::Fail)
+}
+
+/// `regression`: replays a regression file.
+pub(crate) fn regression(file: &Path) -> Result<Outcome, Error> {
+    let regression = Regression::load(file)?;
+    let (broke, checked) = regression.replay()?;
+    print_checked(&checked);
+    println!("expected to break: {:?}; broke: {broke:?}", regression.breaks);
+    Ok(Outcome::from_ok(broke == regression.breaks))
+}
+
+/// What `zoo` was asked.
+pub(crate) struct ZooArgs {
+    pub(crate) mutants: Vec<Mutant>,
+    pub(crate) budget: Budget,
+    pub(crate) real: bool,
+    pub(crate) regressions: Option<PathBuf>,
+    pub(crate) jobs: usize,
+}
+
+/// `zoo`: every mutant hunted by every technique; the real watchers at ten times the
+/// budget.
+pub(crate) fn zoo(args: ZooArgs) -> Result<Outcome, Error> {
+    let mutants = if args.mutants.is_empty() {
+        Mutant::ALL.to_vec()
+    } else {
+        args.mutants.clone()
+    };
+    let builtin = scenario::builtin()?;
+    let mut watchers: Vec<WatcherName> = mutants.iter().map(|m| zoo::mutant_watcher(*m)).collect();
+    if args.real {
+        watchers.extend(WatcherName::ALL);
+    }
+    watchers.sort();
+    watchers.dedup();
+    let mut references = BTreeMap::new();
+    for watcher in &watchers {
+        references.insert(*watcher, explore::os_references(&builtin, *watcher)?);
+    }
+    println!(
+        "{:<40} {:<10} {:<10} {:>7} {:>9} {:>7}  {}",
+        "mutant", "watcher", "caught by", "runs", "time", "shrunk", "bug"
+    );
+    let mut ok = true;
+    for mutant in mutants {
+        let row = zoo::hunt_mutant(mutant, &Technique::ALL, &references, args.budget, args.jobs);
+        ok &= row.first().is_some();
+        print_row(&row);
+        if let Some(dir) = &args.regressions {
+            for hunted in &row.hunted {
+                if let Some(regression) = &hunted.regression {
+                    let path = regression.save(dir)?;
+                    println!("    regression: {}", path.display());
+                }
+            }
+        }
+    }
+    if args.real {
+        let budget = args.budget.times(10);
+        for watcher in WatcherName::ALL {
+            let row = zoo::hunt_real(watcher, &Technique::ALL, &references, budget, args.jobs);
+            ok &= row.first().is_none();
+            print_row(&row);
+        }
+    }
+    Ok(Outcome::from_ok(ok))
+}
+
+fn print_row(row: &ZooRow) {
+    let name = row.mutant.clone().unwrap_or_else(|| "(real)".to_string());
+    match row.first() {
+        Some(first) => {
+            let shrunk = row
+                .hunted
+                .iter()
+                .find_map(|h| h.shrunk)
+                .map(|(from, to)| format!("{from}→{to}"))
+                .unwrap_or_else(|| "-".to_string());
+            println!(
+                "{:<40} {:<10} {:<10} {:>7} {:>9} {:>7}  {}",
+                name,
+                row.watcher.as_str(),
+                first.technique.name(),
+                first.runs,
+                ui::duration(first.elapsed),
+                shrunk,
+                row.origin
+            );
+        }
+        None => println!(
+            "{:<40} {:<10} {:<10} {:>7} {:>9} {:>7}  {}",
+            name,
+            row.watcher.as_str(),
+            if row.mutant.is_some() { "ESCAPED" } else { "survived" },
+            row.hunted.iter().map(|h| h.runs).sum::<u64>(),
+            ui::duration(row.hunted.iter().map(|h| h.elapsed).sum()),
+            "-",
+            row.origin
+        ),
+    }
+    for hunted in &row.hunted {
+        let what = match &hunted.failure {
+            Some(verdict) => format!(
+                "failed after {} runs: {}",
+                hunted.runs,
+                verdict.signature().unwrap_or_default()
+            ),
+            None => format!("nothing in {} runs", hunted.runs),
+        };
+        println!(
+            "    {:<10} {what} ({})",
+            hunted.technique.name(),
+            ui::duration(hunted.elapsed)
+        );
+        if let Some(verdict) = &hunted.failure {
+            println!("      replay: {}", verdict.replay);
+        }
+    }
+}
