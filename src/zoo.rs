@@ -34,14 +34,18 @@ pub enum Mutant {
     /// Threaded's waiter waits on a pid that someone else reaped, after the pid may
     /// have been given to a new child, and reaps that stranger (bpo-42110).
     WaiterReusedPid,
-    /// `Process::kill`/`terminate`/`send_signal` signal the pid after the child was
-    /// reaped, hitting whatever process holds the pid now (gh-127049).
+    /// `Process::kill`/`terminate`/`send_signal` signal the raw pid whatever the
+    /// child's state, neither checking that it was not reaped nor using its pidfd: once
+    /// the child is reaped (by the watcher or by other code) the signal hits whatever
+    /// process holds the pid now (gh-127049).
     KillAfterReap,
     /// Fast keeps waiting for a child that someone else reaped: its `waitpid(-1)` pass
     /// retries on `ECHILD` instead of ending, and the loop never gets control back.
     FastHangsOnStolen,
-    /// `call_soon_threadsafe` queues the callback without writing to the loop's
-    /// waker, so a loop asleep in its poll does not run it.
+    /// `call_soon_threadsafe` (and so every hop from another thread: a task woken
+    /// there, a watcher's exit) queues the callback without writing to the loop's
+    /// waker, so a loop asleep in its poll does not run it until something else wakes
+    /// it, if ever.
     ThreadsafeNoWake,
     /// Safe's `add_child_handler` does not poll the child at once, so a child that
     /// exited before it was registered is never reported (CPython's
@@ -57,8 +61,10 @@ pub enum Mutant {
     /// handler, no pass lock); the inner pass reaps a child, the outer gets `ECHILD`
     /// for it and reports 255 for a child that exited 0 (CPython 3.11–3.13).
     MultiLoopReentrant255,
-    /// A closed loop leaves its signal wakeup fd set; once the fd number is reused,
-    /// signals write bytes into an unrelated file (reliability findings 1 and 2).
+    /// A closed loop leaves its signals with loopwatch's handler and the process's
+    /// wakeup fd on the pipe it closed, instead of handing them back to the loop before
+    /// it or to what the OS had; once the fd number is reused, each of those signals
+    /// writes a byte into an unrelated file (reliability finding 1).
     StaleWakeupFd,
     /// Threaded marks a child reaped only when the exit reaches the loop, not when it
     /// reaps it, so a signal sent in between can reach a reused pid (finding 3).
@@ -126,7 +132,7 @@ impl Mutant {
             Mutant::ThreadedDoubleWaiter => "Threaded double registration",
             Mutant::FastLostEarlyExit => "Fast's reap/register race",
             Mutant::MultiLoopReentrant255 => "MultiLoop re-entrant handler (3.11-3.13)",
-            Mutant::StaleWakeupFd => "findings 1-2",
+            Mutant::StaleWakeupFd => "finding 1",
             Mutant::ReapedAfterHop => "finding 3",
             Mutant::PanicEndsPass => "finding 9",
             Mutant::PidfdUnhandledEchild => "CPython 3.9 PidfdChildWatcher",
