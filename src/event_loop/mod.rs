@@ -297,7 +297,7 @@ impl<K: Kernel> Inner<K> {
             });
         }
         if crate::zoo::active(&self.kernel, Mutant::ThreadsafeNoWake) {
-            // zoo: lost wake-up, the callback is queued but a loop asleep in its poll never hears of it
+            // zoo: lost wake-up, queued without waking a loop asleep in its poll
             return Ok(handle);
         }
         self.wake();
