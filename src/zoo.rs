@@ -5,7 +5,7 @@
 //! switched on per process of a kernel with [`set_mutant`] (for the simulator, per
 //! simulated process, so runs side by side do not see each other's mutant). The points
 //! are compiled only with the `zoo` cargo feature, which the conformance crate enables;
-//! without it [`active`] is a constant `false` and no mutant can be switched on.
+//! without it `active` is a constant `false` and no mutant can be switched on.
 //!
 //! Every mutant names the bug it re-creates: a CPython issue, or a defect loopwatch
 //! itself once had (a "reliability finding", whose regression test is named
@@ -34,14 +34,18 @@ pub enum Mutant {
     /// Threaded's waiter waits on a pid that someone else reaped, after the pid may
     /// have been given to a new child, and reaps that stranger (bpo-42110).
     WaiterReusedPid,
-    /// `Process::kill`/`terminate`/`send_signal` signal the pid after the child was
-    /// reaped, hitting whatever process holds the pid now (gh-127049).
+    /// `Process::kill`/`terminate`/`send_signal` signal the raw pid whatever the
+    /// child's state, neither checking that it was not reaped nor using its pidfd: once
+    /// the child is reaped (by the watcher or by other code) the signal hits whatever
+    /// process holds the pid now (gh-127049).
     KillAfterReap,
     /// Fast keeps waiting for a child that someone else reaped: its `waitpid(-1)` pass
     /// retries on `ECHILD` instead of ending, and the loop never gets control back.
     FastHangsOnStolen,
-    /// `call_soon_threadsafe` queues the callback without writing to the loop's
-    /// waker, so a loop asleep in its poll does not run it.
+    /// `call_soon_threadsafe` (and so every hop from another thread: a task woken
+    /// there, a watcher's exit) queues the callback without writing to the loop's
+    /// waker, so a loop asleep in its poll does not run it until something else wakes
+    /// it, if ever.
     ThreadsafeNoWake,
     /// Safe's `add_child_handler` does not poll the child at once, so a child that
     /// exited before it was registered is never reported (CPython's
@@ -57,8 +61,10 @@ pub enum Mutant {
     /// handler, no pass lock); the inner pass reaps a child, the outer gets `ECHILD`
     /// for it and reports 255 for a child that exited 0 (CPython 3.11–3.13).
     MultiLoopReentrant255,
-    /// A closed loop leaves its signal wakeup fd set; once the fd number is reused,
-    /// signals write bytes into an unrelated file (reliability findings 1 and 2).
+    /// A closed loop leaves its signals with loopwatch's handler and the process's
+    /// wakeup fd on the pipe it closed, instead of handing them back to the loop before
+    /// it or to what the OS had; once the fd number is reused, each of those signals
+    /// writes a byte into an unrelated file (reliability finding 1).
     StaleWakeupFd,
     /// Threaded marks a child reaped only when the exit reaches the loop, not when it
     /// reaps it, so a signal sent in between can reach a reused pid (finding 3).
@@ -126,7 +132,7 @@ impl Mutant {
             Mutant::ThreadedDoubleWaiter => "Threaded double registration",
             Mutant::FastLostEarlyExit => "Fast's reap/register race",
             Mutant::MultiLoopReentrant255 => "MultiLoop re-entrant handler (3.11-3.13)",
-            Mutant::StaleWakeupFd => "findings 1-2",
+            Mutant::StaleWakeupFd => "finding 1",
             Mutant::ReapedAfterHop => "finding 3",
             Mutant::PanicEndsPass => "finding 9",
             Mutant::PidfdUnhandledEchild => "CPython 3.9 PidfdChildWatcher",
@@ -148,8 +154,16 @@ impl fmt::Display for Mutant {
 
 /// The mutant switched on for one process of a kernel.
 #[cfg(feature = "zoo")]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Switched(crate::loom::sync::Mutex<Option<Mutant>>);
+
+/// Written out: the loom shim's `Mutex` has no `Default`.
+#[cfg(feature = "zoo")]
+impl Default for Switched {
+    fn default() -> Switched {
+        Switched(crate::loom::sync::Mutex::new(None))
+    }
+}
 
 /// Whether a mutant was ever switched on in this OS process: the points cost one
 /// relaxed load until one is.
@@ -173,8 +187,7 @@ pub fn mutant<K: Kernel>(kernel: &K) -> Option<Mutant> {
         return None;
     }
     let switched = kernel.process_locals().get::<Switched>()?;
-    let mutant = *switched.0.lock();
-    mutant
+    *switched.0.lock()
 }
 
 /// Whether `mutant` is switched on for `kernel`'s process: always `false` without the

@@ -55,6 +55,7 @@ use crate::loom::sync::Mutex;
 use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::sync::BlockingMutex;
 use crate::sys::unix::OsKernel;
+use crate::zoo::Mutant;
 use signals::LoopSignals;
 use task::{LiveTasks, TaskCell};
 use timers::Timer;
@@ -294,6 +295,10 @@ impl<K: Kernel> Inner<K> {
                 handle: handle.clone(),
                 job,
             });
+        }
+        if crate::zoo::active(&self.kernel, Mutant::ThreadsafeNoWake) {
+            // zoo: lost wake-up, queued without waking a loop asleep in its poll
+            return Ok(handle);
         }
         self.wake();
         Ok(handle)

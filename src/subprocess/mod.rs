@@ -39,6 +39,7 @@ use crate::event_loop::EventLoop;
 use crate::kernel::{Errno, Fd, Kernel, Pid, Signal, SpawnRequest, Spawned, WaitMode};
 use crate::loom::sync::Mutex;
 use crate::watcher::{ChildWatcher, DIAGNOSTICS, ReapFence, fork_window};
+use crate::zoo::Mutant;
 
 /// Set by tests to give `spawn_with` the fallback of kernels without pidfds (before
 /// 5.3, or under a seccomp filter) on a kernel that has them.
@@ -401,6 +402,10 @@ impl<K: Kernel> Process<K> {
     /// `ProcessLookupError` once the child has been reaped (its pid may already name
     /// another process); the kernel's error otherwise.
     pub fn send_signal(&self, signal: Signal) -> Result<()> {
+        if crate::zoo::active(&self.kernel, Mutant::KillAfterReap) {
+            // zoo: gh-127049, kill(pid) whether or not the child was reaped and its pid reused
+            return signalled(self.kernel.kill(self.pid, Some(signal)));
+        }
         // Held across the check and the kill: the watcher cannot reap the child in
         // between, so a kill by pid reaches the child (at worst a zombie) or nobody.
         let fence = self.fence.lock();
@@ -412,11 +417,7 @@ impl<K: Kernel> Process<K> {
             None => self.kernel.kill(self.pid, Some(signal)),
         };
         drop(fence);
-        match sent {
-            Ok(()) => Ok(()),
-            Err(Errno::ESRCH) => Err(Error::new(ErrorKind::ProcessLookupError, "")),
-            Err(errno) => Err(errno.into()),
-        }
+        signalled(sent)
     }
 
     /// `send_signal(SIGTERM)`.
@@ -472,6 +473,16 @@ impl<K: Kernel> Process<K> {
         let (out, err) = (out?, err?);
         self.wait().await;
         Ok((out, err))
+    }
+}
+
+/// What `send_signal` returns for the kernel's answer: `ESRCH` (no such process) is
+/// `ProcessLookupError`.
+fn signalled(sent: std::result::Result<(), Errno>) -> Result<()> {
+    match sent {
+        Ok(()) => Ok(()),
+        Err(Errno::ESRCH) => Err(Error::new(ErrorKind::ProcessLookupError, "")),
+        Err(errno) => Err(errno.into()),
     }
 }
 
