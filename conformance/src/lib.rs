@@ -18,6 +18,8 @@
 //!   `harness = false` test binary, one test per cell.
 //! - [`explore`]: seeded exploration on the simulator with faults, sharded for CI
 //!   matrices and job arrays.
+//! - [`programs`]: generated operation sequences for the simulator, shrunk to a
+//!   minimal failing one that can be written out as a scenario.
 //! - [`Error`]: bad input or a harness failure; a divergence is a result, not an
 //!   error.
 //!
@@ -41,6 +43,7 @@ pub mod explore;
 pub mod matrix;
 mod parallel;
 pub mod policy_suite;
+pub mod programs;
 pub mod progress;
 pub mod runner;
 pub mod scenario;
