@@ -19,6 +19,8 @@
 //! - [`explore`]: seeded exploration on the simulator with faults and generated
 //!   programs, sharded for CI matrices and job arrays, every run under
 //!   [`invariants`], the checker that needs no oracle.
+//! - [`programs`]: generated operation sequences for the simulator (proptest), and
+//!   their shrinking.
 //! - [`hunt`]: generated programs shrunk to small reproducers, written out and
 //!   replayed as regressions.
 //! - [`Error`]: bad input or a harness failure; a divergence is a result, not an
@@ -46,6 +48,7 @@ pub mod invariants;
 pub mod matrix;
 mod parallel;
 pub mod policy_suite;
+pub mod programs;
 pub mod progress;
 pub mod runner;
 pub mod scenario;
