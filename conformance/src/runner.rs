@@ -41,6 +41,8 @@ struct Record {
     events: Vec<Event>,
     /// Pids learnt on other threads (`foreign_spawn`, `thread_start`).
     pids: BTreeMap<String, Pid>,
+    /// Children whose spawn on another thread was tried, whatever came of it.
+    tried: BTreeSet<String>,
 }
 
 /// What a run did that its trace does not say, for the invariant checker
@@ -769,6 +771,14 @@ impl<K: Kernel> Run<'_, K> {
         for name in self.order.clone() {
             if self.reaped.contains(&name) {
                 continue;
+            }
+            // A child another thread starts: wait until that thread has tried.
+            if self.threads.iter().any(|(child, _)| *child == name) {
+                let mut waited = 0;
+                while !lock(&self.shared).tried.contains(&name) && waited < DEATH_WAIT_MS {
+                    sleep(&self.event_loop, 2).await;
+                    waited += 2;
+                }
             }
             let Some(pid) = self
                 .pids

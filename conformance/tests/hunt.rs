@@ -1,0 +1,158 @@
+//! The bug hunt, bounded for `cargo test`: every committed regression replays as
+//! recorded; each real watcher survives explore with every fault on and generated
+//! programs under the invariant checker; each mutant of the zoo is caught, and a
+//! failing generated program shrinks to at most 12 operations.
+//!
+//! Larger budgets: `LOOPWATCH_HUNT_SEEDS` (explore seeds per scenario, default 2),
+//! `LOOPWATCH_HUNT_PROGRAMS` (generated programs per watcher, default 150),
+//! `LOOPWATCH_HUNT_RUNS` (runs per technique and mutant, default 400). On the
+//! main-thread harness: the real-OS reference runs need the process's main thread.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use loopwatch::zoo::Mutant;
+use loopwatch_conformance::explore::{self, Fault, Shard, Sweep};
+use loopwatch_conformance::hunt;
+use loopwatch_conformance::matrix::Options;
+use loopwatch_conformance::scenario::{self, WatcherName};
+use loopwatch_conformance::zoo::{self, Budget, Technique};
+use loopwatch_sim::testing::Test;
+
+/// The largest shrunk program the hunt may report.
+const SHRUNK_MAX: usize = 12;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Goal: the regression replays and breaks exactly the invariants it records.
+fn replays(file: &'static str, regression: hunt::Regression) -> impl Fn() -> Result<(), String> {
+    move || {
+        let (broke, _) = regression.replay().map_err(|e| e.to_string())?;
+        if broke != regression.breaks {
+            return Err(format!(
+                "{file}: expected to break {:?}, broke {broke:?}; replay: cargo loopwatch regression conformance/regressions/{file}",
+                regression.breaks
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Goal: the real `watcher` breaks no invariant over the built-in scenarios with every
+/// fault on, nor over generated programs.
+fn survives(watcher: WatcherName) -> impl Fn() -> Result<(), String> {
+    move || {
+        let scenarios = scenario::builtin().map_err(|e| e.to_string())?;
+        let faults = Fault::ALL;
+        let sweep = Sweep {
+            scenarios: &scenarios,
+            watcher,
+            seeds: env("LOOPWATCH_HUNT_SEEDS", 2),
+            shard: Shard::ALL,
+            faults: &faults,
+            jobs: Options::default().jobs,
+            programs: env("LOOPWATCH_HUNT_PROGRAMS", 150),
+            mutant: None,
+        };
+        let mut failures = Vec::new();
+        let summary = explore::explore(&sweep, |verdict| {
+            if !verdict.ok && failures.len() < 5 {
+                failures.push(format!(
+                    "{} seed {}: {:?} {}\n  replay: {}",
+                    verdict.scenario,
+                    verdict.seed,
+                    verdict.problem,
+                    verdict
+                        .breaches
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    verdict.replay
+                ));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        if summary.failures > 0 {
+            return Err(format!(
+                "{} of {} runs failed ({:?}):\n{}",
+                summary.failures,
+                summary.runs,
+                summary.signatures,
+                failures.join("\n")
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Goal: some technique catches `mutant` within the bounded budget, and a generated
+/// program that catches it shrinks to at most [`SHRUNK_MAX`] operations.
+fn caught(mutant: Mutant) -> impl Fn() -> Result<(), String> {
+    move || {
+        let watcher = zoo::mutant_watcher(mutant);
+        let scenarios = scenario::builtin().map_err(|e| e.to_string())?;
+        let references: BTreeMap<_, _> = [(
+            watcher,
+            explore::os_references(&scenarios, watcher).map_err(|e| e.to_string())?,
+        )]
+        .into();
+        let budget = Budget {
+            runs: env("LOOPWATCH_HUNT_RUNS", 400),
+            time: Duration::from_secs(120),
+        };
+        let row = zoo::hunt_mutant(mutant, &Technique::ALL, &references, budget, Options::default().jobs);
+        let Some(first) = row.first() else {
+            return Err(format!(
+                "{mutant} ({}) escaped: {}",
+                mutant.origin(),
+                row.hunted
+                    .iter()
+                    .map(|h| format!("{} {} runs", h.technique.name(), h.runs))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        eprintln!(
+            "{mutant}: caught by {} after {} runs",
+            first.technique.name(),
+            first.runs
+        );
+        if let Some((from, to)) = row.hunted.iter().find_map(|h| h.shrunk) {
+            if to > SHRUNK_MAX {
+                return Err(format!(
+                    "{mutant}: a program of {from} operations shrank only to {to}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let mut tests = Vec::new();
+    match hunt::committed() {
+        Ok(regressions) => {
+            for (file, regression) in regressions {
+                tests.push(Test::new(format!("regression {file}"), replays(file, regression)));
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            tests.push(Test::new("regressions parse", move || Err::<(), _>(message.clone())));
+        }
+    }
+    for watcher in WatcherName::ALL {
+        tests.push(Test::new(format!("real {watcher} survives the hunt"), survives(watcher)));
+    }
+    for mutant in Mutant::ALL {
+        tests.push(Test::new(format!("mutant {mutant} is caught"), caught(mutant)));
+    }
+    loopwatch_sim::testing::main(tests)
+}
