@@ -5,7 +5,7 @@
 //! switched on per process of a kernel with [`set_mutant`] (for the simulator, per
 //! simulated process, so runs side by side do not see each other's mutant). The points
 //! are compiled only with the `zoo` cargo feature, which the conformance crate enables;
-//! without it [`active`] is a constant `false` and no mutant can be switched on.
+//! without it `active` is a constant `false` and no mutant can be switched on.
 //!
 //! Every mutant names the bug it re-creates: a CPython issue, or a defect loopwatch
 //! itself once had (a "reliability finding", whose regression test is named
@@ -13,7 +13,11 @@
 
 #![cfg_attr(
     not(feature = "zoo"),
-    allow(dead_code, unreachable_pub, reason = "public only with the zoo feature")
+    allow(
+        dead_code,
+        unreachable_pub,
+        reason = "public only with the zoo feature"
+    )
 )]
 
 use std::fmt;
@@ -144,8 +148,16 @@ impl fmt::Display for Mutant {
 
 /// The mutant switched on for one process of a kernel.
 #[cfg(feature = "zoo")]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Switched(crate::loom::sync::Mutex<Option<Mutant>>);
+
+/// Written out: the loom shim's `Mutex` has no `Default`.
+#[cfg(feature = "zoo")]
+impl Default for Switched {
+    fn default() -> Switched {
+        Switched(crate::loom::sync::Mutex::new(None))
+    }
+}
 
 /// Whether a mutant was ever switched on in this OS process: the points cost one
 /// relaxed load until one is.
@@ -169,8 +181,7 @@ pub fn mutant<K: Kernel>(kernel: &K) -> Option<Mutant> {
         return None;
     }
     let switched = kernel.process_locals().get::<Switched>()?;
-    let mutant = *switched.0.lock();
-    mutant
+    *switched.0.lock()
 }
 
 /// Whether `mutant` is switched on for `kernel`'s process: always `false` without the
