@@ -28,19 +28,27 @@ use crate::kernel::Kernel;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Mutant {
-    /// MultiLoop hands an exit to the child's loop without waking it, so a loop idle
-    /// in its poll never runs the callback (bpo-38323).
+    /// MultiLoop's reaper hands an exit to the child's loop with `call_soon`, which
+    /// does not wake it, instead of `call_soon_threadsafe`: asyncio's `call_soon` would
+    /// queue the callback for a loop that sleeps on in its poll; loopwatch's refuses a
+    /// call from another thread while the loop runs, and the exit is dropped with the
+    /// "Loop … is closed" warning. Either way a loop waiting in another thread never
+    /// runs the callback (bpo-38323, spec M-8).
     MultiLoopNoWake,
-    /// Threaded's waiter waits on a pid that someone else reaped, after the pid may
-    /// have been given to a new child, and reaps that stranger (bpo-42110).
+    /// Threaded's waiter, once its peek has seen the child exit, reaps it with a
+    /// blocking `waitpid(pid)` (CPython's `waitpid(pid, 0)`) instead of `WNOHANG`: if
+    /// someone else reaped the child in between and the pid went to a new child, the
+    /// waiter waits for that stranger, reaps it and reports its status as the child's
+    /// (bpo-42110; its form before the peek is spec T-8, which no waiter by pid avoids).
     WaiterReusedPid,
     /// `Process::kill`/`terminate`/`send_signal` signal the raw pid whatever the
     /// child's state, neither checking that it was not reaped nor using its pidfd: once
     /// the child is reaped (by the watcher or by other code) the signal hits whatever
     /// process holds the pid now (gh-127049).
     KillAfterReap,
-    /// Fast keeps waiting for a child that someone else reaped: its `waitpid(-1)` pass
-    /// retries on `ECHILD` instead of ending, and the loop never gets control back.
+    /// Fast keeps waiting for a registered child that someone else reaped: its
+    /// `waitpid(-1)` pass retries on `ECHILD` while a child is registered instead of
+    /// ending, and the loop never gets control back.
     FastHangsOnStolen,
     /// `call_soon_threadsafe` (and so every hop from another thread: a task woken
     /// there, a watcher's exit) queues the callback without writing to the loop's
@@ -48,18 +56,23 @@ pub enum Mutant {
     /// it, if ever.
     ThreadsafeNoWake,
     /// Safe's `add_child_handler` does not poll the child at once, so a child that
-    /// exited before it was registered is never reported (CPython's
-    /// `test_sigchld_race_condition`).
+    /// exited before it was registered (its SIGCHLD handled or lost already) is never
+    /// reported and stays a zombie (CPython's `test_sigchld_race_condition`).
     SafeNoInitialPoll,
-    /// Threaded starts a second waiter thread when a pid is registered again; the
-    /// second finds the child gone and reports 255, or both report.
+    /// Threaded registers each child twice: two waiter threads race for it. One reaps
+    /// it, the other finds it gone and warns "Unknown child process pid …"; the
+    /// callback runs once, with whichever report reaches the loop first, so a child
+    /// that exited 0 may be reported as 255.
     ThreadedDoubleWaiter,
     /// Fast forgets an exit it reaped before the child was registered (its zombie
-    /// table), so a child that exits before `add_child_handler` is never reported.
+    /// table): the exit is logged as an unknown pid's, so a child that exits before
+    /// `add_child_handler` is never reported (spec F-4).
     FastLostEarlyExit,
-    /// MultiLoop's SIGCHLD pass runs again while one is in progress (re-entrant
-    /// handler, no pass lock); the inner pass reaps a child, the outer gets `ECHILD`
-    /// for it and reports 255 for a child that exited 0 (CPython 3.11–3.13).
+    /// MultiLoop polls a pid outside its lock, so its passes are not serialised, as
+    /// with CPython 3.11–3.13's re-entrant handler: when two overlap (the reaper's and
+    /// `add_child_handler`'s immediate poll), one reaps the child, the other gets
+    /// `ECHILD`, and if that one takes the callback first, a child that exited 0 is
+    /// reported as 255.
     MultiLoopReentrant255,
     /// A closed loop leaves its signals with loopwatch's handler and the process's
     /// wakeup fd on the pipe it closed, instead of handing them back to the loop before
@@ -69,12 +82,12 @@ pub enum Mutant {
     /// Threaded marks a child reaped only when the exit reaches the loop, not when it
     /// reaps it, so a signal sent in between can reach a reused pid (finding 3).
     ReapedAfterHop,
-    /// A callback that panics ends the watcher's pass: the exits coalesced into the
-    /// same SIGCHLD are left unreported (finding 9).
+    /// A callback that panics ends Safe's or Fast's pass: the exits coalesced into the
+    /// same SIGCHLD are left unreported, their children zombies (finding 9).
     PanicEndsPass,
-    /// Pidfd's reader does not handle `ECHILD` when someone else reaped the child: it
-    /// returns early, the callback is never called and the pidfd stays open
-    /// (CPython 3.9's `PidfdChildWatcher._do_wait`).
+    /// Pidfd's reader does not handle `ECHILD` when someone else reaped the child: the
+    /// error leaves the reader for the loop's exception handler, the callback is never
+    /// called and the pidfd stays open (CPython 3.9's `PidfdChildWatcher._do_wait`).
     PidfdUnhandledEchild,
     /// MultiLoop's `close` waits for its pipe to reach end-of-file, which never comes
     /// while a child that inherited the write end lives (finding 11).

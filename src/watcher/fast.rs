@@ -12,6 +12,7 @@ use crate::OsKernel;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::EventLoop;
 use crate::kernel::{Errno, Kernel, Pid, WaitMode, WaitStatus, WaitTarget};
+use crate::zoo::Mutant;
 
 /// Reaps every exited child on SIGCHLD.
 ///
@@ -142,6 +143,14 @@ impl<K: Kernel> ReapPass<K> for Fast {
             // Which child has exited, without reaping it: its reap fence, if it has
             // one, is taken before the wait that reaps it.
             let pid = match core.kernel.wait_peek(WaitTarget::Any, WaitMode::NoHang) {
+                // zoo: a stolen child keeps the pass waiting: ECHILD is retried while a
+                // child is registered, and the loop never gets control back.
+                Err(Errno::ECHILD)
+                    if crate::zoo::active(&core.kernel, Mutant::FastHangsOnStolen)
+                        && !core.lock().callbacks.is_empty() =>
+                {
+                    continue;
+                }
                 // No children left, or none exited: SIGCHLDs coalesce, so the loop
                 // runs until one of these.
                 Err(Errno::ECHILD) | Ok(WaitStatus::StillAlive) => return Ok(()),
@@ -178,7 +187,10 @@ impl<K: Kernel> ReapPass<K> for Fast {
                 if state.callbacks.contains_key(&pid) {
                     true
                 } else {
-                    if state.pass_state.forks > 0 {
+                    // zoo: Fast's reap/register race: without the zombie table, an exit
+                    // reaped before its pid is registered is dropped as an unknown pid's.
+                    let lost = crate::zoo::active(&core.kernel, Mutant::FastLostEarlyExit);
+                    if state.pass_state.forks > 0 && !lost {
                         state.pass_state.zombies.insert(pid, code);
                     } else {
                         tracing::warn!(

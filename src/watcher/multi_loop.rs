@@ -21,6 +21,7 @@ use crate::kernel::{Errno, Fd, Kernel, Pid, Signal, ThreadId};
 use crate::loom::sync::Mutex;
 use crate::loom::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::BlockingMutex;
+use crate::zoo::Mutant;
 
 /// Delivers each child's exit to the loop running where it was registered.
 ///
@@ -288,7 +289,21 @@ impl<K: Kernel> Inner<K> {
     /// once, and only the one whose `waitpid` reaped it may report it (the other would
     /// see ECHILD and report 255). The poll holds the pid's reap fence, if it has one.
     fn reap(&self, pid: Pid) -> Result<()> {
-        let entry = {
+        let entry = if crate::zoo::active(&self.kernel, Mutant::MultiLoopReentrant255) {
+            // zoo: 3.11–3.13's unserialised passes: the poll outside the lock, so an
+            // overlapping pass that gets ECHILD may take the callback and report 255.
+            let fence = match self.state.lock().callbacks.get(&pid) {
+                Some(entry) => entry.fence.clone(),
+                None => return Ok(()),
+            };
+            let Some(code) = poll_returncode(&self.kernel, pid, fence.as_ref())? else {
+                return Ok(());
+            };
+            let Some(entry) = self.state.lock().callbacks.remove(&pid) else {
+                return Ok(());
+            };
+            (entry, code)
+        } else {
             let mut state = self.state.lock();
             let Some(fence) = state.callbacks.get(&pid).map(|e| e.fence.clone()) else {
                 return Ok(());
@@ -307,6 +322,11 @@ impl<K: Kernel> Inner<K> {
             code,
         ) = entry;
         let delivered = match event_loop.upgrade() {
+            Some(event_loop) if crate::zoo::active(&self.kernel, Mutant::MultiLoopNoWake) => {
+                // zoo: bpo-38323, the exit handed over without waking the loop: with
+                // `call_soon`, which a loop running in another thread refuses.
+                event_loop.call_soon(move || callback(pid, code)).is_ok()
+            }
             Some(event_loop) if !event_loop.is_closed() => {
                 // Closed between the check and the call: the callback is dropped in it.
                 event_loop
@@ -407,6 +427,13 @@ impl<K: Kernel> ChildWatcher<K> for MultiLoopChildWatcher<K> {
         // Before the pipe closes: the kernel's handler must never write to it after.
         // A handler changed by outside code is left in place, with a warning (M-7).
         let _ = signals::registry(kernel).release(kernel, installed.owner, Signal::SIGCHLD);
+        if crate::zoo::active(kernel, Mutant::MultiLoopCloseWaitsInheritedPipe) {
+            // zoo: finding 11: the reaper is stopped by end of file, which never comes
+            // while a child holds a copy of the write end.
+            let _ = kernel.close(installed.write);
+            let _ = kernel.join_thread(installed.reaper);
+            return Ok(());
+        }
         // Not end of file: a forked child that did not exec may hold a copy of the
         // write end for as long as it lives. The flag says stop, the byte wakes the
         // reaper (if the non-blocking pipe is full, the reaper has bytes to read

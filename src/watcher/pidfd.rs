@@ -17,6 +17,7 @@ use crate::event_loop::{
 };
 use crate::kernel::{Errno, Fd, Kernel, Pid, WaitMode, WaitStatus};
 use crate::sync::BlockingMutex;
+use crate::zoo::Mutant;
 
 /// Waits for each child through a pidfd in the running loop (CPython 3.12+'s default
 /// watcher where `pidfd_open` works), and lets a registration be removed or replaced
@@ -320,7 +321,7 @@ fn do_wait<K: Kernel>(kernel: &K, registration: Registration<K>, pid: Pid) {
         let _ = event_loop.remove_reader(fd);
     }
     let mut guard = fence.as_ref().map(ReapFence::lock);
-    let outcome = loop {
+    let mut outcome = loop {
         match kernel.wait_pid(pid, WaitMode::NoHang) {
             Err(Errno::EINTR) => continue,
             Ok(WaitStatus::Terminated(_, status)) => break Ok(Some(returncode(status))),
@@ -336,6 +337,12 @@ fn do_wait<K: Kernel>(kernel: &K, registration: Registration<K>, pid: Pid) {
         }
     }
     drop(guard);
+    if outcome == Ok(None) && crate::zoo::active(kernel, Mutant::PidfdUnhandledEchild) {
+        // zoo: CPython 3.9's `_do_wait` lets ECHILD escape the reader: the callback is
+        // never called and the pidfd never closed.
+        let _leaked = pidfd.fd.take();
+        outcome = Err(Errno::ECHILD);
+    }
     let outcome = outcome.map(|code| {
         code.unwrap_or_else(|| {
             warn_status_already_read(pid);

@@ -14,7 +14,9 @@ use crate::OsKernel;
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, WeakLoop, get_running_loop, panic_message};
 use crate::kernel::{Errno, Kernel, Pid, ThreadId, WaitMode, WaitStatus, WaitTarget};
+use crate::loom::sync::Mutex;
 use crate::sync::BlockingMutex;
+use crate::zoo::Mutant;
 
 /// Waits for each child in a thread of its own (CPython 3.8–3.13's default watcher).
 ///
@@ -293,8 +295,15 @@ fn wait_and_reap<K: Kernel>(
         }
         // The child is a zombie (its pid still its own), or no longer our child.
         let mut guard = fence.map(ReapFence::lock);
+        // zoo: bpo-42110: a blocking reap, as CPython's `waitpid(pid, 0)`, waits for
+        // and reaps a stranger that got the pid since the peek.
+        let mode = if crate::zoo::active(kernel, Mutant::WaiterReusedPid) {
+            WaitMode::Block
+        } else {
+            WaitMode::NoHang
+        };
         let reaped = loop {
-            match kernel.wait_pid(pid, WaitMode::NoHang) {
+            match kernel.wait_pid(pid, mode) {
                 Err(Errno::EINTR) => continue,
                 other => break other,
             }
@@ -391,10 +400,45 @@ fn do_waitpid<K: Kernel>(
 
 impl<K: Kernel> ThreadedChildWatcher<K> {
     /// `add_child_handler`, with the child's reap fence if it has one.
-    fn add(&self, pid: Pid, fence: Option<ReapFence<K>>, callback: ChildCallback) -> Result<()> {
+    fn add(
+        &self,
+        pid: Pid,
+        mut fence: Option<ReapFence<K>>,
+        mut callback: ChildCallback,
+    ) -> Result<()> {
         check_pid(pid)?;
-        let event_loop = get_running_loop(&self.shared.kernel)?.downgrade();
-        warn_if_sigchld_ignored(&self.shared.kernel, pid);
+        let kernel = &self.shared.kernel;
+        let event_loop = get_running_loop(kernel)?.downgrade();
+        warn_if_sigchld_ignored(kernel, pid);
+        if crate::zoo::active(kernel, Mutant::ReapedAfterHop) {
+            // zoo: finding 3: the fence marked when the exit reaches the loop, after the
+            // hop, so a signal sent in between may reach a reused pid.
+            if let Some(late) = fence.take() {
+                callback = Box::new(move |pid, code| {
+                    late.lock().mark_reaped();
+                    callback(pid, code);
+                });
+            }
+        }
+        if crate::zoo::active(kernel, Mutant::ThreadedDoubleWaiter) {
+            // zoo: a double registration: a second waiter races the first for the child;
+            // the first report to reach the loop calls back, 255 if it found the child gone.
+            let once = Arc::new(Mutex::new(Some(callback)));
+            let twin = once.clone();
+            self.start_waiter(pid, event_loop.clone(), None, call_once(twin))?;
+            callback = call_once(once);
+        }
+        self.start_waiter(pid, event_loop, fence, callback)
+    }
+
+    /// Starts the waiter thread `asyncio-waitpid-N` for `pid`.
+    fn start_waiter(
+        &self,
+        pid: Pid,
+        event_loop: WeakLoop<K>,
+        fence: Option<ReapFence<K>>,
+        callback: ChildCallback,
+    ) -> Result<()> {
         // Opportunistic: a long-lived watcher keeps handles only of live waiters.
         self.join_where(|stage| stage == Stage::Finished);
         let kernel = &self.shared.kernel;
@@ -418,6 +462,16 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
         );
         Ok(())
     }
+}
+
+/// A callback that calls `slot`'s callback if nobody took it yet.
+fn call_once(slot: Arc<Mutex<Option<ChildCallback>>>) -> ChildCallback {
+    Box::new(move |pid, code| {
+        let callback = slot.lock().take();
+        if let Some(callback) = callback {
+            callback(pid, code);
+        }
+    })
 }
 
 impl<K: Kernel> ChildWatcher<K> for ThreadedChildWatcher<K> {
