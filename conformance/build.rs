@@ -6,8 +6,18 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    embed("scenarios", "BUILTIN", "builtin_scenarios.rs", "scenario file");
-    embed("regressions", "REGRESSIONS", "regressions.rs", "regression file");
+    embed(
+        "scenarios",
+        "BUILTIN",
+        "builtin_scenarios.rs",
+        "scenario file",
+    );
+    embed(
+        "regressions",
+        "REGRESSIONS",
+        "regressions.rs",
+        "regression file",
+    );
 }
 
 /// Writes `OUT_DIR/out`: a constant `name` with (file name, text) of every `*.json`
@@ -33,6 +43,7 @@ fn embed(dir: &str, name: &str, out_file: &str, what: &str) {
         );
     }
     out.push_str("];\n");
-    let target = Path::new(&std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join(out_file);
+    let target =
+        Path::new(&std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join(out_file);
     std::fs::write(target, out).expect("OUT_DIR is writable");
 }

@@ -377,7 +377,10 @@ impl Run<'_> {
                 execute_recorded(&kernel, &scenario, &|k| make_watcher(watcher, k))
             });
         let (outcome, events) = match result {
-            None => (SeedOutcome::Incomplete(format!("{:?}", report.outcome)), None),
+            None => (
+                SeedOutcome::Incomplete(format!("{:?}", report.outcome)),
+                None,
+            ),
             Some(Ok(recorded)) => (SeedOutcome::Trace(recorded.trace), Some(recorded.events)),
             Some(Err(error)) => (SeedOutcome::SetUpFailed(error.to_string()), None),
         };
@@ -418,11 +421,7 @@ impl Run<'_> {
 /// it is that binary, else `cargo loopwatch` (which works inside the workspace).
 pub fn loopwatch_command() -> String {
     match std::env::current_exe() {
-        Ok(path)
-            if path
-                .file_stem()
-                .is_some_and(|stem| stem == "loopwatch") =>
-        {
+        Ok(path) if path.file_stem().is_some_and(|stem| stem == "loopwatch") => {
             path.display().to_string()
         }
         _ => "cargo loopwatch".to_string(),
@@ -571,7 +570,10 @@ pub fn explore_against(
                     keep_trace: false,
                 };
                 let checked = run.checked();
-                (verdict(&run, Some(reference), lenient, &checked), checked.report)
+                (
+                    verdict(&run, Some(reference), lenient, &checked),
+                    checked.report,
+                )
             },
         );
         for (verdict, report) in &verdicts {

@@ -106,7 +106,12 @@ pub struct Regression {
 
 impl Regression {
     /// A regression of `found`'s shrunk program, found with `mutant`.
-    pub fn of(found: &Found, watcher: WatcherName, mutant: Option<Mutant>, name: &str) -> Regression {
+    pub fn of(
+        found: &Found,
+        watcher: WatcherName,
+        mutant: Option<Mutant>,
+        name: &str,
+    ) -> Regression {
         let mut breaks: Vec<String> = found
             .shrunk_verdict
             .breaches

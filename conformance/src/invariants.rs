@@ -204,7 +204,10 @@ pub fn check(
         if runner_reaped.contains(&serial) {
             return true;
         }
-        match ledger.child(serial).and_then(|life| life.reaped_by.as_ref()) {
+        match ledger
+            .child(serial)
+            .and_then(|life| life.reaped_by.as_ref())
+        {
             Some(Reaper::Thread(name)) => name.starts_with("foreign"),
             Some(Reaper::Ignored | Reaper::ForeignFault) => true,
             None => false,
@@ -448,7 +451,10 @@ fn replay(events: &[Event]) -> (BTreeMap<String, Child>, WatcherState) {
                 state.closed.insert(*watcher);
             }
             Event::ThreadLoopClosed { child } => {
-                children.entry(child.clone()).or_default().thread_loop_closed = true;
+                children
+                    .entry(child.clone())
+                    .or_default()
+                    .thread_loop_closed = true;
             }
             Event::Signalled { .. } => {}
             Event::ReapedByRunner { child, .. } => {
@@ -468,9 +474,9 @@ impl Child {
         let Some(registered) = self.registered_at else {
             return false;
         };
-        events[..registered].iter().any(|e| {
-            matches!(e, Event::ReapedByRunner { child: Some(c), .. } if c == name)
-        })
+        events[..registered]
+            .iter()
+            .any(|e| matches!(e, Event::ReapedByRunner { child: Some(c), .. } if c == name))
     }
 }
 

@@ -96,6 +96,8 @@ pub type ProgramTree = Box<dyn ValueTree<Value = Program>>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Creator {
     Start,
+    StartPanicking,
+    ForkHolder,
     Spawn,
     Subprocess,
     ForeignSpawn,
@@ -216,6 +218,8 @@ impl Mapper {
                 let fate = fate.clone();
                 match creator {
                     Creator::Start => Step::Start { child, fate },
+                    Creator::StartPanicking => Step::StartPanicking { child, fate },
+                    Creator::ForkHolder => Step::ForkHolder { child, fate },
                     Creator::Spawn => Step::Spawn { child, fate },
                     Creator::Subprocess => Step::Subprocess { child, fate },
                     Creator::ForeignSpawn => Step::ForeignSpawn { child, fate },
@@ -371,6 +375,8 @@ fn raw_op() -> BoxedStrategy<RawOp> {
     weighted(vec![
         (3, Just(RawOp::Active).boxed()),
         (10, create(Creator::Start)),
+        (2, create(Creator::StartPanicking)),
+        (2, create(Creator::ForkHolder)),
         (4, create(Creator::Spawn)),
         (7, create(Creator::Subprocess)),
         (3, create(Creator::ForeignSpawn)),

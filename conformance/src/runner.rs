@@ -388,10 +388,18 @@ impl<K: Kernel> Run<'_, K> {
     }
 
     fn register(&mut self, op: &str, child: &str, pid: Pid) {
-        match self
-            .watcher
-            .add_child_handler(pid, callback(&self.kernel, &self.shared, child))
-        {
+        let callback = callback(&self.kernel, &self.shared, child);
+        self.register_callback(op, child, pid, callback);
+    }
+
+    fn register_callback(
+        &mut self,
+        op: &str,
+        child: &str,
+        pid: Pid,
+        callback: loopwatch::watcher::ChildCallback,
+    ) {
+        match self.watcher.add_child_handler(pid, callback) {
             Ok(()) => {
                 self.registered.insert(child.to_string());
                 self.removed.remove(child);
@@ -442,6 +450,30 @@ impl<K: Kernel> Run<'_, K> {
             }
             Step::Spawn { child, fate } => {
                 self.spawn(child, fate);
+            }
+            Step::StartPanicking { child, fate } => {
+                let watcher = self.watcher.clone();
+                let _window = fork_window(&*watcher);
+                if let Some(pid) = self.spawn(child, fate) {
+                    let recorded = callback(&self.kernel, &self.shared, child);
+                    let panicking: loopwatch::watcher::ChildCallback =
+                        Box::new(move |pid, code| {
+                            recorded(pid, code);
+                            // Not `panic!`: the panic hook would print every one.
+                            std::panic::resume_unwind(Box::new("the callback panics, on purpose"));
+                        });
+                    self.register_callback("start_panicking", child, pid, panicking);
+                }
+            }
+            Step::ForkHolder { child, fate } => {
+                let mut request = request(fate);
+                if let Ok(Disposition::Notify(fd)) = self.kernel.disposition(Signal::SIGCHLD) {
+                    request.stdout = loopwatch::kernel::Stdio::Fd(fd);
+                }
+                match self.kernel.spawn(&request) {
+                    Ok(spawned) => self.spawned(child, spawned.pid, Spawner::Runner),
+                    Err(errno) => self.error("fork_holder", child, &errno.into()),
+                }
             }
             Step::Register { child } => {
                 let Some(pid) = self.pid("register", child) else {

@@ -306,6 +306,23 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signal: Option<i32>,
     },
+    /// As `start`, with a callback that panics once it has recorded the exit (the loop
+    /// reports the panic to its exception handler and goes on, R-6).
+    StartPanicking {
+        /// The child's name.
+        child: String,
+        /// What it does.
+        fate: Fate,
+    },
+    /// Spawn a child that also holds the write end of the pipe SIGCHLD is notified
+    /// on (as a child forked without `exec` holds every fd of its parent): its stdout
+    /// is that fd when SIGCHLD has one, else inherited. It is not registered.
+    ForkHolder {
+        /// The child's name.
+        child: String,
+        /// What it does.
+        fate: Fate,
+    },
     /// A thread with a loop of its own starts and registers a child with the
     /// policy's watcher, runs its loop until the child's callback (at most 5 s), then
     /// closes its loop.
@@ -343,7 +360,9 @@ impl Step {
             | Step::ForeignSpawn { child, .. }
             | Step::Subprocess { child, .. }
             | Step::ProcessSignal { child, .. }
-            | Step::ThreadStart { child, .. } => Some(child),
+            | Step::ThreadStart { child, .. }
+            | Step::StartPanicking { child, .. }
+            | Step::ForkHolder { child, .. } => Some(child),
             Step::Sleep { .. }
             | Step::Active
             | Step::Attach
@@ -363,7 +382,9 @@ impl Step {
             | Step::Spawn { child, fate }
             | Step::ForeignSpawn { child, fate }
             | Step::Subprocess { child, fate }
-            | Step::ThreadStart { child, fate } => Some((child, fate)),
+            | Step::ThreadStart { child, fate }
+            | Step::StartPanicking { child, fate }
+            | Step::ForkHolder { child, fate } => Some((child, fate)),
             _ => None,
         }
     }

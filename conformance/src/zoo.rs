@@ -354,7 +354,11 @@ pub enum Technique {
 
 impl Technique {
     /// Every technique, cheapest first.
-    pub const ALL: [Technique; 3] = [Technique::Scenarios, Technique::Explore, Technique::Proptest];
+    pub const ALL: [Technique; 3] = [
+        Technique::Scenarios,
+        Technique::Explore,
+        Technique::Proptest,
+    ];
 
     /// Its name in reports.
     pub fn name(self) -> &'static str {
@@ -466,8 +470,7 @@ pub fn hunt_with_technique(
                     let Some(scenario) = scenarios.get((index % count) as usize) else {
                         return None;
                     };
-                    let (faults, reference): (&[Fault], _) = if technique == Technique::Scenarios
-                    {
+                    let (faults, reference): (&[Fault], _) = if technique == Technique::Scenarios {
                         (&[], Some(references[&scenario.name].as_slice()))
                     } else {
                         (&all_faults, None)
@@ -485,8 +488,12 @@ pub fn hunt_with_technique(
                 }
                 Technique::Proptest => {
                     let program = crate::programs::sample(watcher, crate::hunt::MAX_STEPS, index).0;
-                    let (_, _, mut verdict) =
-                        crate::hunt::run_program(&program, &format!("program-{index}"), watcher, mutant);
+                    let (_, _, mut verdict) = crate::hunt::run_program(
+                        &program,
+                        &format!("program-{index}"),
+                        watcher,
+                        mutant,
+                    );
                     verdict.replay = crate::explore::program_replay(watcher, index, mutant);
                     Some(verdict)
                 }

@@ -107,7 +107,13 @@ fn caught(mutant: Mutant) -> impl Fn() -> Result<(), String> {
             runs: env("LOOPWATCH_HUNT_RUNS", 400),
             time: Duration::from_secs(120),
         };
-        let row = zoo::hunt_mutant(mutant, &Technique::ALL, &references, budget, Options::default().jobs);
+        let row = zoo::hunt_mutant(
+            mutant,
+            &Technique::ALL,
+            &references,
+            budget,
+            Options::default().jobs,
+        );
         let Some(first) = row.first() else {
             return Err(format!(
                 "{mutant} ({}) escaped: {}",
@@ -140,19 +146,30 @@ fn main() -> ExitCode {
     match hunt::committed() {
         Ok(regressions) => {
             for (file, regression) in regressions {
-                tests.push(Test::new(format!("regression {file}"), replays(file, regression)));
+                tests.push(Test::new(
+                    format!("regression {file}"),
+                    replays(file, regression),
+                ));
             }
         }
         Err(error) => {
             let message = error.to_string();
-            tests.push(Test::new("regressions parse", move || Err::<(), _>(message.clone())));
+            tests.push(Test::new("regressions parse", move || {
+                Err::<(), _>(message.clone())
+            }));
         }
     }
     for watcher in WatcherName::ALL {
-        tests.push(Test::new(format!("real {watcher} survives the hunt"), survives(watcher)));
+        tests.push(Test::new(
+            format!("real {watcher} survives the hunt"),
+            survives(watcher),
+        ));
     }
     for mutant in Mutant::ALL {
-        tests.push(Test::new(format!("mutant {mutant} is caught"), caught(mutant)));
+        tests.push(Test::new(
+            format!("mutant {mutant} is caught"),
+            caught(mutant),
+        ));
     }
     loopwatch_sim::testing::main(tests)
 }

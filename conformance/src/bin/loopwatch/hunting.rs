@@ -203,7 +203,10 @@ pub(crate) fn regression(file: &Path) -> Result<Outcome, Error> {
     let regression = Regression::load(file)?;
     let (broke, checked) = regression.replay()?;
     print_checked(&checked);
-    println!("expected to break: {:?}; broke: {broke:?}", regression.breaks);
+    println!(
+        "expected to break: {:?}; broke: {broke:?}",
+        regression.breaks
+    );
     Ok(Outcome::from_ok(broke == regression.breaks))
 }
 
@@ -289,7 +292,11 @@ fn print_row(row: &ZooRow) {
             "{:<40} {:<10} {:<10} {:>7} {:>9} {:>7}  {}",
             name,
             row.watcher.as_str(),
-            if row.mutant.is_some() { "ESCAPED" } else { "survived" },
+            if row.mutant.is_some() {
+                "ESCAPED"
+            } else {
+                "survived"
+            },
             row.hunted.iter().map(|h| h.runs).sum::<u64>(),
             ui::duration(row.hunted.iter().map(|h| h.elapsed).sum()),
             "-",

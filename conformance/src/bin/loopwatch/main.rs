@@ -26,12 +26,12 @@ use std::process::ExitCode;
 use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use loopwatch::kernel::Clock as _;
+use loopwatch::zoo::Mutant;
 use loopwatch_conformance::explore::{self, Fault, SeedOutcome, Shard, Sweep};
 use loopwatch_conformance::matrix::{self, Matrix, Options, Status};
 use loopwatch_conformance::policy_suite;
 use loopwatch_conformance::progress::Progress as _;
 use loopwatch_conformance::scenario::{self, Scenario, WatcherName};
-use loopwatch::zoo::Mutant;
 use loopwatch_conformance::zoo::{self, Bug};
 use loopwatch_conformance::{Backend, Error, Pythons, run};
 
@@ -48,8 +48,9 @@ Scenarios: the ones built in (`loopwatch scenario list`), or a directory with \
 --scenarios. A SCENARIO argument is a file, or the name of a built-in scenario.
 
 LOOPWATCH_LOG (else RUST_LOG) filters what loopwatch logs on stderr (`warn`, \
-`asyncio=info`, …). Default: `warn`; `error` for check and explore, whose scenarios \
-provoke asyncio's warnings on purpose, hundreds of times.";
+`asyncio=info`, …). Default: `warn`; `error` for check, whose scenarios provoke \
+asyncio's warnings on purpose, hundreds of times; `off` for explore, hunt and zoo, \
+whose runs provoke them by the thousand.";
 
 #[derive(Parser, Debug)]
 #[command(name = "loopwatch", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -413,7 +414,10 @@ fn main() -> ExitCode {
     );
     let cli = Cli::parse();
     ui::init_logging(match cli.command {
-        Command::Check { .. } | Command::Explore { .. } => "error",
+        Command::Check { .. } => "error",
+        // Their runs provoke asyncio's warnings and errors (a callback that panics on
+        // purpose) by the thousand: the verdicts say what went wrong.
+        Command::Explore { .. } | Command::Zoo { .. } | Command::Hunt { .. } => "off",
         _ => "warn",
     });
     match execute(cli.command) {
@@ -494,7 +498,13 @@ fn execute(command: Command) -> Result<Outcome, Error> {
             seed,
             faults,
             mutant,
-        } => hunting::replay(&scenario, watcher, seed, &faults.unwrap_or_default().0, mutant),
+        } => hunting::replay(
+            &scenario,
+            watcher,
+            seed,
+            &faults.unwrap_or_default().0,
+            mutant,
+        ),
         Command::Hunt {
             watcher,
             case,
