@@ -209,7 +209,7 @@ pub fn check(
             .and_then(|life| life.reaped_by.as_ref())
         {
             Some(Reaper::Thread(name)) => name.starts_with("foreign"),
-            Some(Reaper::Ignored | Reaper::ForeignFault) => true,
+            Some(_) => true,
             None => false,
         }
     };
