@@ -362,6 +362,8 @@ pub struct Checked {
     pub outcome: SeedOutcome,
     /// The invariants it broke.
     pub breaches: Vec<Breach>,
+    /// What the runner recorded for the checker, when the run completed.
+    pub events: Option<Vec<crate::runner::Event>>,
     /// The simulator's report.
     pub report: loopwatch_sim::Report,
 }
@@ -393,6 +395,7 @@ impl Run<'_> {
         Checked {
             outcome,
             breaches,
+            events,
             report,
         }
     }

@@ -158,19 +158,20 @@ impl Regression {
             .transpose()
     }
 
-    /// Runs it: the rules it broke, sorted.
+    /// Runs it (keeping the kernel trace's lines when `keep_trace`): the rules it
+    /// broke, sorted.
     ///
     /// # Errors
     ///
     /// As [`Regression::mutant`].
-    pub fn replay(&self) -> Result<(Vec<String>, Checked), Error> {
+    pub fn replay(&self, keep_trace: bool) -> Result<(Vec<String>, Checked), Error> {
         let run = Run {
             scenario: &self.scenario,
             watcher: self.watcher,
             seed: self.seed,
             faults: &self.faults,
             mutant: self.mutant()?,
-            keep_trace: false,
+            keep_trace,
         };
         let checked = run.checked();
         let mut broke: Vec<String> = checked.breaches.iter().map(|b| b.rule.clone()).collect();

@@ -9,13 +9,14 @@
 //!
 //! | rule | what must hold |
 //! |---|---|
-//! | `once` | a child is reported at most once (Threaded: once per registration, T-5) |
+//! | `once` | a child is reported at most once per registration, and with a code other than 255 at most once (a registration after the child was reaped, or Threaded's second waiter, gets 255: R-2, T-5) |
 //! | `returncode` | a report carries the child's true returncode, or 255 when code other than the watcher reaped it; Fast never reports such a child (F-7) |
-//! | `removed` | a handler removed before the child's exit is not called (Threaded: `remove` is a no-op, T-6) |
-//! | `reported` | a child registered with a watcher that stays open, attached where it must be, and is not removed, is reported, and is not left a zombie |
+//! | `removed` | once every registration of a child was removed (`remove_child_handler` answered `true`), no callback comes (Threaded: `remove` is a no-op, T-6) |
+//! | `reported` | a child registered with a watcher that stays open, attached where it must be (Safe, Fast), registered in its spawn's fork window where it must be (Fast), and not removed, is reported |
+//! | `zombie` | such a child is not left a zombie for the teardown to reap |
 //! | `steal` | a watcher that does not steal reaps only children it was given (not Fast, F-3; Threaded may wait on a reused pid, T-8) |
 //! | `signal` | every signal that reaches a child was meant for that child: none reaches a pid reused by another child |
-//! | `latency` | an exit the watcher reaps reaches the loop within [`LATENCY`] of virtual time, when nothing blocks the loop |
+//! | `latency` | an exit the watcher reaps reaches the loop within [`LATENCY`] of virtual time, when nothing blocks the loop (not for `subprocess` children, whose exit goes to `process.wait()`) |
 //! | `leak` | once the run is over: no fd, thread or child left |
 //! | `progress` | the run completes: no panic, deadlock or step limit |
 //! | `kernel.*` | the simulator's own checks (its model, and writes into stale fds) |
@@ -65,10 +66,11 @@ pub struct Rules {
     /// It reports only while attached to a loop (Safe, Fast): a child whose watcher
     /// ends the run detached need not be reported.
     pub needs_attach: bool,
+    /// It reports only children registered in the fork window they were spawned in
+    /// (Fast: an exit before the registration is taken for a stranger's, F-5).
+    pub needs_fork_window: bool,
     /// `remove_child_handler` removes nothing (Threaded, T-6).
     pub remove_is_noop: bool,
-    /// A pid registered twice is reported once per registration (Threaded, T-5).
-    pub reports_per_registration: bool,
     /// It may wait on a pid reused after other code reaped its child (Threaded,
     /// bpo-42110, T-8).
     pub may_wait_on_reused_pid: bool,
@@ -84,8 +86,8 @@ impl Rules {
         let none = Rules {
             steals: false,
             needs_attach: false,
+            needs_fork_window: false,
             remove_is_noop: false,
-            reports_per_registration: false,
             may_wait_on_reused_pid: false,
             reports_to_registering_loop: false,
         };
@@ -97,6 +99,7 @@ impl Rules {
             WatcherName::Fast => Rules {
                 steals: true,
                 needs_attach: true,
+                needs_fork_window: true,
                 ..none
             },
             WatcherName::MultiLoop => Rules {
@@ -105,7 +108,6 @@ impl Rules {
             },
             WatcherName::Threaded => Rules {
                 remove_is_noop: true,
-                reports_per_registration: true,
                 may_wait_on_reused_pid: true,
                 reports_to_registering_loop: true,
                 ..none
@@ -123,18 +125,37 @@ impl Rules {
 struct Child {
     serial: Option<u64>,
     by: Option<Spawner>,
-    /// Watcher numbers it was registered with, in order.
+    /// Watcher numbers it was registered with, in order (failed registrations left
+    /// out).
     registrations: Vec<u32>,
     /// Whether its handler was removed after its last registration.
     removed_after_registration: bool,
-    /// Index (in the events) of the last removal.
-    removed_at: Option<usize>,
     /// Index of the last registration.
     registered_at: Option<usize>,
-    /// Reports: event index, code, time.
-    reports: Vec<(usize, i32, Duration)>,
+    /// Per watcher number: whether its registration of the child stands (registered
+    /// and not removed).
+    live: BTreeMap<u32, bool>,
+    /// What the last registration changed, for a [`Event::RegisterFailed`] to undo:
+    /// the watcher, its `live` entry and the removal flag before it.
+    undo: Option<(u32, Option<bool>, bool, Option<usize>)>,
+    /// Codes of the reports that came when no registration stood (every one
+    /// removed).
+    after_removal: Vec<i32>,
+    /// Whether its last registration was in its spawn's fork window.
+    with_spawn: bool,
+    /// Reports, in order.
+    reports: Vec<Reported>,
     reaped_by_runner: bool,
     thread_loop_closed: bool,
+    /// Left a zombie at the teardown.
+    zombie: bool,
+}
+
+/// One report of a child.
+#[derive(Debug)]
+struct Reported {
+    code: i32,
+    at: Duration,
 }
 
 /// Checks one run of `scenario` with a watcher following `rules`: the runner's
@@ -169,7 +190,7 @@ pub fn check(
         return breaches;
     };
     let ledger = &report.ledger;
-    let (children, watcher_state) = replay(events);
+    let (children, watcher_state) = replay(events, ledger);
     let blocks_loop = scenario
         .steps
         .iter()
@@ -190,11 +211,25 @@ pub fn check(
             _ => None,
         })
         .collect();
+    let teardown_reaped: BTreeSet<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Zombie { serial, .. } => *serial,
+            _ => None,
+        })
+        .collect();
     let given: BTreeSet<u64> = children
         .values()
         .filter(|c| !c.registrations.is_empty())
         .filter_map(|c| c.serial)
         .collect();
+    // A child the runner never heard of, spawned by a thread of the runner's side: one
+    // that `subprocess_exec` started and, when registering it failed, killed and
+    // reaped itself before returning the error.
+    let known: BTreeSet<u64> = children.values().filter_map(|c| c.serial).collect();
+    let loopwatch_own = |life: &loopwatch_sim::ChildLife| {
+        !known.contains(&life.serial) && !life.spawned_by.starts_with("foreign")
+    };
     let names: BTreeMap<u64, &str> = children
         .iter()
         .filter_map(|(name, c)| c.serial.map(|s| (s, name.as_str())))
@@ -228,26 +263,27 @@ pub fn check(
         };
         let elsewhere = reaped_elsewhere(serial);
         let registrations = child.registrations.len();
-        // once
-        let allowed = if rules.reports_per_registration {
-            registrations.max(1)
-        } else {
-            1
-        };
-        if child.reports.len() > allowed {
-            let codes: Vec<i32> = child.reports.iter().map(|r| r.1).collect();
+        // once: at most one report per registration, at most one of them with a code
+        // other than 255 (a registration after the child was reaped, or after the
+        // watcher's own registration was answered, gets 255: R-2, T-5).
+        let real = child.reports.iter().filter(|r| r.code != 255).count();
+        if child.reports.len() > registrations.max(1) || real > 1 {
+            let codes: Vec<i32> = child.reports.iter().map(|r| r.code).collect();
             breach(
                 "once",
                 Some(name),
-                format!("reported {} times {codes:?}", child.reports.len()),
+                format!(
+                    "reported {} times {codes:?} for {registrations} registrations",
+                    child.reports.len()
+                ),
             );
         }
         // returncode
-        for &(_, code, _) in &child.reports {
-            let truth = life.returncode;
+        for report in &child.reports {
+            let (code, truth) = (report.code, life.returncode);
             let ok = Some(code) == truth
                 || (code == 255 && elsewhere && !rules.steals)
-                || (code == 255 && rules.reports_per_registration && registrations > 1);
+                || (code == 255 && registrations > 1);
             if !ok {
                 let how = match &life.reaped_by {
                     Some(Reaper::Thread(thread)) => format!("reaped by thread {thread}"),
@@ -262,17 +298,13 @@ pub fn check(
             }
         }
         // removed
-        if !rules.remove_is_noop && child.removed_after_registration {
-            if let Some(removed_at) = child.removed_at {
-                for &(at, code, _) in &child.reports {
-                    if at > removed_at && child.by != Some(Spawner::Subprocess) {
-                        breach(
-                            "removed",
-                            Some(name),
-                            format!("callback called with {code} after its handler was removed"),
-                        );
-                    }
-                }
+        if !rules.remove_is_noop && child.by != Some(Spawner::Subprocess) {
+            if let Some(&code) = child.after_removal.first() {
+                breach(
+                    "removed",
+                    Some(name),
+                    format!("callback called with {code} after its handler was removed"),
+                );
             }
         }
         // reported
@@ -284,8 +316,16 @@ pub fn check(
                 .is_some_and(|w| !watcher_state.closed.contains(w))
             && !(rules.needs_attach && !watcher_state.attached_at_end)
             && !(rules.steals && elsewhere)
+            && !(rules.needs_fork_window && !child.with_spawn)
             && !(rules.reports_to_registering_loop && child.thread_loop_closed)
             && !child.reaped_by_runner_before_registration(events, name);
+        if owed && child.zombie {
+            breach(
+                "zombie",
+                Some(name),
+                "registered, and left a zombie once the run was over".to_string(),
+            );
+        }
         if owed && child.reports.is_empty() {
             breach(
                 "reported",
@@ -297,8 +337,12 @@ pub fn check(
             );
         }
         // latency
-        if !blocks_loop && !reattached && !elsewhere {
-            if let (Some(&(_, _, at)), Some(reaped)) = (child.reports.first(), life.reaped_at) {
+        // A `subprocess` child's exit goes to `process.wait()`, which the runner sees
+        // only when it awaits it: no time to judge.
+        if !blocks_loop && !reattached && !elsewhere && child.by != Some(Spawner::Subprocess) {
+            if let (Some(&Reported { at, .. }), Some(reaped)) =
+                (child.reports.first(), life.reaped_at)
+            {
                 if at > reaped + LATENCY {
                     breach(
                         "latency",
@@ -322,7 +366,9 @@ pub fn check(
             };
             if thread.starts_with("foreign")
                 || runner_reaped.contains(&life.serial)
+                || teardown_reaped.contains(&life.serial)
                 || given.contains(&life.serial)
+                || loopwatch_own(life)
             {
                 continue;
             }
@@ -359,6 +405,9 @@ pub fn check(
         let Some(landed) = sent.landed_on else {
             continue;
         };
+        if ledger.child(landed).is_some_and(|life| loopwatch_own(life) && life.spawned_by == sent.by) {
+            continue;
+        }
         let target = names.get(&landed).copied();
         let key = target.map(|t| (t.to_string(), sent.signal));
         match key.as_ref().and_then(|k| meant.get_mut(k)) {
@@ -414,36 +463,103 @@ struct WatcherState {
     attached_at_end: bool,
 }
 
-/// Folds the events into what the checker needs per child.
-fn replay(events: &[Event]) -> (BTreeMap<String, Child>, WatcherState) {
+/// Folds the events into what the checker needs per child. A child whose serial the
+/// runner could not learn (a `subprocess` child reaped before `subprocess_exec`
+/// returned) is matched with the ledger by pid: the first life of that pid after
+/// those already matched.
+fn replay(events: &[Event], ledger: &Ledger) -> (BTreeMap<String, Child>, WatcherState) {
     let mut children: BTreeMap<String, Child> = BTreeMap::new();
     let mut state = WatcherState::default();
+    let mut claimed: BTreeSet<u64> = BTreeSet::new();
+    for e in events {
+        if let Event::Spawned {
+            serial: Some(serial),
+            ..
+        } = e
+        {
+            claimed.insert(*serial);
+        }
+    }
+    let mut last_of_pid: BTreeMap<loopwatch::kernel::Pid, u64> = BTreeMap::new();
     for (index, e) in events.iter().enumerate() {
         match e {
             Event::Spawned {
-                child, serial, by, ..
+                child,
+                pid,
+                serial,
+                by,
             } => {
+                let serial = serial.or_else(|| {
+                    let after = last_of_pid.get(pid).copied();
+                    let found = ledger
+                        .by_pid(*pid)
+                        .map(|life| life.serial)
+                        .filter(|s| !claimed.contains(s) && after.is_none_or(|a| *s > a))
+                        .min();
+                    if let Some(found) = found {
+                        claimed.insert(found);
+                    }
+                    found
+                });
+                if let Some(serial) = serial {
+                    last_of_pid.insert(*pid, serial);
+                }
                 let c = children.entry(child.clone()).or_default();
-                c.serial = *serial;
+                c.serial = serial;
                 c.by = Some(*by);
             }
-            Event::Registered { child, watcher } => {
+            Event::Registered {
+                child,
+                watcher,
+                with_spawn,
+            } => {
                 let c = children.entry(child.clone()).or_default();
+                c.undo = Some((
+                    *watcher,
+                    c.live.get(watcher).copied(),
+                    c.removed_after_registration,
+                    c.registered_at,
+                ));
+                c.with_spawn = *with_spawn;
                 c.registrations.push(*watcher);
                 c.registered_at = Some(index);
                 c.removed_after_registration = false;
+                c.live.insert(*watcher, true);
             }
-            Event::Removed { child } => {
+            Event::RegisterFailed { child } => {
                 let c = children.entry(child.clone()).or_default();
-                c.removed_at = Some(index);
-                c.removed_after_registration = c.registered_at.is_some();
+                c.registrations.pop();
+                if let Some((watcher, live, removed, registered_at)) = c.undo.take() {
+                    match live {
+                        Some(live) => c.live.insert(watcher, live),
+                        None => c.live.remove(&watcher),
+                    };
+                    c.removed_after_registration = removed;
+                    c.registered_at = registered_at;
+                }
+            }
+            Event::Removed {
+                child,
+                removed,
+                watcher,
+            } => {
+                let c = children.entry(child.clone()).or_default();
+                // A handler already taken (its exit on the way to the loop) was not
+                // removed: `remove_child_handler` says so, and its callback runs.
+                if *removed {
+                    c.removed_after_registration = c.registered_at.is_some();
+                    c.live.insert(*watcher, false);
+                }
             }
             Event::Reported { child, code, at } => {
-                children
-                    .entry(child.clone())
-                    .or_default()
-                    .reports
-                    .push((index, *code, *at));
+                let c = children.entry(child.clone()).or_default();
+                if !c.live.is_empty() && !c.live.values().any(|live| *live) {
+                    c.after_removal.push(*code);
+                }
+                c.reports.push(Reported {
+                    code: *code,
+                    at: *at,
+                });
             }
             Event::Attached => state.attached_at_end = true,
             Event::Detached => state.attached_at_end = false,
@@ -451,12 +567,10 @@ fn replay(events: &[Event]) -> (BTreeMap<String, Child>, WatcherState) {
                 state.closed.insert(*watcher);
             }
             Event::ThreadLoopClosed { child } => {
-                children
-                    .entry(child.clone())
-                    .or_default()
-                    .thread_loop_closed = true;
+                children.entry(child.clone()).or_default().thread_loop_closed = true;
             }
             Event::Signalled { .. } => {}
+            Event::Zombie { child, .. } => children.entry(child.clone()).or_default().zombie = true,
             Event::ReapedByRunner { child, .. } => {
                 if let Some(child) = child {
                     children.entry(child.clone()).or_default().reaped_by_runner = true;

@@ -204,6 +204,7 @@ impl Mapper {
 
     fn push(&mut self, op: &RawOp) {
         let any = |_: &Child| true;
+        let not_subprocess = |c: &Child| c.creator != Creator::Subprocess;
         let step = match op {
             RawOp::Active => Step::Active,
             RawOp::Create(creator, fate) => {
@@ -226,13 +227,14 @@ impl Mapper {
                     Creator::ThreadStart => Step::ThreadStart { child, fate },
                 }
             }
-            RawOp::Register(back) => match self.pick(*back, any) {
+            // A `subprocess` child's registration is its process's own.
+            RawOp::Register(back) => match self.pick(*back, not_subprocess) {
                 Some(i) => Step::Register {
                     child: self.name(i),
                 },
                 None => return,
             },
-            RawOp::Remove(back) => match self.pick(*back, any) {
+            RawOp::Remove(back) => match self.pick(*back, not_subprocess) {
                 Some(i) => Step::Remove {
                     child: self.name(i),
                 },

@@ -26,6 +26,11 @@ const TEARDOWN_WAIT_MS: u64 = 1000;
 const TEARDOWN_GRACE_MS: u64 = 300;
 /// Teardown: how long a SIGKILLed child may take to stop running.
 const DEATH_WAIT_MS: u64 = 3000;
+/// Teardown: how long the loop runs before the zombies are listed.
+const SETTLE_MS: u64 = 50;
+/// As [`SETTLE_MS`], on the simulator: past the lag fault's longest delay
+/// ([`crate::explore::LAG`]), so that a thread woken late has run.
+const SIM_SETTLE_MS: u64 = 250;
 
 /// What callbacks and steps share. A plain `std` lock: it is never held across a
 /// kernel call.
@@ -61,18 +66,33 @@ pub enum Event {
         /// Who spawned it.
         by: Spawner,
     },
-    /// `add_child_handler` of the child succeeded with watcher number `watcher`
-    /// (the first watcher is 0; each `replace_watcher` makes the next).
+    /// `add_child_handler` of the child was called with watcher number `watcher`
+    /// (the first watcher is 0; each `replace_watcher` makes the next); recorded
+    /// before the call, since a watcher may report the child from inside it (a
+    /// [`Event::RegisterFailed`] follows if it fails). For a `subprocess` child,
+    /// recorded once the process is started (its report goes to `process.wait()`).
     Registered {
         /// The child.
         child: String,
         /// Which watcher.
         watcher: u32,
+        /// Whether it was registered in the fork window it was spawned in (`start`,
+        /// `subprocess` …), rather than later (`register`).
+        with_spawn: bool,
+    },
+    /// The `add_child_handler` recorded just before failed.
+    RegisterFailed {
+        /// The child.
+        child: String,
     },
     /// `remove_child_handler` of the child was called.
     Removed {
         /// The child.
         child: String,
+        /// What `remove_child_handler` answered: whether a handler was removed.
+        removed: bool,
+        /// The watcher's number.
+        watcher: u32,
     },
     /// The child's callback (or, for a `subprocess` child, `process.wait()`) gave
     /// `code`.
@@ -106,8 +126,16 @@ pub enum Event {
         /// The signal.
         signal: i32,
     },
-    /// Code other than the watcher's reaped the child: a `foreign_wait`, a
-    /// `foreign_reap_any`, the teardown.
+    /// The teardown found the child a zombie, once the watcher had had its chance to
+    /// reap it, and reaped it.
+    Zombie {
+        /// The child.
+        child: String,
+        /// The simulator's serial of the child (`None` on the real OS).
+        serial: Option<u64>,
+    },
+    /// Code other than the watcher's reaped the child: a `foreign_wait` or a
+    /// `foreign_reap_any`.
     ReapedByRunner {
         /// The child's name, when the runner knows it.
         child: Option<String>,
@@ -153,10 +181,13 @@ fn serial_of<K: Kernel>(kernel: &K, pid: Pid) -> Option<u64> {
     let kernel: &dyn std::any::Any = kernel;
     kernel
         .downcast_ref::<loopwatch_sim::SimKernel>()
-        .and_then(|sim| {
-            let _ = (sim, pid);
-            None
-        })
+        .and_then(|sim| sim.serial_of(pid))
+}
+
+/// Whether `kernel` is the simulator's.
+fn is_sim<K: Kernel>(kernel: &K) -> bool {
+    let kernel: &dyn std::any::Any = kernel;
+    kernel.is::<loopwatch_sim::SimKernel>()
 }
 
 /// Records `child`'s exit `code`, reported at `at`, and wakes whoever awaits a
@@ -399,16 +430,23 @@ impl<K: Kernel> Run<'_, K> {
         pid: Pid,
         callback: loopwatch::watcher::ChildCallback,
     ) {
+        // Recorded before the call: a watcher may report the child from inside it.
+        self.event(Event::Registered {
+            child: child.to_string(),
+            watcher: self.generation,
+            with_spawn: op != "register",
+        });
         match self.watcher.add_child_handler(pid, callback) {
             Ok(()) => {
                 self.registered.insert(child.to_string());
                 self.removed.remove(child);
-                self.event(Event::Registered {
-                    child: child.to_string(),
-                    watcher: self.generation,
-                });
             }
-            Err(error) => self.error(op, child, &error),
+            Err(error) => {
+                self.event(Event::RegisterFailed {
+                    child: child.to_string(),
+                });
+                self.error(op, child, &error);
+            }
         }
     }
 
@@ -462,7 +500,14 @@ impl<K: Kernel> Run<'_, K> {
                             // Not `panic!`: the panic hook would print every one.
                             std::panic::resume_unwind(Box::new("the callback panics, on purpose"));
                         });
-                    self.register_callback("start_panicking", child, pid, panicking);
+                    // A watcher that reports from inside `add_child_handler` lets the
+                    // callback's panic out of it, as CPython raises (Safe, Fast).
+                    let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.register_callback("start_panicking", child, pid, panicking);
+                    }));
+                    if registered.is_err() {
+                        self.note(format!("error start_panicking {child} Panic"));
+                    }
                 }
             }
             Step::ForkHolder { child, fate } => {
@@ -493,6 +538,8 @@ impl<K: Kernel> Run<'_, K> {
                 }
                 self.event(Event::Removed {
                     child: child.clone(),
+                    removed,
+                    watcher: self.generation,
                 });
                 self.note(format!("removed {child} {removed}"));
             }
@@ -573,6 +620,7 @@ impl<K: Kernel> Run<'_, K> {
                         self.event(Event::Registered {
                             child: child.clone(),
                             watcher: self.generation,
+                            with_spawn: true,
                         });
                         self.processes.insert(child.clone(), process);
                     }
@@ -612,23 +660,25 @@ impl<K: Kernel> Run<'_, K> {
 
     fn replace_watcher(&mut self) {
         let new = (self.make)(&self.kernel);
-        if let Err(error) = new.attach_loop(Some(self.event_loop.clone())) {
-            self.error("replace_watcher", "-", &error);
-            let _ = new.close();
-            return;
-        }
-        // The policy closes the watcher it held.
+        // As asyncio's documentation has it: install, then attach. The policy closes
+        // the watcher it held, which for Safe and Fast removes the loop's SIGCHLD
+        // handler: attached first, the new watcher would lose its own.
         let replaced = policy::set_child_watcher(&self.kernel, Some(new.clone()));
-        let closed = self.watcher.close();
         self.event(Event::WatcherClosed {
             watcher: self.generation,
         });
-        if let Err(error) = replaced.and(closed) {
-            self.error("replace_watcher", "-", &error);
-        }
         self.watcher = new;
         self.generation += 1;
-        self.event(Event::Attached);
+        if let Err(error) = replaced {
+            self.error("replace_watcher", "-", &error);
+        }
+        match self.watcher.attach_loop(Some(self.event_loop.clone())) {
+            Ok(()) => self.event(Event::Attached),
+            Err(error) => {
+                self.event(Event::Detached);
+                self.error("replace_watcher", "-", &error);
+            }
+        }
     }
 
     fn loop_cycle(&mut self) {
@@ -651,16 +701,17 @@ impl<K: Kernel> Run<'_, K> {
             let pid = match kernel.spawn(&request) {
                 Ok(spawned) => spawned.pid,
                 Err(errno) => {
-                    lock(&shared).trace.push(format!(
-                        "error foreign_spawn {name} {}",
-                        python_class(&errno.into())
-                    ));
+                    let mut record = lock(&shared);
+                    record.tried.insert(name.clone());
+                    let line = format!("error foreign_spawn {name} {}", python_class(&errno.into()));
+                    record.trace.push(line);
                     return;
                 }
             };
             {
                 let mut record = lock(&shared);
                 record.pids.insert(name.clone(), pid);
+                record.tried.insert(name.clone());
                 record.events.push(Event::Spawned {
                     child: name.clone(),
                     pid,
@@ -729,6 +780,7 @@ impl<K: Kernel> Run<'_, K> {
             let event_loop = match EventLoop::with_kernel(kernel.clone()) {
                 Ok(event_loop) => event_loop,
                 Err(error) => {
+                    lock(&shared).tried.insert(name.clone());
                     return note(format!(
                         "error thread_start {name} {}",
                         python_class(&error)
@@ -755,6 +807,7 @@ impl<K: Kernel> Run<'_, K> {
                     {
                         let mut record = lock(&s);
                         record.pids.insert(n.clone(), pid);
+                        record.tried.insert(n.clone());
                         record.events.push(Event::Spawned {
                             child: n.clone(),
                             pid,
@@ -762,15 +815,16 @@ impl<K: Kernel> Run<'_, K> {
                             by: Spawner::Runner,
                         });
                     }
-                    match watcher.add_child_handler(pid, callback(&k, &s, &n)) {
-                        Ok(()) => lock(&s).events.push(Event::Registered {
-                            child: n.clone(),
-                            watcher: generation,
-                        }),
-                        Err(error) => {
-                            let line = format!("error thread_start {n} {}", python_class(&error));
-                            return lock(&s).trace.push(line);
-                        }
+                    lock(&s).events.push(Event::Registered {
+                        child: n.clone(),
+                        watcher: generation,
+                        with_spawn: true,
+                    });
+                    if let Err(error) = watcher.add_child_handler(pid, callback(&k, &s, &n)) {
+                        let line = format!("error thread_start {n} {}", python_class(&error));
+                        let mut record = lock(&s);
+                        record.events.push(Event::RegisterFailed { child: n.clone() });
+                        return record.trace.push(line);
                     }
                 }
                 wait_exit(&lp, &s, &n, WAIT_MS).await;
@@ -782,7 +836,10 @@ impl<K: Kernel> Run<'_, K> {
                 ));
             }
             let _ = event_loop.close();
-            lock(&shared).events.push(Event::ThreadLoopClosed {
+            let mut record = lock(&shared);
+            // Tried, whatever came of it (a spawn that failed in the loop too).
+            record.tried.insert(name.clone());
+            record.events.push(Event::ThreadLoopClosed {
                 child: name.clone(),
             });
         };
@@ -802,6 +859,11 @@ impl<K: Kernel> Run<'_, K> {
     async fn teardown(&mut self) {
         for name in self.order.clone() {
             if self.reaped.contains(&name) {
+                // A process learns of its exit all the same (as 255, R-2).
+                if let Some(process) = self.processes.get(&name) {
+                    let ms = TEARDOWN_GRACE_MS;
+                    wait_process(&self.event_loop, &self.shared, &name, process, ms).await;
+                }
                 continue;
             }
             // A child another thread starts: wait until that thread has tried.
@@ -834,16 +896,15 @@ impl<K: Kernel> Run<'_, K> {
                 }
             }
             if let Some(process) = self.processes.get(&name) {
-                if process.returncode().is_none() {
-                    wait_process(
-                        &self.event_loop,
-                        &self.shared,
-                        &name,
-                        process,
-                        TEARDOWN_WAIT_MS,
-                    )
-                    .await;
-                }
+                // Records the returncode, known already or still to come.
+                wait_process(
+                    &self.event_loop,
+                    &self.shared,
+                    &name,
+                    process,
+                    TEARDOWN_WAIT_MS,
+                )
+                .await;
                 continue;
             }
             let called = lock(&self.shared).exited.contains_key(&name);
@@ -865,25 +926,34 @@ impl<K: Kernel> Run<'_, K> {
             }
         }
         // Let the watcher handle a SIGCHLD still pending (Fast reaps unknown children
-        // here), so that the zombie list does not depend on timing.
-        sleep(&self.event_loop, 50).await;
+        // here), so that the zombie list does not depend on timing. On the simulator,
+        // whose time costs nothing, long enough for the lag fault's late threads too.
+        let settle = if !is_sim(&self.kernel) {
+            SETTLE_MS
+        } else {
+            SIM_SETTLE_MS
+        };
+        sleep(&self.event_loop, settle).await;
         for name in self.order.clone() {
             if self.reaped.contains(&name) {
                 continue;
             }
-            let Some(pid) = self.pids.get(&name).copied() else {
+            let Some(pid) = self
+                .pids
+                .get(&name)
+                .copied()
+                .or_else(|| lock(&self.shared).pids.get(&name).copied())
+            else {
                 continue;
             };
             if self.state(pid) == ChildState::Zombie {
                 self.note(format!("zombie {name}"));
-                let serial = serial_of(&self.kernel, pid);
+                self.event(Event::Zombie {
+                    child: name.clone(),
+                    serial: serial_of(&self.kernel, pid),
+                });
                 let _ = self.kernel.wait_pid(pid, WaitMode::NoHang);
                 self.reaped.insert(name.clone());
-                self.event(Event::ReapedByRunner {
-                    child: Some(name),
-                    pid,
-                    serial,
-                });
             }
         }
         self.processes.clear();

@@ -243,6 +243,8 @@ fn finding_08_explore_compares_with_the_references_it_is_given() {
             shard: loopwatch_conformance::explore::Shard::ALL,
             faults: &[Fault::Eintr],
             jobs: 2,
+            programs: 0,
+            mutant: None,
         };
         let result = loopwatch_conformance::explore::explore_against(&sweep, references, |v| {
             verdicts.push(v.ok)

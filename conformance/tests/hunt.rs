@@ -33,7 +33,7 @@ fn env(name: &str, default: u64) -> u64 {
 /// Goal: the regression replays and breaks exactly the invariants it records.
 fn replays(file: &'static str, regression: hunt::Regression) -> impl Fn() -> Result<(), String> {
     move || {
-        let (broke, _) = regression.replay().map_err(|e| e.to_string())?;
+        let (broke, _) = regression.replay(false).map_err(|e| e.to_string())?;
         if broke != regression.breaks {
             return Err(format!(
                 "{file}: expected to break {:?}, broke {broke:?}; replay: cargo loopwatch regression conformance/regressions/{file}",

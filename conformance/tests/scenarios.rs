@@ -35,6 +35,8 @@ fn explore_shards_cover_the_sweep_exactly() -> Result<(), String> {
             shard,
             faults: &[Fault::Eintr],
             jobs: Options::default().jobs,
+            programs: 0,
+            mutant: None,
         };
         explore::explore_against(&sweep, &references, |v| {
             seen.push((v.scenario.clone(), v.seed, v.ok, v.problem.clone()));

@@ -120,6 +120,12 @@ fn print_checked(checked: &explore::Checked) -> bool {
         report.hash(),
         report.marks
     );
+    if let Some(events) = &checked.events {
+        println!("events:");
+        for event in events {
+            println!("  {event:?}");
+        }
+    }
     println!("children:");
     for line in invariants::describe(&report.ledger) {
         println!("  {line}");
@@ -201,7 +207,7 @@ pub(crate) fn hunt(
 /// `regression`: replays a regression file.
 pub(crate) fn regression(file: &Path) -> Result<Outcome, Error> {
     let regression = Regression::load(file)?;
-    let (broke, checked) = regression.replay()?;
+    let (broke, checked) = regression.replay(true)?;
     print_checked(&checked);
     println!(
         "expected to break: {:?}; broke: {broke:?}",

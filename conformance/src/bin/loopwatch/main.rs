@@ -25,9 +25,8 @@ use std::process::ExitCode;
 
 use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use loopwatch::kernel::Clock as _;
 use loopwatch::zoo::Mutant;
-use loopwatch_conformance::explore::{self, Fault, SeedOutcome, Shard, Sweep};
+use loopwatch_conformance::explore::Shard;
 use loopwatch_conformance::matrix::{self, Matrix, Options, Status};
 use loopwatch_conformance::policy_suite;
 use loopwatch_conformance::progress::Progress as _;
