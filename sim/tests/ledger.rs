@@ -480,6 +480,28 @@ fn a_wakeup_fd_closed_behind_the_models_back_is_caught() {
 }
 
 #[test]
+fn a_large_state_is_checked_every_few_steps() {
+    // Goal: a process holding many fds (more than a check visits per step) is still
+    // checked during the run, within a few steps of the damage, not only at its end.
+    let report = Simulation::new(23).run(|k| {
+        let pipes: Vec<_> = (0..40).map(|_| k.pipe().unwrap()).collect();
+        assert!(k.damage_model(ModelDamage::ExtraPipeReader(pipes[0].0)));
+        for step in 0..10 {
+            k.sleep(Duration::from_millis(1));
+            k.note(&format!("slept {step}"));
+        }
+    });
+    let Outcome::ModelViolation(violation) = &report.outcome else {
+        panic!("the run ended {:?}", report.outcome);
+    };
+    assert_eq!(violation.rule, "model.pipe-refcount");
+    assert!(
+        !report.trace.text().contains("note slept 2"),
+        "checked too late"
+    );
+}
+
+#[test]
 fn a_model_violation_is_reported_with_its_seed_even_at_the_very_end() {
     // Goal: damage done after the last scheduling step is still caught (the end of a
     // run is always checked), and the failure names the seed and the rule.

@@ -6,7 +6,7 @@
 //! Every check is linear in the state the process holds now (fds, pipes, children,
 //! registrations, monitors, threads), never in the length of the run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use loopwatch::kernel::{Disposition, Fd, Pid};
 
@@ -15,11 +15,15 @@ use super::{FdKind, FdRef, Model, ProcState, Status};
 /// The first invariant broken: its rule and what was found.
 type Broken = (&'static str, String);
 
+/// A reference to a pipe end: the pipe's id, 0 for its read end or 1 for its write
+/// end, and the process's fd when the reference is one (else a child holds it).
+pub(super) type PipeRef = (u64, usize, Option<i32>);
+
 /// How many objects (fds, children, pipes, registrations…) a check may visit per
 /// step on average. A process holding fewer is checked at every step; one holding
 /// more, every few steps, so that checking does not make a step cost as much as the
 /// whole state (a run with a thousand children would otherwise be quadratic).
-const CHECK_BUDGET: u64 = 256;
+const CHECK_BUDGET: u64 = 64;
 
 impl Model {
     /// Whether the invariants are checked at this step (see [`CHECK_BUDGET`]).
@@ -49,14 +53,17 @@ impl Model {
     }
 
     /// The first invariant the model breaks now, if any.
-    pub(crate) fn check_model(&self) -> Option<Broken> {
-        self.check_pids()
+    pub(crate) fn check_model(&mut self) -> Option<Broken> {
+        let mut refs = std::mem::take(&mut self.check_scratch);
+        let result = self
+            .check_pids()
             .and_then(|()| self.check_children())
-            .and_then(|()| self.check_pipes())
+            .and_then(|()| self.check_pipes(&mut refs))
             .and_then(|()| self.check_pollers())
             .and_then(|()| self.check_kept_fds())
-            .and_then(|()| self.check_monitors())
-            .err()
+            .and_then(|()| self.check_monitors());
+        self.check_scratch = refs;
+        result.err()
     }
 
     /// `model.pids`: the children's pids are in the configured range and are not the
@@ -127,40 +134,47 @@ impl Model {
     /// of fds of the process and of children's inherited ends that refer to it; a
     /// pipe is kept while something refers to it; a read end of a pipe nobody can write
     /// to any more reads end of file.
-    fn check_pipes(&self) -> Result<(), Broken> {
+    ///
+    /// `refs` is scratch space, kept from one step to the next so that a check does
+    /// not allocate: it gets every reference to a pipe (its id, 0 for a read end or 1
+    /// for a write end, and the process's fd when it is one), sorted by pipe.
+    fn check_pipes(&self, refs: &mut Vec<PipeRef>) -> Result<(), Broken> {
         let refcount = |detail: String| Err(("model.pipe-refcount", detail));
-        // Of each pipe, the readers and writers counted from what refers to it, and
-        // the process's fd for its read end. Plain loops: this runs at every step.
-        let mut ends: BTreeMap<u64, ([u32; 2], Option<i32>)> = BTreeMap::new();
-        let mut count = |id: u64, end: usize, fd: Option<i32>| {
-            if !self.pipes.contains_key(&id) {
-                return refcount(format!("pipe {id} is referred to but gone"));
-            }
-            let counted = ends.entry(id).or_default();
-            counted.0[end] += 1;
-            counted.1 = counted.1.or(fd);
-            Ok(())
-        };
+        refs.clear();
         for (&fd, entry) in &self.fds {
             match entry.kind {
-                FdKind::PipeRead(id) => count(id, 0, Some(fd))?,
-                FdKind::PipeWrite(id) => count(id, 1, None)?,
+                FdKind::PipeRead(id) => refs.push((id, 0, Some(fd))),
+                FdKind::PipeWrite(id) => refs.push((id, 1, Some(fd))),
                 _ => {}
             }
         }
         for proc in self.procs.values() {
-            if let Some(id) = proc.stdin {
-                count(id, 0, None)?;
-            }
-            if let Some(id) = proc.stdout {
-                count(id, 1, None)?;
-            }
-            if let Some(id) = proc.stderr {
-                count(id, 1, None)?;
+            let ends = [(proc.stdin, 0), (proc.stdout, 1), (proc.stderr, 1)];
+            for (pipe, end) in ends {
+                if let Some(id) = pipe {
+                    refs.push((id, end, None));
+                }
             }
         }
-        for (id, ([_, writers], read_fd)) in &ends {
-            if let (0, Some(fd)) = (writers, *read_fd) {
+        refs.sort_unstable();
+        // Walk the references, a pipe at a time, beside the pipes (both by id).
+        let mut pipes = self.pipes.iter().peekable();
+        let mut rest = &refs[..];
+        while let Some(&(id, _, _)) = rest.first() {
+            let (group, tail) = rest.split_at(rest.iter().take_while(|r| r.0 == id).count());
+            rest = tail;
+            if let Some((unreferred, _)) = pipes.next_if(|(kept, _)| **kept < id) {
+                return refcount(format!(
+                    "pipe {unreferred} is kept with nothing referring to it"
+                ));
+            }
+            let Some((_, pipe)) = pipes.next_if(|(kept, _)| **kept == id) else {
+                return refcount(format!("pipe {id} is referred to but gone"));
+            };
+            let readers = group.iter().filter(|r| r.1 == 0).count() as u32;
+            let writers = group.len() as u32 - readers;
+            let read_fd = group.iter().find_map(|r| r.2.filter(|_| r.1 == 0));
+            if let (0, Some(fd)) = (writers, read_fd) {
                 if !self.readiness(fd).0 {
                     return Err((
                         "model.pipe-eof",
@@ -168,9 +182,6 @@ impl Model {
                     ));
                 }
             }
-        }
-        for (&id, pipe) in &self.pipes {
-            let [readers, writers] = ends.get(&id).map(|e| e.0).unwrap_or_default();
             if pipe.readers != readers || pipe.writers != writers {
                 return refcount(format!(
                     "pipe {id} counts {} reader(s) and {} writer(s); {readers} and \
@@ -178,11 +189,13 @@ impl Model {
                     pipe.readers, pipe.writers
                 ));
             }
-            if readers == 0 && writers == 0 {
-                return refcount(format!("pipe {id} is kept with nothing referring to it"));
-            }
         }
-        Ok(())
+        match pipes.next() {
+            Some((unreferred, _)) => refcount(format!(
+                "pipe {unreferred} is kept with nothing referring to it"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// `model.poller-closed-fd`: what a poller still watches (an armed registration)

@@ -118,7 +118,7 @@ pub struct Config {
     /// reference counts, pids, children against the ledger, poller registrations,
     /// the wakeup fd, monitor owners); a broken invariant ends the run with
     /// [`Outcome::ModelViolation`](crate::Outcome::ModelViolation). A check costs as
-    /// much as the process holds: while it holds more than 256 fds, children, pipes
+    /// much as the process holds: while it holds more than 64 fds, children, pipes
     /// and registrations in all, the check runs every few steps instead, so that a
     /// step costs about the same whatever the process holds; the end of a run is
     /// always checked. On by default; `LOOPWATCH_CHECK_MODEL=0` turns it off.
@@ -212,6 +212,8 @@ pub(crate) struct Model {
     /// What the steps since the last check of the invariants have saved up for the
     /// next one, when the state is too large to check at every step.
     check_credit: u64,
+    /// Scratch space of the checks, kept so that a check does not allocate.
+    check_scratch: Vec<check::PipeRef>,
 }
 
 impl fmt::Debug for Model {
@@ -291,6 +293,7 @@ impl Model {
             ledger: Ledger::default(),
             unreaped: 0,
             check_credit: 0,
+            check_scratch: Vec::new(),
         }
     }
 
