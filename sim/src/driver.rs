@@ -247,6 +247,11 @@ pub enum Outcome {
     StepLimit(u64),
     /// A signal whose default action is to terminate reached the process.
     KilledBySignal(i32),
+    /// The simulator's model broke one of its own invariants (see
+    /// [`Config::check_model`](crate::Config::check_model)): a bug of the simulator,
+    /// not of the code under test. The violation is also the last `model.*` entry of
+    /// the ledger.
+    ModelViolation(crate::Violation),
 }
 
 pub(crate) struct RunResult {
@@ -286,13 +291,9 @@ fn new_coroutine(
         let result = catch_unwind(AssertUnwindSafe(body));
         let mut state = shared.lock();
         let panicked = result.is_err();
-        let thread = state.threads.get_mut(&tid).expect("known thread");
-        thread.status = Status::Finished;
-        thread.panicked = panicked;
         if let Err(payload) = result {
             shared.thread_bodies().panics.insert(tid, payload);
         }
-        state.changed = true;
         state.log(
             tid,
             if panicked {
@@ -301,6 +302,7 @@ fn new_coroutine(
                 "thread exits"
             },
         );
+        state.thread_finished(tid, panicked);
     })
 }
 
@@ -338,6 +340,16 @@ fn fire_event(state: &mut Model, force: bool) -> bool {
     true
 }
 
+/// When the run checks its model and a check is due (or `force`d): the first broken
+/// invariant, recorded in the ledger.
+fn check_model(state: &mut Model, force: bool) -> Option<crate::Violation> {
+    if !state.config.check_model || !(force || state.check_due()) {
+        return None;
+    }
+    let (rule, detail) = state.check_model()?;
+    Some(state.violation(rule, detail))
+}
+
 /// Runs the simulation to its end.
 pub(crate) fn run(shared: &Arc<SimRun>, main: Box<dyn FnOnce() + Send>) -> RunResult {
     assert!(
@@ -358,6 +370,9 @@ pub(crate) fn run(shared: &Arc<SimRun>, main: Box<dyn FnOnce() + Send>) -> RunRe
     let outcome = loop {
         let mut state = shared.lock();
         state.steps += 1;
+        if let Some(violation) = check_model(&mut state, false) {
+            break Outcome::ModelViolation(violation);
+        }
         if state.steps > state.config.steps_max {
             break Outcome::StepLimit(state.config.steps_max);
         }
@@ -410,7 +425,10 @@ pub(crate) fn run(shared: &Arc<SimRun>, main: Box<dyn FnOnce() + Send>) -> RunRe
                 let main_panic = shared.thread_bodies().panics.remove(&MAIN_THREAD);
                 break match main_panic {
                     Some(payload) => Outcome::Panicked(panic_text(&*payload)),
-                    None => Outcome::Completed,
+                    None => match check_model(&mut shared.lock(), true) {
+                        Some(violation) => Outcome::ModelViolation(violation),
+                        None => Outcome::Completed,
+                    },
                 };
             }
         }

@@ -13,7 +13,7 @@ use loopwatch::kernel::{
 };
 
 use crate::driver::SimRun;
-use crate::model::{Attempt, ForeignHandler, MAIN_THREAD};
+use crate::model::{Attempt, ForeignHandler, MAIN_THREAD, ModelDamage};
 use crate::program::{ChildPlan, Invocation};
 
 /// The simulated kernel of one simulated process. A cheap handle: clones share the
@@ -144,6 +144,36 @@ impl SimKernel {
     /// exit. Returns `false` if `pid` is not a running child. Not a scheduling point.
     pub fn end_child(&self, pid: Pid, status: loopwatch::kernel::ExitStatus) -> bool {
         self.shared.lock().end_child(pid, status)
+    }
+
+    /// The serial (in the run's [`Ledger`](crate::Ledger)) of the child that holds `pid`
+    /// now, running or zombie; `None` if no child does. A query of the model, not a
+    /// kernel call nor a scheduling point, so code that just spawned a child can learn
+    /// its serial.
+    ///
+    /// ```
+    /// use loopwatch::kernel::Processes;
+    /// use loopwatch_sim::{Simulation, testing};
+    ///
+    /// let report = Simulation::new(0).run(|k| {
+    ///     let first = testing::spawn_sh(&k, "exit 0");
+    ///     let second = testing::spawn_sh(&k, "exit 1");
+    ///     assert_eq!(k.serial_of(second), Some(1));
+    ///     testing::reap(&k, first);
+    ///     assert_eq!(k.serial_of(first), None);
+    ///     testing::reap(&k, second);
+    /// });
+    /// report.assert_completed("serial_of");
+    /// ```
+    pub fn serial_of(&self, pid: Pid) -> Option<u64> {
+        self.shared.lock().serial_of(pid)
+    }
+
+    /// Breaks the model's state as `damage` says, so that the simulator's tests see
+    /// its invariants caught; says whether it applied. Not a scheduling point.
+    #[doc(hidden)]
+    pub fn damage_model(&self, damage: ModelDamage) -> bool {
+        self.shared.lock().damage(damage)
     }
 
     /// How many signals foreign handlers have received.

@@ -13,7 +13,15 @@
 //! # Map
 //!
 //! - [`Simulation`], [`Report`]: configure and run; the report has the outcome, the
-//!   trace and its hash, and coverage marks.
+//!   trace and its hash, coverage marks and the [`Ledger`].
+//! - [`Ledger`]: every child's life ([`ChildLife`]: serial, pid, program, who spawned
+//!   and who reaped it, when, its returncode), every signal sent to a pid
+//!   ([`SignalSent`]: by whom, how, which child it reached) and the [`Violation`]s
+//!   found: of the model's own invariants, checked after every step
+//!   ([`Config::check_model`]; one ends the run with [`Outcome::ModelViolation`]),
+//!   and of rules the kernel sees the code under test break (`kernel.*`: a signal
+//!   byte written to a wakeup fd whose number was closed and reused, a thread that
+//!   ended holding a lock). [`SimKernel::serial_of`] names the child a pid is now.
 //! - [`SimKernel`]: the seam; [`ForeignHandler`] plays other code's signal handlers,
 //!   [`actors`] other code's threads (a spawner that waits for its own child, a
 //!   `waitpid(-1)` reaper, SIG_IGN).
@@ -95,6 +103,9 @@
 //!   ttys. Stdio always reads and writes at once.
 //! - Pipes have Linux's 64 KiB capacity; writes are partial when the pipe fills; no
 //!   `PIPE_BUF` atomicity guarantees are modelled beyond that.
+//! - Closing an fd makes every poller forget it at once. Linux's epoll forgets a file
+//!   when its last reference goes, which is later when a child inherited the same
+//!   open file (a pipe end passed as `Stdio::Fd`) and still holds it.
 //! - Virtual time advances only when every simulated thread waits; the code's own
 //!   computation takes no virtual time.
 //! - A signal interrupts (`EINTR`) only a poll or a pipe read/write that is blocked; the
@@ -109,6 +120,7 @@ pub mod actors;
 mod driver;
 mod faults;
 mod kernel;
+mod ledger;
 mod model;
 pub mod program;
 mod rng;
@@ -129,6 +141,9 @@ use std::sync::Arc;
 pub use driver::Outcome;
 pub use faults::FaultPlan;
 pub use kernel::{SimJoinHandle, SimKernel, SimMonitor, SimPoller, SimWaker};
+pub use ledger::{ChildLife, Ledger, Reaper, SignalSent, SignalVia, Violation};
+#[doc(hidden)]
+pub use model::ModelDamage;
 pub use model::{Config, ForeignHandler, PidReuse};
 pub use program::ChildPlan;
 pub use rng::Rng;
@@ -154,6 +169,8 @@ pub struct Report {
     pub children_left: (usize, usize),
     /// Fds other than stdio still open at the end.
     pub fds_left: usize,
+    /// Every child's life, every signal sent, and the violations found.
+    pub ledger: Ledger,
 }
 
 impl Report {
@@ -242,7 +259,7 @@ impl Simulation {
         // simulation's memory is freed.
         shared.locals.clear();
         let report = {
-            let state = shared.lock();
+            let mut state = shared.lock();
             Report {
                 seed: self.config.seed,
                 outcome: result.outcome,
@@ -252,6 +269,7 @@ impl Simulation {
                 threads_abandoned: result.threads_abandoned,
                 children_left: state.children_left(),
                 fds_left: state.open_fds(),
+                ledger: std::mem::take(&mut state.ledger),
             }
         };
         // What the abandoned threads held is freed only now, so the report shows the

@@ -21,6 +21,31 @@ pub(super) struct FdEntry {
     pub(super) kind: FdKind,
     pub(super) nonblocking: bool,
     pub(super) cloexec: bool,
+    /// Which opening of this number it is: every open file gets a new one, so a
+    /// number closed and reused has a different generation.
+    pub(super) generation: u64,
+}
+
+/// An fd number kept beyond the call that named it (the wakeup fd, a `Notify(fd)`
+/// disposition), with the file it referred to then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FdRef {
+    pub(super) fd: Fd,
+    /// The generation of the file the number referred to when it was set.
+    pub(super) generation: u64,
+    /// That file has been closed since (its number may refer to another file now).
+    pub(super) closed: bool,
+}
+
+impl FdRef {
+    /// The open `fd` of `entry`.
+    pub(super) fn new(fd: Fd, entry: &FdEntry) -> FdRef {
+        FdRef {
+            fd,
+            generation: entry.generation,
+            closed: false,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -46,15 +71,42 @@ impl Model {
         while self.fds.contains_key(&fd) {
             fd += 1;
         }
+        self.opens += 1;
         self.fds.insert(
             fd,
             FdEntry {
                 kind,
                 nonblocking: false,
                 cloexec,
+                generation: self.opens,
             },
         );
         Ok(Fd(fd))
+    }
+
+    /// Closes `fd`: its number leaves the table, the pollers forget the file (as
+    /// epoll does when the last reference to it goes), the wakeup fd and `Notify`
+    /// fds that named it are marked closed, and its reference is released.
+    pub(super) fn remove_fd(&mut self, fd: Fd) -> Option<FdEntry> {
+        let entry = self.fds.remove(&fd.0)?;
+        for poller in self.pollers.values_mut() {
+            if let Some(registration) = poller.registrations.get_mut(&fd.0) {
+                if registration.generation == entry.generation {
+                    registration.armed = false;
+                }
+            }
+        }
+        let refs = self
+            .wakeup_fd
+            .iter_mut()
+            .chain(self.notify_fds.values_mut());
+        for kept in refs {
+            if kept.fd == fd && kept.generation == entry.generation {
+                kept.closed = true;
+            }
+        }
+        self.release(entry.kind);
+        Some(entry)
     }
 
     pub(super) fn entry(&self, fd: Fd) -> Result<FdEntry, Errno> {
@@ -220,12 +272,9 @@ impl Model {
     }
 
     pub(crate) fn close(&mut self, tid: Tid, fd: Fd) -> Attempt<Result<(), Errno>> {
-        let result = match self.fds.remove(&fd.0) {
+        let result = match self.remove_fd(fd) {
             None => Err(Errno::EBADF),
-            Some(entry) => {
-                self.release(entry.kind);
-                Ok(())
-            }
+            Some(_) => Ok(()),
         };
         self.log(tid, format_args!("close({fd}) = {result:?}"));
         Attempt::Done(result)

@@ -9,19 +9,22 @@
 //!
 //! This file holds the state and its bookkeeping and virtual time; the operations are
 //! in `fd` (fds and pipes), `poller`, `process` (spawn, wait, kill, pidfds), `child`
-//! (children running their plans), `signal` and `thread` (threads and locks).
+//! (children running their plans), `signal` and `thread` (threads and locks). `check`
+//! holds the invariants the model checks on itself after every scheduling step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use loopwatch::kernel::{Disposition, Fd, Pid, Signal};
+use loopwatch::kernel::{Disposition, Pid, Signal};
 
 use crate::faults::FaultPlan;
+use crate::ledger::{Ledger, Violation};
 use crate::program::{ChildPlan, Programs};
 use crate::rng::Rng;
 use crate::trace::Trace;
 
+mod check;
 mod child;
 mod fd;
 mod poller;
@@ -29,7 +32,8 @@ mod process;
 mod signal;
 mod thread;
 
-use fd::{FdEntry, FdKind, Pipe, fd_limit};
+pub use check::ModelDamage;
+use fd::{FdEntry, FdKind, FdRef, Pipe, fd_limit};
 use poller::PollerState;
 use process::{Proc, ProcState, status_text};
 use thread::MonitorState;
@@ -110,6 +114,15 @@ pub struct Config {
     /// Upper bound on scheduling steps; the run ends with a step-limit report past it
     /// (`LOOPWATCH_STEPS_MAX`, default 1,000,000).
     pub steps_max: u64,
+    /// Whether the model checks its own consistency after every scheduling step (pipe
+    /// reference counts, pids, children against the ledger, poller registrations,
+    /// the wakeup fd, monitor owners); a broken invariant ends the run with
+    /// [`Outcome::ModelViolation`](crate::Outcome::ModelViolation). A check costs as
+    /// much as the process holds: while it holds more than 64 fds, children, pipes
+    /// and registrations in all, the check runs every few steps instead, so that a
+    /// step costs about the same whatever the process holds; the end of a run is
+    /// always checked. On by default; `LOOPWATCH_CHECK_MODEL=0` turns it off.
+    pub check_model: bool,
 }
 
 impl Config {
@@ -129,6 +142,7 @@ impl Config {
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(1_000_000),
+            check_model: std::env::var_os("LOOPWATCH_CHECK_MODEL").is_none_or(|v| v != "0"),
         }
     }
 }
@@ -162,10 +176,15 @@ pub(crate) struct Model {
     procs: BTreeMap<Pid, Proc>,
     spawn_seq: u64,
     next_pid: i32,
+    /// Under [`PidReuse::LastFreed`], the free pids that were used, most recently freed
+    /// last; distinct, and none held by a child. Empty under `Sequential`.
     freed_pids: Vec<i32>,
     used_pids: BTreeSet<i32>,
     programs: Programs,
     fds: BTreeMap<i32, FdEntry>,
+    /// Files opened so far: the generation of the next fd is one more, so a number
+    /// closed and opened again has a new generation.
+    opens: u64,
     pipes: BTreeMap<u64, Pipe>,
     next_pipe: u64,
     pollers: BTreeMap<u64, PollerState>,
@@ -178,12 +197,23 @@ pub(crate) struct Model {
     /// suggested task): the parent thread for a child's SIGCHLD, the main thread for
     /// `kill()` of the process.
     suggested: BTreeMap<i32, Tid>,
-    wakeup_fd: Option<Fd>,
+    wakeup_fd: Option<FdRef>,
+    /// The fd of each signal whose disposition is `Notify(fd)`, as it was set.
+    notify_fds: BTreeMap<i32, FdRef>,
     monitors: BTreeMap<u64, MonitorState>,
     next_monitor: u64,
     /// Counts readiness changes: a poll reports ready fds in the order they became
     /// ready, as epoll's ready list does.
     stamps: u64,
+    /// Every child's life and every signal sent to one, and the violations found.
+    pub(crate) ledger: Ledger,
+    /// Children of the ledger not reaped yet: as many as `procs`.
+    unreaped: usize,
+    /// What the steps since the last check of the invariants have saved up for the
+    /// next one, when the state is too large to check at every step.
+    check_credit: u64,
+    /// Scratch space of the checks, kept so that a check does not allocate.
+    check_scratch: Vec<check::PipeRef>,
 }
 
 impl fmt::Debug for Model {
@@ -205,6 +235,7 @@ impl Model {
                     kind: FdKind::Stdio,
                     nonblocking: false,
                     cloexec: false,
+                    generation: fd as u64 + 1,
                 },
             );
         }
@@ -242,6 +273,7 @@ impl Model {
             used_pids: BTreeSet::new(),
             programs: Programs::default(),
             fds,
+            opens: 3,
             pipes: BTreeMap::new(),
             next_pipe: 1,
             pollers: BTreeMap::new(),
@@ -254,9 +286,14 @@ impl Model {
             pending: BTreeSet::new(),
             suggested: BTreeMap::new(),
             wakeup_fd: None,
+            notify_fds: BTreeMap::new(),
             monitors: BTreeMap::new(),
             next_monitor: 1,
             stamps: 0,
+            ledger: Ledger::default(),
+            unreaped: 0,
+            check_credit: 0,
+            check_scratch: Vec::new(),
         }
     }
 
@@ -274,6 +311,25 @@ impl Model {
 
     pub(crate) fn mark(&mut self, name: &'static str) {
         *self.marks.entry(name).or_default() += 1;
+    }
+
+    /// Records that `rule` broke at this step, in the ledger and the trace.
+    pub(crate) fn violation(&mut self, rule: &'static str, detail: String) -> Violation {
+        self.log_event(format_args!("violation {rule}: {detail}"));
+        let violation = Violation {
+            step: self.steps,
+            rule,
+            detail,
+        };
+        self.ledger.violations.push(violation.clone());
+        violation
+    }
+
+    /// The name of thread `tid`, as the ledger records it.
+    fn thread_name(&self, tid: Tid) -> String {
+        self.threads
+            .get(&tid)
+            .map_or_else(|| format!("T{tid}"), |t| t.name.clone())
     }
 
     fn pid(&self) -> Pid {

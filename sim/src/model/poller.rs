@@ -1,4 +1,11 @@
 //! Pollers: epoll instances with their registrations and wakers.
+//!
+//! A poller's table of registrations is keyed by fd number, as loopwatch's poller
+//! over epoll keeps it. Closing an fd makes epoll forget the file (the registration
+//! is disarmed: never reported again, and `reregister` fails as `EPOLL_CTL_MOD` does,
+//! with `EBADF` for a closed number and `ENOENT` for a number now naming another
+//! file), while the number stays in the table until `deregister`, so `register` of
+//! the number answers `EEXIST` meanwhile.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,9 +14,20 @@ use loopwatch::kernel::{Errno, Event, Fd, Interest, Token};
 
 use super::{Attempt, FdKind, Model, Tid, Wait, fd_limit};
 
+/// One fd in a poller's table.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Registration {
+    pub(super) token: Token,
+    pub(super) interest: Interest,
+    /// The generation of the file registered.
+    pub(super) generation: u64,
+    /// Epoll still watches that file: cleared when it is closed.
+    pub(super) armed: bool,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct PollerState {
-    pub(super) registrations: BTreeMap<i32, (Token, Interest)>,
+    pub(super) registrations: BTreeMap<i32, Registration>,
     pub(super) woken: bool,
     pub(super) closed: bool,
 }
@@ -37,9 +55,7 @@ impl Model {
     /// Closes a poller's fds (no scheduling: called from `Drop`).
     pub(crate) fn drop_poller(&mut self, id: u64, epoll: Fd, event: Fd) {
         for fd in [epoll, event] {
-            if let Some(entry) = self.fds.remove(&fd.0) {
-                self.release(entry.kind);
-            }
+            self.remove_fd(fd);
         }
         self.pollers.remove(&id);
         self.log_event(format_args!("poller {id} dropped"));
@@ -53,7 +69,7 @@ impl Model {
         change: Option<(Token, Interest)>,
         add: bool,
     ) -> Attempt<Result<(), Errno>> {
-        let fd_open = self.fds.contains_key(&fd.0);
+        let generation = self.fds.get(&fd.0).map(|entry| entry.generation);
         let poller = self.pollers.get_mut(&id).expect("live poller");
         let result = match (change, add) {
             (Some((token, interest)), true) => {
@@ -61,13 +77,19 @@ impl Model {
                     Err(Errno::EINVAL)
                 } else if poller.registrations.contains_key(&fd.0) {
                     Err(Errno::EEXIST)
-                } else if poller.registrations.values().any(|(t, _)| *t == token) {
+                } else if poller.registrations.values().any(|r| r.token == token) {
                     Err(Errno::EINVAL)
-                } else if !fd_open {
-                    Err(Errno::EBADF)
-                } else {
-                    poller.registrations.insert(fd.0, (token, interest));
+                } else if let Some(generation) = generation {
+                    let registration = Registration {
+                        token,
+                        interest,
+                        generation,
+                        armed: true,
+                    };
+                    poller.registrations.insert(fd.0, registration);
                     Ok(())
+                } else {
+                    Err(Errno::EBADF)
                 }
             }
             (Some((token, interest)), false) => {
@@ -78,12 +100,21 @@ impl Model {
                 } else if poller
                     .registrations
                     .iter()
-                    .any(|(f, (t, _))| *t == token && *f != fd.0)
+                    .any(|(f, r)| r.token == token && *f != fd.0)
                 {
                     Err(Errno::EINVAL)
                 } else {
-                    poller.registrations.insert(fd.0, (token, interest));
-                    Ok(())
+                    match poller.registrations.get_mut(&fd.0) {
+                        Some(registration) if registration.armed => {
+                            registration.token = token;
+                            registration.interest = interest;
+                            Ok(())
+                        }
+                        // Epoll forgot the closed file: EPOLL_CTL_MOD finds no open
+                        // fd, or one it does not watch.
+                        _ if generation.is_none() => Err(Errno::EBADF),
+                        _ => Err(Errno::ENOENT),
+                    }
                 }
             }
             (None, _) => match poller.registrations.remove(&fd.0) {
@@ -110,7 +141,8 @@ impl Model {
         let registrations: Vec<(i32, Token, Interest)> = self.pollers[&id]
             .registrations
             .iter()
-            .map(|(&fd, &(token, interest))| (fd, token, interest))
+            .filter(|(_, r)| r.armed)
+            .map(|(&fd, r)| (fd, r.token, r.interest))
             .collect();
         let mut ready = Vec::new();
         for (fd, token, interest) in registrations {

@@ -10,6 +10,7 @@ use loopwatch::kernel::{
 };
 
 use super::{Attempt, FdEntry, FdKind, MAIN_THREAD, Model, PidReuse, Status, Tid, Wait, fd_limit};
+use crate::ledger::{ChildLife, Reaper, SignalSent, SignalVia};
 use crate::program::{ChildPlan, Programs, Unmodelled};
 
 #[derive(Debug)]
@@ -43,6 +44,22 @@ pub(super) struct Proc {
     pub(super) signals: BTreeSet<i32>,
 }
 
+impl Proc {
+    /// Its serial in the ledger: the n-th child of the run, from 0.
+    pub(super) fn serial(&self) -> u64 {
+        self.seq - 1
+    }
+}
+
+/// `argv[0]` and the arguments of `request`, joined by spaces.
+fn command_line(request: &SpawnRequest) -> String {
+    std::iter::once(&request.program)
+        .chain(&request.args)
+        .map(|arg| arg.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub(super) fn status_text(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit {code}"),
@@ -69,6 +86,18 @@ impl Model {
         self.mark("spawn_unmodelled");
         self.log(tid, format_args!("spawn refused: {refusal}"));
         tracing::warn!(target: "loopwatch_sim", what = refusal.what(), "{refusal}");
+    }
+
+    /// The serial of the child that holds `pid` now, running or zombie.
+    pub(crate) fn serial_of(&self, pid: Pid) -> Option<u64> {
+        self.procs.get(&pid).map(Proc::serial)
+    }
+
+    /// `pid` is free again: under `LastFreed` it is the next to be handed out.
+    fn free_pid(&mut self, pid: i32) {
+        if self.config.pid_reuse == PidReuse::LastFreed {
+            self.freed_pids.push(pid);
+        }
     }
 
     fn alloc_pid(&mut self) -> Option<i32> {
@@ -144,7 +173,7 @@ impl Model {
         let plan = match self.programs.resolve(request, Pid(pid)) {
             Ok(plan) => plan,
             Err(refusal) => {
-                self.freed_pids.push(pid);
+                self.free_pid(pid);
                 self.unmodelled(tid, &refusal);
                 return Err(Errno::ENOENT);
             }
@@ -203,6 +232,18 @@ impl Model {
                 signals: BTreeSet::new(),
             },
         );
+        self.ledger.children.push(ChildLife {
+            serial: self.spawn_seq - 1,
+            pid: Pid(pid),
+            program: command_line(request),
+            spawned_by: self.thread_name(tid),
+            spawned_at: self.time,
+            returncode: None,
+            ended_at: None,
+            reaped_by: None,
+            reaped_at: None,
+        });
+        self.unreaped += 1;
         self.changed = true;
         Ok(Spawned {
             pid: Pid(pid),
@@ -223,6 +264,7 @@ impl Model {
         proc.state = ProcState::Zombie(status);
         self.stamps += 1;
         proc.stamp = self.stamps;
+        let serial = proc.serial();
         let ends = [
             proc.stdin.take().map(FdKind::PipeRead),
             proc.stdout.take().map(FdKind::PipeWrite),
@@ -231,11 +273,16 @@ impl Model {
         for kind in ends.into_iter().flatten() {
             self.release(kind);
         }
+        let time = self.time;
+        if let Some(life) = self.ledger.child_mut(serial) {
+            life.returncode = Some(status.returncode());
+            life.ended_at = Some(time);
+        }
         self.log_event(format_args!("child {pid} {}", status_text(status)));
         self.changed = true;
         if self.dispositions.get(&Signal::SIGCHLD.0) == Some(&Disposition::Ignore) {
             // SIG_IGN for SIGCHLD: the kernel reaps the child itself.
-            self.reap(pid);
+            self.reap(pid, Reaper::Ignored);
             self.mark("sigchld_ignored_autoreap");
             self.log_event(format_args!("child {pid} auto-reaped"));
         } else {
@@ -289,16 +336,24 @@ impl Model {
         }
     }
 
-    pub(super) fn reap(&mut self, pid: Pid) -> Option<ExitStatus> {
-        match self.procs.get(&pid)?.state {
-            ProcState::Running => None,
-            ProcState::Zombie(status) => {
-                self.procs.remove(&pid);
-                self.freed_pids.push(pid.0);
-                self.changed = true;
-                Some(status)
-            }
+    /// Reaps zombie `pid` (`reaper` did), freeing its pid; `None` if it is not a
+    /// zombie child.
+    pub(super) fn reap(&mut self, pid: Pid, reaper: Reaper) -> Option<ExitStatus> {
+        let proc = self.procs.get(&pid)?;
+        let ProcState::Zombie(status) = proc.state else {
+            return None;
+        };
+        let serial = proc.serial();
+        self.procs.remove(&pid);
+        self.free_pid(pid.0);
+        self.changed = true;
+        let time = self.time;
+        if let Some(life) = self.ledger.child_mut(serial) {
+            life.reaped_by = Some(reaper);
+            life.reaped_at = Some(time);
         }
+        self.unreaped -= 1;
+        Some(status)
     }
 
     fn has_children(&self) -> bool {
@@ -352,7 +407,8 @@ impl Model {
             Err(e) => Err(e),
             Ok(Some((pid, status))) => {
                 if reap {
-                    self.reap(pid);
+                    let reaper = Reaper::Thread(self.thread_name(tid));
+                    self.reap(pid, reaper);
                 }
                 Ok(WaitStatus::Terminated(pid, status))
             }
@@ -473,6 +529,10 @@ impl Model {
         } else {
             Err(Errno::ESRCH)
         };
+        if let (Some(signal), true) = (signal, result != Err(Errno::EINVAL)) {
+            let landed_on = self.serial_of(pid);
+            self.record_signal(tid, signal, pid, SignalVia::Kill, landed_on);
+        }
         self.log(tid, format_args!("kill({pid}, {signal:?}) = {result:?}"));
         Attempt::Done(result)
     }
@@ -511,13 +571,18 @@ impl Model {
                 if !signal.is_valid() {
                     Err(Errno::EINVAL)
                 } else {
-                    match self.procs.get(&pid) {
-                        Some(proc) if proc.seq == seq => {
+                    let landed_on = match self.procs.get(&pid) {
+                        Some(proc) if proc.seq == seq => Some(proc.serial()),
+                        // Reaped: the pidfd never reaches a later process with its pid.
+                        _ => None,
+                    };
+                    self.record_signal(tid, signal, pid, SignalVia::Pidfd, landed_on);
+                    match landed_on {
+                        Some(_) => {
                             self.signal_child(pid, signal);
                             Ok(())
                         }
-                        // Reaped: the pidfd never reaches a later process with its pid.
-                        _ => Err(Errno::ESRCH),
+                        None => Err(Errno::ESRCH),
                     }
                 }
             }
@@ -528,6 +593,27 @@ impl Model {
             format_args!("pidfd_send_signal({pidfd}, {}) = {result:?}", signal.0),
         );
         Attempt::Done(result)
+    }
+
+    /// Records in the ledger that `tid` sent `signal` to `pid`.
+    fn record_signal(
+        &mut self,
+        tid: Tid,
+        signal: Signal,
+        pid: Pid,
+        via: SignalVia,
+        landed_on: Option<u64>,
+    ) {
+        let sent = SignalSent {
+            signal: signal.0,
+            pid,
+            by: self.thread_name(tid),
+            via,
+            at: self.time,
+            step: self.steps,
+            landed_on,
+        };
+        self.ledger.signals.push(sent);
     }
 
     /// Zombies and running children left, for end-of-run checks.

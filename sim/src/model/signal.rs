@@ -4,9 +4,10 @@
 use loopwatch::kernel::{Disposition, Errno, Fd, Signal};
 
 use super::{
-    Attempt, FdEntry, FdKind, ForeignHandler, MAIN_THREAD, Model, PIPE_CAPACITY, Status, Tid,
-    status_text,
+    Attempt, FdEntry, FdKind, FdRef, ForeignHandler, MAIN_THREAD, Model, PIPE_CAPACITY, Status,
+    Tid, status_text,
 };
+use crate::ledger::Reaper;
 
 impl Model {
     /// Signals whose default action is to do nothing.
@@ -161,19 +162,24 @@ impl Model {
             }
             Disposition::Ignore => {}
             Disposition::Wakeup | Disposition::Notify(_) => {
-                let target = match disposition {
-                    Disposition::Notify(fd) => Some(fd),
-                    _ => self.wakeup_fd,
+                let (target, rule) = match disposition {
+                    Disposition::Notify(_) => (
+                        self.notify_fds.get(&signal).copied(),
+                        "kernel.notify-stale-write",
+                    ),
+                    _ => (self.wakeup_fd, "kernel.stale-wakeup-write"),
                 };
-                if let Some(fd) = target {
-                    self.wakeup_write(fd, signal as u8);
+                if let Some(target) = target {
+                    self.check_stale_write(signal, target, rule);
+                    self.wakeup_write(target.fd, signal as u8);
                 }
             }
             Disposition::Foreign(id) => {
                 self.foreign_deliveries += 1;
                 if self.foreign.get(id as usize) == Some(&ForeignHandler::ReapAll) {
                     while let Some((pid, status)) = self.oldest_zombie() {
-                        self.reap(pid);
+                        let reaper = Reaper::ForeignHandler(self.thread_name(tid));
+                        self.reap(pid, reaper);
                         self.mark("foreign_reap");
                         self.log_event(format_args!(
                             "foreign handler reaps {pid} ({})",
@@ -187,7 +193,7 @@ impl Model {
             let p = self.config.faults.foreign_reap_on_sigchld;
             if p > 0.0 && self.rng.chance(p) {
                 if let Some((pid, _)) = self.oldest_zombie() {
-                    self.reap(pid);
+                    self.reap(pid, Reaper::ForeignFault);
                     self.mark("foreign_reap");
                     self.log_event(format_args!("foreign code reaps {pid}"));
                 }
@@ -233,6 +239,24 @@ impl Model {
         self.thread_mut(tid).interrupted = true;
     }
 
+    /// Before the handler writes `signal`'s byte to `target`'s number: records `rule`
+    /// if the number now names another open file than when it was set (the file was
+    /// closed and the number reused), so the byte goes to a stranger.
+    fn check_stale_write(&mut self, signal: i32, target: FdRef, rule: &'static str) {
+        let Some(now) = self.fds.get(&target.fd.0).copied() else {
+            return;
+        };
+        if now.generation != target.generation {
+            self.mark("stale_wakeup_write");
+            let detail = format!(
+                "signal {signal}'s byte written to {}, which now names another file ({:?}) \
+                 than when it was set",
+                target.fd, now.kind
+            );
+            self.violation(rule, detail);
+        }
+    }
+
     /// The handler's `write(wakeup_fd, &signum, 1)`: never blocks, drops the byte
     /// when the pipe is full.
     fn wakeup_write(&mut self, fd: Fd, byte: u8) {
@@ -258,15 +282,23 @@ impl Model {
     ) -> Attempt<Result<Disposition, Errno>> {
         let unknown_foreign =
             matches!(disposition, Disposition::Foreign(id) if id as usize >= self.foreign.len());
+        let notify = match disposition {
+            Disposition::Notify(fd) => Some(self.fds.get(&fd.0).map(|e| FdRef::new(fd, e))),
+            _ => None,
+        };
         let result = if !signal.is_catchable() || unknown_foreign {
             Err(Errno::EINVAL)
-        } else if matches!(disposition, Disposition::Notify(fd) if !self.fds.contains_key(&fd.0)) {
+        } else if notify == Some(None) {
             Err(Errno::EBADF)
         } else {
             let old = self
                 .dispositions
                 .insert(signal.0, disposition)
                 .unwrap_or(Disposition::Default);
+            match notify.flatten() {
+                Some(kept) => self.notify_fds.insert(signal.0, kept),
+                None => self.notify_fds.remove(&signal.0),
+            };
             if Self::is_ignored(signal.0, disposition) {
                 // POSIX: making a pending signal ignored discards it (zombies of a
                 // SIGCHLD stay).
@@ -308,6 +340,7 @@ impl Model {
         self.foreign.push(handler);
         let disposition = Disposition::Foreign(self.foreign.len() as u64 - 1);
         self.dispositions.insert(signal.0, disposition);
+        self.notify_fds.remove(&signal.0);
         self.log_event(format_args!(
             "foreign code installs {handler:?} for signal {}",
             signal.0
@@ -320,10 +353,12 @@ impl Model {
         tid: Tid,
         fd: Option<Fd>,
     ) -> Attempt<Result<Option<Fd>, Errno>> {
-        let result = match fd {
-            Some(fd) if !self.fds.contains_key(&fd.0) => Err(Errno::EBADF),
-            _ => Ok(std::mem::replace(&mut self.wakeup_fd, fd)),
-        };
+        let result = match fd.map(|fd| self.fds.get(&fd.0).map(|e| FdRef::new(fd, e))) {
+            Some(None) => Err(Errno::EBADF),
+            Some(kept) => Ok(std::mem::replace(&mut self.wakeup_fd, kept)),
+            None => Ok(self.wakeup_fd.take()),
+        }
+        .map(|old| old.map(|kept| kept.fd));
         self.log(tid, format_args!("set_wakeup_fd({fd:?}) = {result:?}"));
         Attempt::Done(result)
     }

@@ -46,8 +46,12 @@ impl fmt::Debug for ThreadState {
 
 #[derive(Debug, Default)]
 pub(super) struct MonitorState {
+    /// The thread that holds it: one that has not finished.
     pub(super) owner: Option<Tid>,
     pub(super) generation: u64,
+    /// The thread that finished while holding it: it can never be taken again, as a
+    /// lock whose owner exited stays locked.
+    pub(super) abandoned_by: Option<Tid>,
 }
 
 impl Model {
@@ -105,8 +109,39 @@ impl Model {
         self.monitors.remove(&id);
     }
 
+    /// Thread `tid`'s body returned or panicked: the monitors it still holds stay
+    /// locked for good (recorded as `kernel.monitor-held-at-exit`).
+    pub(crate) fn thread_finished(&mut self, tid: Tid, panicked: bool) {
+        let thread = self.thread_mut(tid);
+        thread.status = Status::Finished;
+        thread.panicked = panicked;
+        self.changed = true;
+        let held: Vec<u64> = self
+            .monitors
+            .iter()
+            .filter(|(_, m)| m.owner == Some(tid))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in held {
+            let monitor = self.monitors.get_mut(&id).expect("listed");
+            monitor.owner = None;
+            monitor.abandoned_by = Some(tid);
+            let name = self.thread_name(tid);
+            self.violation(
+                "kernel.monitor-held-at-exit",
+                format!("thread {name:?} (T{tid}) ended holding monitor {id}"),
+            );
+        }
+    }
+
     pub(crate) fn monitor_enter(&mut self, tid: Tid, id: u64) -> Attempt<()> {
         let monitor = self.monitors.get_mut(&id).expect("live monitor");
+        if monitor.abandoned_by.is_some() {
+            return match self.aborting {
+                true => Attempt::Done(()),
+                false => Attempt::Block(Wait::forever()),
+            };
+        }
         match monitor.owner {
             None => {
                 monitor.owner = Some(tid);

@@ -335,6 +335,10 @@ pub fn completed(report: &Report) -> Result<(), String> {
         Outcome::KilledBySignal(signal) => {
             Err(format!("the process was killed by signal {signal}"))
         }
+        Outcome::ModelViolation(v) => Err(format!(
+            "the simulator broke its model's invariant {} at step {}: {}",
+            v.rule, v.step, v.detail
+        )),
     }
 }
 
