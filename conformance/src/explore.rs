@@ -125,6 +125,9 @@ pub enum Fault {
     /// foreign code reaps a zombie between SIGCHLD and the watcher's wait
     /// (probability 0.3; may change traces)
     ForeignReap,
+    /// a freed pid is handed out again at once, as on a busy machine whose pid
+    /// counter wraps (may change traces)
+    PidReuse,
 }
 
 /// The longest delay the [`Fault::Lag`] fault adds to a child's start or a woken
@@ -138,7 +141,7 @@ pub const FD_LIMIT: usize = 16;
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Eintr,
         Fault::Spurious,
         Fault::OtherThread,
@@ -149,6 +152,7 @@ impl Fault {
         Fault::SpawnEagain,
         Fault::ExitEarly,
         Fault::ForeignReap,
+        Fault::PidReuse,
     ];
 
     /// Its name on the command line (`eintr`, `other-thread` …).
@@ -164,6 +168,7 @@ impl Fault {
             Fault::SpawnEagain => "spawn-eagain",
             Fault::ExitEarly => "exit-early",
             Fault::ForeignReap => "foreign-reap",
+            Fault::PidReuse => "pid-reuse",
         }
     }
 
@@ -218,6 +223,7 @@ impl Fault {
 /// The simulation for `seed` with `faults`.
 pub fn simulation(seed: u64, faults: &[Fault]) -> loopwatch_sim::Simulation {
     let mut plan = loopwatch_sim::FaultPlan::none();
+    let mut simulation = loopwatch_sim::Simulation::new(seed);
     for fault in faults {
         match fault {
             Fault::Eintr => plan.eintr = 0.3,
@@ -230,9 +236,12 @@ pub fn simulation(seed: u64, faults: &[Fault]) -> loopwatch_sim::Simulation {
             Fault::SpawnEagain => plan.spawn_eagain = 0.3,
             Fault::ExitEarly => plan.exit_before_registration = 0.3,
             Fault::ForeignReap => plan.foreign_reap_on_sigchld = 0.3,
+            Fault::PidReuse => {
+                simulation.config_mut().pid_reuse = loopwatch_sim::PidReuse::LastFreed
+            }
         }
     }
-    loopwatch_sim::Simulation::new(seed).faults(plan)
+    simulation.faults(plan)
 }
 
 /// One seed's verdict, printed as a JSON line.

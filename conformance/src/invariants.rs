@@ -12,14 +12,20 @@
 //! | `once` | a child is reported at most once per registration, and with a code other than 255 at most once (a registration after the child was reaped, or Threaded's second waiter, gets 255: R-2, T-5) |
 //! | `returncode` | a report carries the child's true returncode (R-1), or 255 when code other than the watcher reaped it (R-2); Fast never reports such a child (F-7) |
 //! | `removed` | once every registration of a child was removed (`remove_child_handler` answered `true`), no callback comes (Threaded: `remove` is a no-op, T-6) |
-//! | `reported` | a child registered with a watcher that stays open, attached where it must be (Safe, Fast), registered in its spawn's fork window where it must be (Fast), and not removed, is reported |
+//! | `reported` | a child registered with a watcher that stays open, attached where it must be (Safe, Fast), registered in its spawn's fork window where it must be (Fast), and not removed, is reported, unless a later registration of another child that got its pid (it was reaped by other code) replaced it (W-2) |
 //! | `zombie` | such a child is not left a zombie for the teardown to reap |
-//! | `steal` | a watcher that does not steal reaps only children it was given (not Fast, F-3; Threaded may wait on a reused pid, T-8) |
-//! | `signal` | every signal that reaches a child was meant for that child: none reaches a pid reused by another child |
+//! | `steal` | a watcher that does not steal reaps only children it was given (not Fast, F-3) |
+//! | `signal` | every signal that reaches a child was meant for that child: none reaches a pid reused by another child (except, without a pidfd, one meant for a child that other code reaped: no fence covers it) |
 //! | `latency` | an exit the watcher reaps reaches the loop within [`LATENCY`] of virtual time, when nothing blocks the loop (not for `subprocess` children, whose exit goes to `process.wait()`) |
 //! | `leak` | once the run is over: no fd, thread or child left |
 //! | `progress` | the run completes: no panic, deadlock or step limit |
 //! | `kernel.*` | the simulator's own checks (its model, and writes into stale fds) |
+//!
+//! A watcher that knows children by pid alone (all but Pidfd) cannot tell two
+//! children that held one pid apart once other code reaped the first, or once it was
+//! given the pid again after reaping it: it may wait on the newcomer and report its
+//! status (bpo-42110, T-8). `once`, `returncode` and `steal` are not judged for such a
+//! pid ([`Rules::keyed_by_pid`]); `signal` still is.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -71,9 +77,12 @@ pub struct Rules {
     pub needs_fork_window: bool,
     /// `remove_child_handler` removes nothing (Threaded, T-6).
     pub remove_is_noop: bool,
-    /// It may wait on a pid reused after other code reaped its child (Threaded,
-    /// bpo-42110, T-8).
-    pub may_wait_on_reused_pid: bool,
+    /// It knows children by pid alone (all but Pidfd): when other code reaped a
+    /// child it was given, or it was given a pid again after reaping it, and the pid
+    /// went to a new child, it may wait on and reap the newcomer and report its status
+    /// (bpo-42110, T-8; S-/M- likewise). Reports for such a pid, and the newcomer's
+    /// reaping, are not judged: only a pidfd tells the two children apart.
+    pub keyed_by_pid: bool,
     /// Its callbacks go to the loop running where the child was registered (MultiLoop,
     /// Threaded, Pidfd): a child registered from a thread whose loop closes first need
     /// not be reported.
@@ -88,7 +97,7 @@ impl Rules {
             needs_attach: false,
             needs_fork_window: false,
             remove_is_noop: false,
-            may_wait_on_reused_pid: false,
+            keyed_by_pid: true,
             reports_to_registering_loop: false,
         };
         match watcher {
@@ -108,12 +117,12 @@ impl Rules {
             },
             WatcherName::Threaded => Rules {
                 remove_is_noop: true,
-                may_wait_on_reused_pid: true,
                 reports_to_registering_loop: true,
                 ..none
             },
             WatcherName::Pidfd => Rules {
                 reports_to_registering_loop: true,
+                keyed_by_pid: false,
                 ..none
             },
         }
@@ -204,6 +213,14 @@ pub fn check(
         .steps
         .iter()
         .any(|s| matches!(s, Step::LoopCycle | Step::ReplaceWatcher));
+    // By pid: a runner's `waitpid(pid)` may reap whoever holds the pid by then.
+    let runner_reaped_pids: BTreeSet<loopwatch::kernel::Pid> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ReapedByRunner { pid, .. } => Some(*pid),
+            _ => None,
+        })
+        .collect();
     let runner_reaped: BTreeSet<u64> = events
         .iter()
         .filter_map(|e| match e {
@@ -249,6 +266,32 @@ pub fn check(
         }
     };
 
+    // Pids whose children a watcher keyed by pid cannot tell apart (see
+    // `Rules::keyed_by_pid`): held by two children or more in the run, one of which
+    // was reaped by other code or registered twice.
+    let blurred: BTreeSet<loopwatch::kernel::Pid> = if rules.keyed_by_pid {
+        let mut lives: BTreeMap<loopwatch::kernel::Pid, Vec<u64>> = BTreeMap::new();
+        for life in &ledger.children {
+            lives.entry(life.pid).or_default().push(life.serial);
+        }
+        let twice: BTreeSet<u64> = children
+            .values()
+            .filter(|c| c.registrations.len() > 1)
+            .filter_map(|c| c.serial)
+            .collect();
+        lives
+            .into_iter()
+            .filter(|(_, serials)| {
+                serials.len() > 1
+                    && serials
+                        .iter()
+                        .any(|s| reaped_elsewhere(*s) || twice.contains(s))
+            })
+            .map(|(pid, _)| pid)
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
     for (name, child) in &children {
         let Some(serial) = child.serial else {
             continue;
@@ -266,8 +309,9 @@ pub fn check(
         // once: at most one report per registration, at most one of them with a code
         // other than 255 (a registration after the child was reaped, or after the
         // watcher's own registration was answered, gets 255: R-2, T-5).
+        let judged = !blurred.contains(&life.pid);
         let real = child.reports.iter().filter(|r| r.code != 255).count();
-        if child.reports.len() > registrations.max(1) || real > 1 {
+        if judged && (child.reports.len() > registrations.max(1) || real > 1) {
             let codes: Vec<i32> = child.reports.iter().map(|r| r.code).collect();
             breach(
                 "once",
@@ -279,7 +323,7 @@ pub fn check(
             );
         }
         // returncode
-        for report in &child.reports {
+        for report in child.reports.iter().filter(|_| judged) {
             let (code, truth) = (report.code, life.returncode);
             let ok = Some(code) == truth
                 || (code == 255 && elsewhere && !rules.steals)
@@ -308,16 +352,18 @@ pub fn check(
             }
         }
         // reported
-        let owed = !child.registrations.is_empty()
-            && !child.removed_after_registration
-            && child
-                .registrations
-                .last()
-                .is_some_and(|w| !watcher_state.closed.contains(w))
-            && !(rules.needs_attach && !watcher_state.attached_at_end)
-            && !(rules.steals && elsewhere)
-            && !(rules.needs_fork_window && !child.with_spawn)
-            && !(rules.reports_to_registering_loop && child.thread_loop_closed)
+        // Registered later for another child that got the same pid (this one was
+        // reaped by other code, its pid reused): that registration replaced this one
+        // in a table keyed by pid (W-2), and the watcher cannot tell the two apart.
+        let replaced = children.iter().any(|(other, o)| {
+            other != name
+                && o.registered_at > child.registered_at
+                && o.serial
+                    .and_then(|s| ledger.child(s))
+                    .is_some_and(|l| l.pid == life.pid)
+        });
+        let owed = child.owed(rules, &watcher_state, elsewhere)
+            && !replaced
             && !child.reaped_by_runner_before_registration(events, name);
         if owed && child.zombie {
             breach(
@@ -366,20 +412,14 @@ pub fn check(
             };
             if thread.starts_with("foreign")
                 || runner_reaped.contains(&life.serial)
+                || (thread == "MainThread" && runner_reaped_pids.contains(&life.pid))
                 || teardown_reaped.contains(&life.serial)
                 || given.contains(&life.serial)
                 || loopwatch_own(life)
             {
                 continue;
             }
-            let reused_from_given = rules.may_wait_on_reused_pid
-                && ledger.children.iter().any(|earlier| {
-                    earlier.serial < life.serial
-                        && earlier.pid == life.pid
-                        && given.contains(&earlier.serial)
-                        && reaped_elsewhere(earlier.serial)
-                });
-            if reused_from_given {
+            if blurred.contains(&life.pid) {
                 continue;
             }
             let name = names.get(&life.serial).copied();
@@ -405,7 +445,10 @@ pub fn check(
         let Some(landed) = sent.landed_on else {
             continue;
         };
-        if ledger.child(landed).is_some_and(|life| loopwatch_own(life) && life.spawned_by == sent.by) {
+        if ledger
+            .child(landed)
+            .is_some_and(|life| loopwatch_own(life) && life.spawned_by == sent.by)
+        {
             continue;
         }
         let target = names.get(&landed).copied();
@@ -418,6 +461,24 @@ pub fn check(
                     .filter(|(s, _)| ledger.child(**s).is_some_and(|l| l.pid == sent.pid))
                     .map(|(_, n)| *n)
                     .collect();
+                // Meant, by pid, for a child that other code reaped: outside any reap
+                // fence, only a pidfd could have told (see "Signalling a child by
+                // pid" in loopwatch's watcher docs). Not judged.
+                let unfenced = (sent.via == loopwatch_sim::SignalVia::Kill).then(|| {
+                    names.iter().find(|(s, n)| {
+                        ledger.child(**s).is_some_and(|l| l.pid == sent.pid)
+                            && reaped_elsewhere(**s)
+                            && meant
+                                .get(&(n.to_string(), sent.signal))
+                                .is_some_and(|c| *c > 0)
+                    })
+                });
+                if let Some(Some((_, n))) = unfenced {
+                    if let Some(count) = meant.get_mut(&(n.to_string(), sent.signal)) {
+                        *count -= 1;
+                    }
+                    continue;
+                }
                 breach(
                     "signal",
                     target,
@@ -567,7 +628,10 @@ fn replay(events: &[Event], ledger: &Ledger) -> (BTreeMap<String, Child>, Watche
                 state.closed.insert(*watcher);
             }
             Event::ThreadLoopClosed { child } => {
-                children.entry(child.clone()).or_default().thread_loop_closed = true;
+                children
+                    .entry(child.clone())
+                    .or_default()
+                    .thread_loop_closed = true;
             }
             Event::Signalled { .. } => {}
             Event::Zombie { child, .. } => children.entry(child.clone()).or_default().zombie = true,
@@ -582,6 +646,23 @@ fn replay(events: &[Event], ledger: &Ledger) -> (BTreeMap<String, Child>, Watche
 }
 
 impl Child {
+    /// Whether the watcher owes the child a report: it was registered, its last
+    /// registration stands (not removed, its watcher not closed), and none of the
+    /// watcher's documented exceptions applies.
+    fn owed(&self, rules: Rules, watcher: &WatcherState, elsewhere: bool) -> bool {
+        let Some(last) = self.registrations.last() else {
+            return false;
+        };
+        if self.removed_after_registration || watcher.closed.contains(last) {
+            return false;
+        }
+        let detached = rules.needs_attach && !watcher.attached_at_end;
+        let stolen_from_fast = rules.steals && elsewhere;
+        let outside_window = rules.needs_fork_window && !self.with_spawn;
+        let loop_gone = rules.reports_to_registering_loop && self.thread_loop_closed;
+        !(detached || stolen_from_fast || outside_window || loop_gone)
+    }
+
     /// Whether the runner reaped the child before it was registered (a `foreign_wait`
     /// or `foreign_reap_any` first): then nothing is owed.
     fn reaped_by_runner_before_registration(&self, events: &[Event], name: &str) -> bool {

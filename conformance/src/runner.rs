@@ -48,6 +48,9 @@ struct Record {
     pids: BTreeMap<String, Pid>,
     /// Children whose spawn on another thread was tried, whatever came of it.
     tried: BTreeSet<String>,
+    /// The simulator's serial of each child, from its spawn (`None`: reaped before
+    /// it could be learnt).
+    serials: BTreeMap<String, Option<u64>>,
 }
 
 /// What a run did that its trace does not say, for the invariant checker
@@ -383,7 +386,12 @@ impl<K: Kernel> Run<'_, K> {
         pid
     }
 
-    fn state(&self, pid: Pid) -> ChildState {
+    /// `child`'s state, by its `pid`. A pid that another child holds now (the child
+    /// was reaped and its pid reused, which the simulator can tell) is `Gone`.
+    fn state(&self, child: &str, pid: Pid) -> ChildState {
+        if self.reused(child, pid) {
+            return ChildState::Gone;
+        }
         match self
             .kernel
             .wait_peek(WaitTarget::Pid(pid), WaitMode::NoHang)
@@ -394,7 +402,57 @@ impl<K: Kernel> Run<'_, K> {
         }
     }
 
+    /// Whether `pid` names another child than `child` now (on the simulator: `child`
+    /// was reaped and its pid given to a new child). The runner never signals, registers or
+    /// waits for a pid it does not mean.
+    fn reused(&self, child: &str, pid: Pid) -> bool {
+        if !is_sim(&self.kernel) {
+            return false;
+        }
+        let meant = lock(&self.shared).serials.get(child).copied();
+        let now = serial_of(&self.kernel, pid);
+        match meant {
+            // Reaped before the runner could learn its serial: any holder is another.
+            Some(None) => now.is_some(),
+            Some(Some(meant)) => now.is_some_and(|now| now != meant),
+            None => false,
+        }
+    }
+
+    /// Sends `signal` to `child`: on the simulator, by its serial, so that the check
+    /// that it still holds `pid` and the kill are one step (another thread may reap
+    /// it and reuse the pid in between two); by pid on the real OS.
+    fn signal_child(
+        &self,
+        child: &str,
+        pid: Pid,
+        signal: Signal,
+    ) -> Result<(), loopwatch::kernel::Errno> {
+        let serial = lock(&self.shared).serials.get(child).copied();
+        let kernel: &dyn std::any::Any = &self.kernel;
+        match (kernel.downcast_ref::<loopwatch_sim::SimKernel>(), serial) {
+            (Some(sim), Some(Some(serial))) => sim.kill_serial(serial, signal),
+            (Some(_), Some(None)) => Err(loopwatch::kernel::Errno::ESRCH),
+            _ => self.kernel.kill(pid, Some(signal)),
+        }
+    }
+
+    /// The child's pid for `op`, unless it names another child now (then
+    /// `error <op> <child> PidReused`).
+    fn own_pid(&self, op: &str, child: &str) -> Option<Pid> {
+        let pid = self.pid(op, child)?;
+        if self.reused(child, pid) {
+            self.note(format!("error {op} {child} PidReused"));
+            return None;
+        }
+        Some(pid)
+    }
+
     fn spawned(&mut self, child: &str, pid: Pid, by: Spawner) {
+        if is_sim(&self.kernel) {
+            let serial = serial_of(&self.kernel, pid);
+            lock(&self.shared).serials.insert(child.to_string(), serial);
+        }
         self.pids.insert(child.to_string(), pid);
         self.order.push(child.to_string());
         self.event(Event::Spawned {
@@ -464,7 +522,7 @@ impl<K: Kernel> Run<'_, K> {
     /// Sends `signal` to `child` by pid, unless the child is already reaped.
     fn kill(&self, op: &str, child: &str, pid: Pid, signal: Signal) {
         // A reaped child's pid may belong to a stranger by now: not signalled.
-        if self.state(pid) == ChildState::Gone {
+        if self.state(child, pid) == ChildState::Gone {
             self.error(op, child, &loopwatch::kernel::Errno::ESRCH.into());
             return;
         }
@@ -472,7 +530,7 @@ impl<K: Kernel> Run<'_, K> {
             child: child.to_string(),
             signal: signal.0,
         });
-        if let Err(errno) = self.kernel.kill(pid, Some(signal)) {
+        if let Err(errno) = self.signal_child(child, pid, signal) {
             self.error(op, child, &errno.into());
         }
     }
@@ -521,7 +579,7 @@ impl<K: Kernel> Run<'_, K> {
                 }
             }
             Step::Register { child } => {
-                let Some(pid) = self.pid("register", child) else {
+                let Some(pid) = self.own_pid("register", child) else {
                     return;
                 };
                 let watcher = self.watcher.clone();
@@ -529,7 +587,7 @@ impl<K: Kernel> Run<'_, K> {
                 self.register("register", child, pid);
             }
             Step::Remove { child } => {
-                let Some(pid) = self.pid("remove", child) else {
+                let Some(pid) = self.own_pid("remove", child) else {
                     return;
                 };
                 let removed = self.watcher.remove_child_handler(pid);
@@ -557,12 +615,12 @@ impl<K: Kernel> Run<'_, K> {
             }
             Step::Sleep { ms } => sleep(&self.event_loop, *ms).await,
             Step::Kill { child, signal } => {
-                if let Some(pid) = self.pid("kill", child) {
+                if let Some(pid) = self.own_pid("kill", child) {
                     self.kill("kill", child, pid, Signal(*signal));
                 }
             }
             Step::ForeignWait { child } => {
-                let Some(pid) = self.pid("foreign_wait", child) else {
+                let Some(pid) = self.own_pid("foreign_wait", child) else {
                     return;
                 };
                 let serial = serial_of(&self.kernel, pid);
@@ -686,10 +744,12 @@ impl<K: Kernel> Run<'_, K> {
             Ok(other) => other,
             Err(error) => return self.error("loop_cycle", "-", &error),
         };
+        // The second loop is closed while the watcher is still attached to it (and,
+        // for Safe and Fast, while its SIGCHLD handler is the process's).
         let there = self.watcher.attach_loop(Some(other.clone()));
-        let back = self.watcher.attach_loop(Some(self.event_loop.clone()));
         let closed = other.close();
-        if let Err(error) = there.and(back).and(closed) {
+        let back = self.watcher.attach_loop(Some(self.event_loop.clone()));
+        if let Err(error) = there.and(closed).and(back) {
             self.error("loop_cycle", "-", &error);
         }
     }
@@ -703,7 +763,8 @@ impl<K: Kernel> Run<'_, K> {
                 Err(errno) => {
                     let mut record = lock(&shared);
                     record.tried.insert(name.clone());
-                    let line = format!("error foreign_spawn {name} {}", python_class(&errno.into()));
+                    let line =
+                        format!("error foreign_spawn {name} {}", python_class(&errno.into()));
                     record.trace.push(line);
                     return;
                 }
@@ -712,6 +773,9 @@ impl<K: Kernel> Run<'_, K> {
                 let mut record = lock(&shared);
                 record.pids.insert(name.clone(), pid);
                 record.tried.insert(name.clone());
+                if is_sim(&kernel) {
+                    record.serials.insert(name.clone(), serial_of(&kernel, pid));
+                }
                 record.events.push(Event::Spawned {
                     child: name.clone(),
                     pid,
@@ -808,6 +872,9 @@ impl<K: Kernel> Run<'_, K> {
                         let mut record = lock(&s);
                         record.pids.insert(n.clone(), pid);
                         record.tried.insert(n.clone());
+                        if is_sim(&k) {
+                            record.serials.insert(n.clone(), serial_of(&k, pid));
+                        }
                         record.events.push(Event::Spawned {
                             child: n.clone(),
                             pid,
@@ -823,7 +890,9 @@ impl<K: Kernel> Run<'_, K> {
                     if let Err(error) = watcher.add_child_handler(pid, callback(&k, &s, &n)) {
                         let line = format!("error thread_start {n} {}", python_class(&error));
                         let mut record = lock(&s);
-                        record.events.push(Event::RegisterFailed { child: n.clone() });
+                        record
+                            .events
+                            .push(Event::RegisterFailed { child: n.clone() });
                         return record.trace.push(line);
                     }
                 }
@@ -882,15 +951,15 @@ impl<K: Kernel> Run<'_, K> {
             else {
                 continue;
             };
-            let state = self.state(pid);
+            let state = self.state(&name, pid);
             if state == ChildState::Running {
                 self.event(Event::Signalled {
                     child: name.clone(),
                     signal: Signal::SIGKILL.0,
                 });
-                let _ = self.kernel.kill(pid, Some(Signal::SIGKILL));
+                let _ = self.signal_child(&name, pid, Signal::SIGKILL);
                 let mut waited = 0;
-                while self.state(pid) == ChildState::Running && waited < DEATH_WAIT_MS {
+                while self.state(&name, pid) == ChildState::Running && waited < DEATH_WAIT_MS {
                     sleep(&self.event_loop, 2).await;
                     waited += 2;
                 }
@@ -946,7 +1015,7 @@ impl<K: Kernel> Run<'_, K> {
             else {
                 continue;
             };
-            if self.state(pid) == ChildState::Zombie {
+            if self.state(&name, pid) == ChildState::Zombie {
                 self.note(format!("zombie {name}"));
                 self.event(Event::Zombie {
                     child: name.clone(),

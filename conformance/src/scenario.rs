@@ -272,8 +272,8 @@ pub enum Step {
     /// A new watcher of the same kind is attached to the loop and installed as the
     /// policy's; the old one is closed.
     ReplaceWatcher,
-    /// A second loop is made and the watcher attached to it; then the watcher goes
-    /// back to the runner's loop and the second loop is closed.
+    /// A second loop is made and the watcher attached to it; the second loop is
+    /// closed, and the watcher goes back to the runner's loop.
     LoopCycle,
     /// Foreign code sets SIGCHLD to `SIG_IGN` (as a parent may leave it, across
     /// `exec`): only as the first step, applied before the loop and watcher are set up.

@@ -445,7 +445,9 @@ pub fn hunt_with_technique(
     budget: Budget,
     jobs: usize,
 ) -> Hunted {
-    let started = std::time::Instant::now();
+    use loopwatch::kernel::Clock as _;
+    let started = loopwatch::OsKernel.now();
+    let elapsed = || loopwatch::OsKernel.now().saturating_sub(started);
     let scenarios: Vec<Scenario> = crate::scenario::builtin()
         .unwrap_or_default()
         .into_iter()
@@ -457,7 +459,7 @@ pub fn hunt_with_technique(
     let batch = (jobs.max(1) * 8) as u64;
     let mut runs = 0;
     let mut next = 0_u64;
-    while next < budget.runs && started.elapsed() < budget.time {
+    while next < budget.runs && elapsed() < budget.time {
         let indices: Vec<u64> = (next..(next + batch).min(budget.runs)).collect();
         next += indices.len() as u64;
         let verdicts = crate::parallel::map(
@@ -467,9 +469,7 @@ pub fn hunt_with_technique(
             |&index| match technique {
                 Technique::Scenarios | Technique::Explore => {
                     let count = scenarios.len().max(1) as u64;
-                    let Some(scenario) = scenarios.get((index % count) as usize) else {
-                        return None;
-                    };
+                    let scenario = scenarios.get((index % count) as usize)?;
                     let (faults, reference): (&[Fault], _) = if technique == Technique::Scenarios {
                         (&[], Some(references[&scenario.name].as_slice()))
                     } else {
@@ -507,7 +507,7 @@ pub fn hunt_with_technique(
             let mut hunted = Hunted {
                 technique,
                 runs,
-                elapsed: started.elapsed(),
+                elapsed: elapsed(),
                 failure: Some(verdict),
                 shrunk: None,
                 regression: None,
@@ -531,7 +531,7 @@ pub fn hunt_with_technique(
     Hunted {
         technique,
         runs,
-        elapsed: started.elapsed(),
+        elapsed: elapsed(),
         failure: None,
         shrunk: None,
         regression: None,

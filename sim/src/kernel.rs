@@ -169,6 +169,22 @@ impl SimKernel {
         self.shared.lock().serial_of(pid)
     }
 
+    /// `kill(pid, signal)` for the child of serial `serial`, if it still holds its
+    /// pid (running or a zombie), else `ESRCH`: the check and the kill are one kernel
+    /// call, so no other thread can reap the child and reuse its pid in between.
+    /// What a test harness needs to signal exactly the child it means.
+    pub fn kill_serial(&self, serial: u64, signal: Signal) -> Result<(), Errno> {
+        self.shared.syscall("kill", |state, tid| {
+            let pid = state.ledger.child(serial).map(|life| life.pid);
+            match pid {
+                Some(pid) if state.serial_of(pid) == Some(serial) => {
+                    state.kill(tid, pid, Some(signal))
+                }
+                _ => Attempt::Done(Err(Errno::ESRCH)),
+            }
+        })
+    }
+
     /// Breaks the model's state as `damage` says, so that the simulator's tests see
     /// its invariants caught; says whether it applied. Not a scheduling point.
     #[doc(hidden)]

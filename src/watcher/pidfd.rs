@@ -47,9 +47,12 @@ use crate::zoo::Mutant;
 ///   removes the reader and closes the pidfd at its next iteration (a running loop's
 ///   readers are its thread's to change).
 /// - Registering a pid again while it is pending replaces the callback (and reap
-///   fence): from the same loop the pidfd and reader are kept, as CPython 3.9–3.11
-///   does; from another thread's loop the old registration is removed as above and
-///   the pid watched by the new loop. Either way one callback fires, once.
+///   fence), the pidfd and the reader: the old registration is removed as above and
+///   the pid watched through a new pidfd, opened for the process that holds the pid
+///   now. Either way one callback fires, once. (CPython 3.9–3.11 keeps the old pidfd
+///   from the same loop; when other code has reaped the first process and its pid
+///   went to a new child, that pidfd reports the first process's end for the
+///   newcomer, 255, and the newcomer is never reaped.)
 /// - `attach_loop` and `close` do nothing and `is_active` is always true (K-2): each
 ///   registration belongs to its loop, and survives `close` (and the watcher itself)
 ///   until it has reported or is removed.
@@ -381,44 +384,10 @@ impl<K: Kernel> PidfdChildWatcher<K> {
         let shared = &self.shared;
         let kernel = &shared.kernel;
         let event_loop = get_running_loop(kernel)?;
-        // Already pending in this very loop: keep its pidfd and reader, replace what
-        // they will call (K-1's replacement). Nothing else runs in this loop's thread
-        // meanwhile, so only a remove from another thread can intervene; the token
-        // says whether the registration is still the one looked at.
-        let pending = {
-            let state = shared.state.lock();
-            state
-                .by_pid
-                .get(&pid)
-                .map(|r| (r.token, r.event_loop.clone()))
-        };
-        let mut new = Some((callback, fence));
-        if let Some((token, weak)) = pending {
-            // Compared outside the lock: the handle may be the loop's last.
-            let same_loop = weak.upgrade().is_some_and(|l| l == event_loop);
-            if same_loop {
-                let replaced = {
-                    let mut state = shared.state.lock();
-                    match state.by_pid.get_mut(&pid) {
-                        Some(r) if r.token == token => {
-                            let (callback, fence) = new.take().expect("not used yet");
-                            Some((
-                                std::mem::replace(&mut r.callback, callback),
-                                std::mem::replace(&mut r.fence, fence),
-                            ))
-                        }
-                        _ => None,
-                    }
-                };
-                if replaced.is_some() {
-                    warn_if_sigchld_ignored(kernel, pid);
-                    // The old callback is dropped here, outside the lock.
-                    drop(replaced);
-                    return Ok(());
-                }
-            }
-        }
-        let (callback, fence) = new.take().expect("not used yet");
+        // A pid already pending gets a new pidfd and reader, which replace the old
+        // ones (below): the pid may name another process by now (the first was reaped
+        // by other code and its pid reused), and the old pidfd would report that
+        // first process's end for the newcomer, and leave the newcomer unwatched.
         let fd = kernel.pidfd_open(pid).map_err(Error::from)?;
         let pidfd = OwnedPidfd {
             kernel: kernel.clone(),
