@@ -141,6 +141,8 @@ struct Child {
     removed_after_registration: bool,
     /// Index of the last registration.
     registered_at: Option<usize>,
+    /// Index of the last registration or removal that took effect.
+    touched_at: Option<usize>,
     /// Per watcher number: whether its registration of the child stands (registered
     /// and not removed).
     live: BTreeMap<u32, bool>,
@@ -283,9 +285,10 @@ pub fn check(
             .into_iter()
             .filter(|(_, serials)| {
                 serials.len() > 1
-                    && serials
-                        .iter()
-                        .any(|s| reaped_elsewhere(*s) || twice.contains(s))
+                    && (rules.steals
+                        || serials
+                            .iter()
+                            .any(|s| reaped_elsewhere(*s) || twice.contains(s)))
             })
             .map(|(pid, _)| pid)
             .collect()
@@ -352,12 +355,13 @@ pub fn check(
             }
         }
         // reported
-        // Registered later for another child that got the same pid (this one was
-        // reaped by other code, its pid reused): that registration replaced this one
-        // in a table keyed by pid (W-2), and the watcher cannot tell the two apart.
+        // Registered (or removed) later for another child that got the same pid (this
+        // one was reaped by other code, its pid reused): that call replaced (or
+        // removed) this registration in a table keyed by pid (W-2), and the watcher
+        // cannot tell the two apart.
         let replaced = children.iter().any(|(other, o)| {
             other != name
-                && o.registered_at > child.registered_at
+                && o.touched_at > child.registered_at
                 && o.serial
                     .and_then(|s| ledger.child(s))
                     .is_some_and(|l| l.pid == life.pid)
@@ -434,6 +438,15 @@ pub fn check(
         }
     }
 
+    // A child whose registration's watcher was closed (replaced) before the exit:
+    // whoever reaped it then did not hold its reap fence.
+    let fence_lost = |name: &str| {
+        children.get(name).is_some_and(|c| {
+            c.registrations
+                .last()
+                .is_some_and(|w| watcher_state.closed.contains(w))
+        })
+    };
     // signal
     let mut meant: BTreeMap<(String, i32), usize> = BTreeMap::new();
     for e in events {
@@ -467,7 +480,7 @@ pub fn check(
                 let unfenced = (sent.via == loopwatch_sim::SignalVia::Kill).then(|| {
                     names.iter().find(|(s, n)| {
                         ledger.child(**s).is_some_and(|l| l.pid == sent.pid)
-                            && reaped_elsewhere(**s)
+                            && (reaped_elsewhere(**s) || fence_lost(n))
                             && meant
                                 .get(&(n.to_string(), sent.signal))
                                 .is_some_and(|c| *c > 0)
@@ -550,12 +563,22 @@ fn replay(events: &[Event], ledger: &Ledger) -> (BTreeMap<String, Child>, Watche
                 serial,
                 by,
             } => {
+                // The thread that spawned it, by the ledger's names.
+                let thread = match by {
+                    Spawner::Foreign => Some("foreign-spawner"),
+                    Spawner::Thread => Some("loop-thread"),
+                    Spawner::Runner | Spawner::Subprocess => None,
+                };
                 let serial = serial.or_else(|| {
                     let after = last_of_pid.get(pid).copied();
                     let found = ledger
                         .by_pid(*pid)
+                        .filter(|life| thread.is_none_or(|t| life.spawned_by == t))
                         .map(|life| life.serial)
-                        .filter(|s| !claimed.contains(s) && after.is_none_or(|a| *s > a))
+                        .filter(|s| {
+                            !claimed.contains(s)
+                                && (thread.is_some() || after.is_none_or(|a| *s > a))
+                        })
                         .min();
                     if let Some(found) = found {
                         claimed.insert(found);
@@ -584,6 +607,7 @@ fn replay(events: &[Event], ledger: &Ledger) -> (BTreeMap<String, Child>, Watche
                 c.with_spawn = *with_spawn;
                 c.registrations.push(*watcher);
                 c.registered_at = Some(index);
+                c.touched_at = Some(index);
                 c.removed_after_registration = false;
                 c.live.insert(*watcher, true);
             }
@@ -608,6 +632,7 @@ fn replay(events: &[Event], ledger: &Ledger) -> (BTreeMap<String, Child>, Watche
                 // A handler already taken (its exit on the way to the loop) was not
                 // removed: `remove_child_handler` says so, and its callback runs.
                 if *removed {
+                    c.touched_at = Some(index);
                     c.removed_after_registration = c.registered_at.is_some();
                     c.live.insert(*watcher, false);
                 }

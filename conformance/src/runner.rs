@@ -158,6 +158,8 @@ pub enum Spawner {
     Subprocess,
     /// A foreign thread (`foreign_spawn`).
     Foreign,
+    /// A thread of the runner's with a loop of its own (`thread_start`).
+    Thread,
 }
 
 /// A run's trace and its [`Event`]s.
@@ -185,6 +187,16 @@ fn serial_of<K: Kernel>(kernel: &K, pid: Pid) -> Option<u64> {
     kernel
         .downcast_ref::<loopwatch_sim::SimKernel>()
         .and_then(|sim| sim.serial_of(pid))
+}
+
+/// The simulator's serial of the latest child of `pid` the calling thread spawned,
+/// reaped or not (a `subprocess` child may be reaped, and its pid reused, before
+/// `subprocess_exec` returns); `None` on the real OS.
+fn spawned_serial<K: Kernel>(kernel: &K, pid: Pid) -> Option<u64> {
+    let kernel: &dyn std::any::Any = kernel;
+    kernel
+        .downcast_ref::<loopwatch_sim::SimKernel>()
+        .and_then(|sim| sim.spawned_serial(pid))
 }
 
 /// Whether `kernel` is the simulator's.
@@ -449,8 +461,8 @@ impl<K: Kernel> Run<'_, K> {
     }
 
     fn spawned(&mut self, child: &str, pid: Pid, by: Spawner) {
+        let serial = spawned_serial(&self.kernel, pid);
         if is_sim(&self.kernel) {
-            let serial = serial_of(&self.kernel, pid);
             lock(&self.shared).serials.insert(child.to_string(), serial);
         }
         self.pids.insert(child.to_string(), pid);
@@ -458,7 +470,7 @@ impl<K: Kernel> Run<'_, K> {
         self.event(Event::Spawned {
             child: child.to_string(),
             pid,
-            serial: serial_of(&self.kernel, pid),
+            serial,
             by,
         });
     }
@@ -774,12 +786,15 @@ impl<K: Kernel> Run<'_, K> {
                 record.pids.insert(name.clone(), pid);
                 record.tried.insert(name.clone());
                 if is_sim(&kernel) {
-                    record.serials.insert(name.clone(), serial_of(&kernel, pid));
+                    record
+                        .serials
+                        .insert(name.clone(), spawned_serial(&kernel, pid));
                 }
+                // As for `thread_start`, the checker finds the serial.
                 record.events.push(Event::Spawned {
                     child: name.clone(),
                     pid,
-                    serial: serial_of(&kernel, pid),
+                    serial: None,
                     by: Spawner::Foreign,
                 });
             }
@@ -873,13 +888,16 @@ impl<K: Kernel> Run<'_, K> {
                         record.pids.insert(n.clone(), pid);
                         record.tried.insert(n.clone());
                         if is_sim(&k) {
-                            record.serials.insert(n.clone(), serial_of(&k, pid));
+                            record.serials.insert(n.clone(), spawned_serial(&k, pid));
                         }
+                        // The serial is found by the checker, from the ledger's
+                        // pid and spawning thread: by now another thread may have
+                        // reaped the child and reused its pid.
                         record.events.push(Event::Spawned {
                             child: n.clone(),
                             pid,
-                            serial: serial_of(&k, pid),
-                            by: Spawner::Runner,
+                            serial: None,
+                            by: Spawner::Thread,
                         });
                     }
                     lock(&s).events.push(Event::Registered {

@@ -169,6 +169,21 @@ impl SimKernel {
         self.shared.lock().serial_of(pid)
     }
 
+    /// The serial of the latest child of `pid` that the calling thread spawned, even
+    /// if it was reaped since and the pid given to another child: what code that just
+    /// spawned a child (inside a library call that may have reaped it) needs to name
+    /// it. A pure query, not a scheduling point.
+    pub fn spawned_serial(&self, pid: Pid) -> Option<u64> {
+        let state = self.shared.lock();
+        let me = state.threads[&state.current].name.clone();
+        state
+            .ledger
+            .by_pid(pid)
+            .filter(|life| life.spawned_by == me)
+            .map(|life| life.serial)
+            .max()
+    }
+
     /// `kill(pid, signal)` for the child of serial `serial`, if it still holds its
     /// pid (running or a zombie), else `ESRCH`: the check and the kill are one kernel
     /// call, so no other thread can reap the child and reuse its pid in between.

@@ -262,6 +262,9 @@ pub enum WaitTarget {
     Pid(Pid),
     /// Any child (`P_ALL`).
     Any,
+    /// The child a pidfd refers to (`P_PIDFD`, Linux 5.4): `ECHILD` once that very
+    /// process was reaped, even if its pid names another child by then.
+    Pidfd(Fd),
 }
 
 /// Where one of a child's standard streams goes.

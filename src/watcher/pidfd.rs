@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::event_loop::{
     EventLoop, ExceptionContext, WeakLoop, get_running_loop, try_get_running_loop,
 };
-use crate::kernel::{Errno, Fd, Kernel, Pid, WaitMode, WaitStatus};
+use crate::kernel::{Errno, Fd, Kernel, Pid, WaitMode, WaitStatus, WaitTarget};
 use crate::sync::BlockingMutex;
 use crate::zoo::Mutant;
 
@@ -324,7 +324,21 @@ fn do_wait<K: Kernel>(kernel: &K, registration: Registration<K>, pid: Pid) {
         let _ = event_loop.remove_reader(fd);
     }
     let mut guard = fence.as_ref().map(ReapFence::lock);
+    // First ask about the pidfd's own process (`P_PIDFD`): if other code reaped it,
+    // its pid may name a newcomer by now, which `waitpid(pid)` would reap instead.
+    // A zombie holds its pid, so once the peek sees it, `waitpid(pid)` reaps it.
+    // A kernel without `P_PIDFD` (5.3) answers EINVAL: the pid alone then.
+    let gone = loop {
+        match kernel.wait_peek(WaitTarget::Pidfd(fd), WaitMode::NoHang) {
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => break true,
+            _ => break false,
+        }
+    };
     let mut outcome = loop {
+        if gone {
+            break Ok(None);
+        }
         match kernel.wait_pid(pid, WaitMode::NoHang) {
             Err(Errno::EINTR) => continue,
             Ok(WaitStatus::Terminated(_, status)) => break Ok(Some(returncode(status))),

@@ -402,6 +402,18 @@ impl Model {
                     Err(Errno::ECHILD)
                 }
             }
+            WaitTarget::Pidfd(fd) => match self.fds.get(&fd.0).map(|e| e.kind) {
+                Some(FdKind::PidFd { pid, seq }) => match self.procs.get(&pid) {
+                    Some(proc) if proc.seq == seq => Ok(match proc.state {
+                        ProcState::Zombie(status) => Some((pid, status)),
+                        ProcState::Running => None,
+                    }),
+                    // That process was reaped; its pid may be another's now.
+                    _ => Err(Errno::ECHILD),
+                },
+                Some(_) => Err(Errno::EINVAL),
+                None => Err(Errno::EBADF),
+            },
         };
         let result = match found {
             Err(e) => Err(e),
@@ -421,6 +433,7 @@ impl Model {
         let shown = match target {
             WaitTarget::Pid(pid) => pid.to_string(),
             WaitTarget::Any => "-1".to_string(),
+            WaitTarget::Pidfd(fd) => format!("pidfd {}", fd.0),
         };
         self.log(
             tid,

@@ -14,6 +14,10 @@ use crate::kernel::{
     WaitStatus, WaitTarget,
 };
 
+/// `waitid`'s id type for a pidfd (Linux's uapi `P_PIDFD`, since 5.4), which the
+/// libc crate does not name.
+const P_PIDFD: libc::idtype_t = 3;
+
 fn wait_flags(mode: WaitMode) -> libc::c_int {
     match mode {
         WaitMode::NoHang => libc::WNOHANG,
@@ -131,6 +135,7 @@ impl Processes for OsKernel {
             WaitTarget::Pid(pid) if pid.0 <= 0 => return Err(Errno::EINVAL),
             WaitTarget::Pid(pid) => (libc::P_PID, pid.0 as libc::id_t),
             WaitTarget::Any => (libc::P_ALL, 0),
+            WaitTarget::Pidfd(fd) => (P_PIDFD, fd.0 as libc::id_t),
         };
         // libc, not nix: nix's `waitid` fails with EINVAL for a child killed by a
         // realtime signal, which its `Signal` cannot name, where this reports the number.
