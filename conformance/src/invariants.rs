@@ -24,8 +24,9 @@
 //! A watcher that knows children by pid alone (all but Pidfd) cannot tell two
 //! children that held one pid apart once other code reaped the first, or once it was
 //! given the pid again after reaping it: it may wait on the newcomer and report its
-//! status (bpo-42110, T-8). `once`, `returncode` and `steal` are not judged for such a
-//! pid ([`Rules::keyed_by_pid`]); `signal` still is.
+//! status (bpo-42110, T-8), or remove the other's handler. `once`, `returncode`,
+//! `removed`, `latency` and `steal` are not judged for such a pid
+//! ([`Rules::keyed_by_pid`]); `signal`, `reported` and `zombie` still are.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -345,7 +346,7 @@ pub fn check(
             }
         }
         // removed
-        if !rules.remove_is_noop && child.by != Some(Spawner::Subprocess) {
+        if judged && !rules.remove_is_noop && child.by != Some(Spawner::Subprocess) {
             if let Some(&code) = child.after_removal.first() {
                 breach(
                     "removed",
@@ -389,7 +390,12 @@ pub fn check(
         // latency
         // A `subprocess` child's exit goes to `process.wait()`, which the runner sees
         // only when it awaits it: no time to judge.
-        if !blocks_loop && !reattached && !elsewhere && child.by != Some(Spawner::Subprocess) {
+        if judged
+            && !blocks_loop
+            && !reattached
+            && !elsewhere
+            && child.by != Some(Spawner::Subprocess)
+        {
             if let (Some(&Reported { at, .. }), Some(reaped)) =
                 (child.reports.first(), life.reaped_at)
             {
