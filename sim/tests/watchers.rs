@@ -1334,7 +1334,8 @@ impl Body for PidfdRemoveFromAnotherThread {
 /// Goal (K-2, loopwatch's departure from 3.12; W-2): registering a pending pid again
 /// replaces its handler, as Safe, Fast, MultiLoop and CPython 3.9–3.11's Pidfd do: the
 /// first callback is dropped unrun, the second runs once with the child's own
-/// returncode (no 255, no warning), and one pidfd serves both registrations.
+/// returncode (no 255, no warning), and the first pidfd is closed as the second
+/// registration opens its own: one stays open.
 struct PidfdSamePidTwiceReplaces;
 
 impl Body for PidfdSamePidTwiceReplaces {
@@ -1365,7 +1366,7 @@ impl Body for PidfdSamePidTwiceReplaces {
                             .add_child_handler(pid, reports.callback("second"))
                             .unwrap();
                         assert!(dropped.load(Ordering::SeqCst), "the first is dropped");
-                        assert_eq!(fd_count(&k2), before + 1, "one pidfd");
+                        assert_eq!(fd_count(&k2), before + 1, "the first pidfd is closed");
                         k2.kill(pid, Some(Signal::SIGKILL)).unwrap();
                     })
                     .unwrap();
@@ -1752,6 +1753,12 @@ fn pidfd_unavailable_reaches_the_caller(errno: Errno) -> impl Fn(&SimKernel) {
     }
 }
 
+/// `simulation`, where a freed pid goes to the next child at once.
+fn reusing_pids(mut simulation: Simulation) -> Simulation {
+    simulation.config_mut().pid_reuse = PidReuse::LastFreed;
+    simulation
+}
+
 /// A simulation where `pidfd_open` fails with ENOSYS (a kernel before 5.3), so a
 /// `Process` can only signal by pid, and where a freed pid goes to the next child at
 /// once.
@@ -1760,9 +1767,69 @@ fn without_pidfd_reusing_pids(seed: u64) -> Simulation {
         pidfd_enosys: true,
         ..FaultPlan::default()
     };
-    let mut simulation = Simulation::new(seed).faults(plan);
-    simulation.config_mut().pid_reuse = PidReuse::LastFreed;
-    simulation
+    reusing_pids(Simulation::new(seed).faults(plan))
+}
+
+/// Goal (K-2, loopwatch; `conformance/regressions/pidfd-reregistered-reused-pid.json`):
+/// a child registered with Pidfd is reaped by other code and its pid goes to a new
+/// child, which is registered while the first registration is still pending, from
+/// the same loop. The new registration watches the newcomer through a new pidfd: the
+/// first child's end is not reported for it (the old pidfd, readable since the first
+/// child died, would give 255 and a warning and leave the newcomer a zombie), the
+/// newcomer's callback gets its own returncode once, the newcomer is reaped, and no
+/// pidfd is left open.
+fn pidfd_reregistered_reused_pid_watches_the_newcomer(k: &SimKernel) {
+    let watcher = Kind::Pidfd.make(k);
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(dropped.clone());
+    let k2 = k.clone();
+    let capture = Capture::new();
+    capture.during(|| {
+        in_loop_thread(k, move |event_loop, loop_thread| {
+            let before = fd_count(&k2);
+            let reports = Reports::new(&event_loop);
+            let newcomer = event_loop
+                .run_until_complete(async {
+                    let first = sleeper(&k2);
+                    watcher
+                        .add_child_handler(
+                            first,
+                            Box::new(move |_, _| {
+                                let _keep = &flag;
+                                panic!("the first child's callback was called");
+                            }),
+                        )
+                        .unwrap();
+                    // Other code reaps the first child; its pid goes to the next child.
+                    k2.kill(first, Some(Signal::SIGKILL)).unwrap();
+                    assert_eq!(testing::reap(&k2, first), -9);
+                    let newcomer = sleeper(&k2);
+                    assert_eq!(newcomer, first, "the freed pid went to the newcomer");
+                    watcher
+                        .add_child_handler(newcomer, reports.callback("newcomer"))
+                        .unwrap();
+                    assert!(dropped.load(Ordering::SeqCst), "the first is dropped");
+                    assert_eq!(fd_count(&k2), before + 1, "one pidfd, the newcomer's");
+                    newcomer
+                })
+                .unwrap();
+            // A loop iteration while the newcomer runs: nothing is reported for it.
+            let stopper = event_loop.clone();
+            event_loop.call_soon(move || stopper.stop()).unwrap();
+            event_loop.run_forever().unwrap();
+            assert!(reports.seen.is_empty(), "{:?}", reports.seen);
+            assert!(k2.end_child(newcomer, ExitStatus::from_exit_code(3)));
+            let seen = reports.wait_for(1);
+            assert_eq!(
+                (seen[0].pid, seen[0].code, seen[0].thread),
+                (newcomer, 3, loop_thread)
+            );
+            assert_eq!(child_count(&k2), 0, "the newcomer is reaped, no zombie");
+            assert_eq!(fd_count(&k2), before, "no pidfd is left open");
+            assert!(!watcher.remove_child_handler(newcomer), "reported, so gone");
+        });
+    });
+    assert!(capture.warnings().is_empty(), "{:?}", capture.warnings());
 }
 
 /// Goal (reliability finding 3): without pidfds, a child reaped by the watcher's own
@@ -2016,6 +2083,13 @@ fn main() -> ExitCode {
                 ..FaultPlan::default()
             })
         })
+        .check_leaks(),
+        Test::sim(
+            "pidfd_reregistered_reused_pid_watches_the_newcomer",
+            pidfd_reregistered_reused_pid_watches_the_newcomer,
+        )
+        .seeds(SEEDS)
+        .simulation(|seed| reusing_pids(Simulation::new(seed)))
         .check_leaks(),
         Test::sim("finding_03_threaded_reused_pid_not_signalled", |k| {
             reused_pid_not_signalled(k, Kind::Threaded.make(k));

@@ -36,6 +36,17 @@ use crate::zoo::Mutant;
 /// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
 ///   loop's handler in its place (and detaching puts `SIG_IGN` back).
 ///
+/// # What the bug hunt checks
+///
+/// As `conformance/src/invariants.rs` judges every simulated run: a child registered in
+/// its spawn's fork window (F-3, F-4) is reported once, with its true returncode,
+/// and never once its handler is removed (F-6); one that other code reaped is never
+/// reported, not even as 255 (F-7). It may steal: reaping children it was not given is
+/// no breach (F-5). A report is owed only with a loop attached when the run ends and
+/// the watcher not closed (F-6); a child owed one is not left a zombie. It knows
+/// children by pid alone, so whom it reports for a pid two children held is not judged
+/// (bpo-42110).
+///
 /// # Example
 ///
 /// In the main thread (a doc test runs there), spawning and registering inside one

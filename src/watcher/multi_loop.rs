@@ -53,6 +53,17 @@ use crate::zoo::Mutant;
 ///   watcher's handler in its place (and `close`, when no other owner is left, puts
 ///   `SIG_IGN` back).
 ///
+/// # What the bug hunt checks
+///
+/// As `conformance/src/invariants.rs` judges every simulated run: a registered child is
+/// reported once, with its true returncode, or 255 and R-2's warning when other
+/// code reaped it; no child it was not given is reaped (M-6), and a removed handler
+/// never fires (W-2). No attached loop is needed: a report is owed while the
+/// registering loop (M-4) is open and the watcher not closed (M-7); a child owed one is
+/// not left a zombie. It knows children by pid alone, so whom it reaps and reports for
+/// a pid two children held (one reaped by other code, or registered twice) is not
+/// judged (bpo-42110).
+///
 /// # Example
 ///
 /// Installed from the main thread (a doc test runs there), serving a worker thread's

@@ -46,13 +46,13 @@ use crate::zoo::Mutant;
 ///   thread while the loop runs, the callback is dropped at once and the loop's thread
 ///   removes the reader and closes the pidfd at its next iteration (a running loop's
 ///   readers are its thread's to change).
-/// - Registering a pid again while it is pending replaces the callback (and reap
-///   fence), the pidfd and the reader: the old registration is removed as above and
-///   the pid watched through a new pidfd, opened for the process that holds the pid
-///   now. Either way one callback fires, once. (CPython 3.9–3.11 keeps the old pidfd
-///   from the same loop; when other code has reaped the first process and its pid
-///   went to a new child, that pidfd reports the first process's end for the
-///   newcomer, 255, and the newcomer is never reaped.)
+/// - Registering a pid again while it is pending, from the same loop or another
+///   thread's, replaces the callback (and reap fence), the pidfd and the reader: the
+///   old registration is removed as above and the pid watched through a new pidfd,
+///   opened for the process that holds the pid now. One callback fires, once.
+///   (CPython 3.9–3.11 keeps the old pidfd from the same loop; when other code has
+///   reaped the first process and its pid went to a new child, that pidfd reports the
+///   first process's end for the newcomer, 255, and the newcomer is never reaped.)
 /// - `attach_loop` and `close` do nothing and `is_active` is always true (K-2): each
 ///   registration belongs to its loop, and survives `close` (and the watcher itself)
 ///   until it has reported or is removed.
@@ -87,6 +87,17 @@ use crate::zoo::Mutant;
 ///   `waitpid(pid, WNOHANG)`; if it says the pid is still running, that pid is no
 ///   longer the process the pidfd names (someone reaped it and the pid was reused), so
 ///   the status is lost as with `ECHILD`: 255 and the warning, never a blocked loop.
+///
+/// # What the bug hunt checks
+///
+/// As `conformance/src/invariants.rs` judges every simulated run: a registered child is
+/// reported once, with its true returncode, or 255 and R-2's warning when other
+/// code reaped it; only registered pids are waited for (K-4), and a removed handler
+/// never fires (K-2). No attached loop is needed (K-2): a report is owed while the
+/// registering loop is open and the watcher not closed (`close` is a no-op); a child
+/// owed one is not left a zombie. A pidfd names one process, so all this is judged even
+/// for a pid two children held: a newcomer registered again after other code reaped the
+/// pid's first holder gets its own returncode and is reaped.
 ///
 /// # Example
 ///
@@ -448,8 +459,8 @@ impl<K: Kernel> ChildWatcher<K> for PidfdChildWatcher<K> {
 
     /// Opens a pidfd for `pid` and adds it as a reader to the loop running in the
     /// calling thread; `callback(pid, returncode)` runs there once the child exits.
-    /// A pid already pending is given the new callback instead (see the type's
-    /// documentation).
+    /// A pid already pending gets a new pidfd and reader, and its old registration is
+    /// removed (see the type's documentation).
     ///
     /// # Errors
     ///

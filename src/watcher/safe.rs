@@ -32,6 +32,16 @@ use crate::zoo::Mutant;
 /// - SIGCHLD set to `SIG_IGN` before attaching does not matter: attaching installs the
 ///   loop's handler in its place (and detaching puts `SIG_IGN` back).
 ///
+/// # What the bug hunt checks
+///
+/// As `conformance/src/invariants.rs` judges every simulated run: a registered child is
+/// reported once, with its true returncode, or 255 and R-2's warning when other
+/// code reaped it; no child it was not given is reaped (S-6), and a removed handler
+/// never fires (S-7). A report is owed only with a loop attached when the run ends
+/// (S-2, S-3) and the watcher not closed (S-8); a child owed one is not left a zombie.
+/// It knows children by pid alone, so whom it reaps and reports for a pid two children
+/// held (one reaped by other code, or registered twice) is not judged (bpo-42110).
+///
 /// # Example
 ///
 /// In the main thread (a doc test runs there):

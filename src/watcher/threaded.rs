@@ -95,6 +95,16 @@ use crate::zoo::Mutant;
 /// [`DIAGNOSTICS`](super::DIAGNOSTICS) that the pid will be reported as 255 and why
 /// (see the [module documentation](super#sigchld-set-to-sig_ign)).
 ///
+/// # What the bug hunt checks
+///
+/// As `conformance/src/invariants.rs` judges every simulated run: each registration is
+/// reported once, with the child's true returncode, or 255 and R-2's warning when
+/// other code, or the pid's other waiter (T-5), reaped it; no child it was not given is
+/// reaped, and a callback after a remove is no breach (T-6). No attached loop is needed
+/// (T-2): a report is owed while the registering loop is open (T-4) and the watcher not
+/// closed; a child owed one is not left a zombie. It knows children by pid alone, so
+/// whom it reaps and reports for a pid two children held is not judged (T-8).
+///
 /// # Example
 ///
 /// From any thread's loop, with nothing to attach:
