@@ -5,7 +5,7 @@
 //! every signal sent to its pid); the events say what the runner asked of the watcher
 //! (registrations, removals, closes) and what the watcher reported. The rules below
 //! hold for every built-in watcher, with the exceptions each watcher documents (see
-//! [`Rules`], and the "Invariants" section of each watcher's documentation):
+//! [`Rules`], and the "What the bug hunt checks" section of each watcher's documentation):
 //!
 //! | rule | what must hold |
 //! |---|---|
@@ -26,7 +26,8 @@
 //! given the pid again after reaping it: it may wait on the newcomer and report its
 //! status (bpo-42110, T-8), or remove the other's handler. `once`, `returncode`,
 //! `removed`, `latency` and `steal` are not judged for such a pid
-//! ([`Rules::keyed_by_pid`]); `signal`, `reported` and `zombie` still are.
+//! ([`Rules::keyed_by_pid`]), nor is `reported` (the report may wait for the
+//! newcomer's end); `signal` and `zombie` still are.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -377,7 +378,7 @@ pub fn check(
                 "registered, and left a zombie once the run was over".to_string(),
             );
         }
-        if owed && child.reports.is_empty() {
+        if owed && judged && child.reports.is_empty() {
             breach(
                 "reported",
                 Some(name),
