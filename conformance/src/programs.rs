@@ -647,6 +647,8 @@ mod tests {
         }
         let every_op = [
             "start",
+            "start_panicking",
+            "fork_holder",
             "spawn",
             "register",
             "remove",
@@ -734,8 +736,8 @@ mod tests {
         }
     }
 
-    /// The synthetic failure: a `remove` after a `subprocess`.
-    fn remove_after_subprocess(program: &Program) -> bool {
+    /// The synthetic failure: a `kill` after a `subprocess`.
+    fn kill_after_subprocess(program: &Program) -> bool {
         let first = program
             .steps
             .iter()
@@ -743,19 +745,19 @@ mod tests {
         first.is_some_and(|i| {
             program.steps[i..]
                 .iter()
-                .any(|s| matches!(s, Step::Remove { .. }))
+                .any(|s| matches!(s, Step::Kill { .. }))
         })
     }
 
     #[test]
     fn shrinking_finds_the_minimal_program_and_keeps_it_valid() {
-        // Goal: for the first five cases with a `remove` after a `subprocess`, the
+        // Goal: for the first five cases with a `kill` after a `subprocess`, the
         // shrink ends at those two steps, no faults and no `ignore_sigchld`; every
         // candidate it judged was a valid scenario; it stops at `max_calls`.
         let watcher = WatcherName::Threaded;
         let failing = (0..)
             .map(|case| sample(watcher, MAX_STEPS, case))
-            .filter(|(program, _)| remove_after_subprocess(program) && program.len() > 2)
+            .filter(|(program, _)| kill_after_subprocess(program) && program.len() > 2)
             .take(5);
         for (program, tree) in failing {
             let mut calls = 0;
@@ -764,25 +766,25 @@ mod tests {
                 |candidate| {
                     calls += 1;
                     reparsed(candidate, watcher);
-                    remove_after_subprocess(candidate)
+                    kill_after_subprocess(candidate)
                 },
                 10_000,
             );
             assert_eq!(counted, calls);
-            assert!(remove_after_subprocess(&small), "{small:?}");
+            assert!(kill_after_subprocess(&small), "{small:?}");
             let ops: Vec<String> = small.steps.iter().map(op).collect();
-            assert_eq!(ops, ["subprocess", "remove"], "from {program:?}");
+            assert_eq!(ops, ["subprocess", "kill"], "from {program:?}");
             assert_eq!(small.faults, []);
             assert_eq!(small.seed, program.seed);
             reparsed(&small, watcher);
         }
         let (program, tree) = (0..)
             .map(|case| sample(watcher, MAX_STEPS, case))
-            .find(|(program, _)| remove_after_subprocess(program) && program.len() > 4)
+            .find(|(program, _)| kill_after_subprocess(program) && program.len() > 4)
             .unwrap();
-        let (small, calls) = shrink(tree, remove_after_subprocess, 3);
+        let (small, calls) = shrink(tree, kill_after_subprocess, 3);
         assert_eq!(calls, 3);
-        assert!(remove_after_subprocess(&small));
+        assert!(kill_after_subprocess(&small));
         assert!(small.len() <= program.len());
     }
 }

@@ -13,15 +13,56 @@ use loopwatch_conformance::{Error, invariants};
 
 use crate::{Outcome, ui};
 
-/// Faults given on the command line.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Faults(pub(crate) Vec<Fault>);
+/// One value of `--faults`: a fault, or `all`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FaultArg {
+    /// Every fault.
+    All,
+    /// One fault.
+    One(Fault),
+}
 
-/// `--faults`: a comma-separated list of faults, or `all`.
-pub(crate) fn faults(text: &str) -> Result<Faults, String> {
-    Fault::parse_list(text)
-        .map(Faults)
-        .map_err(|e| e.to_string())
+/// Every value `--faults` takes, `all` first.
+const FAULT_ARGS: [FaultArg; 12] = [
+    FaultArg::All,
+    FaultArg::One(Fault::Eintr),
+    FaultArg::One(Fault::Spurious),
+    FaultArg::One(Fault::OtherThread),
+    FaultArg::One(Fault::Lag),
+    FaultArg::One(Fault::PidfdEnosys),
+    FaultArg::One(Fault::PidfdEperm),
+    FaultArg::One(Fault::FdLimit),
+    FaultArg::One(Fault::SpawnEagain),
+    FaultArg::One(Fault::ExitEarly),
+    FaultArg::One(Fault::ForeignReap),
+    FaultArg::One(Fault::PidReuse),
+];
+
+impl clap::ValueEnum for FaultArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        &FAULT_ARGS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            FaultArg::All => Some(clap::builder::PossibleValue::new("all").help("every fault")),
+            FaultArg::One(fault) => clap::ValueEnum::to_possible_value(fault),
+        }
+    }
+}
+
+/// The faults `args` name, each once, in [`Fault::ALL`]'s order.
+pub(crate) fn faults(args: &[FaultArg]) -> Vec<Fault> {
+    let mut faults: Vec<Fault> = args
+        .iter()
+        .flat_map(|arg| match arg {
+            FaultArg::All => Fault::ALL.to_vec(),
+            FaultArg::One(fault) => vec![*fault],
+        })
+        .collect();
+    faults.sort();
+    faults.dedup();
+    faults
 }
 
 /// `--mutant`: a mutant of the zoo, by name.

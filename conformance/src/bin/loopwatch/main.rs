@@ -135,8 +135,8 @@ faults and seed.")]
         #[arg(long, default_value = "0/1", value_name = "i/n")]
         shard: Shard,
         /// Faults to switch on (comma-separated), or `all`.
-        #[arg(long, value_parser = hunting::faults, value_name = "FAULTS")]
-        faults: Option<hunting::Faults>,
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "FAULTS")]
+        faults: Vec<hunting::FaultArg>,
         /// Generated programs to run after the scenarios (0..N, sharded as the seeds).
         #[arg(long, default_value = "0", value_parser = count, allow_negative_numbers = true)]
         programs: u64,
@@ -163,8 +163,8 @@ faults and seed.")]
         #[arg(long, value_parser = seed, allow_negative_numbers = true)]
         seed: u64,
         /// Faults, as given to explore.
-        #[arg(long, value_parser = hunting::faults, value_name = "FAULTS")]
-        faults: Option<hunting::Faults>,
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "FAULTS")]
+        faults: Vec<hunting::FaultArg>,
         /// A mutant of the zoo to switch on.
         #[arg(long, value_parser = hunting::mutant, value_name = "MUTANT")]
         mutant: Option<Mutant>,
@@ -485,7 +485,7 @@ fn execute(command: Command) -> Result<Outcome, Error> {
             watcher,
             seeds,
             shard,
-            faults: faults.unwrap_or_default().0,
+            faults: hunting::faults(&faults),
             programs,
             mutant,
             scenarios,
@@ -497,13 +497,7 @@ fn execute(command: Command) -> Result<Outcome, Error> {
             seed,
             faults,
             mutant,
-        } => hunting::replay(
-            &scenario,
-            watcher,
-            seed,
-            &faults.unwrap_or_default().0,
-            mutant,
-        ),
+        } => hunting::replay(&scenario, watcher, seed, &hunting::faults(&faults), mutant),
         Command::Hunt {
             watcher,
             case,
