@@ -166,10 +166,17 @@ fn main() -> ExitCode {
         ));
     }
     for mutant in Mutant::ALL {
-        tests.push(Test::new(
-            format!("mutant {mutant} is caught"),
-            caught(mutant),
-        ));
+        let test = Test::new(format!("mutant {mutant} is caught"), caught(mutant));
+        tests.push(match mutant {
+            // Its waiter reaps a stranger that got the pid of a child other code
+            // reaped: through the ledger, the same as Threaded's documented race
+            // (bpo-42110, T-8), which the checker does not judge. `mutants_watchers`
+            // shows it misbehave.
+            Mutant::WaiterReusedPid => test.ignore(
+                "indistinguishable from Threaded's documented pid-reuse race (T-8), which the invariants exempt",
+            ),
+            _ => test,
+        });
     }
     loopwatch_sim::testing::main(tests)
 }

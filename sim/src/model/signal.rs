@@ -244,6 +244,14 @@ impl Model {
     /// closed and the number reused), so the byte goes to a stranger.
     fn check_stale_write(&mut self, signal: i32, target: FdRef, rule: &'static str) {
         let Some(now) = self.fds.get(&target.fd.0).copied() else {
+            // Linux's write fails with EBADF and the signal's byte is lost: whoever
+            // closed the fd left it set.
+            self.mark("closed_wakeup_write");
+            let detail = format!(
+                "signal {signal}'s byte written to {}, which is closed (EBADF: the wake-up is lost)",
+                target.fd
+            );
+            self.violation("kernel.closed-wakeup-write", detail);
             return;
         };
         if now.generation != target.generation {
