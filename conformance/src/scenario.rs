@@ -437,7 +437,16 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// Reads and parses a scenario file.
+    /// The scenario inside a regression file of the hunt (`regressions/*.json`: the
+    /// scenario with its watcher, seed and faults), if `text` is one.
+    fn of_regression(text: &str) -> Option<Scenario> {
+        let value: serde_json::Value = serde_json::from_str(text).ok()?;
+        value.get("watcher")?;
+        Scenario::parse(&value.get("scenario")?.to_string()).ok()
+    }
+
+    /// Reads and parses a scenario file (or the scenario of a hunt's regression
+    /// file).
     ///
     /// # Errors
     ///
@@ -447,7 +456,9 @@ impl Scenario {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut scenario = Scenario::parse(&text).map_err(|e| e.at(path.display().to_string()))?;
+        let mut scenario = Scenario::parse(&text)
+            .or_else(|error| Scenario::of_regression(&text).ok_or(error))
+            .map_err(|e| e.at(path.display().to_string()))?;
         scenario.origin = Origin::File(path.to_path_buf());
         Ok(scenario)
     }

@@ -4,11 +4,10 @@
 //! failing generated program shrinks to at most 12 operations.
 //!
 //! Larger budgets: `LOOPWATCH_HUNT_SEEDS` (explore seeds per scenario, default 2),
-//! `LOOPWATCH_HUNT_PROGRAMS` (generated programs per watcher, default 150),
-//! `LOOPWATCH_HUNT_RUNS` (runs per technique and mutant, default 400). On the
-//! main-thread harness: the real-OS reference runs need the process's main thread.
+//! `LOOPWATCH_HUNT_PROGRAMS` (generated programs per watcher, default 500),
+//! `LOOPWATCH_HUNT_RUNS` (generated programs per mutant, default 4,000). On the
+//! main-thread harness, as the other suites of this crate.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -50,6 +49,13 @@ fn survives(watcher: WatcherName) -> impl Fn() -> Result<(), String> {
     move || {
         let scenarios = scenario::builtin().map_err(|e| e.to_string())?;
         let faults = Fault::ALL;
+        // With faults that may change traces, the reference only says how a trace
+        // changed: the simulator's own seed-0 trace stands in for the real OS's.
+        let mut references = explore::References::new();
+        for scenario in scenarios.iter().filter(|s| s.watchers.contains(&watcher)) {
+            let (trace, _) = explore::run_seed(scenario, watcher, 0, &[]);
+            references.insert(scenario.name.clone(), trace.unwrap_or_default());
+        }
         let sweep = Sweep {
             scenarios: &scenarios,
             watcher,
@@ -57,11 +63,11 @@ fn survives(watcher: WatcherName) -> impl Fn() -> Result<(), String> {
             shard: Shard::ALL,
             faults: &faults,
             jobs: Options::default().jobs,
-            programs: env("LOOPWATCH_HUNT_PROGRAMS", 150),
+            programs: env("LOOPWATCH_HUNT_PROGRAMS", 500),
             mutant: None,
         };
         let mut failures = Vec::new();
-        let summary = explore::explore(&sweep, |verdict| {
+        let summary = explore::explore_against(&sweep, &references, |verdict| {
             if !verdict.ok && failures.len() < 5 {
                 failures.push(format!(
                     "{} seed {}: {:?} {}\n  replay: {}",
@@ -92,52 +98,44 @@ fn survives(watcher: WatcherName) -> impl Fn() -> Result<(), String> {
     }
 }
 
-/// Goal: some technique catches `mutant` within the bounded budget, and a generated
-/// program that catches it shrinks to at most [`SHRUNK_MAX`] operations.
+/// Goal: generated programs catch `mutant` within the bounded budget (the technique
+/// that catches every mutant; `cargo loopwatch zoo` races all three), and the failing
+/// program shrinks to at most [`SHRUNK_MAX`] operations.
 fn caught(mutant: Mutant) -> impl Fn() -> Result<(), String> {
     move || {
         let watcher = zoo::mutant_watcher(mutant);
-        let scenarios = scenario::builtin().map_err(|e| e.to_string())?;
-        let references: BTreeMap<_, _> = [(
-            watcher,
-            explore::os_references(&scenarios, watcher).map_err(|e| e.to_string())?,
-        )]
-        .into();
         let budget = Budget {
-            runs: env("LOOPWATCH_HUNT_RUNS", 400),
-            time: Duration::from_secs(120),
+            runs: env("LOOPWATCH_HUNT_RUNS", 4000),
+            time: Duration::from_secs(300),
         };
-        let row = zoo::hunt_mutant(
-            mutant,
-            &Technique::ALL,
-            &references,
+        let hunted = zoo::hunt_with_technique(
+            Technique::Proptest,
+            watcher,
+            Some(mutant),
+            &explore::References::new(),
             budget,
             Options::default().jobs,
         );
-        let Some(first) = row.first() else {
+        let Some(failure) = &hunted.failure else {
             return Err(format!(
-                "{mutant} ({}) escaped: {}",
+                "{mutant} ({}) escaped {} generated programs",
                 mutant.origin(),
-                row.hunted
-                    .iter()
-                    .map(|h| format!("{} {} runs", h.technique.name(), h.runs))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                hunted.runs
             ));
         };
         eprintln!(
-            "{mutant}: caught by {} after {} runs",
-            first.technique.name(),
-            first.runs
+            "{mutant}: caught after {} programs ({}); shrunk {:?}",
+            hunted.runs,
+            failure.signature().unwrap_or_default(),
+            hunted.shrunk
         );
-        if let Some((from, to)) = row.hunted.iter().find_map(|h| h.shrunk) {
-            if to > SHRUNK_MAX {
-                return Err(format!(
-                    "{mutant}: a program of {from} operations shrank only to {to}"
-                ));
-            }
+        match hunted.shrunk {
+            Some((_, to)) if to <= SHRUNK_MAX => Ok(()),
+            Some((from, to)) => Err(format!(
+                "{mutant}: a program of {from} operations shrank only to {to}"
+            )),
+            None => Err(format!("{mutant}: the failing program was not shrunk")),
         }
-        Ok(())
     }
 }
 
