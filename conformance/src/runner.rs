@@ -384,14 +384,18 @@ impl<K: Kernel> Run<'_, K> {
         self.note(format!("error {op} {child} {}", python_class(error)));
     }
 
+    /// The child's pid, learnt here or on another thread.
+    fn known_pid(&self, child: &str) -> Option<Pid> {
+        self.pids
+            .get(child)
+            .copied()
+            .or_else(|| lock(&self.shared).pids.get(child).copied())
+    }
+
     /// The child's pid (learnt here or on another thread), or
     /// `error <op> <child> NoChild` when it has none.
     fn pid(&self, op: &str, child: &str) -> Option<Pid> {
-        let pid = self
-            .pids
-            .get(child)
-            .copied()
-            .or_else(|| lock(&self.shared).pids.get(child).copied());
+        let pid = self.known_pid(child);
         if pid.is_none() {
             self.note(format!("error {op} {child} NoChild"));
         }
@@ -961,12 +965,7 @@ impl<K: Kernel> Run<'_, K> {
                     waited += 2;
                 }
             }
-            let Some(pid) = self
-                .pids
-                .get(&name)
-                .copied()
-                .or_else(|| lock(&self.shared).pids.get(&name).copied())
-            else {
+            let Some(pid) = self.known_pid(&name) else {
                 continue;
             };
             let state = self.state(&name, pid);
@@ -1025,12 +1024,7 @@ impl<K: Kernel> Run<'_, K> {
             if self.reaped.contains(&name) {
                 continue;
             }
-            let Some(pid) = self
-                .pids
-                .get(&name)
-                .copied()
-                .or_else(|| lock(&self.shared).pids.get(&name).copied())
-            else {
+            let Some(pid) = self.known_pid(&name) else {
                 continue;
             };
             if self.state(&name, pid) == ChildState::Zombie {
