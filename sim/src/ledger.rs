@@ -41,7 +41,10 @@ pub struct Ledger {
     /// consistency; the first ends the run with
     /// [`Outcome::ModelViolation`](crate::Outcome::ModelViolation)) and `kernel.*`
     /// rules (what the code under test did that the kernel can see is wrong; the run
-    /// goes on).
+    /// goes on): `kernel.stale-wakeup-write` and `kernel.notify-stale-write` (a
+    /// signal's byte written into the file that now holds a closed fd's number),
+    /// `kernel.closed-wakeup-write` (a signal's byte written to a wakeup or Notify fd
+    /// that is closed: the wake-up is lost), `kernel.monitor-held-at-exit`.
     pub violations: Vec<Violation>,
 }
 

@@ -257,7 +257,7 @@ fn a_stale_wakeup_write_is_recorded_and_lands_in_the_new_file() {
     // Goal: a wakeup fd closed and its number reused by a new pipe: the signal's byte
     // goes to the new pipe (as CPython writes to the number), and the ledger records
     // kernel.stale-wakeup-write; while the fd was merely closed, nothing is written
-    // and nothing recorded.
+    // and the ledger records kernel.closed-wakeup-write (the wake-up is lost).
     let report = Simulation::new(11).run(|k| {
         let (read, write) = k.pipe().unwrap();
         k.set_wakeup_fd(Some(write)).unwrap();
@@ -279,9 +279,13 @@ fn a_stale_wakeup_write_is_recorded_and_lands_in_the_new_file() {
     });
     report.assert_completed("stale_wakeup_write");
     let rules: Vec<&str> = report.ledger.violations.iter().map(|v| v.rule).collect();
-    assert_eq!(rules, ["kernel.stale-wakeup-write"]);
+    assert_eq!(
+        rules,
+        ["kernel.closed-wakeup-write", "kernel.stale-wakeup-write"]
+    );
+    assert_eq!(report.mark("closed_wakeup_write"), 1);
     assert_eq!(report.mark("stale_wakeup_write"), 1);
-    let step = report.ledger.violations[0].step;
+    let step = report.ledger.violations[1].step;
     assert!(step > 0 && step < report.steps);
 }
 
