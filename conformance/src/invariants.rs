@@ -158,7 +158,6 @@ struct Child {
     with_spawn: bool,
     /// Reports, in order.
     reports: Vec<Reported>,
-    reaped_by_runner: bool,
     thread_loop_closed: bool,
     /// Left a zombie at the teardown.
     zombie: bool,
@@ -668,13 +667,9 @@ fn replay(events: &[Event], ledger: &Ledger) -> (BTreeMap<String, Child>, Watche
                     .or_default()
                     .thread_loop_closed = true;
             }
-            Event::Signalled { .. } => {}
+            // Read where they matter: by serial and pid in `check`.
+            Event::Signalled { .. } | Event::ReapedByRunner { .. } => {}
             Event::Zombie { child, .. } => children.entry(child.clone()).or_default().zombie = true,
-            Event::ReapedByRunner { child, .. } => {
-                if let Some(child) = child {
-                    children.entry(child.clone()).or_default().reaped_by_runner = true;
-                }
-            }
         }
     }
     (children, state)
