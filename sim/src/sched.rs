@@ -22,8 +22,10 @@ pub enum Strategy {
     },
 }
 
-/// The scheduler's state for one run.
+/// The scheduler's state for one run. Under `--cfg loom`, loom schedules instead and
+/// the strategy is not used.
 #[derive(Debug)]
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) struct Scheduler {
     strategy: Strategy,
     priorities: BTreeMap<Tid, u64>,
@@ -32,6 +34,7 @@ pub(crate) struct Scheduler {
     last: Option<Tid>,
 }
 
+#[cfg_attr(loom, allow(dead_code))]
 impl Scheduler {
     pub(crate) fn new(strategy: Strategy, rng: &mut Rng) -> Scheduler {
         let mut change_points = Vec::new();
