@@ -45,6 +45,7 @@ mod error;
 pub mod explore;
 pub mod hunt;
 pub mod invariants;
+pub mod loom_models;
 pub mod matrix;
 mod parallel;
 pub mod policy_suite;

@@ -7,6 +7,7 @@ use loopwatch::kernel::Clock as _;
 use loopwatch::zoo::Mutant;
 use loopwatch_conformance::explore::{self, Fault, Run, SeedOutcome, Shard, Sweep};
 use loopwatch_conformance::hunt::{self, Regression};
+use loopwatch_conformance::loom_models;
 use loopwatch_conformance::scenario::{self, WatcherName};
 use loopwatch_conformance::zoo::{self, Budget, Technique, ZooRow};
 use loopwatch_conformance::{Error, invariants};
@@ -304,6 +305,7 @@ pub(crate) fn zoo(args: ZooArgs) -> Result<Outcome, Error> {
         let row = zoo::hunt_mutant(mutant, &Technique::ALL, &references, args.budget, args.jobs);
         ok &= row.first().is_some();
         print_row(&row);
+        print_loom(mutant);
         if let Some(dir) = &args.regressions {
             for hunted in &row.hunted {
                 if let Some(regression) = &hunted.regression {
@@ -322,6 +324,25 @@ pub(crate) fn zoo(args: ZooArgs) -> Result<Outcome, Error> {
         }
     }
     Ok(Outcome::from_ok(ok))
+}
+
+/// The loom technique: loom explores whole interleavings only in a `--cfg loom` build,
+/// so the zoo names the model that catches the mutant (the `loom` test binary checks
+/// that it does) and the command that runs it.
+fn print_loom(mutant: Mutant) {
+    match loom_models::catching(mutant) {
+        Some(model) => {
+            println!(
+                "    {:<10} caught by model {} ({}, preemption bound {})",
+                "loom",
+                model.name,
+                model.watcher.as_str(),
+                model.preemptions
+            );
+            println!("      run: {}", model.command());
+        }
+        None => println!("    {:<10} no model reaches it", "loom"),
+    }
 }
 
 fn print_row(row: &ZooRow) {
