@@ -9,8 +9,8 @@
 //! - [`Target::ScenarioText`]: any text given to [`Scenario::parse`] is a scenario or
 //!   bad input, never a panic, and a scenario survives its JSON (the form regression
 //!   files and the CPython runner take) unchanged; so does a hunt's [`Regression`].
-//! - [`Target::SimProgram`]: the bytes pick a watcher and draw a generated program
-//!   ([`crate::programs`]), which [`hunt::run_program`] runs on the simulator under the
+//! - [`Target::SimProgram`]: the bytes pick a watcher, a generated program of the hunt
+//!   ([`crate::programs`]) and steps of its shrinking ([`program_of`]), which [`hunt::run_program`] runs on the simulator under the
 //!   invariant checker: it must complete and break no invariant.
 //! - [`Target::WaitStatus`]: a raw wait status decoded by [`ExitStatus`] as libc's
 //!   `W*` macros decode it, and the statuses the kernel seam builds from `waitid`'s
@@ -34,7 +34,8 @@ use crate::scenario::{Scenario, WatcherName};
 pub enum Target {
     /// Bytes, as text (lossy UTF-8), parsed as a scenario and as a regression file.
     ScenarioText,
-    /// A watcher and a generated program, run on the simulator.
+    /// A watcher, a hunt case and shrinking steps ([`program_of`]): a program run on
+    /// the simulator.
     SimProgram,
     /// A raw wait status (the first four bytes, little-endian, zero-padded).
     WaitStatus,
