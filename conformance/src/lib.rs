@@ -23,6 +23,8 @@
 //!   their shrinking.
 //! - [`hunt`]: generated programs shrunk to small reproducers, written out and
 //!   replayed as regressions.
+//! - [`fuzzing`]: the bodies of the fuzz targets of `fuzz/` (cargo-fuzz), which
+//!   `cargo test` also runs on their corpus and crash regressions.
 //! - [`Error`]: bad input or a harness failure; a divergence is a result, not an
 //!   error.
 //!
@@ -43,6 +45,7 @@
 pub mod cpython;
 mod error;
 pub mod explore;
+pub mod fuzzing;
 pub mod hunt;
 pub mod invariants;
 pub mod loom_models;
