@@ -65,10 +65,21 @@ impl LoomModel {
 
     /// The command that runs this model alone.
     pub fn command(&self) -> String {
+        self.command_for(self.name)
+    }
+
+    /// The command that runs this model alone with its mutant on (its test in the
+    /// `loom` binary's `zoo` module), if it names one.
+    pub fn zoo_command(&self) -> Option<String> {
+        self.catches
+            .map(|_| self.command_for(&format!("zoo::{}", self.name)))
+    }
+
+    fn command_for(&self, test: &str) -> String {
         format!(
             "RUSTFLAGS=\"--cfg loom\" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS={} \
-             cargo test -p loopwatch-conformance --release --test loom -- --exact {}",
-            self.preemptions, self.name
+             cargo test -p loopwatch-conformance --release --test loom -- --exact {test}",
+            self.preemptions
         )
     }
 }
@@ -221,4 +232,54 @@ pub const MODELS: &[LoomModel] = &[
         catches: Some(Mutant::PanicEndsPass),
         preemptions: 2,
     },
+    LoomModel {
+        name: "fast_registration_from_another_thread",
+        goal: "Fast: a pass in the main loop while another thread's fork window is open",
+        watcher: WatcherName::Fast,
+        faults: &[],
+        scenario: own!("register-from-another-thread"),
+        catches: Some(Mutant::FastLostEarlyExit),
+        preemptions: 2,
+    },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: the table is consistent without a loom build: each model's scenario parses
+    // and names its watcher, names are unique, and no mutant is claimed twice (the zoo
+    // names one model per mutant).
+    #[test]
+    fn every_model_is_well_formed() {
+        for (i, model) in MODELS.iter().enumerate() {
+            let scenario = model
+                .scenario()
+                .unwrap_or_else(|e| panic!("loom model {}: {e}", model.name));
+            assert!(
+                scenario.watchers.contains(&model.watcher),
+                "loom model {}: scenario {} does not run on {}",
+                model.name,
+                scenario.name,
+                model.watcher.as_str()
+            );
+            assert!((1..=3).contains(&model.preemptions), "{}", model.name);
+            for other in &MODELS[i + 1..] {
+                assert_ne!(model.name, other.name, "two loom models share a name");
+                if model.catches.is_some() {
+                    assert_ne!(
+                        model.catches, other.catches,
+                        "{} and {}",
+                        model.name, other.name
+                    );
+                }
+            }
+            assert_eq!(
+                model.zoo_command().is_some(),
+                model.catches.is_some(),
+                "{}",
+                model.name
+            );
+        }
+    }
+}

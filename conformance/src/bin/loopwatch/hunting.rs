@@ -339,7 +339,9 @@ fn print_loom(mutant: Mutant) {
                 model.watcher.as_str(),
                 model.preemptions
             );
-            println!("      run: {}", model.command());
+            if let Some(command) = model.zoo_command() {
+                println!("      run: {command}");
+            }
         }
         None => println!("    {:<10} no model reaches it", "loom"),
     }
