@@ -32,6 +32,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 loopwatch_sim::bodies!(
     threads_have_names_identities_and_report_panics,
     blocking_mutex_excludes_waits_and_times_out,
+    blocking_mutex_wakes_every_waiter_among_lockers,
     clock_is_monotonic_and_sleep_lasts,
 );
 
@@ -185,6 +186,78 @@ impl Body for blocking_mutex_excludes_waits_and_times_out {
         };
         assert!(k.join_thread(handle).is_err());
         assert_eq!(*value.lock(), 7);
+    }
+}
+
+/// What the threads of [`blocking_mutex_wakes_every_waiter_among_lockers`] share.
+#[derive(Debug, Default)]
+struct Gathering {
+    /// Waiters holding the lock and about to wait.
+    waiting: usize,
+    /// Set by the main thread before it notifies.
+    go: bool,
+    /// Increments by the lockers.
+    count: u64,
+}
+
+impl Body for blocking_mutex_wakes_every_waiter_among_lockers {
+    // Goal: several waiters at once, while other threads queue to take the lock, are
+    // all woken by one notify_all, and no locker is left waiting for the lock: the
+    // monitor notifies only when someone waits, so its count of waiters must be right
+    // with more than one of each.
+    fn run<K: Kernel>(&self, k: &K) {
+        const WAITERS: usize = 3;
+        let rounds: u64 = if (k as &dyn Any).is::<SimKernel>() {
+            200
+        } else {
+            5_000
+        };
+        let shared = Arc::new(BlockingMutex::new(k, Gathering::default()));
+        let woken = Log::new();
+        let mut handles = Vec::new();
+        for i in 0..WAITERS {
+            let (shared, woken) = (Arc::clone(&shared), woken.clone());
+            let body = move || {
+                let mut guard = shared.lock();
+                guard.waiting += 1;
+                shared.notify_all();
+                while !guard.go {
+                    if !guard.wait(Some(PATIENCE)) {
+                        break;
+                    }
+                }
+                woken.push(guard.go);
+            };
+            handles.push(
+                k.spawn_thread(&format!("lw-waiter-{i}"), Box::new(body))
+                    .expect("spawn_thread"),
+            );
+        }
+        for i in 0..2 {
+            let shared = Arc::clone(&shared);
+            let body = move || {
+                for _ in 0..rounds {
+                    shared.lock().count += 1;
+                }
+            };
+            handles.push(
+                k.spawn_thread(&format!("lw-locker-{i}"), Box::new(body))
+                    .expect("spawn_thread"),
+            );
+        }
+        {
+            let mut guard = shared.lock();
+            while guard.waiting < WAITERS {
+                assert!(guard.wait(Some(PATIENCE)), "the waiters did not start");
+            }
+            guard.go = true;
+        }
+        shared.notify_all();
+        for handle in handles {
+            assert!(k.join_thread(handle).is_ok());
+        }
+        assert_eq!(woken.take(), [true; WAITERS], "a waiter was not woken");
+        assert_eq!(shared.lock().count, 2 * rounds);
     }
 }
 

@@ -213,6 +213,39 @@ impl Processes for OsKernel {
     }
 
     fn getpid(&self) -> Pid {
-        Pid(nix::unistd::getpid().as_raw())
+        Pid(cached_pid())
     }
+}
+
+/// This process's id once asked for, 0 before; a forked child forgets it.
+static PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The child half of the `pthread_atfork` handler: the forked child is another process.
+/// Only an atomic store, so it is async-signal-safe, as a handler run by `fork` must be.
+extern "C" fn forget_pid() {
+    PID.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `getpid()` without a system call after the first: the running-loop check asks for it
+/// on every `get_running_loop`. The cache is emptied in a child made by `fork()` (an
+/// atfork handler, registered before the first value is cached). A child made by a raw
+/// `clone` system call, which runs no atfork handlers, would see its parent's pid; such
+/// a child can call nothing of loopwatch's anyway, only async-signal-safe code.
+pub(crate) fn cached_pid() -> i32 {
+    let pid = PID.load(std::sync::atomic::Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    static ATFORK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let registered = *ATFORK.get_or_init(|| {
+        // SAFETY: `forget_pid` only stores to an atomic, which is allowed in a forked
+        // child of a multithreaded process.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) == 0 }
+    });
+    let pid = nix::unistd::getpid().as_raw();
+    // Without the handler (ENOMEM), a forked child could not forget it: ask each time.
+    if registered {
+        PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+    }
+    pid
 }

@@ -72,7 +72,7 @@ impl Threads for OsKernel {
 fn is_main_thread() -> bool {
     // The main thread's task id equals the process id, also in a forked child, where
     // the forking thread becomes the main thread.
-    nix::unistd::gettid() == nix::unistd::getpid()
+    nix::unistd::gettid().as_raw() == super::process::cached_pid()
 }
 
 #[allow(clippy::disallowed_types, reason = "OsKernel is the seam")]
@@ -84,9 +84,18 @@ type StdCondvar = std::sync::Condvar;
 struct MonitorState {
     held: bool,
     generation: u64,
+    /// Threads waiting on `freed` to take the lock, and on `notified` for a
+    /// notification. A condition variable's notify is a `futex` call even with nobody
+    /// waiting, so `exit` and `notify_all` make it only when someone is.
+    entering: usize,
+    waiting: usize,
 }
 
 /// [`Monitor`] over a `std` mutex and two condition variables.
+///
+/// Uncontended, taking and releasing it makes no system call: the `std` mutex is a
+/// user-space atomic until two threads meet, and the condition variables are
+/// notified only when a thread waits on them.
 #[derive(Debug, Default)]
 pub struct OsMonitor {
     state: StdMutex<MonitorState>,
@@ -100,33 +109,49 @@ impl OsMonitor {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
 
-impl Monitor for OsMonitor {
-    fn enter(&self) {
-        let mut state = self.state();
+    /// Waits on `freed` until the lock is free, then takes it.
+    fn take<'a>(
+        &'a self,
+        mut state: std::sync::MutexGuard<'a, MonitorState>,
+    ) -> std::sync::MutexGuard<'a, MonitorState> {
         while state.held {
+            state.entering += 1;
             state = self
                 .freed
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.entering -= 1;
         }
         state.held = true;
+        state
+    }
+
+    /// Marks the lock free and wakes one thread waiting to take it, if any.
+    fn release(&self, state: &mut MonitorState) {
+        state.held = false;
+        if state.entering > 0 {
+            self.freed.notify_one();
+        }
+    }
+}
+
+impl Monitor for OsMonitor {
+    fn enter(&self) {
+        drop(self.take(self.state()));
     }
 
     fn exit(&self) {
         let mut state = self.state();
         debug_assert!(state.held, "Monitor::exit without enter");
-        state.held = false;
-        drop(state);
-        self.freed.notify_one();
+        self.release(&mut state);
     }
 
     fn wait(&self, timeout: Option<Duration>) -> bool {
         let mut state = self.state();
         let generation = state.generation;
-        state.held = false;
-        self.freed.notify_one();
+        self.release(&mut state);
+        state.waiting += 1;
         let mut notified = true;
         match timeout {
             None => {
@@ -146,20 +171,16 @@ impl Monitor for OsMonitor {
                 notified = !result.timed_out();
             }
         }
-        while state.held {
-            state = self
-                .freed
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        state.held = true;
+        state.waiting -= 1;
+        drop(self.take(state));
         notified
     }
 
     fn notify_all(&self) {
         let mut state = self.state();
         state.generation = state.generation.wrapping_add(1);
-        drop(state);
-        self.notified.notify_all();
+        if state.waiting > 0 {
+            self.notified.notify_all();
+        }
     }
 }
