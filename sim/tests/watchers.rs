@@ -1147,6 +1147,42 @@ impl Body for PidfdReapedBehindItsBack {
     }
 }
 
+/// Goal: a process spawned under Pidfd costs one pidfd, which the process signals
+/// through and the watcher polls; it is closed once both are done with it.
+struct PidfdSharesTheProcessPidfd;
+
+impl Body for PidfdSharesTheProcessPidfd {
+    fn run<K: Kernel>(&self, k: &K) {
+        let seconds = if os(k).is_some() { "60" } else { "100000" };
+        let watcher = Kind::Pidfd.make(k);
+        loopwatch::policy::set_child_watcher(k, Some(watcher)).unwrap();
+        let before = fd_count(k);
+        let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+        let with_loop = fd_count(k);
+        let pidfds_before = pidfds(k).map(|p| p.len());
+        let (lp, k2) = (event_loop.clone(), k.clone());
+        let (opened, pidfds_opened, code) = event_loop
+            .run_until_complete(async move {
+                let process = lp.subprocess_exec(&SpawnRequest::new("/bin/sleep", [seconds]))?;
+                let opened = fd_count(&k2) - with_loop;
+                let pidfds_opened = pidfds(&k2).map(|p| p.len());
+                process.kill()?;
+                let code = process.wait().await;
+                Ok::<_, loopwatch::Error>((opened, pidfds_opened, code))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(opened, 1, "the process and the watcher share one pidfd");
+        if let (Some(before), Some(after)) = (pidfds_before, pidfds_opened) {
+            assert_eq!(after, before + 1, "one more pidfd in /proc/self/fd");
+        }
+        assert_eq!(code, -9);
+        event_loop.close().unwrap();
+        loopwatch::policy::set_child_watcher(k, None).unwrap();
+        assert_eq!(fd_count(k), before, "the pidfd is closed");
+    }
+}
+
 /// Goal (K-2, deviation): closing the loop before the child exits drops the
 /// registration: its pidfd is closed (CPython leaks it) and the callback never runs.
 struct PidfdClosedLoopClosesPidfd;
@@ -2032,6 +2068,10 @@ fn main() -> ExitCode {
         pidfd(both(
             "pidfd_closed_loop_closes_pidfd",
             PidfdClosedLoopClosesPidfd,
+        )),
+        pidfd(both(
+            "pidfd_shares_the_process_pidfd",
+            PidfdSharesTheProcessPidfd,
         )),
         both(
             "off_main_thread_errors_say_what_to_do",

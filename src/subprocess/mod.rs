@@ -36,9 +36,9 @@ use crate::OsKernel;
 use crate::asyncio::Join3;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::EventLoop;
-use crate::kernel::{Errno, Fd, Kernel, Pid, Signal, SpawnRequest, Spawned, WaitMode};
+use crate::kernel::{Errno, Kernel, Pid, Signal, SpawnRequest, Spawned, WaitMode};
 use crate::loom::sync::Mutex;
-use crate::watcher::{ChildWatcher, DIAGNOSTICS, ReapFence, fork_window};
+use crate::watcher::{ChildWatcher, DIAGNOSTICS, ReapFence, SharedPidfd, fork_window};
 use crate::zoo::Mutant;
 
 /// Set by tests to give `spawn_with` the fallback of kernels without pidfds (before
@@ -91,8 +91,9 @@ pub struct Process<K: Kernel = OsKernel> {
     exit: Arc<Exit>,
     /// Marked by the watcher when it reaps the child; held by `send_signal`.
     fence: ReapFence<K>,
-    /// A pidfd for signalling, when the kernel has them.
-    pidfd: Option<Fd>,
+    /// A pidfd for signalling, when the kernel has them. A watcher that polls pidfds
+    /// shares it (through the fence); it is closed with the last of them.
+    pidfd: Option<SharedPidfd<K>>,
     /// The child's standard input, if it is a pipe.
     pub stdin: Option<PipeWriter<K>>,
     /// The child's standard output, if it is a pipe.
@@ -175,7 +176,7 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
     // Opened before registration, while the child cannot have been reaped: the pidfd
     // names this process and no other.
     let pidfd = match kernel.pidfd_open(spawned.pid) {
-        Ok(fd) => Some(fd),
+        Ok(fd) => Some(SharedPidfd::new(&kernel, fd)),
         Err(errno) => {
             tracing::debug!(
                 target: DIAGNOSTICS,
@@ -188,9 +189,6 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
     };
     #[cfg(test)]
     let pidfd = if PIDFD_DISABLED.load(std::sync::atomic::Ordering::SeqCst) {
-        if let Some(fd) = pidfd {
-            let _ = kernel.close(fd);
-        }
         None
     } else {
         pidfd
@@ -198,7 +196,8 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
     let exit = Arc::new(Exit {
         state: Mutex::new(ExitState::default()),
     });
-    let fence = ReapFence::new(&kernel);
+    // The fence carries the pidfd: a watcher that polls pidfds uses this one.
+    let fence = ReapFence::with_pidfd(&kernel, pidfd.as_ref());
     // Weak: the loop's queue may hold this callback, and must not keep the loop alive.
     let (hop, for_callback, marked) = (event_loop.downgrade(), exit.clone(), fence.clone());
     let callback = Box::new(move |_pid: Pid, code: i32| {
@@ -218,7 +217,7 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
         }
     });
     if let Err(error) = watcher.add_child_handler_fenced(spawned.pid, fence.clone(), callback) {
-        abandon(&kernel, &spawned, pidfd);
+        abandon(&kernel, &spawned, pidfd.as_ref());
         return Err(error);
     }
     let nonblocking = [spawned.stdin, spawned.stdout, spawned.stderr]
@@ -227,7 +226,7 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
         .try_for_each(|fd| kernel.set_nonblocking(fd, true));
     if let Err(errno) = nonblocking {
         // Registered: the watcher reaps it once killed, perhaps already has.
-        kill_and_close(&kernel, &spawned, pidfd, Some(&fence));
+        kill_and_close(&kernel, &spawned, pidfd.as_ref(), Some(&fence));
         return Err(errno.into());
     }
     let stdin = spawned
@@ -319,13 +318,12 @@ fn python_repr(name: &std::ffi::OsStr) -> String {
 fn kill_and_close<K: Kernel>(
     kernel: &K,
     spawned: &Spawned,
-    pidfd: Option<Fd>,
+    pidfd: Option<&SharedPidfd<K>>,
     fence: Option<&ReapFence<K>>,
 ) {
     match pidfd {
-        Some(fd) => {
-            let _ = kernel.pidfd_send_signal(fd, Signal::SIGKILL);
-            let _ = kernel.close(fd);
+        Some(pidfd) => {
+            let _ = kernel.pidfd_send_signal(pidfd.fd(), Signal::SIGKILL);
         }
         None => {
             let guard = fence.map(ReapFence::lock);
@@ -345,7 +343,7 @@ fn kill_and_close<K: Kernel>(
 
 /// A child that could not be registered: nobody else will reap it, so kill it, close
 /// its fds and reap it here.
-fn abandon<K: Kernel>(kernel: &K, spawned: &Spawned, pidfd: Option<Fd>) {
+fn abandon<K: Kernel>(kernel: &K, spawned: &Spawned, pidfd: Option<&SharedPidfd<K>>) {
     kill_and_close(kernel, spawned, pidfd, None);
     while kernel.wait_pid(spawned.pid, WaitMode::Block) == Err(Errno::EINTR) {}
 }
@@ -412,8 +410,8 @@ impl<K: Kernel> Process<K> {
         if fence.is_reaped() {
             return Err(Error::new(ErrorKind::ProcessLookupError, ""));
         }
-        let sent = match self.pidfd {
-            Some(pidfd) => self.kernel.pidfd_send_signal(pidfd, signal),
+        let sent = match &self.pidfd {
+            Some(pidfd) => self.kernel.pidfd_send_signal(pidfd.fd(), signal),
             None => self.kernel.kill(self.pid, Some(signal)),
         };
         drop(fence);
@@ -483,14 +481,6 @@ fn signalled(sent: std::result::Result<(), Errno>) -> Result<()> {
         Ok(()) => Ok(()),
         Err(Errno::ESRCH) => Err(Error::new(ErrorKind::ProcessLookupError, "")),
         Err(errno) => Err(errno.into()),
-    }
-}
-
-impl<K: Kernel> Drop for Process<K> {
-    fn drop(&mut self) {
-        if let Some(pidfd) = self.pidfd.take() {
-            let _ = self.kernel.close(pidfd);
-        }
     }
 }
 

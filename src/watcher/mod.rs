@@ -184,7 +184,11 @@
 //!
 //! A child that *other* code reaps (a foreign `waitpid(-1)`) is outside any fence: its
 //! pid may be reused before the watcher learns of it. Only a pidfd closes that case,
-//! which is why a process signals through one whenever the kernel has them.
+//! which is why a process signals through one whenever the kernel has them. The fence
+//! leads to that pidfd ([`ReapFence::pidfd`], a [`SharedPidfd`]) while the process
+//! holds it, so that a watcher that polls pidfds (Pidfd) uses the process's own
+//! instead of opening a second one. Other watchers keep the fence but not the pidfd:
+//! a dropped process's pidfd is closed at once, whichever watcher waits for the child.
 //!
 //! # Loops dropped without `close`
 //!
@@ -230,7 +234,9 @@ use std::sync::Arc;
 use crate::OsKernel;
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
-use crate::kernel::{Disposition, Errno, ExitStatus, Kernel, Pid, Signal, WaitMode, WaitStatus};
+use crate::kernel::{
+    Disposition, Errno, ExitStatus, Fd, Kernel, Pid, Signal, WaitMode, WaitStatus,
+};
 use crate::sync::{BlockingMutex, BlockingMutexGuard};
 
 /// What a watcher calls when a child exits: `(pid, returncode)`.
@@ -246,14 +252,21 @@ pub const DIAGNOSTICS: &str = "loopwatch";
 ///
 /// Clones share the fence. It is a kernel lock ([`BlockingMutex`]), as `kill` and
 /// `waitpid` are kernel calls; nobody blocks while holding it.
+///
+/// It also leads to the child's pidfd, while its spawner holds one.
 pub struct ReapFence<K: Kernel = OsKernel> {
     reaped: Arc<BlockingMutex<K, bool>>,
+    /// Weak: a watcher that keeps the fence for as long as the child runs (Threaded's
+    /// waiter, a SIGCHLD watcher's table) must not keep its pidfd open after the
+    /// process let go of it.
+    pidfd: Option<std::sync::Weak<PidfdOwner<K>>>,
 }
 
 impl<K: Kernel> Clone for ReapFence<K> {
     fn clone(&self) -> Self {
         ReapFence {
             reaped: self.reaped.clone(),
+            pidfd: self.pidfd.clone(),
         }
     }
 }
@@ -261,9 +274,23 @@ impl<K: Kernel> Clone for ReapFence<K> {
 impl<K: Kernel> ReapFence<K> {
     /// A fence for a child not reaped yet.
     pub fn new(kernel: &K) -> ReapFence<K> {
+        ReapFence::with_pidfd(kernel, None)
+    }
+
+    /// A fence for a child not reaped yet, leading to its pidfd (opened before anyone
+    /// could reap the child, so that it names this child and no other) for as long as
+    /// the caller keeps `pidfd`.
+    pub fn with_pidfd(kernel: &K, pidfd: Option<&SharedPidfd<K>>) -> ReapFence<K> {
         ReapFence {
             reaped: Arc::new(BlockingMutex::new(kernel, false)),
+            pidfd: pidfd.map(|p| Arc::downgrade(&p.0)),
         }
+    }
+
+    /// The child's pidfd, if its spawner opened one and still holds it. The clone
+    /// keeps it open.
+    pub fn pidfd(&self) -> Option<SharedPidfd<K>> {
+        self.pidfd.as_ref()?.upgrade().map(SharedPidfd)
     }
 
     /// Takes the fence: until the guard is dropped, nobody else reaps the child (through
@@ -283,6 +310,50 @@ impl<K: Kernel> ReapFence<K> {
 impl<K: Kernel> fmt::Debug for ReapFence<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ReapFence(reaped={})", self.is_reaped())
+    }
+}
+
+/// A pidfd shared by everyone who needs it for one child (its [`Process`](crate::Process)
+/// to signal it, a watcher to poll it), closed when the last clone is dropped.
+pub struct SharedPidfd<K: Kernel = OsKernel>(Arc<PidfdOwner<K>>);
+
+struct PidfdOwner<K: Kernel> {
+    kernel: K,
+    fd: Fd,
+}
+
+impl<K: Kernel> Drop for PidfdOwner<K> {
+    fn drop(&mut self) {
+        // An error would mean someone else closed our fd: nothing is left to release.
+        let _ = self.kernel.close(self.fd);
+    }
+}
+
+impl<K: Kernel> SharedPidfd<K> {
+    /// Takes ownership of `fd`, a pidfd of `kernel`'s: it is closed once this value and
+    /// all its clones are dropped.
+    pub fn new(kernel: &K, fd: Fd) -> SharedPidfd<K> {
+        SharedPidfd(Arc::new(PidfdOwner {
+            kernel: kernel.clone(),
+            fd,
+        }))
+    }
+
+    /// The fd, open for as long as this value lives.
+    pub fn fd(&self) -> Fd {
+        self.0.fd
+    }
+}
+
+impl<K: Kernel> Clone for SharedPidfd<K> {
+    fn clone(&self) -> Self {
+        SharedPidfd(self.0.clone())
+    }
+}
+
+impl<K: Kernel> fmt::Debug for SharedPidfd<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SharedPidfd({})", self.0.fd.0)
     }
 }
 

@@ -8,7 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{
-    ChildCallback, ChildWatcher, ReapFence, check_pid, returncode, warn_if_sigchld_ignored,
+    ChildCallback, ChildWatcher, ReapFence, SharedPidfd, check_pid, returncode,
+    warn_if_sigchld_ignored,
 };
 use crate::OsKernel;
 use crate::error::{Error, Result};
@@ -167,7 +168,8 @@ struct Registration<K: Kernel> {
     /// The loop that polls the pidfd, held weakly: the loop holds the reader, and the
     /// reader this table.
     event_loop: WeakLoop<K>,
-    pidfd: OwnedPidfd<K>,
+    /// Dropped (closed, unless the process still holds it) once the reader is removed.
+    pidfd: SharedPidfd<K>,
     callback: ChildCallback,
     fence: Option<ReapFence<K>>,
 }
@@ -206,28 +208,6 @@ impl<K: Kernel> PidfdChildWatcher<K> {
     }
 }
 
-/// An open pidfd, closed on drop unless closed explicitly.
-struct OwnedPidfd<K: Kernel> {
-    kernel: K,
-    fd: Option<Fd>,
-}
-
-impl<K: Kernel> OwnedPidfd<K> {
-    fn close(&mut self) {
-        if let Some(fd) = self.fd.take() {
-            // A pidfd that is open closes; an error here would mean someone else closed
-            // our fd, and there is nothing left to release.
-            let _ = self.kernel.close(fd);
-        }
-    }
-}
-
-impl<K: Kernel> Drop for OwnedPidfd<K> {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
 impl<K: Kernel> Shared<K> {
     /// Takes `pid`'s registration out of the table if it is still the one `token`
     /// names. The caller drops it outside the lock.
@@ -261,7 +241,7 @@ fn retire<K: Kernel>(registration: Registration<K>) {
     let Some(event_loop) = event_loop.upgrade() else {
         return;
     };
-    let fd = pidfd.fd.expect("a registered pidfd is open");
+    let fd = pidfd.fd();
     if event_loop.remove_reader(fd).is_err() {
         // The loop runs in another thread. If it closes first, the job is dropped
         // unrun, which closes the pidfd.
@@ -323,12 +303,12 @@ fn warn_status_already_read(pid: Pid) {
 /// thread, on the registration taken out of the table.
 fn do_wait<K: Kernel>(kernel: &K, registration: Registration<K>, pid: Pid) {
     let Registration {
-        mut pidfd,
+        pidfd,
         fence,
         callback,
         ..
     } = registration;
-    let fd = pidfd.fd.expect("a registered pidfd is open");
+    let fd = pidfd.fd();
     let event_loop = try_get_running_loop(kernel);
     if let Some(event_loop) = &event_loop {
         // Only fails from another thread; the reader runs in the loop's own.
@@ -368,7 +348,7 @@ fn do_wait<K: Kernel>(kernel: &K, registration: Registration<K>, pid: Pid) {
     if outcome == Ok(None) && crate::zoo::active(kernel, Mutant::PidfdUnhandledEchild) {
         // zoo: CPython 3.9's `_do_wait` lets ECHILD escape the reader: the callback is
         // never called and the pidfd never closed.
-        let _leaked = pidfd.fd.take();
+        std::mem::forget(pidfd.clone());
         outcome = Err(Errno::ECHILD);
     }
     let outcome = outcome.map(|code| {
@@ -377,7 +357,7 @@ fn do_wait<K: Kernel>(kernel: &K, registration: Registration<K>, pid: Pid) {
             255
         })
     });
-    pidfd.close();
+    drop(pidfd);
     match outcome {
         Ok(code) => callback(pid, code),
         Err(errno) => {
@@ -413,11 +393,19 @@ impl<K: Kernel> PidfdChildWatcher<K> {
         // ones (below): the pid may name another process by now (the first was reaped
         // by other code and its pid reused), and the old pidfd would report that
         // first process's end for the newcomer, and leave the newcomer unwatched.
-        let fd = kernel.pidfd_open(pid).map_err(Error::from)?;
-        let pidfd = OwnedPidfd {
-            kernel: kernel.clone(),
-            fd: Some(fd),
+        //
+        // A child spawned by loopwatch comes with its pidfd in its fence, opened before
+        // anyone could reap it: that one serves, unless the pid is pending already
+        // (the same fd cannot be two readers of one loop).
+        let given = fence
+            .as_ref()
+            .filter(|_| !shared.state.lock().by_pid.contains_key(&pid))
+            .and_then(ReapFence::pidfd);
+        let pidfd = match given {
+            Some(pidfd) => pidfd,
+            None => SharedPidfd::new(kernel, kernel.pidfd_open(pid).map_err(Error::from)?),
         };
+        let fd = pidfd.fd();
         warn_if_sigchld_ignored(kernel, pid);
         let token = {
             let mut state = shared.state.lock();
@@ -432,7 +420,8 @@ impl<K: Kernel> PidfdChildWatcher<K> {
         };
         // The reader cannot run before the registration is in the table: it runs in
         // this thread's loop, which is busy running this call. If `add_reader` fails,
-        // the guard is dropped (finding nothing), and so is `pidfd`, which closes it.
+        // the guard is dropped (finding nothing), and so is `pidfd` (closed unless the
+        // process holds it too).
         event_loop.add_reader(fd, move || guard.readable(fd))?;
         let registration = Registration {
             token,
