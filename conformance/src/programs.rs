@@ -488,46 +488,77 @@ pub fn sample(watcher: WatcherName, max_steps: usize, case: u64) -> (Program, Pr
 
 /// Shrinks a failing program: proptest's simplify/complicate over `tree`, whose
 /// current program must fail, keeping a simplification when `fails` still holds of
-/// it. Returns the smallest failing program found (the most simplified of those of
-/// its size) and the number of `fails` calls, at most `max_calls`. A program already
-/// judged is not run again.
+/// it. `fails` answers with the program that failed: the candidate itself, or a
+/// variant of it (the same steps under another seed, say). Returns the smallest
+/// failing program found (the most simplified of those of its size) and the number of
+/// `fails` calls, at most `max_calls`. A program already judged is not run again.
 pub fn shrink(
     mut tree: impl ValueTree<Value = Program>,
-    mut fails: impl FnMut(&Program) -> bool,
+    mut fails: impl FnMut(&Program) -> Option<Program>,
     max_calls: usize,
 ) -> (Program, usize) {
     let key = |program: &Program| serde_json::to_string(program).unwrap_or_default();
     let mut best = tree.current();
-    let mut judged = BTreeMap::from([(key(&best), true)]);
+    let mut judged = BTreeMap::from([(key(&best), Some(best.clone()))]);
     let mut calls = 0;
     if !tree.simplify() {
         return (best, calls);
     }
     loop {
         let candidate = tree.current();
-        let failed = match judged.get(&key(&candidate)) {
-            Some(&failed) => failed,
+        let failing = match judged.get(&key(&candidate)) {
+            Some(failing) => failing.clone(),
             None if calls >= max_calls => break,
             None => {
                 calls += 1;
-                let failed = fails(&candidate);
-                judged.insert(key(&candidate), failed);
-                failed
+                let failing = fails(&candidate);
+                judged.insert(key(&candidate), failing.clone());
+                failing
             }
         };
-        let more = if failed {
-            if candidate.len() <= best.len() {
-                best = candidate;
+        let more = match failing {
+            Some(failing) => {
+                if failing.len() <= best.len() {
+                    best = failing;
+                }
+                tree.simplify()
             }
-            tree.simplify()
-        } else {
-            tree.complicate()
+            None => tree.complicate(),
         };
         if !more {
             break;
         }
     }
     (best, calls)
+}
+
+/// A second pass after [`shrink`]: removes one step at a time from `program` (which
+/// must fail), keeping each removal after which the program is still a valid scenario
+/// for `watcher` and `fails` still holds of it, until no single step can go or
+/// `max_calls` calls were made. Proptest's shrink removes steps in the order its tree
+/// allows and stops at the first removal that passes; this pass tries every step.
+/// Returns the program and the number of `fails` calls.
+pub fn drop_steps(
+    mut program: Program,
+    mut fails: impl FnMut(&Program) -> Option<Program>,
+    watcher: WatcherName,
+    max_calls: usize,
+) -> (Program, usize) {
+    let mut calls = 0;
+    let mut i = 0;
+    while i < program.steps.len() && calls < max_calls {
+        let mut candidate = program.clone();
+        candidate.steps.remove(i);
+        if candidate.to_scenario("candidate", watcher).check().is_ok() {
+            calls += 1;
+            if let Some(failing) = fails(&candidate) {
+                program = failing;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    (program, calls)
 }
 
 #[cfg(test)]
@@ -766,7 +797,7 @@ mod tests {
                 |candidate| {
                     calls += 1;
                     reparsed(candidate, watcher);
-                    kill_after_subprocess(candidate)
+                    kill_after_subprocess(candidate).then(|| candidate.clone())
                 },
                 10_000,
             );
@@ -782,7 +813,11 @@ mod tests {
             .map(|case| sample(watcher, MAX_STEPS, case))
             .find(|(program, _)| kill_after_subprocess(program) && program.len() > 4)
             .unwrap();
-        let (small, calls) = shrink(tree, kill_after_subprocess, 3);
+        let (small, calls) = shrink(
+            tree,
+            |candidate| kill_after_subprocess(candidate).then(|| candidate.clone()),
+            3,
+        );
         assert_eq!(calls, 3);
         assert!(kill_after_subprocess(&small));
         assert!(small.len() <= program.len());

@@ -481,7 +481,7 @@ impl Scenario {
         )
     }
 
-    fn check(&self) -> Result<(), Error> {
+    pub(crate) fn check(&self) -> Result<(), Error> {
         if self.format != FORMAT {
             return Err(Error::invalid(format!(
                 "format must be {FORMAT:?}, not {:?}",
