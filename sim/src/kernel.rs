@@ -12,6 +12,7 @@ use loopwatch::kernel::{
     Token, WaitMode, WaitStatus, WaitTarget,
 };
 
+use crate::calls::Call;
 use crate::driver::SimRun;
 use crate::model::{Attempt, ForeignHandler, MAIN_THREAD, ModelDamage};
 use crate::program::{ChildPlan, Invocation};
@@ -222,6 +223,44 @@ impl SimKernel {
         self.shared.lock().open_fds()
     }
 
+    /// How many calls through the `Kernel` seam this simulated process has made since
+    /// its run began, by kind: the seam method's name (`wait_pid`, `poll`, `spawn` …;
+    /// a [`Monitor`]'s methods as `monitor_enter`, `monitor_exit`, `monitor_wait` and
+    /// `monitor_notify_all`). Kinds never called are left out. Every call counts once,
+    /// however long it blocks and however often it is retried inside the simulator;
+    /// calls by every thread of the process count, and the simulator's own work
+    /// (children, signal handlers, the trace) does not. Some kinds are not system
+    /// calls on Linux (`now` is the vDSO, `current_thread` a thread-local), so this
+    /// counts the seam's traffic, of which system calls are a part.
+    ///
+    /// The counts are deterministic for a seed, like the trace; take the difference
+    /// of two snapshots to count one phase of a run. Counting takes no lock and is not
+    /// a scheduling point.
+    ///
+    /// ```
+    /// use loopwatch::kernel::{Fds, Processes, SpawnRequest, WaitMode};
+    /// use loopwatch_sim::Simulation;
+    ///
+    /// let (counts, report) = Simulation::new(1).run_returning(|k| {
+    ///     let child = k.spawn(&SpawnRequest::new("true", [] as [&str; 0])).unwrap();
+    ///     k.wait_pid(child.pid, WaitMode::Block).unwrap();
+    ///     let (read, write) = k.pipe().unwrap();
+    ///     k.close(read).unwrap();
+    ///     k.close(write).unwrap();
+    ///     k.call_counts()
+    /// });
+    /// report.assert_completed("call_counts");
+    /// let counts = counts.unwrap();
+    /// assert_eq!(counts["spawn"], 1);
+    /// assert_eq!(counts["wait_pid"], 1);
+    /// assert_eq!(counts["pipe"], 1);
+    /// assert_eq!(counts["close"], 2);
+    /// assert_eq!(counts.len(), 4);
+    /// ```
+    pub fn call_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.shared.calls.snapshot()
+    }
+
     /// Writes `text` into the trace as a line of the calling simulated thread
     /// (`T<n> note <text>`), so a test can mark where its phases begin and end. Not a
     /// kernel call and not a scheduling point: the schedule and every other line stay
@@ -242,11 +281,13 @@ impl SimKernel {
 
 impl Clock for SimKernel {
     fn now(&self) -> Duration {
+        self.shared.calls.count(Call::Now);
         self.shared.lock().time
     }
 
     fn sleep(&self, duration: Duration) {
-        let deadline = self.now() + duration;
+        self.shared.calls.count(Call::Sleep);
+        let deadline = self.shared.lock().time + duration;
         self.shared.syscall("sleep", |state, tid| {
             let step = state.sleep(deadline);
             if let Attempt::Done(()) = step {
@@ -259,10 +300,12 @@ impl Clock for SimKernel {
 
 impl Fds for SimKernel {
     fn pipe(&self) -> Result<(Fd, Fd), Errno> {
+        self.shared.calls.count(Call::Pipe);
         self.shared.syscall("pipe", |state, tid| state.pipe(tid))
     }
 
     fn read(&self, fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.shared.calls.count(Call::Read);
         let len = buf.len();
         let data = self
             .shared
@@ -272,22 +315,26 @@ impl Fds for SimKernel {
     }
 
     fn write(&self, fd: Fd, buf: &[u8]) -> Result<usize, Errno> {
+        self.shared.calls.count(Call::Write);
         self.shared
             .syscall("write", |state, tid| state.write(tid, fd, buf))
     }
 
     fn close(&self, fd: Fd) -> Result<(), Errno> {
+        self.shared.calls.count(Call::Close);
         self.shared
             .syscall("close", |state, tid| state.close(tid, fd))
     }
 
     fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> Result<(), Errno> {
+        self.shared.calls.count(Call::SetNonblocking);
         self.shared.syscall("set_flag", |state, tid| {
             state.set_flag(tid, fd, Some(nonblocking), None)
         })
     }
 
     fn set_cloexec(&self, fd: Fd, cloexec: bool) -> Result<(), Errno> {
+        self.shared.calls.count(Call::SetCloexec);
         self.shared.syscall("set_flag", |state, tid| {
             state.set_flag(tid, fd, None, Some(cloexec))
         })
@@ -333,6 +380,7 @@ impl Poll for SimKernel {
     type Poller = SimPoller;
 
     fn new_poller(&self) -> Result<SimPoller, Errno> {
+        self.shared.calls.count(Call::NewPoller);
         let (id, epoll, event) = self
             .shared
             .syscall("new_poller", |state, tid| state.new_poller(tid))?;
@@ -349,24 +397,28 @@ impl Poller for SimPoller {
     type Waker = SimWaker;
 
     fn register(&self, fd: Fd, token: Token, interest: Interest) -> Result<(), Errno> {
+        self.shared.calls.count(Call::Register);
         self.shared.syscall("poller_ctl", |state, tid| {
             state.poller_ctl(tid, self.id, fd, Some((token, interest)), true)
         })
     }
 
     fn reregister(&self, fd: Fd, token: Token, interest: Interest) -> Result<(), Errno> {
+        self.shared.calls.count(Call::Reregister);
         self.shared.syscall("poller_ctl", |state, tid| {
             state.poller_ctl(tid, self.id, fd, Some((token, interest)), false)
         })
     }
 
     fn deregister(&self, fd: Fd) -> Result<(), Errno> {
+        self.shared.calls.count(Call::Deregister);
         self.shared.syscall("poller_ctl", |state, tid| {
             state.poller_ctl(tid, self.id, fd, None, false)
         })
     }
 
     fn poll(&self, events: &mut Vec<Event>, timeout: Option<Duration>) -> Result<(), Errno> {
+        self.shared.calls.count(Call::Poll);
         events.clear();
         let deadline = timeout.map(|t| self.shared.lock().time.saturating_add(t));
         let found = self
@@ -386,6 +438,7 @@ impl Poller for SimPoller {
 
 impl PollWaker for SimWaker {
     fn wake(&self) -> Result<(), Errno> {
+        self.shared.calls.count(Call::Wake);
         self.shared
             .syscall("wake_poller", |state, tid| state.wake_poller(tid, self.id))
     }
@@ -393,11 +446,13 @@ impl PollWaker for SimWaker {
 
 impl Processes for SimKernel {
     fn spawn(&self, request: &SpawnRequest) -> Result<Spawned, Errno> {
+        self.shared.calls.count(Call::Spawn);
         self.shared
             .syscall("spawn", |state, tid| state.spawn(tid, request))
     }
 
     fn wait_pid(&self, pid: Pid, mode: WaitMode) -> Result<WaitStatus, Errno> {
+        self.shared.calls.count(Call::WaitPid);
         if pid.0 <= 0 {
             return Err(Errno::EINVAL);
         }
@@ -407,33 +462,39 @@ impl Processes for SimKernel {
     }
 
     fn wait_any(&self, mode: WaitMode) -> Result<WaitStatus, Errno> {
+        self.shared.calls.count(Call::WaitAny);
         self.shared.syscall("wait", |state, tid| {
             state.wait(tid, WaitTarget::Any, mode, true)
         })
     }
 
     fn wait_peek(&self, target: WaitTarget, mode: WaitMode) -> Result<WaitStatus, Errno> {
+        self.shared.calls.count(Call::WaitPeek);
         self.shared
             .syscall("wait", |state, tid| state.wait(tid, target, mode, false))
     }
 
     fn kill(&self, pid: Pid, signal: Option<Signal>) -> Result<(), Errno> {
+        self.shared.calls.count(Call::Kill);
         self.shared
             .syscall("kill", |state, tid| state.kill(tid, pid, signal))
     }
 
     fn pidfd_open(&self, pid: Pid) -> Result<Fd, Errno> {
+        self.shared.calls.count(Call::PidfdOpen);
         self.shared
             .syscall("pidfd_open", |state, tid| state.pidfd_open(tid, pid))
     }
 
     fn pidfd_send_signal(&self, pidfd: Fd, signal: Signal) -> Result<(), Errno> {
+        self.shared.calls.count(Call::PidfdSendSignal);
         self.shared.syscall("pidfd_send_signal", |state, tid| {
             state.pidfd_send_signal(tid, pidfd, signal)
         })
     }
 
     fn getpid(&self) -> Pid {
+        self.shared.calls.count(Call::Getpid);
         Pid(self.shared.lock().config.pid)
     }
 }
@@ -444,32 +505,38 @@ impl Signals for SimKernel {
         signal: Signal,
         disposition: Disposition,
     ) -> Result<Disposition, Errno> {
+        self.shared.calls.count(Call::SetDisposition);
         self.shared.syscall("set_disposition", |state, tid| {
             state.set_disposition(tid, signal, disposition)
         })
     }
 
     fn disposition(&self, signal: Signal) -> Result<Disposition, Errno> {
+        self.shared.calls.count(Call::Disposition);
         self.shared
             .syscall("disposition", |state, tid| state.disposition(tid, signal))
     }
 
     fn set_wakeup_fd(&self, fd: Option<Fd>) -> Result<Option<Fd>, Errno> {
+        self.shared.calls.count(Call::SetWakeupFd);
         self.shared
             .syscall("set_wakeup_fd", |state, tid| state.set_wakeup_fd(tid, fd))
     }
 
     fn raise(&self, signal: Signal) -> Result<(), Errno> {
+        self.shared.calls.count(Call::Raise);
         self.shared
             .syscall("raise", |state, tid| state.raise(tid, signal))
     }
 
     fn block_signal(&self, signal: Signal) -> Result<bool, Errno> {
+        self.shared.calls.count(Call::BlockSignal);
         self.shared
             .syscall("mask", |state, tid| state.mask(tid, signal, true))
     }
 
     fn unblock_signal(&self, signal: Signal) -> Result<bool, Errno> {
+        self.shared.calls.count(Call::UnblockSignal);
         self.shared
             .syscall("mask", |state, tid| state.mask(tid, signal, false))
     }
@@ -497,20 +564,29 @@ impl Drop for SimMonitor {
     }
 }
 
-impl Monitor for SimMonitor {
-    fn enter(&self) {
+impl SimMonitor {
+    fn take(&self) {
         self.shared.syscall("monitor_enter", |state, tid| {
             state.monitor_enter(tid, self.id)
         });
     }
+}
+
+impl Monitor for SimMonitor {
+    fn enter(&self) {
+        self.shared.calls.count(Call::MonitorEnter);
+        self.take();
+    }
 
     fn exit(&self) {
+        self.shared.calls.count(Call::MonitorExit);
         self.shared.syscall("monitor_exit", |state, tid| {
             state.monitor_exit(tid, self.id)
         });
     }
 
     fn wait(&self, timeout: Option<Duration>) -> bool {
+        self.shared.calls.count(Call::MonitorWait);
         let (generation, deadline) = {
             let mut state = self.shared.lock();
             let tid = state.current;
@@ -520,11 +596,13 @@ impl Monitor for SimMonitor {
         let notified = self.shared.syscall("monitor_await", |state, _| {
             state.monitor_await(self.id, generation, deadline)
         });
-        self.enter();
+        // Taking the monitor back is part of this call, not a call of its own.
+        self.take();
         notified
     }
 
     fn notify_all(&self) {
+        self.shared.calls.count(Call::MonitorNotifyAll);
         self.shared
             .syscall("monitor_notify", |state, _| state.monitor_notify(self.id));
     }
@@ -539,27 +617,33 @@ impl Threads for SimKernel {
         name: &str,
         body: Box<dyn FnOnce() + Send + 'static>,
     ) -> Result<SimJoinHandle, Errno> {
+        self.shared.calls.count(Call::SpawnThread);
         Ok(SimJoinHandle(self.shared.spawn_thread(name, body)))
     }
 
     fn join_thread(&self, handle: SimJoinHandle) -> Result<(), Box<dyn Any + Send>> {
+        self.shared.calls.count(Call::JoinThread);
         self.shared.join_thread(handle.0)
     }
 
     fn current_thread(&self) -> ThreadId {
+        self.shared.calls.count(Call::CurrentThread);
         ThreadId(self.shared.lock().current)
     }
 
     fn current_thread_name(&self) -> String {
+        self.shared.calls.count(Call::CurrentThreadName);
         let state = self.shared.lock();
         state.threads[&state.current].name.clone()
     }
 
     fn is_main_thread(&self) -> bool {
+        self.shared.calls.count(Call::IsMainThread);
         self.shared.lock().current == MAIN_THREAD
     }
 
     fn new_monitor(&self) -> SimMonitor {
+        self.shared.calls.count(Call::NewMonitor);
         let id = self.shared.lock().new_monitor();
         SimMonitor {
             shared: self.shared.clone(),

@@ -22,7 +22,8 @@
 //!   and of rules the kernel sees the code under test break (`kernel.*`: a signal
 //!   byte written to a wakeup fd whose number was closed and reused, a thread that
 //!   ended holding a lock). [`SimKernel::serial_of`] names the child a pid is now.
-//! - [`SimKernel`]: the seam; [`ForeignHandler`] plays other code's signal handlers,
+//! - [`SimKernel`]: the seam, with [`SimKernel::call_counts`], the calls made through
+//!   it by kind (deterministic for a seed); [`ForeignHandler`] plays other code's signal handlers,
 //!   [`actors`] other code's threads (a spawner that waits for its own child, a
 //!   `waitpid(-1)` reaper, SIG_IGN).
 //! - [`program`]: what a simulated child runs. The built-in programs (`true`,
@@ -117,6 +118,7 @@
 //!   scheduling points: code must not hold a `std` lock across a kernel call.
 
 pub mod actors;
+mod calls;
 mod driver;
 mod faults;
 mod kernel;

@@ -259,3 +259,33 @@ fn short_trace_snapshot() {
     report.assert_completed("short_trace_snapshot");
     insta::assert_snapshot!(report.trace.text());
 }
+
+/// `SimKernel::call_counts` of the whole four-thread run, taken by the main thread at
+/// its end.
+fn four_threads_counts(seed: u64) -> std::collections::BTreeMap<&'static str, u64> {
+    let (counts, report) = small_pid_space(seed).run_returning(|k| {
+        four_threads(k.clone());
+        k.call_counts()
+    });
+    report.assert_completed("call_counts_replay_with_the_seed");
+    counts.expect("completed")
+}
+
+#[test]
+fn call_counts_replay_with_the_seed() {
+    // Counts of every thread, deterministic like the trace: the same for a seed
+    // whatever else runs in the test process, and exact where the code fixes them.
+    let seed = loopwatch_sim::seed_from_env(5);
+    let counts = four_threads_counts(seed);
+    assert_eq!(counts, four_threads_counts(seed));
+    // Three workers, four children each: as many spawns and reaping waits.
+    assert_eq!(counts["spawn"], 12);
+    assert_eq!(counts["wait_pid"], 12);
+    assert_eq!(counts["spawn_thread"], 3);
+    assert_eq!(counts["join_thread"], 3);
+    assert_eq!(counts["sleep"], 6);
+    assert_eq!(counts["pipe"], 1);
+    assert_eq!(counts["close"], 2);
+    // The main thread's reads, EAGAIN or not, each count once.
+    assert_eq!(counts["read"], 6);
+}

@@ -46,6 +46,8 @@ pub(crate) struct SimRun {
     /// The simulated process's store for state above the seam; cleared at the end
     /// of the run, which ends the cycles through its values back to this `SimRun`.
     pub(crate) locals: loopwatch::kernel::ProcessLocals,
+    /// How many calls of each kind the seam has had.
+    pub(crate) calls: crate::calls::CallCounts,
 }
 
 /// What the driver keeps of each simulated thread beside the model's record of it.
@@ -84,6 +86,7 @@ impl SimRun {
             state: StdMutex::new(state),
             threads: StdMutex::new(ThreadBodies::default()),
             locals: loopwatch::kernel::ProcessLocals::new(),
+            calls: crate::calls::CallCounts::new(),
         }
     }
 

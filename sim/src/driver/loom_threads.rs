@@ -68,6 +68,8 @@ pub(crate) struct SimRun {
     /// The simulated process's store for state above the seam; see the coroutine
     /// driver's.
     pub(crate) locals: loopwatch::kernel::ProcessLocals,
+    /// How many calls of each kind the seam has had.
+    pub(crate) calls: crate::calls::CallCounts,
 }
 
 impl fmt::Debug for SimRun {
@@ -85,6 +87,7 @@ impl SimRun {
             panics: StdMutex::new(BTreeMap::new()),
             ended: StdMutex::new(None),
             locals: loopwatch::kernel::ProcessLocals::new(),
+            calls: crate::calls::CallCounts::new(),
         }
     }
 
