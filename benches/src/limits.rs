@@ -1,8 +1,9 @@
 //! Whether this machine lets the benchmarks keep K idle children registered.
 //!
 //! K idle children cost K processes, and with Threaded K waiter threads too (each a
-//! task that counts toward `ulimit -u` and takes a pid); with Pidfd up to two pidfds
-//! each (the process's and the watcher's). So K needs `2K` plus a margin of
+//! task that counts toward `ulimit -u` and takes a pid); with Pidfd one pidfd each
+//! (the process's, which the watcher shares; a pid registered by hand gets one of the
+//! watcher's own). `2K` plus a margin of
 //! [`MARGIN`] under the soft limits of processes (`ulimit -u`) and open files
 //! (`ulimit -n`) and under the kernel's `pid_max`. The limits are read from
 //! `/proc/self/limits` and `/proc/sys/kernel/pid_max`.
