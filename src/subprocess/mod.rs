@@ -196,7 +196,7 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
     let exit = Arc::new(Exit {
         state: Mutex::new(ExitState::default()),
     });
-    // The fence carries the pidfd: a watcher that polls pidfds uses this one.
+    // Through the fence, a watcher that polls pidfds uses this one while we hold it.
     let fence = ReapFence::with_pidfd(&kernel, pidfd.as_ref());
     // Weak: the loop's queue may hold this callback, and must not keep the loop alive.
     let (hop, for_callback, marked) = (event_loop.downgrade(), exit.clone(), fence.clone());
