@@ -116,6 +116,15 @@ pub const MODELS: &[LoomModel] = &[
         preemptions: 1,
     },
     LoomModel {
+        name: "threaded_idle_waiter_takes_the_next_child",
+        goal: "a waiter going idle against the next registration and close()",
+        watcher: WatcherName::Threaded,
+        faults: &[],
+        scenario: own!("idle-waiter-reused"),
+        catches: None,
+        preemptions: 2,
+    },
+    LoomModel {
         name: "threaded_hop_wakes_a_sleeping_loop",
         goal: "an exit reaches a loop asleep in poll through call_soon_threadsafe",
         watcher: WatcherName::Threaded,

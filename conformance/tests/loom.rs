@@ -137,6 +137,7 @@ models!(
     explore: [
         threaded_exit_zero,
         threaded_waiter_against_remove_and_close,
+        threaded_idle_waiter_takes_the_next_child,
         threaded_hop_wakes_a_sleeping_loop,
         safe_exit_races_registration,
         fast_exit_races_registration,

@@ -332,7 +332,10 @@ fn multi_loop_close_waits_inherited_pipe() {
 /// that this thread waits for. What the watcher reported, and what this thread's
 /// `waitpid` of the newcomer gave.
 fn waiter_meets_a_stranger(k: &SimKernel) -> (i32, Result<i32, Errno>) {
-    let watcher = ThreadedChildWatcher::with_kernel(k.clone());
+    // A thread per registration, as in CPython: an idle waiter kept for the next one
+    // would have SIGCHLD unblocked and run the foreign handler, which would then reap
+    // the stranger too.
+    let watcher = ThreadedChildWatcher::with_kernel(k.clone()).with_keep_alive(Duration::ZERO);
     k.install_foreign_handler(Signal::SIGCHLD, ForeignHandler::ReapAll);
     let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
     let (reported, setter) = event_loop.create_future::<i32>();

@@ -429,22 +429,34 @@ impl Body for Returncodes {
     }
 }
 
-/// The simulator's report of [`Returncodes`]: Threaded names its waiters
-/// `asyncio-waitpid-0…7`, one per child; Pidfd starts no thread.
+/// The simulator's report of [`Returncodes`]: Threaded starts at most one waiter per
+/// child, each named `asyncio-waitpid-N` after the registration that started it
+/// (`asyncio-waitpid-0` first; a child registered while a waiter idles goes to that
+/// waiter, so some numbers may be missing); Pidfd starts no thread.
 fn returncodes_threads(kind: Kind) -> impl Fn(&Report) -> Result<(), String> {
     move |report| {
         testing::completed(report)?;
         let names = thread_names(report);
-        let expected: Vec<String> = match kind {
-            Kind::Threaded => std::iter::once("loop-thread".to_string())
-                .chain((0..8).map(|n| format!("asyncio-waitpid-{n}")))
-                .collect(),
-            Kind::Pidfd => vec!["loop-thread".to_string()],
+        let fits = match kind {
+            Kind::Threaded => {
+                let Some((first, waiters)) = names.split_first() else {
+                    return Err("no thread started".to_string());
+                };
+                let numbers: Vec<Option<u64>> = waiters
+                    .iter()
+                    .map(|name| name.strip_prefix("asyncio-waitpid-")?.parse().ok())
+                    .collect();
+                first == "loop-thread"
+                    && numbers.first() == Some(&Some(0))
+                    && numbers.iter().all(|n| n.is_some_and(|n| n < 8))
+                    && numbers.windows(2).all(|pair| pair[0] < pair[1])
+            }
+            Kind::Pidfd => names == ["loop-thread"],
         };
-        if names == expected {
+        if fits {
             Ok(())
         } else {
-            Err(format!("threads {names:?}, expected {expected:?}"))
+            Err(format!("threads {names:?}"))
         }
     }
 }
@@ -916,16 +928,80 @@ fn two_waiters_named(report: &Report) -> Result<(), String> {
     }
 }
 
-/// Goal (T-3, deviation): each add_child_handler first joins the waiters that have
-/// finished, so a long-lived watcher holds handles only of live children.
-struct ThreadedAddJoinsFinishedWaiters;
+/// Goal (T-3, deviation): a waiter that has reported its child idles for the
+/// keep-alive and takes the next registration, so children registered one after
+/// another share one thread; `close` ends an idle waiter and joins it.
+struct ThreadedReusesIdleWaiters;
+
+impl Body for ThreadedReusesIdleWaiters {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let first = children.add(testing::spawn_sh(k, "exit 1"));
+        let second = children.add(sleeper(k));
+        let watcher = Arc::new(ThreadedChildWatcher::with_kernel(k.clone()));
+        let k2 = k.clone();
+        in_loop_thread(k, move |event_loop, _| {
+            let reports = Reports::new(&event_loop);
+            let add = |pid, tag| {
+                event_loop
+                    .run_until_complete(async {
+                        watcher
+                            .add_child_handler(pid, reports.callback(tag))
+                            .unwrap();
+                    })
+                    .unwrap();
+            };
+            add(first, "first");
+            reports.wait_for(1);
+            // The report reaches the loop just before its waiter goes idle.
+            let idle = poll_until(&k2, || (watcher.idle_threads() == 1).then_some(()));
+            assert!(idle.is_some(), "the waiter does not idle");
+            assert_eq!(watcher.pending_threads(), 1);
+            add(second, "second");
+            assert_eq!(watcher.pending_threads(), 1, "the idle waiter took it");
+            if waiter_threads(&k2).is_some() {
+                assert_eq!(waiter_threads(&k2), Some(1), "one thread for two children");
+            }
+            k2.kill(second, Some(Signal::SIGKILL)).unwrap();
+            let seen = reports.wait_for(2);
+            assert_eq!((seen[0].code, seen[1].code), (1, -9));
+            watcher.close().unwrap();
+            assert_eq!(watcher.pending_threads(), 0, "close ended the idle waiter");
+            if waiter_threads(&k2).is_some() {
+                let ended = poll_until(&k2, || (waiter_threads(&k2) == Some(0)).then_some(()));
+                assert!(ended.is_some(), "{:?} waiter threads", waiter_threads(&k2));
+            }
+        });
+    }
+}
+
+/// The simulator's report of [`ThreadedReusesIdleWaiters`]: one waiter,
+/// `asyncio-waitpid-0`, for both children.
+fn one_waiter_named(report: &Report) -> Result<(), String> {
+    testing::completed(report)?;
+    let names = thread_names(report);
+    if names == ["loop-thread", "asyncio-waitpid-0"] {
+        Ok(())
+    } else {
+        Err(format!("threads {names:?}"))
+    }
+}
+
+/// Goal (T-3, deviation): a waiter idle for its keep-alive ends, and the next
+/// add_child_handler joins it before it starts a thread, so a long-lived watcher holds
+/// handles only of live waiters. With a keep-alive of zero every registration gets a
+/// thread of its own, as in CPython.
+struct ThreadedAddJoinsFinishedWaiters {
+    keep_alive: Duration,
+}
 
 impl Body for ThreadedAddJoinsFinishedWaiters {
     fn run<K: Kernel>(&self, k: &K) {
         let children = Children::new(k);
         let first = children.add(testing::spawn_sh(k, "exit 1"));
         let second = children.add(sleeper(k));
-        let watcher = Arc::new(ThreadedChildWatcher::with_kernel(k.clone()));
+        let watcher =
+            Arc::new(ThreadedChildWatcher::with_kernel(k.clone()).with_keep_alive(self.keep_alive));
         let k2 = k.clone();
         in_loop_thread(k, move |event_loop, _| {
             let reports = Reports::new(&event_loop);
@@ -2041,10 +2117,22 @@ fn main() -> ExitCode {
             ThreadedNamesItsThreads,
         )
         .check_report(two_waiters_named),
+        both("threaded_reuses_idle_waiters", ThreadedReusesIdleWaiters)
+            .check_report(one_waiter_named),
         both(
-            "threaded_add_joins_finished_waiters",
-            ThreadedAddJoinsFinishedWaiters,
-        ),
+            "threaded_add_joins_waiters_past_their_keep_alive",
+            ThreadedAddJoinsFinishedWaiters {
+                keep_alive: Duration::from_millis(200),
+            },
+        )
+        .check_report(two_waiters_named),
+        both(
+            "threaded_without_keep_alive_joins_finished_waiters",
+            ThreadedAddJoinsFinishedWaiters {
+                keep_alive: Duration::ZERO,
+            },
+        )
+        .check_report(two_waiters_named),
         both(
             "threaded_reaped_elsewhere_reports_255",
             ThreadedReapedElsewhere,

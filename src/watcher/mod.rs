@@ -7,7 +7,7 @@
 //! | [`SafeChildWatcher`] | the main thread's loop only | the loop attached (from the main thread) | per SIGCHLD, one `waitpid` per registered child: O(n) | untouched | |
 //! | [`FastChildWatcher`] | the main thread's loop only | the loop attached, and an open [`fork_window`] | one peek and one `waitpid` per exited child: O(1) | **reaped** (their own `waitpid` gets ECHILD) | spawning and registering inside a fork window |
 //! | [`MultiLoopChildWatcher`] | any thread, once attached from the main thread | a running loop in the calling thread | per SIGCHLD, one `waitpid` per registered child, in its reaper thread: O(n) | untouched | one reaper thread |
-//! | [`ThreadedChildWatcher`] | any thread | a running loop in the calling thread | no signal work: one thread per running child, blocked in `waitpid` | untouched | a thread per running child |
+//! | [`ThreadedChildWatcher`] | any thread | a running loop in the calling thread | no signal work: one thread per running child, blocked in `waitpid`; idle threads are reused | untouched | a thread per running child |
 //! | [`PidfdChildWatcher`] | any thread | a running loop in the calling thread | no signal work: one `waitpid` per exit, O(1) | untouched | Linux ≥ 5.3, `pidfd_open` not refused by seccomp |
 //!
 //! - **Prefer Pidfd, else Threaded.** Both serve a loop in any thread, wait only for

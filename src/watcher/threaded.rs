@@ -1,10 +1,12 @@
-//! `ThreadedChildWatcher` (spec T-1 … T-8): one thread per registered child, blocked
-//! until it exits, reaps it and hands the returncode to the loop that was running where the child
-//! was registered. Needs no signals and no main thread; costs a thread per child.
+//! `ThreadedChildWatcher` (spec T-1 … T-8): one thread per running registered child,
+//! blocked until it exits, reaps it and hands the returncode to the loop that was running
+//! where the child was registered. Needs no signals and no main thread; costs a thread
+//! per running child, and reuses the threads of children that ended.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{
     ChildCallback, ChildWatcher, ReapFence, check_pid, returncode, warn_if_sigchld_ignored,
@@ -24,9 +26,10 @@ use crate::zoo::Mutant;
 ///   calling thread: that loop gets the callback, through
 ///   [`EventLoop::call_soon_threadsafe`], so the callback runs in the loop's thread
 ///   (T-3, R-4). Without one it fails with `RuntimeError('no running event loop')`.
-/// - Each call starts a thread named `asyncio-waitpid-N` (`N` counts this watcher's
-///   registrations from 0) that blocks until the child exits, then reaps it, retrying
-///   on `EINTR` (T-3, T-4). CPython blocks in `waitpid(pid, 0)`; here the blocking
+/// - Each call hands the child to a waiter thread that blocks until the child exits,
+///   then reaps it, retrying on `EINTR` (T-3, T-4): a waiter idling after its last
+///   child (see "Reused waiters" below), or a new thread named `asyncio-waitpid-N`,
+///   where `N` counts this watcher's registrations from 0. CPython blocks in `waitpid(pid, 0)`; here the blocking
 ///   wait is a `waitid(WNOWAIT)` peek followed by `waitpid(pid, WNOHANG)`, for the
 ///   reap fence (see "Pid reuse" below). A child reaped by someone else is reported as 255 with the warning
 ///   "Unknown child process pid …". If the loop was closed by the time the child
@@ -37,11 +40,19 @@ use crate::zoo::Mutant;
 /// - `attach_loop` does nothing and `is_active` is always true (T-2);
 ///   `remove_child_handler` removes nothing, always answers `true`, and the callback
 ///   still fires (T-6).
-/// - Registering a pid twice starts two threads and **both callbacks fire**: whichever
+/// - Registering a pid twice gives it two waiters and **both callbacks fire**: whichever
 ///   `waitpid` wins reports the real code, the other 255 with the warning (T-5).
 ///
 /// # Deviations from CPython
 ///
+/// - **Reused waiters.** CPython starts a thread per registration, and it ends with
+///   its child. Here a waiter that has handed its child's exit to the loop idles for
+///   the keep-alive ([`ThreadedChildWatcher::KEEP_ALIVE`], 10 s, or what
+///   [`ThreadedChildWatcher::with_keep_alive`] sets) and takes the next registration,
+///   so children spawned one after another cost one thread in all, not a thread start
+///   and join each. A reused thread keeps the name of the registration that started
+///   it. `close`, and dropping the watcher, end the idle waiters at once; a keep-alive
+///   of zero gives CPython's thread per registration.
 /// - **No `KeyError` on a double registration.** CPython keeps its threads in a dict
 ///   keyed by pid, so the second thread's `self._threads.pop(pid)` raises `KeyError`
 ///   and the thread dies with a traceback (T-5). Here threads are keyed by their
@@ -50,10 +61,12 @@ use crate::zoo::Mutant;
 ///   nobody joins (`close()` is a no-op since 3.11.7, gh-110205). This watcher keeps
 ///   every thread's handle:
 ///   - each `add_child_handler` first joins the threads that have finished, so a
-///     long-lived watcher holds handles only for children still running;
-///   - [`ChildWatcher::close`] joins every thread whose `waitpid` has returned. Such a
-///     thread has at most to hand the returncode to the loop (or log that the loop is
-///     closed) before it ends, so this wait is short and bounded. Threads still
+///     long-lived watcher holds handles only for children still running and for
+///     waiters within their keep-alive;
+///   - [`ChildWatcher::close`] ends the idle waiters and joins every thread whose
+///     `waitpid` has returned. Such a thread has at most to hand the returncode to the
+///     loop (or log that the loop is closed) before it ends, so this wait is short and
+///     bounded. Threads still
 ///     blocked in `waitpid` are **left running, and their handles kept**: a blocked
 ///     `waitpid` cannot be interrupted without signalling the thread, and waiting for
 ///     it would make `close` hang for as long as the child runs (forever, for a
@@ -133,7 +146,8 @@ use crate::zoo::Mutant;
 /// })??;
 /// event_loop.run_forever()?;
 /// assert_eq!(code.load(Ordering::SeqCst), 3);
-/// watcher.close()?; // joins the finished waiter thread
+/// // The waiter idles, ready for the next child, until `close` ends and joins it.
+/// watcher.close()?;
 /// assert_eq!(watcher.pending_threads(), 0);
 /// event_loop.close()?;
 /// # Ok::<(), loopwatch::Error>(())
@@ -150,30 +164,49 @@ struct SharedWaiters<K: Kernel> {
     state: BlockingMutex<K, Waiters<K>>,
 }
 
-/// The waiter threads not joined yet (CPython's `_threads`, keyed by thread number
-/// rather than by pid) and the counter that names them (`_pid_counter`, T-1).
+/// The waiter threads not joined yet (CPython's `_threads`, keyed by the number of
+/// the registration that started each thread rather than by pid) and the counter of
+/// registrations that names them (`_pid_counter`, T-1).
 struct Waiters<K: Kernel> {
     next: u64,
     threads: BTreeMap<u64, Waiter<K>>,
+    /// How long a waiter with nothing to wait for stays for the next registration.
+    keep_alive: Duration,
 }
 
 /// One waiter thread.
 struct Waiter<K: Kernel> {
+    /// The pid of its current (or last) registration.
     pid: Pid,
     stage: Stage,
-    /// The thread's id, known once its `waitpid` returned: `close` must not join the
-    /// thread it runs in (a callback dropped by a waiter may drop the watcher).
+    /// The thread's id, known once it runs: `close` must not join the thread it runs
+    /// in (a callback dropped by a waiter may drop the watcher).
     thread: Option<ThreadId>,
+    /// A registration handed to this thread while it was idle, not taken yet.
+    next_job: Option<Job<K>>,
+    /// Set by `close` and by dropping the watcher: end instead of idling.
+    retire: bool,
     handle: K::JoinHandle,
+}
+
+/// One registration: what a waiter needs to wait for a child and report it.
+struct Job<K: Kernel> {
+    event_loop: WeakLoop<K>,
+    pid: Pid,
+    fence: Option<ReapFence<K>>,
+    callback: ChildCallback,
 }
 
 /// How far a waiter thread got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
-    /// Blocked in `waitpid`: joining it could take as long as the child runs.
+    /// Blocked in `waitpid` (or about to be): joining it could take as long as the
+    /// child runs.
     Waiting,
-    /// `waitpid` returned; the thread is delivering the returncode and ends soon.
+    /// `waitpid` returned; the thread is delivering the returncode, then idles or ends.
     Reaped,
+    /// Done with its registration, waiting up to the keep-alive for another one.
+    Idle,
     /// The thread's body has returned (or unwound).
     Finished,
 }
@@ -192,6 +225,10 @@ impl Default for ThreadedChildWatcher<OsKernel> {
 }
 
 impl<K: Kernel> ThreadedChildWatcher<K> {
+    /// How long a waiter thread with nothing to wait for stays by default, ready for
+    /// the next registration, before it ends.
+    pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
     /// A new watcher over `kernel`.
     pub fn with_kernel(kernel: K) -> Self {
         let state = BlockingMutex::new(
@@ -199,6 +236,7 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
             Waiters {
                 next: 0,
                 threads: BTreeMap::new(),
+                keep_alive: Self::KEEP_ALIVE,
             },
         );
         ThreadedChildWatcher {
@@ -206,19 +244,48 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
         }
     }
 
-    /// Waiter threads started and not joined yet: those still blocked in `waitpid`,
-    /// and those that ended since the last `add_child_handler` or `close`.
+    /// This watcher with waiter threads that stay `keep_alive` (by default
+    /// [`Self::KEEP_ALIVE`], 10 s) after reporting their child, ready for the next registration, instead of
+    /// ending. `Duration::ZERO` gives CPython's behaviour: a thread per registration.
+    /// Applies to the threads that go idle from then on.
+    #[must_use]
+    pub fn with_keep_alive(self, keep_alive: Duration) -> Self {
+        self.shared.state.lock().keep_alive = keep_alive;
+        self
+    }
+
+    /// Waiter threads idling for the next registration (see
+    /// [`ThreadedChildWatcher::with_keep_alive`]).
+    pub fn idle_threads(&self) -> usize {
+        let state = self.shared.state.lock();
+        state
+            .threads
+            .values()
+            .filter(|w| w.stage == Stage::Idle)
+            .count()
+    }
+
+    /// Waiter threads started and not joined yet: those blocked in `waitpid`, those
+    /// idling for the next registration, and those that ended since the last
+    /// `add_child_handler` or `close`.
     pub fn pending_threads(&self) -> usize {
         self.shared.state.lock().threads.len()
     }
 
     /// Joins the waiter threads that `ready` accepts, outside the lock, skipping the
-    /// calling thread. Returns how many are still blocked in `waitpid`.
-    fn join_where(&self, ready: impl Fn(Stage) -> bool) -> usize {
+    /// calling thread; with `retire`, first tells every thread to end instead of idling
+    /// (idle ones end at once). Returns how many are still blocked in `waitpid`.
+    fn join_where(&self, retire: bool, ready: impl Fn(Stage) -> bool) -> usize {
         let kernel = &self.shared.kernel;
         let me = kernel.current_thread();
         let (joinable, blocked) = {
             let mut state = self.shared.state.lock();
+            if retire {
+                for waiter in state.threads.values_mut() {
+                    waiter.retire = true;
+                }
+                self.shared.state.notify_all();
+            }
             let numbers: Vec<u64> = state
                 .threads
                 .iter()
@@ -268,13 +335,35 @@ impl<K: Kernel> Drop for FinishOnDrop<K> {
 }
 
 impl<K: Kernel> SharedWaiters<K> {
-    /// Records that waiter `number`'s `waitpid` returned, and in which thread.
+    /// Records that waiter `number`'s `waitpid` returned.
     fn mark_reaped(&self, number: u64) {
-        let thread = self.kernel.current_thread();
         let mut state = self.state.lock();
         if let Some(waiter) = state.threads.get_mut(&number) {
             waiter.stage = Stage::Reaped;
-            waiter.thread = Some(thread);
+        }
+    }
+
+    /// Waiter `number`, done with a registration, idles until another is handed to it
+    /// (which it returns), it is told to retire, or the keep-alive passes (`None`).
+    fn next_job(&self, number: u64) -> Option<Job<K>> {
+        let mut state = self.state.lock();
+        let deadline = self.kernel.now() + state.keep_alive;
+        loop {
+            let waiter = state.threads.get_mut(&number)?;
+            if let Some(job) = waiter.next_job.take() {
+                // `start_waiter` set the stage to `Waiting` when it handed the job over.
+                waiter.pid = job.pid;
+                return Some(job);
+            }
+            let now = self.kernel.now();
+            if waiter.retire || now >= deadline {
+                // Marked under the lock, so that no registration is handed to a thread
+                // on its way out.
+                waiter.stage = Stage::Finished;
+                return None;
+            }
+            waiter.stage = Stage::Idle;
+            state.wait(Some(deadline - now));
         }
     }
 }
@@ -333,19 +422,43 @@ fn wait_and_reap<K: Kernel>(
     }
 }
 
-/// The waiter thread's body (CPython's `_do_waitpid`, T-4).
+/// The body of the waiter thread `asyncio-waitpid-number`: its first registration,
+/// then any handed to it while it idles, until it retires or idles for the keep-alive.
+fn waiter_thread<K: Kernel>(shared: Arc<SharedWaiters<K>>, number: u64, first: Job<K>) {
+    let finish = FinishOnDrop {
+        shared: shared.clone(),
+        number,
+    };
+    {
+        let thread = shared.kernel.current_thread();
+        let mut state = shared.state.lock();
+        if let Some(waiter) = state.threads.get_mut(&number) {
+            waiter.thread = Some(thread);
+        }
+    }
+    let mut job = Some(first);
+    while let Some(Job {
+        event_loop,
+        pid,
+        fence,
+        callback,
+    }) = job
+    {
+        do_waitpid(&shared, number, event_loop, pid, fence, callback);
+        job = shared.next_job(number);
+    }
+    drop(finish);
+}
+
+/// One registration's wait and report (CPython's `_do_waitpid`, T-4).
 fn do_waitpid<K: Kernel>(
-    shared: Arc<SharedWaiters<K>>,
+    shared: &SharedWaiters<K>,
     number: u64,
     event_loop: WeakLoop<K>,
     pid: Pid,
     fence: Option<ReapFence<K>>,
     callback: ChildCallback,
 ) {
-    let finish = FinishOnDrop {
-        shared: shared.clone(),
-        number,
-    };
     let kernel = &shared.kernel;
     let outcome = match wait_and_reap(kernel, pid, fence.as_ref()) {
         Ok(Waited::Reaped(code)) => Ok(code),
@@ -368,7 +481,6 @@ fn do_waitpid<K: Kernel>(
                 "Exception in thread asyncio-waitpid-{number}"
             );
             drop(callback);
-            drop(finish);
             return;
         }
     };
@@ -405,7 +517,6 @@ fn do_waitpid<K: Kernel>(
             pid.0
         );
     }
-    drop(finish);
 }
 
 impl<K: Kernel> ThreadedChildWatcher<K> {
@@ -441,7 +552,8 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
         self.start_waiter(pid, event_loop, fence, callback)
     }
 
-    /// Starts the waiter thread `asyncio-waitpid-N` for `pid`.
+    /// Hands the registration of `pid` to an idle waiter thread, or starts the thread
+    /// `asyncio-waitpid-N` for it, `N` being this registration's number.
     fn start_waiter(
         &self,
         pid: Pid,
@@ -450,13 +562,33 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
         callback: ChildCallback,
     ) -> Result<()> {
         // Opportunistic: a long-lived watcher keeps handles only of live waiters.
-        self.join_where(|stage| stage == Stage::Finished);
+        self.join_where(false, |stage| stage == Stage::Finished);
         let kernel = &self.shared.kernel;
         let mut state = self.shared.state.lock();
         let number = state.next;
         state.next += 1;
+        let job = Job {
+            event_loop,
+            pid,
+            fence,
+            callback,
+        };
+        // The most recently started idle thread: the others are the first to reach
+        // their keep-alive and end when registrations slow down.
+        let idle = state
+            .threads
+            .values_mut()
+            .rev()
+            .find(|w| w.stage == Stage::Idle && !w.retire && w.next_job.is_none());
+        if let Some(waiter) = idle {
+            waiter.stage = Stage::Waiting;
+            waiter.pid = pid;
+            waiter.next_job = Some(job);
+            self.shared.state.notify_all();
+            return Ok(());
+        }
         let shared = self.shared.clone();
-        let body = Box::new(move || do_waitpid(shared, number, event_loop, pid, fence, callback));
+        let body = Box::new(move || waiter_thread(shared, number, job));
         // The lock is held across the spawn, so the new thread finds its entry.
         let handle = kernel
             .spawn_thread(&format!("asyncio-waitpid-{number}"), body)
@@ -467,6 +599,8 @@ impl<K: Kernel> ThreadedChildWatcher<K> {
                 pid,
                 stage: Stage::Waiting,
                 thread: None,
+                next_job: None,
+                retire: false,
                 handle,
             },
         );
@@ -538,7 +672,7 @@ impl<K: Kernel> ChildWatcher<K> for ThreadedChildWatcher<K> {
     ///
     /// None: a waiter that panicked is logged as `Exception in thread …`.
     fn close(&self) -> Result<()> {
-        self.join_where(|stage| stage != Stage::Waiting);
+        self.join_where(true, |stage| stage != Stage::Waiting);
         Ok(())
     }
 
@@ -550,7 +684,7 @@ impl<K: Kernel> ChildWatcher<K> for ThreadedChildWatcher<K> {
 
 impl<K: Kernel> Drop for ThreadedChildWatcher<K> {
     fn drop(&mut self) {
-        let blocked = self.join_where(|stage| stage != Stage::Waiting);
+        let blocked = self.join_where(true, |stage| stage != Stage::Waiting);
         if blocked > 0 {
             // CPython's `__del__` (T-7). The blocked threads keep only the shared
             // state alive, and end with their children; their handles are dropped.
