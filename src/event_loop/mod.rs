@@ -52,7 +52,7 @@ pub use task::Task;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{Fd, Kernel, PollWaker, Poller, Signal};
 use crate::loom::sync::Mutex;
-use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::BlockingMutex;
 use crate::sys::unix::OsKernel;
 use crate::zoo::Mutant;
@@ -134,6 +134,10 @@ pub(crate) struct Inner<K: Kernel> {
     /// Set when a wake is on its way, so that many `call_soon_threadsafe` calls between
     /// two polls cost one write to the waker.
     wake_pending: AtomicBool,
+    /// The id of the thread the loop runs in ([`NOT_RUNNING`] when it does not run): a
+    /// wake from that thread needs no write, since the thread is not polling, and it
+    /// looks at the ready queue, `stop` and the future before it polls again.
+    running_on: AtomicU64,
     /// A kernel lock: the loop holds it across kernel calls (registering an fd,
     /// installing a signal disposition), which may switch threads under a simulator.
     state: BlockingMutex<K, LoopState<K>>,
@@ -144,6 +148,9 @@ pub(crate) struct Inner<K: Kernel> {
 }
 
 /// Numbers loops for their `Debug` output; not state any test models.
+/// [`Inner::running_on`] of a loop that does not run: no thread has this id.
+const NOT_RUNNING: u64 = u64::MAX;
+
 static NEXT_LOOP_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A selector event loop over kernel `K`.
@@ -305,6 +312,11 @@ impl<K: Kernel> Inner<K> {
     }
 
     fn wake(&self) {
+        if self.running_on.load(Ordering::Relaxed) == self.kernel.current_thread().0 {
+            // The loop's own thread, between two polls: it checks what woke it before
+            // it decides how long the next poll may block.
+            return;
+        }
         if self.wake_pending.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -387,6 +399,7 @@ impl<K: Kernel> EventLoop<K> {
                 poller: Mutex::new(Some(Arc::new(poller))),
                 waker: Mutex::new(Some(waker)),
                 wake_pending: AtomicBool::new(false),
+                running_on: AtomicU64::new(NOT_RUNNING),
                 state,
                 debug: AtomicBool::new(false),
                 cancelled_timers: Arc::new(AtomicUsize::new(0)),

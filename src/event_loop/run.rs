@@ -9,7 +9,9 @@ use std::task::{Context, Poll as TaskPoll, Wake, Waker};
 use std::time::Duration;
 
 use super::running::{self, try_get_running_loop};
-use super::{EventLoop, ExceptionContext, Inner, Job, Ready, closed_error, panic_message};
+use super::{
+    EventLoop, ExceptionContext, Inner, Job, NOT_RUNNING, Ready, closed_error, panic_message,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{Errno, Event, Fd, Kernel, Poller};
 use crate::loom::sync::atomic::{AtomicBool, Ordering};
@@ -138,6 +140,7 @@ impl<K: Kernel> EventLoop<K> {
                 ));
             }
             state.running_thread = Some(thread);
+            self.inner.running_on.store(thread.0, Ordering::Relaxed);
         }
         running::set_running_loop(kernel, Some(self.clone()));
         // Undo the running state however the loop ends, a panic included.
@@ -149,6 +152,10 @@ impl<K: Kernel> EventLoop<K> {
                     let mut state = self.0.inner.state.lock();
                     state.stopping = false;
                     state.running_thread = None;
+                    self.0
+                        .inner
+                        .running_on
+                        .store(NOT_RUNNING, Ordering::Relaxed);
                 }
                 running::set_running_loop(kernel, None);
             }

@@ -5,7 +5,7 @@ pub(crate) mod sync {
     use std::ops::{Deref, DerefMut};
 
     pub(crate) mod atomic {
-        pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     }
 
     thread_local! {
