@@ -9,17 +9,20 @@
 //! LOOPWATCH_BENCH_K=0,100,1000,5000 cargo run --release -p loopwatch-benches --example compare
 //! ```
 //!
-//! The rows are measured round by round, every row once per round and K, so that the
-//! machine's load falls on all of them alike; each ratio divides a row's median
+//! The rows are measured round by round, every row once per round and K in an order
+//! that turns each round, so that the machine's load falls on all of them alike; each ratio divides a row's median
 //! per-reap time by std's in the same round and at the same K, and the table shows the
-//! median of those ratios over the rounds. It prints one Markdown table and writes an
+//! median of those ratios over the rounds. A CPython run that fails (its watcher
+//! reported a wrong returncode, say) leaves that round without the row's figure; the
+//! table says from how many rounds a figure comes. It prints one Markdown table and writes an
 //! SVG plot of per-reap time against K (`--svg`).
 //!
 //! Options: `--quick` (2 rounds of 3 reaps, K = 0 and 100), `--rounds N` (default 5),
 //! `--reps N` (timed reaps per row, round and K; default 10), `--k LIST` (default
 //! 0,100,1000, or `LOOPWATCH_BENCH_K`; each K must fit this machine's limits, see
 //! `loopwatch_benches::limits`), `--svg PATH` (default
-//! `target/loopwatch-compare/k_scaling.svg`), `--harness PATH` (default this crate's
+//! `target/loopwatch-compare/k_scaling.svg`), `--json PATH` (every round's figure
+//! and every failure; default `target/loopwatch-compare/figures.json`), `--harness PATH` (default this crate's
 //! `cpython/harness.py`), `--no-cpython`. Bad options exit with status 2.
 
 mod cpython;
@@ -39,7 +42,7 @@ use report::{Figures, Row};
 const DEFAULT_KS: [u64; 3] = [0, 100, 1000];
 const QUICK_KS: [u64; 2] = [0, 100];
 const USAGE: &str = "usage: compare [--quick] [--rounds N] [--reps N] [--k 0,100,1000] \
-                     [--svg PATH] [--harness PATH] [--no-cpython]";
+                     [--svg PATH] [--json PATH] [--harness PATH] [--no-cpython]";
 
 #[derive(Debug)]
 struct Options {
@@ -48,6 +51,7 @@ struct Options {
     warmup: usize,
     ks: Vec<u64>,
     svg: PathBuf,
+    json: PathBuf,
     harness: PathBuf,
     cpython: bool,
 }
@@ -58,6 +62,7 @@ fn parse_options(args: &[String], env_ks: Option<&str>) -> Result<Options, Strin
     let mut reps = None;
     let mut ks = None;
     let mut svg = PathBuf::from("target/loopwatch-compare/k_scaling.svg");
+    let mut json = PathBuf::from("target/loopwatch-compare/figures.json");
     let mut harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("cpython/harness.py");
     let mut cpython = true;
     let mut args = args.iter();
@@ -79,6 +84,7 @@ fn parse_options(args: &[String], env_ks: Option<&str>) -> Result<Options, Strin
             "--reps" => reps = Some(count("--reps", value("--reps")?)?),
             "--k" => ks = Some(parse_ks(&value("--k")?, "--k")?),
             "--svg" => svg = PathBuf::from(value("--svg")?),
+            "--json" => json = PathBuf::from(value("--json")?),
             "--harness" => harness = PathBuf::from(value("--harness")?),
             "--no-cpython" => cpython = false,
             other => return Err(format!("unknown option {other:?}")),
@@ -96,6 +102,7 @@ fn parse_options(args: &[String], env_ks: Option<&str>) -> Result<Options, Strin
         warmup: if quick { 1 } else { 2 },
         ks,
         svg,
+        json,
         harness,
         cpython,
     })
@@ -317,9 +324,6 @@ fn run(options: &Options) -> Result<Figures, String> {
             let turn = round % rows.len();
             rows.rotate_left(turn);
             for row in rows {
-                if figures.failures().contains_key(&row) {
-                    continue;
-                }
                 let ns = match row {
                     Row::Std => measure_std(k, options)?,
                     Row::Tokio => measure_tokio(options)?,
@@ -331,7 +335,7 @@ fn run(options: &Options) -> Result<Figures, String> {
                         match measure_cpython(python_row, k, options) {
                             Ok(ns) => ns,
                             Err(error) => {
-                                eprintln!("compare: {row} left out from here on: {error}");
+                                eprintln!("compare: {row}, K = {k}, round {}: {error}", round + 1);
                                 figures.fail(row, error);
                                 continue;
                             }
@@ -350,11 +354,38 @@ fn run(options: &Options) -> Result<Figures, String> {
     Ok(figures)
 }
 
-fn write_svg(path: &Path, figures: &Figures) -> Result<(), String> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|error| format!("creating {}: {error}", dir.display()))?;
+fn create_parent(path: &Path) -> Result<(), String> {
+    match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .map_err(|error| format!("creating {}: {error}", dir.display())),
+        None => Ok(()),
     }
+}
+
+/// Every round's figure and every failure, for a look behind the medians.
+fn write_json(path: &Path, figures: &Figures) -> Result<(), String> {
+    create_parent(path)?;
+    let medians: Vec<serde_json::Value> = figures
+        .entries()
+        .map(|(row, k, round, median_ns)| {
+            serde_json::json!({"row": row.to_string(), "k": k, "round": round, "median_ns": median_ns})
+        })
+        .collect();
+    let failures: serde_json::Map<String, serde_json::Value> = figures
+        .failures()
+        .iter()
+        .map(|(row, reasons)| (row.to_string(), serde_json::json!(reasons)))
+        .collect();
+    let text = serde_json::to_string_pretty(
+        &serde_json::json!({"medians": medians, "failures": failures}),
+    )
+    .map_err(|error| format!("figures as JSON: {error}"))?;
+    std::fs::write(path, text + "\n")
+        .map_err(|error| format!("writing {}: {error}", path.display()))
+}
+
+fn write_svg(path: &Path, figures: &Figures) -> Result<(), String> {
+    create_parent(path)?;
     let svg = report::svg(
         &figures.curves(),
         "spawn+reap of /bin/true with K idle registered children",
@@ -404,14 +435,29 @@ fn main() -> ExitCode {
         options.rounds, options.reps
     );
     print!("{}", figures.table());
-    for (row, reason) in figures.failures() {
-        println!("\n{row} failed: {reason}");
+    for (row, reasons) in figures.failures() {
+        // The harness's own summary is the last line of its stderr.
+        let last = reasons[0]
+            .lines()
+            .rev()
+            .find(|line| !line.trim().is_empty());
+        println!(
+            "\n{row}: {} run(s) failed, the first with: {}",
+            reasons.len(),
+            last.unwrap_or("")
+        );
     }
-    if let Err(error) = write_svg(&options.svg, &figures) {
+    if let Err(error) =
+        write_svg(&options.svg, &figures).and_then(|()| write_json(&options.json, &figures))
+    {
         eprintln!("compare: {error}");
         return ExitCode::FAILURE;
     }
-    println!("\nplot: {}", options.svg.display());
+    println!(
+        "\nplot: {}\nfigures: {}",
+        options.svg.display(),
+        options.json.display()
+    );
     ExitCode::SUCCESS
 }
 
@@ -464,6 +510,35 @@ mod tests {
             let error = parse_options(&args(line), env).unwrap_err();
             assert!(error.contains(why), "{line}: {error}");
         }
+    }
+
+    #[test]
+    fn the_figures_as_json() {
+        let mut figures = Figures::default();
+        figures.record(Row::Std, 0, 0, 900_000);
+        figures.record(Row::Loopwatch(Watcher::Pidfd), 100, 1, 1_000_000);
+        figures.fail(Row::Tokio, "no runtime".into());
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a directory of this test process's own"
+        )]
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("loopwatch-compare-json-{pid}"));
+        let path = dir.join("sub/figures.json");
+        write_json(&path, &figures).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "medians": [
+                    {"row": "std", "k": 0, "round": 0, "median_ns": 900_000},
+                    {"row": "loopwatch pidfd", "k": 100, "round": 1, "median_ns": 1_000_000}
+                ],
+                "failures": {"tokio": ["no runtime"]}
+            })
+        );
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl fmt::Display for Row {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Figures {
     medians: BTreeMap<(Row, u64), BTreeMap<usize, u64>>,
-    failed: BTreeMap<Row, String>,
+    failed: BTreeMap<Row, Vec<String>>,
 }
 
 impl Figures {
@@ -85,14 +85,28 @@ impl Figures {
             .insert(round, median_ns);
     }
 
-    /// Records that `row` failed (it is shown as failed in the table).
+    /// Records that one of `row`'s runs failed: that round has no figure for it.
     pub(crate) fn fail(&mut self, row: Row, reason: String) {
-        self.failed.insert(row, reason);
+        self.failed.entry(row).or_default().push(reason);
     }
 
-    /// The rows that failed, with why.
-    pub(crate) fn failures(&self) -> &BTreeMap<Row, String> {
+    /// The rows that failed at least once, with why, run by run.
+    pub(crate) fn failures(&self) -> &BTreeMap<Row, Vec<String>> {
         &self.failed
+    }
+
+    /// How many rounds have a figure for `row` at `k`.
+    pub(crate) fn rounds(&self, row: Row, k: u64) -> usize {
+        self.medians.get(&(row, k)).map_or(0, BTreeMap::len)
+    }
+
+    /// Every figure: (row, K, round, median per-reap time in ns).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (Row, u64, usize, u64)> + '_ {
+        self.medians.iter().flat_map(|(&(row, k), rounds)| {
+            rounds
+                .iter()
+                .map(move |(&round, &median_ns)| (row, k, round, median_ns))
+        })
     }
 
     fn rows(&self) -> Vec<Row> {
@@ -135,7 +149,7 @@ impl Figures {
     }
 
     /// The table of ratios to std, one row per implementation and watcher, one column
-    /// per K, as Markdown.
+    /// per K, as Markdown. A figure from fewer rounds than std's says how many.
     pub(crate) fn table(&self) -> String {
         let ks = self.ks();
         let mut out = String::from("| per reap, ratio to std spawn+wait |");
@@ -160,8 +174,10 @@ impl Figures {
                 } else {
                     self.ratio(row, k).map(|ratio| format!("{ratio:.2}"))
                 };
-                // A failed row keeps the figures of the rounds it completed.
+                // A row that failed in some rounds keeps the figures of the others.
+                let (done, all) = (self.rounds(row, k), self.rounds(Row::Std, k));
                 let cell = match cell {
+                    Some(cell) if done < all => format!("{cell} ({done}/{all} rounds)"),
                     Some(cell) => cell,
                     None if self.failed.contains_key(&row) => "failed".to_string(),
                     None => "—".to_string(),
@@ -417,7 +433,9 @@ mod tests {
         figures.record(safe, 1000, 1, 3_600_000);
         let python = Row::CPython(V312, Watcher::Pidfd);
         figures.record(python, 0, 0, 1_500_000);
+        figures.record(python, 0, 1, 3_000_000);
         figures.record(python, 1000, 0, 1_800_000);
+        figures.fail(python, "returncode 255".into());
         figures.fail(
             Row::CPython(V312, Watcher::MultiLoop),
             "exit status 1".into(),
@@ -456,7 +474,7 @@ mod tests {
 | tokio | 1.00 | — |
 | loopwatch safe | 1.00 | 3.00 |
 | CPython 3.12.1 multi_loop | failed | failed |
-| CPython 3.12.1 pidfd | 1.50 | 1.50 |
+| CPython 3.12.1 pidfd | 1.50 | 1.50 (1/2 rounds) |
 ";
         assert_eq!(figures().table(), expected);
     }
