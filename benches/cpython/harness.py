@@ -22,7 +22,8 @@ before 3.9 or where `pidfd_open` fails):
      "available": false, "reason": "..."}
 
 Exit status: 0 with the JSON, 1 when a measurement failed (the reason on stderr),
-2 for bad arguments.
+2 for bad arguments. A child whose exit the watcher does not report within
+--timeout seconds is killed and reaped here, and the run fails.
 
     python3 harness.py --watcher pidfd --k 0,100,1000 --reps 20
 """
@@ -117,9 +118,31 @@ class Setup:
             self.loop.close()
 
 
-async def spawn_true():
+async def wait_or_reap(process, timeout, what):
+    """`process.wait()`, or, when the watcher has not reported the exit within
+    `timeout` seconds (CPython's MultiLoopChildWatcher can lose one), kill the child,
+    reap it here and raise."""
+    try:
+        return await asyncio.wait_for(process.wait(), timeout)
+    except asyncio.TimeoutError:
+        pass
+    try:
+        os.kill(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(process.pid, 0)
+    except ChildProcessError:
+        pass
+    raise RuntimeError(
+        "the watcher did not report the exit of %s (pid %d) within %g s"
+        % (what, process.pid, timeout)
+    )
+
+
+async def spawn_true(timeout):
     process = await asyncio.create_subprocess_exec(TRUE)
-    code = await process.wait()
+    code = await wait_or_reap(process, timeout, TRUE)
     if code != 0:
         raise RuntimeError("%s ended with returncode %r" % (TRUE, code))
 
@@ -129,43 +152,52 @@ async def start_idle(count, started):
         started.append(await asyncio.create_subprocess_exec(*IDLE))
 
 
-async def stop_idle(processes):
+async def stop_idle(processes, timeout):
     # One at a time: a burst of SIGCHLDs lets MultiLoopChildWatcher's Python-level
     # handler run nested in itself, and the outer pass then finds the child already
     # reaped and reports it with returncode 255.
     bad = []
+    lost = []
     for process in processes:
         if process.returncode is None:
             try:
                 process.kill()
             except ProcessLookupError:
                 pass
-        code = await process.wait()
+        try:
+            code = await wait_or_reap(process, timeout, "an idle child")
+        except RuntimeError as error:
+            lost.append(str(error))
+            # Once the watcher has lost an exit, the rest get a short wait each.
+            timeout = min(timeout, 2.0)
+            continue
         if code != -signal.SIGKILL:
             bad.append(code)
+    if lost:
+        raise RuntimeError("%d idle children lost, the first: %s" % (len(lost), lost[0]))
     if bad:
         raise RuntimeError("idle children ended with returncodes %r" % bad[:5])
 
 
-def measure_case(loop, k, reps, warmup):
+def measure_case(loop, k, reps, warmup, timeout):
     idle = []
     samples = []
     try:
         loop.run_until_complete(start_idle(k, idle))
         for _ in range(warmup):
-            loop.run_until_complete(spawn_true())
+            loop.run_until_complete(spawn_true(timeout))
         for _ in range(reps):
             start = time.perf_counter_ns()
-            loop.run_until_complete(spawn_true())
+            loop.run_until_complete(spawn_true(timeout))
             samples.append(time.perf_counter_ns() - start)
     finally:
         # Every idle child started, even after a failure, is killed and reaped.
-        loop.run_until_complete(stop_idle(idle))
+        loop.run_until_complete(stop_idle(idle, timeout))
     ordered = sorted(samples)
     return {"k": k, "samples_ns": samples, "median_ns": ordered[(len(ordered) - 1) // 2]}
 
 
-def run(name, ks, reps, warmup):
+def run(name, ks, reps, warmup, timeout):
     report = {"implementation": "CPython", "version": version(), "watcher": name}
     try:
         cls = watcher_class(name)
@@ -175,7 +207,7 @@ def run(name, ks, reps, warmup):
         return report
     setup = Setup(cls)
     try:
-        cases = [measure_case(setup.loop, k, reps, warmup) for k in ks]
+        cases = [measure_case(setup.loop, k, reps, warmup, timeout) for k in ks]
     finally:
         setup.close()
     report["available"] = True
@@ -230,9 +262,15 @@ def main(argv):
     parser.add_argument(
         "--warmup", type=count, default=2, help="untimed reaps first (default 2)"
     )
+    parser.add_argument(
+        "--timeout",
+        type=positive,
+        default=30,
+        help="seconds to wait for the watcher to report one exit (default 30)",
+    )
     args = parser.parse_args(argv)
     try:
-        report = run(args.watcher, args.k, args.reps, args.warmup)
+        report = run(args.watcher, args.k, args.reps, args.warmup, args.timeout)
     except Exception as error:
         sys.stderr.write(
             "harness.py (Python %s, %s): %s: %s\n"
