@@ -395,6 +395,10 @@ fn write_svg(path: &Path, figures: &Figures) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|arg| arg == "--help" || arg == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let env_ks = match std::env::var("LOOPWATCH_BENCH_K") {
         Ok(text) => Some(text),
         Err(std::env::VarError::NotPresent) => None,
