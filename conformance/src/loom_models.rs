@@ -104,7 +104,7 @@ pub const MODELS: &[LoomModel] = &[
         faults: &[],
         scenario: Source::Builtin("exit-zero"),
         catches: Some(Mutant::ThreadedDoubleWaiter),
-        preemptions: 2,
+        preemptions: 1,
     },
     LoomModel {
         name: "threaded_waiter_against_remove_and_close",
@@ -122,7 +122,7 @@ pub const MODELS: &[LoomModel] = &[
         faults: &[],
         scenario: own!("idle-waiter-reused"),
         catches: None,
-        preemptions: 2,
+        preemptions: 1,
     },
     LoomModel {
         name: "threaded_hop_wakes_a_sleeping_loop",
