@@ -928,6 +928,24 @@ fn two_waiters_named(report: &Report) -> Result<(), String> {
     }
 }
 
+/// Registers `pid` with `watcher` from inside `event_loop`, reporting to `reports`
+/// under `tag`.
+fn register_from_loop<K: Kernel>(
+    event_loop: &EventLoop<K>,
+    watcher: &dyn ChildWatcher<K>,
+    reports: &Reports<K>,
+    pid: Pid,
+    tag: &str,
+) {
+    event_loop
+        .run_until_complete(async {
+            watcher
+                .add_child_handler(pid, reports.callback(tag))
+                .unwrap();
+        })
+        .unwrap();
+}
+
 /// Goal (T-3, deviation): a waiter that has reported its child idles for the
 /// keep-alive and takes the next registration, so children registered one after
 /// another share one thread; `close` ends an idle waiter and joins it.
@@ -942,15 +960,7 @@ impl Body for ThreadedReusesIdleWaiters {
         let k2 = k.clone();
         in_loop_thread(k, move |event_loop, _| {
             let reports = Reports::new(&event_loop);
-            let add = |pid, tag| {
-                event_loop
-                    .run_until_complete(async {
-                        watcher
-                            .add_child_handler(pid, reports.callback(tag))
-                            .unwrap();
-                    })
-                    .unwrap();
-            };
+            let add = |pid, tag| register_from_loop(&event_loop, &*watcher, &reports, pid, tag);
             add(first, "first");
             reports.wait_for(1);
             // The report reaches the loop just before its waiter goes idle.
@@ -1005,15 +1015,7 @@ impl Body for ThreadedAddJoinsFinishedWaiters {
         let k2 = k.clone();
         in_loop_thread(k, move |event_loop, _| {
             let reports = Reports::new(&event_loop);
-            let add = |pid, tag| {
-                event_loop
-                    .run_until_complete(async {
-                        watcher
-                            .add_child_handler(pid, reports.callback(tag))
-                            .unwrap();
-                    })
-                    .unwrap();
-            };
+            let add = |pid, tag| register_from_loop(&event_loop, &*watcher, &reports, pid, tag);
             add(first, "first");
             reports.wait_for(1);
             match waiter_threads(&k2) {
