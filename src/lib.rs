@@ -139,8 +139,8 @@ pub use policy::{
 pub use subprocess::{Process, create_subprocess_exec};
 pub use sys::unix::{OsJoinHandle, OsKernel, OsMonitor, OsPoller, OsWaker};
 pub use watcher::{
-    ChildWatcher, FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher, SafeChildWatcher,
-    ThreadedChildWatcher,
+    AutoChildWatcher, ChildWatcher, FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher,
+    SafeChildWatcher, ThreadedChildWatcher,
 };
 
 /// The process-wide policy, created on first use (P-1).

@@ -12,6 +12,8 @@ pub struct FaultPlan {
     pub pidfd_enosys: bool,
     /// `pidfd_open` answers `EPERM`, as under a seccomp filter.
     pub pidfd_eperm: bool,
+    /// `pidfd_open` answers `EINVAL`, as a kernel that refuses its flags does.
+    pub pidfd_einval: bool,
     /// The process's fd limit (`RLIMIT_NOFILE`); `None` for the default of 1024.
     pub fd_limit: Option<usize>,
     /// Probability that `spawn` fails with `EAGAIN` (no pids, no memory).

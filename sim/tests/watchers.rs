@@ -28,10 +28,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use loopwatch::kernel::{
-    Clock, Disposition, Errno, ExitStatus, Kernel, Pid, Processes, Signal, Signals, SpawnRequest,
-    ThreadId, Threads, WaitMode, WaitStatus,
+    Clock, Disposition, Errno, ExitStatus, Fds, Kernel, Pid, Processes, Signal, Signals,
+    SpawnRequest, ThreadId, Threads, WaitMode, WaitStatus,
 };
-use loopwatch::watcher::{ChildCallback, MultiLoopChildWatcher};
+use loopwatch::watcher::{AutoChildWatcher, ChildCallback, MultiLoopChildWatcher, Rung};
 use loopwatch::{
     ChildWatcher, ErrorKind, EventLoop, ExceptionContext, FastChildWatcher, OsKernel,
     PidfdChildWatcher, SafeChildWatcher, ThreadedChildWatcher,
@@ -343,6 +343,12 @@ fn asyncio_warnings(capture: &Capture) -> Vec<String> {
 enum Kind {
     Threaded,
     Pidfd,
+    /// `AutoChildWatcher` with every rung: where pidfds work (the OS here, the
+    /// simulator without pidfd faults) it behaves as Pidfd.
+    Auto,
+    /// `AutoChildWatcher` without its pidfd rungs: every child goes to a waiter
+    /// thread, as with Threaded.
+    AutoWaiter,
 }
 
 impl Kind {
@@ -350,20 +356,39 @@ impl Kind {
         match self {
             Kind::Threaded => Arc::new(ThreadedChildWatcher::with_kernel(k.clone())),
             Kind::Pidfd => Arc::new(PidfdChildWatcher::with_kernel(k.clone())),
+            Kind::Auto => Arc::new(AutoChildWatcher::with_kernel(k.clone())),
+            Kind::AutoWaiter => Arc::new(auto_waiter(k)),
+        }
+    }
+
+    /// The built-in watcher whose behaviour this one shows in the tests: Auto's rung
+    /// decides it.
+    fn base(self) -> Kind {
+        match self {
+            Kind::Threaded | Kind::AutoWaiter => Kind::Threaded,
+            Kind::Pidfd | Kind::Auto => Kind::Pidfd,
         }
     }
 
     /// The warning for a child whose status other code read first.
     fn reaped_elsewhere_warning(self, pid: Pid) -> String {
-        match self {
+        match self.base() {
             Kind::Threaded => {
                 format!("Unknown child process pid {pid}, will report returncode 255")
             }
-            Kind::Pidfd => format!(
+            _ => format!(
                 "child process pid {pid} exit status already read:  will report returncode 255"
             ),
         }
     }
+}
+
+/// `AutoChildWatcher` that only has its waiter rung.
+fn auto_waiter<K: Kernel>(k: &K) -> AutoChildWatcher<K> {
+    AutoChildWatcher::with_kernel(k.clone())
+        .without(Rung::ProcessPidfd)
+        .and_then(|w| w.without(Rung::PidfdOpen))
+        .expect("the waiter rung is left")
 }
 
 // ----- both watchers -----------------------------------------------------------------
@@ -437,7 +462,7 @@ fn returncodes_threads(kind: Kind) -> impl Fn(&Report) -> Result<(), String> {
     move |report| {
         testing::completed(report)?;
         let names = thread_names(report);
-        let fits = match kind {
+        let fits = match kind.base() {
             Kind::Threaded => {
                 let Some((first, waiters)) = names.split_first() else {
                     return Err("no thread started".to_string());
@@ -451,7 +476,7 @@ fn returncodes_threads(kind: Kind) -> impl Fn(&Report) -> Result<(), String> {
                     && numbers.iter().all(|n| n.is_some_and(|n| n < 8))
                     && numbers.windows(2).all(|pair| pair[0] < pair[1])
             }
-            Kind::Pidfd => names == ["loop-thread"],
+            _ => names == ["loop-thread"],
         };
         if fits {
             Ok(())
@@ -674,9 +699,9 @@ impl Body for ThousandChildren {
     fn run<K: Kernel>(&self, k: &K) {
         let children = Arc::new(Children::new(k));
         let kind = self.0;
-        let batch = match kind {
+        let batch = match kind.base() {
             Kind::Threaded => THREAD_BATCH,
-            Kind::Pidfd => pidfd_batch(k),
+            _ => pidfd_batch(k),
         };
         let watcher = kind.make(k);
         let (c, k2) = (children.clone(), k.clone());
@@ -694,7 +719,7 @@ impl Body for ThousandChildren {
                                     .add_child_handler(pid, reports.callback("true"))
                                     .unwrap();
                             }
-                            if let Kind::Pidfd = kind {
+                            if let Kind::Pidfd = kind.base() {
                                 // No reader has run yet: every pidfd is open.
                                 assert_eq!(fd_count(&k2), before + batch);
                             }
@@ -773,13 +798,13 @@ impl Body for DroppedLoopIsFreed {
             for &pid in &pids {
                 k.kill(pid, Some(Signal::SIGKILL)).unwrap();
             }
-            match self.0 {
+            match self.0.base() {
                 Kind::Threaded => {
                     let reaped = poll_until(k, || (child_count(k) == 0).then_some(()));
                     assert!(reaped.is_some(), "the waiters reaped the children");
                 }
                 // Nobody is left to reap them: as after close, they are the caller's.
-                Kind::Pidfd => {
+                _ => {
                     for &pid in &pids {
                         assert_eq!(testing::reap(k, pid), -9);
                     }
@@ -788,7 +813,7 @@ impl Body for DroppedLoopIsFreed {
             loopwatch::policy::set_child_watcher(k, None).unwrap();
             watcher.close().unwrap();
         });
-        if let Kind::Threaded = self.0 {
+        if let Kind::Threaded = self.0.base() {
             // Each waiter found its loop gone, and said so as for a closed loop.
             let warnings = asyncio_warnings(&capture);
             assert_eq!(warnings.len(), 10, "{warnings:?}");
@@ -1867,6 +1892,268 @@ fn pidfd_unavailable_reaches_the_caller(errno: Errno) -> impl Fn(&SimKernel) {
     }
 }
 
+// ----- AutoChildWatcher --------------------------------------------------------------
+
+/// Goal (the ladder): a child of `subprocess_exec` is waited for through its process's
+/// own pidfd ([`Rung::ProcessPidfd`], no `pidfd_open` of the watcher's), a pid
+/// registered by hand through a pidfd of its own ([`Rung::PidfdOpen`]); both report
+/// their codes in the loop's thread and leave nothing behind.
+struct AutoUsesPidfds;
+
+impl Body for AutoUsesPidfds {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let watcher = Arc::new(AutoChildWatcher::with_kernel(k.clone()));
+        let policy_watcher: Arc<dyn ChildWatcher<K>> = watcher.clone();
+        loopwatch::policy::set_child_watcher(k, Some(policy_watcher)).unwrap();
+        let by_hand = children.add(testing::spawn_sh(k, "exit 4"));
+        let (w, k2) = (watcher.clone(), k.clone());
+        let (codes, rungs) = in_loop_thread(k, move |event_loop, _| {
+            let reports = Reports::new(&event_loop);
+            let lp = event_loop.clone();
+            let (process, rungs) = event_loop
+                .run_until_complete(async {
+                    w.add_child_handler(by_hand, reports.callback("by-hand"))
+                        .unwrap();
+                    let process = lp
+                        .subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 6"]))
+                        .unwrap();
+                    let rungs = (w.rung_of(by_hand), w.rung_of(process.pid()));
+                    (process, rungs)
+                })
+                .unwrap();
+            let seen = reports.wait_for(1);
+            let lp = event_loop.clone();
+            let code = event_loop
+                .run_until_complete(async move { process.wait().await })
+                .unwrap();
+            let _ = lp;
+            assert_eq!(k2.current_thread(), seen[0].thread);
+            ((seen[0].code, code), rungs)
+        });
+        assert_eq!(codes, (4, 6));
+        assert_eq!(rungs, (Some(Rung::PidfdOpen), Some(Rung::ProcessPidfd)));
+        assert_eq!(watcher.pidfd_refused(), None);
+        assert_eq!(watcher.rung_of(by_hand), None, "reported and forgotten");
+        loopwatch::policy::set_child_watcher(k, None).unwrap();
+        assert_eq!(pidfds(k).unwrap_or_default(), BTreeSet::new());
+    }
+}
+
+/// The simulator's report of [`AutoUsesPidfds`]: one `pidfd_open` in all, for the pid
+/// registered by hand (the subprocess's own is opened by the subprocess, before it is
+/// registered), and no thread but the loop's.
+fn one_pidfd_open_no_thread(report: &Report) -> Result<(), String> {
+    testing::completed(report)?;
+    let names = thread_names(report);
+    if names != ["loop-thread"] {
+        return Err(format!("threads {names:?}"));
+    }
+    let opens = report
+        .trace
+        .lines()
+        .iter()
+        .filter(|l| l.contains("pidfd_open("))
+        .count();
+    // The subprocess opens one for its process; the watcher one for the pid by hand.
+    if opens != 2 {
+        return Err(format!("{opens} pidfd_open calls, not 2"));
+    }
+    Ok(())
+}
+
+/// Goal (the ladder): where `pidfd_open` is refused for the process with `errno`
+/// (ENOSYS, EPERM, EINVAL), every child goes to the waiter rung and reports its code;
+/// the refusal is asked once per process, whatever the number of watchers and
+/// children, and the watcher says which errno it saw. Without the waiter rung the
+/// refusal reaches the caller.
+fn auto_falls_back_to_waiters(errno: Errno) -> impl Fn(&SimKernel) {
+    move |k| {
+        let codes = [0u8, 3, 9];
+        let pids: Vec<Pid> = codes
+            .iter()
+            .map(|code| testing::spawn_sh(k, &format!("exit {code}")))
+            .collect();
+        let first = Arc::new(AutoChildWatcher::with_kernel(k.clone()));
+        let second = Arc::new(AutoChildWatcher::with_kernel(k.clone()));
+        let no_waiter = Arc::new(
+            AutoChildWatcher::with_kernel(k.clone())
+                .without(Rung::Waiter)
+                .unwrap(),
+        );
+        let (a, b, c) = (first.clone(), second.clone(), no_waiter.clone());
+        let late = testing::spawn_sh(k, "exit 0");
+        let seen = in_loop_thread(k, move |event_loop, _| {
+            let reports = Reports::new(&event_loop);
+            event_loop
+                .run_until_complete(async {
+                    for (i, pid) in pids.iter().enumerate() {
+                        let watcher = if i == 0 { &a } else { &b };
+                        watcher
+                            .add_child_handler(*pid, reports.callback(&format!("{i}")))
+                            .unwrap();
+                        assert_eq!(watcher.rung_of(*pid), Some(Rung::Waiter));
+                    }
+                    let error = c
+                        .add_child_handler(late, Box::new(|_, _| panic!("never called")))
+                        .unwrap_err();
+                    assert_eq!(error.errno(), Some(errno));
+                })
+                .unwrap();
+            let seen = reports.wait_for(3);
+            a.close().unwrap();
+            b.close().unwrap();
+            seen
+        });
+        let got: Vec<i32> = seen.iter().map(|r| r.code).collect();
+        assert_eq!(got, codes.map(i32::from));
+        assert_eq!(first.pidfd_refused(), Some(errno));
+        assert_eq!(second.pidfd_refused(), Some(errno));
+        assert_eq!(testing::reap(k, late), 0);
+    }
+}
+
+/// The simulator's report of [`auto_falls_back_to_waiters`]: `pidfd_open` was asked
+/// once in the whole process.
+fn pidfd_open_asked_once(report: &Report) -> Result<(), String> {
+    testing::completed(report)?;
+    let opens = report
+        .trace
+        .lines()
+        .iter()
+        .filter(|l| l.contains("pidfd_open("))
+        .count();
+    if opens != 1 {
+        return Err(format!("{opens} pidfd_open calls, not 1"));
+    }
+    Ok(())
+}
+
+/// A simulation whose `pidfd_open` answers `errno`.
+fn pidfd_refused_with(errno: Errno) -> impl Fn(u64) -> Simulation {
+    move |seed| {
+        let mut faults = FaultPlan::default();
+        match errno {
+            Errno::ENOSYS => faults.pidfd_enosys = true,
+            Errno::EPERM => faults.pidfd_eperm = true,
+            Errno::EINVAL => faults.pidfd_einval = true,
+            other => panic!("no fault gives {other:?}"),
+        }
+        Simulation::new(seed).faults(faults)
+    }
+}
+
+/// Goal (the ladder): a child registered while the process has no fd left (`EMFILE`)
+/// goes to the waiter rung alone; the next child, once an fd is free, gets a pidfd
+/// again. Both report their codes; no process-wide refusal is recorded.
+fn auto_emfile_moves_one_child_down(k: &SimKernel) {
+    let crowded = testing::spawn_sh(k, "exit 2");
+    let roomy = testing::spawn_sh(k, "exit 5");
+    let watcher = Arc::new(AutoChildWatcher::with_kernel(k.clone()));
+    let (w, k2) = (watcher.clone(), k.clone());
+    let seen = in_loop_thread(k, move |event_loop, _| {
+        let reports = Reports::new(&event_loop);
+        event_loop
+            .run_until_complete(async {
+                // Every fd the process may have, taken.
+                let mut held = Vec::new();
+                loop {
+                    match k2.pipe() {
+                        Ok((r, w)) => held.extend([r, w]),
+                        Err(Errno::EMFILE) => break,
+                        Err(other) => panic!("pipe: {other:?}"),
+                    }
+                }
+                // One fd may be left after the last pair failed: take it too.
+                while let Ok(fd) = k2.pidfd_open(roomy) {
+                    held.push(fd);
+                }
+                w.add_child_handler(crowded, reports.callback("a-crowded"))
+                    .unwrap();
+                assert_eq!(w.rung_of(crowded), Some(Rung::Waiter));
+                for fd in held {
+                    k2.close(fd).unwrap();
+                }
+                w.add_child_handler(roomy, reports.callback("b-roomy"))
+                    .unwrap();
+                assert_eq!(w.rung_of(roomy), Some(Rung::PidfdOpen));
+            })
+            .unwrap();
+        let seen = reports.wait_for(2);
+        w.close().unwrap();
+        seen
+    });
+    let got: Vec<(Pid, i32)> = seen.iter().map(|r| (r.pid, r.code)).collect();
+    assert_eq!(got, [(crowded, 2), (roomy, 5)]);
+    assert_eq!(watcher.pidfd_refused(), None);
+}
+
+/// Goal (Auto's contract): registering a pending pid again replaces its callback on
+/// either rung: one callback fires, once, with the child's true code, and nothing
+/// warns; a removed registration never fires and `remove_child_handler` says whether
+/// there was one. On the waiter rung the removed child is still reaped by its waiter;
+/// on a pidfd rung it is left for the caller.
+struct AutoReplacesAndRemoves(Kind);
+
+impl Body for AutoReplacesAndRemoves {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let twice = children.add(testing::spawn_sh(k, "sleep 0.2; exit 8"));
+        let removed = children.add(sleeper(k));
+        let watcher = self.0.make(k);
+        let fired = Arc::new(AtomicBool::new(false));
+        let (w, k2, f) = (watcher.clone(), k.clone(), fired.clone());
+        let capture = Capture::new();
+        let seen = capture.during(|| {
+            in_loop_thread(k, move |event_loop, _| {
+                let reports = Reports::new(&event_loop);
+                event_loop
+                    .run_until_complete(async {
+                        w.add_child_handler(
+                            twice,
+                            Box::new(move |_, _| f.store(true, Ordering::SeqCst)),
+                        )
+                        .unwrap();
+                        w.add_child_handler(twice, reports.callback("twice"))
+                            .unwrap();
+                        w.add_child_handler(removed, Box::new(|_, _| panic!("removed")))
+                            .unwrap();
+                        assert!(w.remove_child_handler(removed));
+                        assert!(!w.remove_child_handler(removed));
+                        k2.kill(removed, Some(Signal::SIGKILL)).unwrap();
+                    })
+                    .unwrap();
+                let seen = reports.wait_for(1);
+                w.close().unwrap();
+                seen
+            })
+        });
+        assert_eq!((seen[0].pid, seen[0].code), (twice, 8));
+        assert!(!fired.load(Ordering::SeqCst), "the replaced callback fired");
+        assert!(capture.warnings().is_empty(), "{:?}", capture.warnings());
+        match self.0.base() {
+            Kind::Threaded => {
+                let reaped = poll_until(k, || (child_count(k) == 0).then_some(()));
+                assert!(reaped.is_some(), "the waiter reaped the removed child");
+            }
+            _ => assert_eq!(testing::reap(k, removed), -9),
+        }
+    }
+}
+
+/// Goal (Auto's input checks): a watcher with no rung left cannot be made.
+fn auto_needs_a_rung() -> Result<(), String> {
+    let mut watcher = AutoChildWatcher::new();
+    for rung in &Rung::ALL[..Rung::ALL.len() - 1] {
+        watcher = watcher.without(*rung).map_err(|e| e.to_string())?;
+    }
+    match watcher.without(Rung::Waiter) {
+        Err(e) if e.kind() == ErrorKind::ValueError => Ok(()),
+        Err(e) => Err(format!("wrong error: {e}")),
+        Ok(_) => Err("a watcher without rungs was made".to_string()),
+    }
+}
+
 /// `simulation`, where a freed pid goes to the next child at once.
 fn reusing_pids(mut simulation: Simulation) -> Simulation {
     simulation.config_mut().pid_reuse = PidReuse::LastFreed;
@@ -2167,6 +2454,55 @@ fn main() -> ExitCode {
             "off_main_thread_errors_say_what_to_do",
             OffMainThreadErrorsSayWhatToDo,
         ),
+        pidfd(both("auto_uses_pidfds", AutoUsesPidfds)).check_report(one_pidfd_open_no_thread),
+        pidfd(both(
+            "auto_reports_returncodes_in_loop_thread",
+            Returncodes(Kind::Auto),
+        ))
+        .check_report(returncodes_threads(Kind::Auto)),
+        both(
+            "auto_waiter_reports_returncodes_in_loop_thread",
+            Returncodes(Kind::AutoWaiter),
+        )
+        .check_report(returncodes_threads(Kind::AutoWaiter)),
+        both("auto_needs_a_running_loop", NeedsARunningLoop(Kind::Auto))
+            .check_report(nothing_started),
+        pidfd(both(
+            "auto_replaces_and_removes",
+            AutoReplacesAndRemoves(Kind::Auto),
+        )),
+        both(
+            "auto_waiter_replaces_and_removes",
+            AutoReplacesAndRemoves(Kind::AutoWaiter),
+        ),
+        pidfd(both(
+            "auto_callback_panic_is_reported",
+            CallbackPanicIsReported(Kind::Auto),
+        )),
+        both(
+            "auto_waiter_callback_panic_is_reported",
+            CallbackPanicIsReported(Kind::AutoWaiter),
+        ),
+        pidfd(both("auto_thousand_children", ThousandChildren(Kind::Auto)))
+            .seeds(3)
+            .simulation(large),
+        pidfd(both(
+            "auto_dropped_loop_is_freed",
+            DroppedLoopIsFreed(Kind::Auto),
+        )),
+        both(
+            "auto_waiter_dropped_loop_is_freed",
+            DroppedLoopIsFreed(Kind::AutoWaiter),
+        ),
+        pidfd(both(
+            "auto_sigchld_ignored_is_reported",
+            SigchldIgnoredIsReported(Kind::Auto),
+        )),
+        both(
+            "auto_waiter_sigchld_ignored_is_reported",
+            SigchldIgnoredIsReported(Kind::AutoWaiter),
+        ),
+        Test::new("auto_needs_a_rung", auto_needs_a_rung),
         // Simulator only: each says why in its section's note.
         Test::new(
             "both_watchers_replay_from_their_seed",
@@ -2183,6 +2519,50 @@ fn main() -> ExitCode {
         .check_leaks(),
         with_foreign_reaper("threaded_with_foreign_reaper", Kind::Threaded),
         with_foreign_reaper("pidfd_with_foreign_reaper", Kind::Pidfd),
+        with_foreign_reaper("auto_with_foreign_reaper", Kind::Auto),
+        with_foreign_reaper("auto_waiter_with_foreign_reaper", Kind::AutoWaiter),
+        Test::sim("auto_many_children_over_seeds", |k| {
+            many_children(k, Kind::Auto, 100, 100);
+            many_children(k, Kind::AutoWaiter, 100, 100);
+        })
+        .seeds(SEEDS)
+        .check_leaks(),
+        Test::sim(
+            "auto_enosys_falls_back_to_waiters",
+            auto_falls_back_to_waiters(Errno::ENOSYS),
+        )
+        .seeds(SEEDS)
+        .simulation(pidfd_refused_with(Errno::ENOSYS))
+        .check_report(pidfd_open_asked_once)
+        .check_leaks(),
+        Test::sim(
+            "auto_eperm_falls_back_to_waiters",
+            auto_falls_back_to_waiters(Errno::EPERM),
+        )
+        .seeds(SEEDS)
+        .simulation(pidfd_refused_with(Errno::EPERM))
+        .check_report(pidfd_open_asked_once)
+        .check_leaks(),
+        Test::sim(
+            "auto_einval_falls_back_to_waiters",
+            auto_falls_back_to_waiters(Errno::EINVAL),
+        )
+        .seeds(SEEDS)
+        .simulation(pidfd_refused_with(Errno::EINVAL))
+        .check_report(pidfd_open_asked_once)
+        .check_leaks(),
+        Test::sim(
+            "auto_emfile_moves_one_child_down",
+            auto_emfile_moves_one_child_down,
+        )
+        .seeds(SEEDS)
+        .simulation(|seed| {
+            Simulation::new(seed).faults(FaultPlan {
+                fd_limit: Some(64),
+                ..FaultPlan::default()
+            })
+        })
+        .check_leaks(),
         Test::sim(
             "pidfd_one_exit_costs_one_waitpid",
             pidfd_one_exit_costs_one_waitpid,

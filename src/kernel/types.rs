@@ -120,10 +120,14 @@ impl Errno {
     pub const EISDIR: Errno = Errno(21);
     /// Invalid argument.
     pub const EINVAL: Errno = Errno(22);
+    /// Too many open files in the system.
+    pub const ENFILE: Errno = Errno(23);
     /// Too many open files.
     pub const EMFILE: Errno = Errno(24);
     /// Text file busy.
     pub const ETXTBSY: Errno = Errno(26);
+    /// No space left on device (also: a poller's watch limit reached).
+    pub const ENOSPC: Errno = Errno(28);
     /// Broken pipe.
     pub const EPIPE: Errno = Errno(32);
     /// File name too long.
@@ -152,7 +156,9 @@ impl Errno {
             Errno::ENOTDIR => "ENOTDIR",
             Errno::EISDIR => "EISDIR",
             Errno::EINVAL => "EINVAL",
+            Errno::ENFILE => "ENFILE",
             Errno::EMFILE => "EMFILE",
+            Errno::ENOSPC => "ENOSPC",
             Errno::ETXTBSY => "ETXTBSY",
             Errno::EPIPE => "EPIPE",
             Errno::ENAMETOOLONG => "ENAMETOOLONG",

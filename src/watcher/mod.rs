@@ -212,6 +212,7 @@
 //! child, where CPython starts it and reports 255; the exit is still reported, so
 //! nothing waits forever. The check costs one `sigaction` query per registration.
 
+mod auto;
 mod fast;
 mod multi_loop;
 mod pidfd;
@@ -223,6 +224,7 @@ mod threaded;
 
 use std::fmt;
 
+pub use auto::{AutoChildWatcher, Rung};
 pub use fast::FastChildWatcher;
 pub use multi_loop::MultiLoopChildWatcher;
 pub use pidfd::PidfdChildWatcher;

@@ -557,6 +557,9 @@ impl Model {
         } else if self.config.faults.pidfd_eperm {
             self.mark("pidfd_eperm");
             Err(Errno::EPERM)
+        } else if self.config.faults.pidfd_einval {
+            self.mark("pidfd_einval");
+            Err(Errno::EINVAL)
         } else if pid.0 <= 0 {
             Err(Errno::EINVAL)
         } else if let Some(proc) = self.procs.get(&pid) {
