@@ -1586,7 +1586,7 @@ impl Body for PidfdReregisterInAnotherLoop {
 // ----- the signal-based watchers, off the main thread ------------------------------
 
 /// What the errors below end with: the watchers that work off the main thread.
-const USE_INSTEAD: &str = "use ThreadedChildWatcher or PidfdChildWatcher";
+const USE_INSTEAD: &str = "use AutoChildWatcher, ThreadedChildWatcher or PidfdChildWatcher";
 
 /// Goal (S-2, M-2, L-1; users): Safe, Fast and MultiLoop used from a thread that is not
 /// the main thread (as cargo runs `#[test]`s) fail with CPython's class and message,

@@ -273,6 +273,45 @@ impl<K: Kernel> DefaultEventLoopPolicy<K> {
         }
     }
 
+    /// The default policy over `kernel` whose default child watcher is an
+    /// [`AutoChildWatcher`](crate::AutoChildWatcher): the choice for a program that
+    /// runs loops in any thread (`cargo test`'s worker threads too) and does not need
+    /// CPython 3.7's Safe watcher. [`DefaultEventLoopPolicy::new`] keeps Safe, as
+    /// CPython 3.7 does (spec D-2).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use loopwatch::kernel::SpawnRequest;
+    /// use loopwatch::{ChildWatcher, DefaultEventLoopPolicy};
+    ///
+    /// let policy = DefaultEventLoopPolicy::with_auto_watcher(loopwatch::OsKernel);
+    /// loopwatch::set_event_loop_policy(Some(Arc::new(policy)));
+    /// // Not the main thread: Safe could not serve this loop, Auto can.
+    /// let code = std::thread::spawn(|| {
+    ///     assert_eq!(loopwatch::get_child_watcher()?.type_name(), "AutoChildWatcher");
+    ///     let event_loop = loopwatch::new_event_loop()?;
+    ///     let lp = event_loop.clone();
+    ///     let code = event_loop.run_until_complete(async move {
+    ///         let process = lp.subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))?;
+    ///         Ok::<_, loopwatch::Error>(process.wait().await)
+    ///     })??;
+    ///     event_loop.close()?;
+    ///     Ok::<_, loopwatch::Error>(code)
+    /// })
+    /// .join()
+    /// .unwrap()?;
+    /// assert_eq!(code, 3);
+    /// loopwatch::set_event_loop_policy(None); // back to a fresh default policy
+    /// # Ok::<(), loopwatch::Error>(())
+    /// ```
+    pub fn with_auto_watcher(kernel: K) -> DefaultEventLoopPolicy<K> {
+        let factory: WatcherFactory<K> = Arc::new(|kernel: &K| {
+            Arc::new(crate::AutoChildWatcher::with_kernel(kernel.clone())) as WatcherRef<K>
+        });
+        DefaultEventLoopPolicy::with_watcher_factory(kernel, factory)
+    }
+
     /// The default policy over `kernel`, whose default child watcher `factory` builds.
     pub fn with_watcher_factory(
         kernel: K,

@@ -638,12 +638,12 @@ pub(crate) fn main_thread_hint(error: Error, watcher: &str) -> Error {
         "MultiLoopChildWatcher" => {
             "MultiLoopChildWatcher must be attached once from the main thread (attach_loop \
              installs its process-wide SIGCHLD handler), then serves loops in any thread; \
-             without the main thread use ThreadedChildWatcher or PidfdChildWatcher"
+             without the main thread use AutoChildWatcher, ThreadedChildWatcher or PidfdChildWatcher"
                 .to_string()
         }
         _ => format!(
             "{watcher} needs the main thread's loop; in other threads use \
-             ThreadedChildWatcher or PidfdChildWatcher"
+             AutoChildWatcher, ThreadedChildWatcher or PidfdChildWatcher"
         ),
     };
     Error::new(error.kind(), format!("{}: {hint}", error.message()))
@@ -657,11 +657,11 @@ pub(crate) fn inactive_hint(watcher: &str) -> String {
         "SafeChildWatcher" | "FastChildWatcher" => format!(
             "{watcher} reports to the loop it is attached to, while that loop runs: attach \
              it to this loop from the main thread (set_event_loop or attach_loop there); \
-             in other threads use ThreadedChildWatcher or PidfdChildWatcher"
+             in other threads use AutoChildWatcher, ThreadedChildWatcher or PidfdChildWatcher"
         ),
         "MultiLoopChildWatcher" => "MultiLoopChildWatcher must be attached once from the \
              main thread (attach_loop) to install its SIGCHLD handler; without the main \
-             thread use ThreadedChildWatcher or PidfdChildWatcher"
+             thread use AutoChildWatcher, ThreadedChildWatcher or PidfdChildWatcher"
             .to_string(),
         other => format!("{other}.is_active() is false"),
     }

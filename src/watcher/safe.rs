@@ -216,7 +216,7 @@ impl<K: Kernel> ChildWatcher<K> for SafeChildWatcher<K> {
     /// (`RuntimeError("set_wakeup_fd only works in main thread")` to attach,
     /// `ValueError("signal only works in main thread")` to detach), its message
     /// followed by what to do ("…: SafeChildWatcher needs the main thread's loop; in
-    /// other threads use ThreadedChildWatcher or PidfdChildWatcher"); errors of the
+    /// other threads use AutoChildWatcher, ThreadedChildWatcher or PidfdChildWatcher"); errors of the
     /// immediate reaping pass.
     fn attach_loop(&self, event_loop: Option<EventLoop<K>>) -> Result<()> {
         self.core.attach_loop(event_loop)
