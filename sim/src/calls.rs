@@ -28,12 +28,14 @@ pub(crate) enum Call {
     WaitPid,
     WaitAny,
     WaitPeek,
+    WaitPidfd,
     Kill,
     PidfdOpen,
     PidfdSendSignal,
     Getpid,
     SetDisposition,
     Disposition,
+    ChainForeign,
     SetWakeupFd,
     Raise,
     BlockSignal,
@@ -52,7 +54,7 @@ pub(crate) enum Call {
 
 /// Each [`Call`]'s name, in the enum's order: the seam method's name, prefixed with
 /// `monitor_` for the methods of a `Monitor`.
-const NAMES: [&str; 38] = [
+const NAMES: [&str; 40] = [
     "now",
     "sleep",
     "pipe",
@@ -71,12 +73,14 @@ const NAMES: [&str; 38] = [
     "wait_pid",
     "wait_any",
     "wait_peek",
+    "wait_pidfd",
     "kill",
     "pidfd_open",
     "pidfd_send_signal",
     "getpid",
     "set_disposition",
     "disposition",
+    "chain_foreign",
     "set_wakeup_fd",
     "raise",
     "block_signal",

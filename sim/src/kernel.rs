@@ -474,6 +474,13 @@ impl Processes for SimKernel {
             .syscall("wait", |state, tid| state.wait(tid, target, mode, false))
     }
 
+    fn wait_pidfd(&self, pidfd: Fd, mode: WaitMode) -> Result<WaitStatus, Errno> {
+        self.shared.calls.count(Call::WaitPidfd);
+        self.shared.syscall("wait", |state, tid| {
+            state.wait(tid, WaitTarget::Pidfd(pidfd), mode, true)
+        })
+    }
+
     fn kill(&self, pid: Pid, signal: Option<Signal>) -> Result<(), Errno> {
         self.shared.calls.count(Call::Kill);
         self.shared
@@ -515,6 +522,13 @@ impl Signals for SimKernel {
         self.shared.calls.count(Call::Disposition);
         self.shared
             .syscall("disposition", |state, tid| state.disposition(tid, signal))
+    }
+
+    fn chain_foreign(&self, signal: Signal, foreign: Option<u64>) -> Result<Option<u64>, Errno> {
+        self.shared.calls.count(Call::ChainForeign);
+        self.shared.syscall("chain_foreign", |state, tid| {
+            state.chain_foreign(tid, signal, foreign)
+        })
     }
 
     fn set_wakeup_fd(&self, fd: Option<Fd>) -> Result<Option<Fd>, Errno> {

@@ -361,6 +361,67 @@ impl Body for ForeignSigchldHandlerAfterAttach {
     }
 }
 
+/// Goal (chaining): another library's SIGCHLD handler, installed before the watcher
+/// was attached, is not clobbered. loopwatch's handler runs it after its own work, so
+/// both hear each exit: the watcher reports the child's code and the other handler
+/// counts its SIGCHLD. Nothing warns (nobody replaced anybody's handler behind their
+/// back), and closing the watcher and its loop puts the other handler back, unchained.
+struct ForeignSigchldHandlerChained(Kind);
+
+impl Body for ForeignSigchldHandlerChained {
+    fn run<K: Kernel>(&self, k: &K) {
+        let foreign = Foreign::install(k);
+        let watcher = self.0.make(k);
+        let event_loop = install(k, watcher.clone()).unwrap();
+        let capture = Capture::new();
+        let (lp, w, k2) = (event_loop.clone(), watcher.clone(), k.clone());
+        let code: Log<i32> = Log::new();
+        let seen = code.clone();
+        capture.during(|| {
+            let stopper = lp.clone();
+            lp.run_until_complete(async move {
+                let _window = fork_window(&*w);
+                let child = testing::spawn_sh(&k2, "exit 3");
+                w.add_child_handler(
+                    child,
+                    Box::new(move |_, code| {
+                        seen.push(code);
+                        stopper.stop();
+                    }),
+                )
+                .expect("add_child_handler");
+            })
+            .unwrap();
+            if code.is_empty() {
+                let stopper = lp.clone();
+                let limit = lp.call_later(PATIENCE, move || stopper.stop()).unwrap();
+                lp.run_forever().unwrap();
+                limit.cancel();
+            }
+        });
+        deliver_pending_sigchld(k);
+        let heard = foreign.deliveries(k);
+        uninstall(k, event_loop).unwrap();
+        let back = foreign.is_installed(k);
+        // Unchained now: the next exit reaches the other handler once, by itself.
+        let child = testing::spawn_sh(k, "exit 0");
+        assert_eq!(testing::reap(k, child), 0);
+        deliver_pending_sigchld(k);
+        let after = foreign.deliveries(k);
+        k.set_disposition(Signal::SIGCHLD, Disposition::Default)
+            .unwrap();
+        assert_eq!(code.snapshot(), [3], "the watcher reported the child once");
+        assert!(heard >= 1, "the other library's handler heard the exit");
+        assert!(back, "the other library's handler is back");
+        assert_eq!(
+            after,
+            heard + 1,
+            "one more delivery, to the other handler alone"
+        );
+        assert!(capture.warnings().is_empty(), "{:?}", capture.warnings());
+    }
+}
+
 fn main() -> ExitCode {
     main_thread_common::main([
         Test::both(
@@ -409,6 +470,24 @@ fn main() -> ExitCode {
         Test::both(
             "finding_16_foreign_sigchld_handler_after_attach_multi_loop",
             ForeignSigchldHandlerAfterAttach(Kind::MultiLoop),
+        )
+        .seeds(SEEDS)
+        .check_leaks(),
+        Test::both(
+            "sigchld_chained_to_a_foreign_handler_safe",
+            ForeignSigchldHandlerChained(Kind::Safe),
+        )
+        .seeds(SEEDS)
+        .check_leaks(),
+        Test::both(
+            "sigchld_chained_to_a_foreign_handler_fast",
+            ForeignSigchldHandlerChained(Kind::Fast),
+        )
+        .seeds(SEEDS)
+        .check_leaks(),
+        Test::both(
+            "sigchld_chained_to_a_foreign_handler_multi_loop",
+            ForeignSigchldHandlerChained(Kind::MultiLoop),
         )
         .seeds(SEEDS)
         .check_leaks(),

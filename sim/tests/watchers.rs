@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use loopwatch::kernel::{
     Clock, Disposition, Errno, ExitStatus, Fds, Kernel, Pid, Processes, Signal, Signals,
-    SpawnRequest, ThreadId, Threads, WaitMode, WaitStatus,
+    SpawnRequest, ThreadId, Threads, WaitMode, WaitStatus, WaitTarget,
 };
 use loopwatch::watcher::{AutoChildWatcher, ChildCallback, MultiLoopChildWatcher, Rung};
 use loopwatch::{
@@ -778,7 +778,8 @@ fn spawn_then_drop_loop<K: Kernel>(k: &K, count: usize) -> Vec<Pid> {
 /// watches its children is freed at once: its fds (and Pidfd's pidfds) are closed.
 /// Threaded's waiters then reap the children, say of each that its loop is gone, as
 /// for a closed loop, and end; Pidfd leaves them unreaped, as after close
-/// (documented), for the caller to reap.
+/// (documented), for the caller to reap; Auto's orphan reaper keeps their pidfds and
+/// reaps them once they have exited (here, when the watcher closes).
 struct DroppedLoopIsFreed(Kind);
 
 impl Body for DroppedLoopIsFreed {
@@ -792,8 +793,19 @@ impl Body for DroppedLoopIsFreed {
         for &pid in &pids {
             children.add(pid);
         }
-        assert_eq!(pidfds(k).unwrap_or_default(), BTreeSet::new(), "pidfds");
-        assert_eq!(fd_count(k), fds, "the dropped loop's fds are closed");
+        // Auto hands the children to its orphan reaper, pidfds and all.
+        let orphaned = matches!(self.0, Kind::Auto);
+        if orphaned {
+            assert_eq!(pidfds(k).map(|p| p.len()), os(k).map(|_| pids.len()));
+            assert_eq!(
+                fd_count(k),
+                fds + pids.len(),
+                "the dropped loop's fds are closed; the orphans' pidfds are kept"
+            );
+        } else {
+            assert_eq!(pidfds(k).unwrap_or_default(), BTreeSet::new(), "pidfds");
+            assert_eq!(fd_count(k), fds, "the dropped loop's fds are closed");
+        }
         capture.during(|| {
             for &pid in &pids {
                 k.kill(pid, Some(Signal::SIGKILL)).unwrap();
@@ -802,6 +814,16 @@ impl Body for DroppedLoopIsFreed {
                 Kind::Threaded => {
                     let reaped = poll_until(k, || (child_count(k) == 0).then_some(()));
                     assert!(reaped.is_some(), "the waiters reaped the children");
+                }
+                // The orphan reaper reaps the exited ones when the watcher closes.
+                _ if orphaned => {
+                    for &pid in &pids {
+                        while k.wait_peek(WaitTarget::Pid(pid), WaitMode::Block)
+                            == Err(Errno::EINTR)
+                        {}
+                    }
+                    watcher.close().unwrap();
+                    assert_eq!(child_count(k), 0, "the orphans were reaped");
                 }
                 // Nobody is left to reap them: as after close, they are the caller's.
                 _ => {
@@ -813,6 +835,7 @@ impl Body for DroppedLoopIsFreed {
             loopwatch::policy::set_child_watcher(k, None).unwrap();
             watcher.close().unwrap();
         });
+        assert_eq!(fd_count(k), fds, "nothing stays open");
         if let Kind::Threaded = self.0.base() {
             // Each waiter found its loop gone, and said so as for a closed loop.
             let warnings = asyncio_warnings(&capture);
@@ -882,6 +905,70 @@ impl Body for SigchldIgnoredIsReported {
             "{message}"
         );
         assert!(message.contains(&pid.0.to_string()), "{message}");
+    }
+}
+
+/// Goal (SIG_IGN detection): other code sets SIGCHLD to SIG_IGN after the child was
+/// registered, so the kernel reaps it itself. The child is still reported (255, with
+/// R-2's warning), and an `error` event on target loopwatch says that SIG_IGN lost its
+/// status, naming the pid: not a silent 255.
+struct SigchldIgnoredLaterIsExplained(Kind);
+
+impl Body for SigchldIgnoredLaterIsExplained {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let before = k
+            .disposition(Signal::SIGCHLD)
+            .expect("SIGCHLD's disposition");
+        struct Restore(Disposition);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let _ = OsKernel.set_disposition(Signal::SIGCHLD, self.0);
+            }
+        }
+        let _restore = os(k).map(|_| Restore(before));
+        let pid = children.add(sleeper(k));
+        let watcher = self.0.make(k);
+        let k2 = k.clone();
+        let capture = Capture::new();
+        let seen = capture.during(|| {
+            let w = watcher.clone();
+            in_loop_thread(k, move |event_loop, _| {
+                let reports = Reports::new(&event_loop);
+                event_loop
+                    .run_until_complete(async {
+                        w.add_child_handler(pid, reports.callback("ignored-later"))
+                            .unwrap();
+                    })
+                    .unwrap();
+                // Other code, after the registration.
+                k2.set_disposition(Signal::SIGCHLD, Disposition::Ignore)
+                    .expect("ignore SIGCHLD");
+                k2.kill(pid, Some(Signal::SIGKILL)).unwrap();
+                reports.wait_for(1)
+            })
+        });
+        k.set_disposition(Signal::SIGCHLD, before)
+            .expect("restore SIGCHLD");
+        watcher.close().unwrap();
+        assert_eq!((seen[0].pid, seen[0].code), (pid, 255));
+        let errors: Vec<String> = capture
+            .events()
+            .into_iter()
+            .filter(|e| e.target == "loopwatch" && e.level == tracing::Level::ERROR)
+            .map(|e| e.message)
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let message = &errors[0];
+        assert!(
+            message.contains("SIGCHLD is set to SIG_IGN")
+                && message.contains(&format!("pid {pid} ")),
+            "{message}"
+        );
+        assert_eq!(
+            asyncio_warnings(&capture),
+            [self.0.reaped_elsewhere_warning(pid)]
+        );
     }
 }
 
@@ -1849,7 +1936,7 @@ fn pidfd_one_exit_costs_one_waitpid(k: &SimKernel) {
 }
 
 /// The trace of [`pidfd_one_exit_costs_one_waitpid`]: between the two notes, one
-/// `waitpid`, for the pid that exited.
+/// wait, which reaps the pid that exited (with its code, 3).
 fn one_waitpid_between_notes(report: &Report) -> Result<(), String> {
     testing::completed(report)?;
     let lines = report.trace.lines();
@@ -1863,7 +1950,14 @@ fn one_waitpid_between_notes(report: &Report) -> Result<(), String> {
         .iter()
         .filter(|l| l.contains(" waitpid("))
         .collect();
-    if waits.len() == 1 && waits[0].contains(&format!("waitpid({pid}, NoHang)")) {
+    // By pidfd (`waitid(P_PIDFD)`, which reaps exactly the pidfd's process), or by pid
+    // on a kernel without P_PIDFD.
+    let reaps_it = |line: &str| {
+        line.contains(&format!("waitpid({pid}, NoHang)"))
+            || (line.contains("waitpid(pidfd ")
+                && line.ends_with(&format!("Ok(Terminated(Pid({pid}), ExitStatus(768)))")))
+    };
+    if waits.len() == 1 && reaps_it(waits[0]) {
         Ok(())
     } else {
         Err(format!("waitpid calls for one exit of {pid}: {waits:?}"))
@@ -2138,6 +2232,49 @@ impl Body for AutoReplacesAndRemoves {
             }
             _ => assert_eq!(testing::reap(k, removed), -9),
         }
+    }
+}
+
+/// Goal (orphans): children whose loop is closed while they run are not left as
+/// zombies under Auto. One that exited before its loop closed (its report never ran)
+/// is reaped when the loop's readers go; one still running then is queued, and reaped
+/// by the next registration after it exits; `orphans()` counts the queued ones.
+struct AutoReapsOrphans;
+
+impl Body for AutoReapsOrphans {
+    fn run<K: Kernel>(&self, k: &K) {
+        let children = Children::new(k);
+        let exited = children.add(testing::spawn_sh(k, "exit 0"));
+        let running = children.add(sleeper(k));
+        let watcher = Arc::new(AutoChildWatcher::with_kernel(k.clone()));
+        let (w, k2) = (watcher.clone(), k.clone());
+        in_loop_thread(k, move |event_loop, _| {
+            event_loop
+                .run_until_complete(async {
+                    for pid in [exited, running] {
+                        w.add_child_handler(pid, Box::new(|_, _| panic!("loop closed")))
+                            .unwrap();
+                    }
+                })
+                .unwrap();
+            // `exited` ends before the loop could run its reader.
+            while k2.wait_peek(WaitTarget::Pid(exited), WaitMode::Block) == Err(Errno::EINTR) {}
+            event_loop.close().unwrap();
+        });
+        assert_eq!(watcher.orphans(), 1, "the running child is queued");
+        assert_eq!(child_count(k), 1, "the exited child was reaped");
+        k.kill(running, Some(Signal::SIGKILL)).unwrap();
+        while k.wait_peek(WaitTarget::Pid(running), WaitMode::Block) == Err(Errno::EINTR) {}
+        // The next registration, in a new loop, reaps it.
+        let next = children.add(testing::spawn_sh(k, "exit 2"));
+        let w = watcher.clone();
+        let seen = in_loop_thread(k, move |event_loop, _| {
+            register_and_wait(&event_loop, &*w, &[("next", next)])
+        });
+        assert_eq!(seen[0].code, 2);
+        assert_eq!(watcher.orphans(), 0);
+        assert_eq!(child_count(k), 0, "no zombie is left");
+        watcher.close().unwrap();
     }
 }
 
@@ -2503,6 +2640,23 @@ fn main() -> ExitCode {
             SigchldIgnoredIsReported(Kind::AutoWaiter),
         ),
         Test::new("auto_needs_a_rung", auto_needs_a_rung),
+        pidfd(both("auto_reaps_orphans", AutoReapsOrphans)),
+        both(
+            "threaded_sigchld_ignored_later_is_explained",
+            SigchldIgnoredLaterIsExplained(Kind::Threaded),
+        ),
+        pidfd(both(
+            "pidfd_sigchld_ignored_later_is_explained",
+            SigchldIgnoredLaterIsExplained(Kind::Pidfd),
+        )),
+        pidfd(both(
+            "auto_sigchld_ignored_later_is_explained",
+            SigchldIgnoredLaterIsExplained(Kind::Auto),
+        )),
+        both(
+            "auto_waiter_sigchld_ignored_later_is_explained",
+            SigchldIgnoredLaterIsExplained(Kind::AutoWaiter),
+        ),
         // Simulator only: each says why in its section's note.
         Test::new(
             "both_watchers_replay_from_their_seed",

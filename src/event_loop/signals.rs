@@ -20,6 +20,10 @@
 //!   so no handler ever writes to an fd its owner has closed.
 //! - A disposition someone else installed over loopwatch's is theirs: loopwatch warns
 //!   (a `RuntimeWarning` on the `asyncio` target) and never restores over it.
+//! - SIGCHLD only: a handler of other code that loopwatch's replaces (the signal's
+//!   original) is chained, so loopwatch's handler runs it after writing its byte
+//!   ([`Signals::chain_foreign`](crate::kernel::Signals::chain_foreign)), until the
+//!   original goes back.
 //!
 //! MultiLoop's `Notify` shares the table rather than restoring on its own: it and the
 //! loops take turns on the same kernel slot (SIGCHLD's disposition), and only a table
@@ -77,12 +81,36 @@ struct Held {
     owners: Vec<(OwnerId, Disposition)>,
     /// Whether a replacement by other code was reported already.
     warned: bool,
+    /// The foreign handler loopwatch's handler runs after its own work (SIGCHLD's
+    /// original, when it was another library's: see [`Held::chain`]).
+    chained: Option<u64>,
 }
 
 impl Held {
     /// The disposition loopwatch installed and expects to find.
     fn installed(&self) -> Disposition {
         self.owners.last().map_or(self.original, |&(_, d)| d)
+    }
+
+    /// Which foreign handler loopwatch's handler should run after its own: SIGCHLD's
+    /// original one, if other code had installed a handler of its own. SIGCHLD is
+    /// shared by nature: every library with children needs its exits, and a library
+    /// whose handler never runs leaves its children unreaped and waits for them
+    /// forever. Other signals are taken over, as `add_signal_handler` does in CPython.
+    fn wanted_chain(&self, signal: Signal) -> Option<u64> {
+        match (signal, self.original, self.owners.is_empty()) {
+            (Signal::SIGCHLD, Disposition::Foreign(id), false) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Tells the kernel which foreign handler to chain, if that changed. A kernel
+    /// that refuses leaves the foreign handler unheard, as before chaining existed.
+    fn chain<K: Kernel>(&mut self, kernel: &K, signal: Signal) {
+        let wanted = self.wanted_chain(signal);
+        if wanted != self.chained && kernel.chain_foreign(signal, wanted).is_ok() {
+            self.chained = wanted;
+        }
     }
 }
 
@@ -219,6 +247,7 @@ impl<K: Kernel> SignalRegistry<K> {
                     original: restorable(found),
                     owners: Vec::new(),
                     warned: false,
+                    chained: None,
                 })
                 .map(|held| {
                     wiring.signals.insert(signal, held);
@@ -228,6 +257,7 @@ impl<K: Kernel> SignalRegistry<K> {
             Ok(()) => {
                 let held = wiring.signals.get_mut(&signal).expect("held now");
                 held.owners.push((owner, disposition));
+                held.chain(kernel, signal);
                 Ok(())
             }
             Err(errno) => {
@@ -252,11 +282,14 @@ impl<K: Kernel> SignalRegistry<K> {
         let current = kernel.disposition(signal)?;
         if current != held.installed() {
             if !held.warned {
-                warn_replaced(
-                    signal,
-                    current,
-                    "loopwatch installs its own over it and puts it back when done",
-                );
+                let consequence =
+                    if signal == Signal::SIGCHLD && matches!(current, Disposition::Foreign(_)) {
+                        "loopwatch installs its own over it, runs it from its own, and puts it \
+                     back when done"
+                    } else {
+                        "loopwatch installs its own over it and puts it back when done"
+                    };
+                warn_replaced(signal, current, consequence);
             }
             held.original = restorable(current);
         }
@@ -335,6 +368,7 @@ impl<K: Kernel> SignalRegistry<K> {
                 Err(errno) => result = Err(errno),
             }
         }
+        held.chain(kernel, signal);
         if held.owners.is_empty() {
             wiring.signals.remove(&signal);
         }

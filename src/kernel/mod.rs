@@ -17,7 +17,8 @@
 //!   the next poll, as `selectors` does for asyncio. A wake-up from the waker ends a
 //!   blocking poll early and is not itself reported as an event.
 //! - A signal handler installed by the seam ([`Disposition::Wakeup`]) only writes the
-//!   signal number as one byte to the wakeup fd.
+//!   signal number as one byte to the wakeup fd, then runs the foreign handler chained
+//!   to it, if any ([`Signals::chain_foreign`]).
 //! - Every method is a point where a simulator may let another thread run first,
 //!   except the pure queries [`Clock::now`], [`Threads::current_thread`],
 //!   [`Threads::current_thread_name`], [`Threads::is_main_thread`] and
@@ -133,6 +134,12 @@ pub trait Processes {
     /// `waitid(…, WEXITED | WNOWAIT)`: reports a terminated child without reaping it.
     fn wait_peek(&self, target: WaitTarget, mode: WaitMode) -> Result<WaitStatus, Errno>;
 
+    /// `waitid(P_PIDFD, pidfd, WEXITED | WNOHANG or 0)` (Linux 5.4): reaps exactly the
+    /// process the pidfd refers to, in one call. `ECHILD` once that process was reaped
+    /// by anyone, even if its pid names another child by then; `EINVAL` for an fd that
+    /// is not a pidfd, and on a kernel without `P_PIDFD` (5.3).
+    fn wait_pidfd(&self, pidfd: Fd, mode: WaitMode) -> Result<WaitStatus, Errno>;
+
     /// `kill(pid, sig)`; `None` only checks that the pid exists. `ESRCH` when no such
     /// process (or zombie) exists.
     fn kill(&self, pid: Pid, signal: Option<Signal>) -> Result<(), Errno>;
@@ -161,6 +168,14 @@ pub trait Signals {
 
     /// The current disposition of `signal`.
     fn disposition(&self, signal: Signal) -> Result<Disposition, Errno>;
+
+    /// Makes loopwatch's handler for `signal` ([`Disposition::Wakeup`] or
+    /// [`Disposition::Notify`]) also run the handler of the [`Disposition::Foreign`]
+    /// token `foreign`, right after it has written its byte; `None` stops that.
+    /// Returns the token chained before. It matters only while loopwatch's handler is
+    /// installed. `EINVAL` for a signal that cannot be caught or a token this kernel
+    /// never gave.
+    fn chain_foreign(&self, signal: Signal, foreign: Option<u64>) -> Result<Option<u64>, Errno>;
 
     /// Sets the fd the [`Disposition::Wakeup`] handler writes to (`None`: none) and
     /// returns the previous one. The fd should be non-blocking: a full pipe drops the

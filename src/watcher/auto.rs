@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use super::orphans::Orphans;
 use super::{
     ChildCallback, ChildWatcher, DIAGNOSTICS, PidfdChildWatcher, ReapFence, ThreadedChildWatcher,
     check_pid,
@@ -113,6 +114,20 @@ impl fmt::Display for Rung {
 /// - Children it was not given are never waited for, and no signal disposition is
 ///   touched.
 ///
+/// # Orphans
+///
+/// A child whose loop is closed or dropped while the child still runs can no longer be
+/// reported; [`PidfdChildWatcher`] then leaves it for someone else to reap, as CPython
+/// does, and it stays a zombie once it exits. Auto does not: such a child on a pidfd
+/// rung goes to the process's orphan reaper with its pidfd. One that has exited is
+/// reaped at once; one still running is reaped (by its pidfd, never by a pid that may
+/// have been reused) at the next registration, report or `close` of any
+/// `AutoChildWatcher` of the process after it exits: best effort, as tokio's orphan
+/// queue. [`AutoChildWatcher::orphans`] counts the ones still running. A child on the
+/// waiter rung is reaped by its waiter whatever becomes of its loop. A registration
+/// taken back with `remove_child_handler` is not an orphan: its child is the caller's
+/// to reap.
+///
 /// # Example
 ///
 /// ```
@@ -151,6 +166,8 @@ struct Shared<K: Kernel> {
     allowed: Vec<Rung>,
     pidfd: PidfdChildWatcher<K>,
     waiter: ThreadedChildWatcher<K>,
+    /// The process's orphans: children of registrations whose loop went away.
+    orphans: Arc<Orphans<K>>,
     /// A short lock: no kernel call is made while it is held.
     table: Mutex<Table>,
 }
@@ -230,7 +247,8 @@ impl<K: Kernel> AutoChildWatcher<K> {
     fn with_rungs(kernel: K, allowed: Vec<Rung>) -> Self {
         AutoChildWatcher {
             shared: Arc::new(Shared {
-                pidfd: PidfdChildWatcher::with_kernel(kernel.clone()),
+                pidfd: PidfdChildWatcher::reaping_orphans(kernel.clone()),
+                orphans: Orphans::of(&kernel),
                 waiter: ThreadedChildWatcher::with_kernel(kernel.clone()),
                 kernel,
                 allowed,
@@ -275,6 +293,13 @@ impl<K: Kernel> AutoChildWatcher<K> {
         PidfdProbe::of(&self.shared.kernel).refused()
     }
 
+    /// Children of this process whose loop went away while they ran, still running:
+    /// the orphan reaper reaps each once it has exited (see the type's
+    /// documentation).
+    pub fn orphans(&self) -> usize {
+        self.shared.orphans.len()
+    }
+
     /// Waiter threads idling for the next child (see
     /// [`ThreadedChildWatcher::idle_threads`]).
     pub fn idle_threads(&self) -> usize {
@@ -302,6 +327,7 @@ impl<K: Kernel> AutoChildWatcher<K> {
             if let Some(entry) = entry {
                 (entry.callback)(pid_seen, code);
             }
+            shared.orphans.reap(&shared.kernel);
         })
     }
 
@@ -309,6 +335,7 @@ impl<K: Kernel> AutoChildWatcher<K> {
         check_pid(pid)?;
         let kernel = &self.shared.kernel;
         drop(get_running_loop(kernel)?);
+        self.shared.orphans.reap(kernel);
         // A child on the waiter rung keeps its waiter: a second waiter would race the
         // first for the status, and one of them would report 255.
         let callback = {
@@ -486,6 +513,7 @@ impl<K: Kernel> ChildWatcher<K> for AutoChildWatcher<K> {
     ///
     /// None.
     fn close(&self) -> Result<()> {
+        self.shared.orphans.reap(&self.shared.kernel);
         self.shared.pidfd.close()?;
         self.shared.waiter.close()
     }

@@ -211,10 +211,31 @@
 //! make a program that inherited `SIG_IGN` (it survives `exec`) unable to start any
 //! child, where CPython starts it and reports 255; the exit is still reported, so
 //! nothing waits forever. The check costs one `sigaction` query per registration.
+//!
+//! Other code may also set `SIG_IGN` later, while children are registered. Every
+//! watcher that reports a child as 255 because its status was already read (R-2) then
+//! asks whether SIGCHLD is ignored; if it is, an `error` event on target
+//! [`DIAGNOSTICS`] names the pid and says that `SIG_IGN` lost its status, so that the
+//! 255s are never silent. (Safe, Fast and MultiLoop are replaced by `SIG_IGN` as by any
+//! other handler: the next registration warns that exits will not be reported, see
+//! "Where a SIGCHLD goes".)
+//!
+//! # Another library's SIGCHLD handler
+//!
+//! When loopwatch installs its SIGCHLD handler (Safe and Fast through their loop,
+//! MultiLoop process-wide) over a handler that other code had installed, it does not
+//! clobber it: loopwatch's handler writes its byte, then runs the other handler with
+//! the arguments the kernel gave ([`Signals::chain_foreign`](crate::kernel::Signals::chain_foreign)).
+//! Both hear every exit, and the other handler is put back when loopwatch's last
+//! SIGCHLD owner leaves. CPython's `add_signal_handler` replaces it, and the other
+//! library's children are then never reaped. A handler that reaps every child
+//! (`waitpid(-1)`) still steals loopwatch's children, which are reported as 255 (R-2):
+//! only the pidfd watchers are immune. Other signals are taken over, as in CPython.
 
 mod auto;
 mod fast;
 mod multi_loop;
+mod orphans;
 mod pidfd;
 mod safe;
 mod sigchld;
@@ -729,6 +750,25 @@ pub(crate) fn warn_if_sigchld_ignored<K: Kernel>(kernel: &K, pid: Pid) -> bool {
         );
     }
     ignored
+}
+
+/// For a child whose status was already read (R-2's 255): if SIGCHLD is ignored now,
+/// the kernel reaped it, and the 255 is no foreign `waitpid`'s doing but the
+/// disposition's, which will lose every later child's status too. Says so with an
+/// `error` event on target [`DIAGNOSTICS`] naming the pid and what to do. Costs one
+/// `sigaction` query, on this path only, made once the report is on its way (the
+/// watchers that never install a SIGCHLD handler call it: Threaded, Pidfd, Auto).
+pub(crate) fn explain_if_sigchld_ignored<K: Kernel>(kernel: &K, pid: Pid) {
+    if kernel.disposition(Signal::SIGCHLD) == Ok(Disposition::Ignore) {
+        tracing::error!(
+            target: DIAGNOSTICS,
+            pid = pid.0,
+            "SIGCHLD is set to SIG_IGN: the kernel reaped pid {} itself and its exit \
+             status is lost (returncode 255), as every child's will be while it stays \
+             ignored; restore SIGCHLD's disposition (SIG_DFL) where it was set to SIG_IGN",
+            pid.0
+        );
+    }
 }
 
 /// Spec R-2's warning for a child somebody else reaped.

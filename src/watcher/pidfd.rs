@@ -7,16 +7,17 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use super::orphans::Orphans;
 use super::{
-    ChildCallback, ChildWatcher, ReapFence, SharedPidfd, check_pid, returncode,
-    warn_if_sigchld_ignored,
+    ChildCallback, ChildWatcher, ReapFence, SharedPidfd, check_pid, explain_if_sigchld_ignored,
+    returncode, warn_if_sigchld_ignored,
 };
 use crate::OsKernel;
 use crate::error::{Error, Result};
 use crate::event_loop::{
     EventLoop, ExceptionContext, WeakLoop, get_running_loop, try_get_running_loop,
 };
-use crate::kernel::{Errno, Fd, Kernel, Pid, WaitMode, WaitStatus, WaitTarget};
+use crate::kernel::{Errno, Fd, Kernel, Pid, WaitMode, WaitStatus};
 use crate::sync::BlockingMutex;
 use crate::zoo::Mutant;
 
@@ -151,6 +152,10 @@ struct Shared<K: Kernel> {
     /// loop handle is dropped, nor across a call into a loop: a dropped loop drops its
     /// readers, whose guards take this lock.
     state: BlockingMutex<K, Registrations<K>>,
+    /// Where a registration whose loop went away takes its child, when the watcher
+    /// reaps orphans ([`AutoChildWatcher`](super::AutoChildWatcher)'s does; this
+    /// type's own leaves them, as CPython's).
+    orphans: Option<Arc<Orphans<K>>>,
 }
 
 /// The pending registrations by pid, and the counter that tells them apart.
@@ -190,6 +195,10 @@ impl Default for PidfdChildWatcher<OsKernel> {
 impl<K: Kernel> PidfdChildWatcher<K> {
     /// A new watcher over `kernel`.
     pub fn with_kernel(kernel: K) -> Self {
+        PidfdChildWatcher::build(kernel, None)
+    }
+
+    fn build(kernel: K, orphans: Option<Arc<Orphans<K>>>) -> Self {
         let state = BlockingMutex::new(
             &kernel,
             Registrations {
@@ -198,8 +207,19 @@ impl<K: Kernel> PidfdChildWatcher<K> {
             },
         );
         PidfdChildWatcher {
-            shared: Arc::new(Shared { kernel, state }),
+            shared: Arc::new(Shared {
+                kernel,
+                state,
+                orphans,
+            }),
         }
+    }
+
+    /// A new watcher over `kernel` that hands the children of registrations whose loop
+    /// went away to the process's orphan reaper.
+    pub(crate) fn reaping_orphans(kernel: K) -> Self {
+        let orphans = Orphans::of(&kernel);
+        PidfdChildWatcher::build(kernel, Some(orphans))
     }
 
     /// The pids with a pending registration.
@@ -286,7 +306,17 @@ impl<K: Kernel> ReaderGuard<K> {
 impl<K: Kernel> Drop for ReaderGuard<K> {
     fn drop(&mut self) {
         let left = self.shared.take(self.pid, Some(self.token));
-        drop(left);
+        if let (Some(orphans), Some(registration)) = (&self.shared.orphans, left) {
+            let Registration {
+                pidfd,
+                fence,
+                callback,
+                event_loop,
+                ..
+            } = registration;
+            drop((callback, event_loop));
+            orphans.adopt(&self.shared.kernel, self.pid, pidfd, fence);
+        }
     }
 }
 
@@ -315,20 +345,24 @@ fn do_wait<K: Kernel>(kernel: &K, registration: Registration<K>, pid: Pid) {
         let _ = event_loop.remove_reader(fd);
     }
     let mut guard = fence.as_ref().map(ReapFence::lock);
-    // First ask about the pidfd's own process (`P_PIDFD`): if other code reaped it,
-    // its pid may name a newcomer by now, which `waitpid(pid)` would reap instead.
-    // A zombie holds its pid, so once the peek sees it, `waitpid(pid)` reaps it.
-    // A kernel without `P_PIDFD` (5.3) answers EINVAL: the pid alone then.
-    let gone = loop {
-        match kernel.wait_peek(WaitTarget::Pidfd(fd), WaitMode::NoHang) {
+    // Reap the pidfd's own process (`waitid(P_PIDFD)`, one call): if other code reaped
+    // it, its pid may name a newcomer by now, which `waitpid(pid)` would reap instead;
+    // the pidfd cannot. A kernel without `P_PIDFD` (5.3) answers EINVAL: the pid alone
+    // then.
+    let by_pidfd = loop {
+        match kernel.wait_pidfd(fd, WaitMode::NoHang) {
             Err(Errno::EINTR) => continue,
-            Err(Errno::ECHILD) => break true,
-            _ => break false,
+            Ok(WaitStatus::Terminated(_, status)) => break Some(Ok(Some(returncode(status)))),
+            Err(Errno::ECHILD) => break Some(Ok(None)),
+            // A pidfd reads as readable once its process ended; "still running" is
+            // left to the pid's path below, which has always handled it.
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINVAL) => break None,
+            Err(errno) => break Some(Err(errno)),
         }
     };
     let mut outcome = loop {
-        if gone {
-            break Ok(None);
+        if let Some(outcome) = by_pidfd {
+            break outcome;
         }
         match kernel.wait_pid(pid, WaitMode::NoHang) {
             Err(Errno::EINTR) => continue,
@@ -351,6 +385,7 @@ fn do_wait<K: Kernel>(kernel: &K, registration: Registration<K>, pid: Pid) {
         std::mem::forget(pidfd.clone());
         outcome = Err(Errno::ECHILD);
     }
+    let lost_status = outcome == Ok(None);
     let outcome = outcome.map(|code| {
         code.unwrap_or_else(|| {
             warn_status_already_read(pid);
@@ -358,6 +393,9 @@ fn do_wait<K: Kernel>(kernel: &K, registration: Registration<K>, pid: Pid) {
         })
     });
     drop(pidfd);
+    if lost_status {
+        explain_if_sigchld_ignored(kernel, pid);
+    }
     match outcome {
         Ok(code) => callback(pid, code),
         Err(errno) => {

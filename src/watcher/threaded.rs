@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    ChildCallback, ChildWatcher, ReapFence, check_pid, returncode, warn_if_sigchld_ignored,
-    warn_unknown_child,
+    ChildCallback, ChildWatcher, ReapFence, check_pid, explain_if_sigchld_ignored, returncode,
+    warn_if_sigchld_ignored, warn_unknown_child,
 };
 use crate::OsKernel;
 use crate::error::{Error, Result};
@@ -460,7 +460,9 @@ fn do_waitpid<K: Kernel>(
     callback: ChildCallback,
 ) {
     let kernel = &shared.kernel;
-    let outcome = match wait_and_reap(kernel, pid, fence.as_ref()) {
+    let waited = wait_and_reap(kernel, pid, fence.as_ref());
+    let lost = matches!(waited, Ok(Waited::Elsewhere));
+    let outcome = match waited {
         Ok(Waited::Reaped(code)) => Ok(code),
         Ok(Waited::Elsewhere) => {
             // Reaped by somebody else: the status is lost.
@@ -499,8 +501,16 @@ fn do_waitpid<K: Kernel>(
             } else {
                 // The loop may close between the check and this call: then the
                 // callback is dropped inside it, and the warning is the same.
+                // A lost status is explained in the loop's thread, just before the
+                // callback runs (the waiter is done with the child by then).
+                let kernel = kernel.clone();
                 event_loop
-                    .call_soon_threadsafe(move || callback(pid, code))
+                    .call_soon_threadsafe(move || {
+                        if lost {
+                            explain_if_sigchld_ignored(&kernel, pid);
+                        }
+                        callback(pid, code)
+                    })
                     .is_ok()
             }
         }

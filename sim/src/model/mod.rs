@@ -191,6 +191,8 @@ pub(crate) struct Model {
     next_poller: u64,
     dispositions: BTreeMap<i32, Disposition>,
     foreign: Vec<ForeignHandler>,
+    /// Per signal, the foreign handler loopwatch's handler runs after its own work.
+    chained: BTreeMap<i32, u64>,
     pub(crate) foreign_deliveries: u64,
     pending: BTreeSet<i32>,
     /// For each pending signal, the thread Linux tries first (`complete_signal`'s
@@ -282,6 +284,7 @@ impl Model {
             // `main`), so that a write without a reader fails with EPIPE.
             dispositions: BTreeMap::from([(Signal::SIGPIPE.0, Disposition::Ignore)]),
             foreign: Vec::new(),
+            chained: BTreeMap::new(),
             foreign_deliveries: 0,
             pending: BTreeSet::new(),
             suggested: BTreeMap::new(),

@@ -173,21 +173,14 @@ impl Model {
                     self.check_stale_write(signal, target, rule);
                     self.wakeup_write(target.fd, signal as u8);
                 }
-            }
-            Disposition::Foreign(id) => {
-                self.foreign_deliveries += 1;
-                if self.foreign.get(id as usize) == Some(&ForeignHandler::ReapAll) {
-                    while let Some((pid, status)) = self.oldest_zombie() {
-                        let reaper = Reaper::ForeignHandler(self.thread_name(tid));
-                        self.reap(pid, reaper);
-                        self.mark("foreign_reap");
-                        self.log_event(format_args!(
-                            "foreign handler reaps {pid} ({})",
-                            status_text(status)
-                        ));
-                    }
+                if let Some(&id) = self.chained.get(&signal) {
+                    self.log_event(format_args!(
+                        "loopwatch's handler runs the chained foreign handler {id}"
+                    ));
+                    self.run_foreign(id, tid);
                 }
             }
+            Disposition::Foreign(id) => self.run_foreign(id, tid),
         }
         if signal == Signal::SIGCHLD.0 {
             let p = self.config.faults.foreign_reap_on_sigchld;
@@ -199,6 +192,45 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// Runs foreign handler `id` in `tid`.
+    fn run_foreign(&mut self, id: u64, tid: Tid) {
+        self.foreign_deliveries += 1;
+        if self.foreign.get(id as usize) == Some(&ForeignHandler::ReapAll) {
+            while let Some((pid, status)) = self.oldest_zombie() {
+                let reaper = Reaper::ForeignHandler(self.thread_name(tid));
+                self.reap(pid, reaper);
+                self.mark("foreign_reap");
+                self.log_event(format_args!(
+                    "foreign handler reaps {pid} ({})",
+                    status_text(status)
+                ));
+            }
+        }
+    }
+
+    pub(crate) fn chain_foreign(
+        &mut self,
+        tid: Tid,
+        signal: Signal,
+        foreign: Option<u64>,
+    ) -> Attempt<Result<Option<u64>, Errno>> {
+        let unknown = foreign.is_some_and(|id| id as usize >= self.foreign.len());
+        let result = if !signal.is_catchable() || unknown {
+            Err(Errno::EINVAL)
+        } else {
+            Ok(match foreign {
+                Some(id) => self.chained.insert(signal.0, id),
+                None => self.chained.remove(&signal.0),
+            })
+        };
+        self.log(
+            tid,
+            format_args!("chain_foreign({}, {foreign:?}) = {result:?}", signal.0),
+        );
+        self.changed = true;
+        Attempt::Done(result)
     }
 
     /// Runs the handlers of the signals `tid` took while in its call; says whether

@@ -39,6 +39,29 @@ fn waitpid(pid: libc::pid_t, mode: WaitMode) -> Result<WaitStatus, Errno> {
     }
 }
 
+/// `waitid(idtype, id, flags)`, its siginfo read back as a [`WaitStatus`].
+///
+/// libc, not nix: nix's `waitid` fails with EINVAL for a child killed by a realtime
+/// signal, which its `Signal` cannot name, where this reports the number.
+fn waitid(idtype: libc::idtype_t, id: libc::id_t, flags: libc::c_int) -> Result<WaitStatus, Errno> {
+    // SAFETY: siginfo_t is plain data; all-zero is a valid value to be filled in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable siginfo_t.
+    check(unsafe { libc::waitid(idtype, id, &mut info, flags) })?;
+    // SAFETY: waitid filled in a SIGCHLD siginfo (or left it zeroed for WNOHANG).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(WaitStatus::StillAlive);
+    }
+    let raw = match info.si_code {
+        libc::CLD_EXITED => ExitStatus::from_exit_code(status as u8),
+        libc::CLD_KILLED => ExitStatus::from_signal(Signal(status), false),
+        libc::CLD_DUMPED => ExitStatus::from_signal(Signal(status), true),
+        _ => ExitStatus(status),
+    };
+    Ok(WaitStatus::Terminated(Pid(pid), raw))
+}
+
 /// A duplicate of `fd` (close-on-exec) for std to place on a child's stream.
 fn dup_for_child(fd: Fd) -> Result<std::process::Stdio, Errno> {
     let copy = with_fd(fd, |fd| fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(0)))?;
@@ -137,25 +160,18 @@ impl Processes for OsKernel {
             WaitTarget::Any => (libc::P_ALL, 0),
             WaitTarget::Pidfd(fd) => (P_PIDFD, fd.0 as libc::id_t),
         };
-        // libc, not nix: nix's `waitid` fails with EINVAL for a child killed by a
-        // realtime signal, which its `Signal` cannot name, where this reports the number.
-        // SAFETY: siginfo_t is plain data; all-zero is a valid value to be filled in.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let flags = libc::WEXITED | libc::WNOWAIT | wait_flags(mode);
-        // SAFETY: `info` is a valid, writable siginfo_t.
-        check(unsafe { libc::waitid(idtype, id, &mut info, flags) })?;
-        // SAFETY: waitid filled in a SIGCHLD siginfo (or left it zeroed for WNOHANG).
-        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-        if pid == 0 {
-            return Ok(WaitStatus::StillAlive);
+        waitid(idtype, id, libc::WEXITED | libc::WNOWAIT | wait_flags(mode))
+    }
+
+    fn wait_pidfd(&self, pidfd: Fd, mode: WaitMode) -> Result<WaitStatus, Errno> {
+        if pidfd.0 < 0 {
+            return Err(Errno::EBADF);
         }
-        let raw = match info.si_code {
-            libc::CLD_EXITED => ExitStatus::from_exit_code(status as u8),
-            libc::CLD_KILLED => ExitStatus::from_signal(Signal(status), false),
-            libc::CLD_DUMPED => ExitStatus::from_signal(Signal(status), true),
-            _ => ExitStatus(status),
-        };
-        Ok(WaitStatus::Terminated(Pid(pid), raw))
+        waitid(
+            P_PIDFD,
+            pidfd.0 as libc::id_t,
+            libc::WEXITED | wait_flags(mode),
+        )
     }
 
     fn kill(&self, pid: Pid, signal: Option<Signal>) -> Result<(), Errno> {

@@ -12,7 +12,7 @@
 //! CPython 3.12 sets the wakeup fd to -1 there.
 
 use std::sync::Once;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use nix::fcntl::{FcntlArg, fcntl};
 
@@ -63,7 +63,21 @@ impl SavedAction {
     }
 }
 
-extern "C" fn wakeup_handler(signum: libc::c_int) {
+/// Per signal, the address of the foreign handler [`wakeup_handler`] runs after its
+/// own write (0: none), whether that handler takes `SA_SIGINFO`'s three arguments, and
+/// the [`Disposition::Foreign`] token it was chained as (`u64::MAX`: none). The
+/// handler reads the first two atomics only, so chaining needs no lock in it.
+static CHAINED: [AtomicUsize; 65] = [const { AtomicUsize::new(0) }; 65];
+static CHAINED_SIGINFO: [AtomicBool; 65] = [const { AtomicBool::new(false) }; 65];
+static CHAINED_TOKEN: [AtomicU64; 65] = [const { AtomicU64::new(u64::MAX) }; 65];
+
+/// The handler of loopwatch's dispositions, installed with `SA_SIGINFO` so that a
+/// chained foreign handler that wants the `siginfo_t` gets the one the kernel gave.
+extern "C" fn wakeup_handler(
+    signum: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
     // Saved and restored, so that the interrupted code's errno stays intact; nix reads
     // and writes the thread's errno slot, which is async-signal-safe.
     let saved = nix::errno::Errno::last_raw();
@@ -82,11 +96,36 @@ extern "C" fn wakeup_handler(signum: libc::c_int) {
         // closed pipe loses the byte, which is what CPython's wakeup fd does too.
         unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
     }
+    let index = usize::try_from(signum).unwrap_or(0);
+    let chained = CHAINED
+        .get(index)
+        .map_or(0, |slot| slot.load(Ordering::Acquire));
+    if chained != 0 {
+        let siginfo = CHAINED_SIGINFO
+            .get(index)
+            .is_some_and(|slot| slot.load(Ordering::Acquire));
+        // The foreign handler runs as the kernel would have run it, with the same
+        // arguments; it keeps its own rules about errno. (Its `sa_mask` and flags are
+        // not applied: this handler's own mask is in force.)
+        if siginfo {
+            // SAFETY: the address was read from a `sigaction` with SA_SIGINFO that
+            // other code installed for this signal: a handler of this type.
+            let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(chained) };
+            handler(signum, info, context);
+        } else {
+            // SAFETY: the address was read from a `sigaction` without SA_SIGINFO that
+            // other code installed for this signal: a one-argument handler.
+            let handler: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(chained) };
+            handler(signum);
+        }
+    }
     nix::errno::Errno::set_raw(saved);
 }
 
 fn handler_address() -> libc::sighandler_t {
-    wakeup_handler as extern "C" fn(libc::c_int) as libc::sighandler_t
+    wakeup_handler as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+        as libc::sighandler_t
 }
 
 /// An all-zero action to be filled in: no flags and an empty mask.
@@ -149,7 +188,7 @@ fn action_for(disposition: Disposition) -> Result<libc::sigaction, Errno> {
         Disposition::Wakeup | Disposition::Notify(_) => {
             action.sa_sigaction = handler_address();
             // As CPython's siginterrupt(sig, False): interrupted calls restart.
-            action.sa_flags = libc::SA_RESTART;
+            action.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
         }
         Disposition::Foreign(index) => {
             let saved = FOREIGN
@@ -227,6 +266,37 @@ impl Signals for OsKernel {
 
     fn disposition(&self, signal: Signal) -> Result<Disposition, Errno> {
         Ok(classify(signal, &current_action(signal)?))
+    }
+
+    fn chain_foreign(&self, signal: Signal, foreign: Option<u64>) -> Result<Option<u64>, Errno> {
+        if !signal.is_catchable() {
+            return Err(Errno::EINVAL);
+        }
+        let index = usize::try_from(signal.0).map_err(|_| Errno::EINVAL)?;
+        let (Some(slot), Some(siginfo), Some(token)) = (
+            CHAINED.get(index),
+            CHAINED_SIGINFO.get(index),
+            CHAINED_TOKEN.get(index),
+        ) else {
+            return Err(Errno::EINVAL);
+        };
+        let (address, wants_info) = match foreign {
+            None => (0, false),
+            Some(id) => {
+                let action = action_for(Disposition::Foreign(id))?;
+                match action.sa_sigaction {
+                    libc::SIG_DFL | libc::SIG_IGN => (0, false),
+                    address => (address, action.sa_flags & libc::SA_SIGINFO != 0),
+                }
+            }
+        };
+        // The address goes last, after the flag it is read with; a handler running in
+        // between sees the old address or none.
+        slot.store(0, Ordering::Release);
+        siginfo.store(wants_info, Ordering::Release);
+        slot.store(address, Ordering::Release);
+        let previous = token.swap(foreign.unwrap_or(u64::MAX), Ordering::Relaxed);
+        Ok((previous != u64::MAX).then_some(previous))
     }
 
     fn set_wakeup_fd(&self, fd: Option<Fd>) -> Result<Option<Fd>, Errno> {

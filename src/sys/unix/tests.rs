@@ -33,7 +33,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use super::{OsKernel, last_errno};
@@ -484,6 +484,82 @@ fn foreign_handler_is_handed_back_and_restored_exactly() {
         k.set_disposition(signal, Disposition::Default),
         Ok(Disposition::Foreign(token))
     );
+}
+
+static FOREIGN_INFO_SIGNO: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn foreign_info_handler(
+    _signum: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _context: *mut libc::c_void,
+) {
+    // SAFETY: the kernel (through the chaining handler) passes the siginfo it filled in.
+    let signo = unsafe { info.as_ref() }.map_or(-1, |info| info.si_signo);
+    FOREIGN_INFO_SIGNO.store(signo, Ordering::SeqCst);
+}
+
+// Goal: a foreign handler chained to loopwatch's runs after loopwatch's byte is written, with the arguments the kernel gave (the siginfo too, for an SA_SIGINFO handler), and no more once unchained; an unknown token or SIGKILL is EINVAL.
+#[test]
+fn chained_foreign_handler_runs_after_the_byte() {
+    let _lock = lock();
+    let k = OsKernel;
+    let signal = Signal(libc::SIGURG);
+    let original = sigaction_of(signal);
+    let _restore_original = Defer(move || install_sigaction(signal, &original));
+    let (read, _write, previous_fd) = wakeup_pipe(&k);
+    let _restore_fd = Defer(move || {
+        let _ = OsKernel.set_wakeup_fd(previous_fd);
+        let _ = OsKernel.chain_foreign(Signal(libc::SIGURG), None);
+    });
+    assert_eq!(k.chain_foreign(Signal::SIGKILL, None), Err(Errno::EINVAL));
+    assert_eq!(
+        k.chain_foreign(signal, Some(u64::MAX - 1)),
+        Err(Errno::EINVAL)
+    );
+
+    // A one-argument handler.
+    // SAFETY: sigaction is plain data; all-zero is an empty mask with no flags.
+    let mut plain: libc::sigaction = unsafe { std::mem::zeroed() };
+    plain.sa_sigaction = foreign_handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    install_sigaction(signal, &plain);
+    let Ok(Disposition::Foreign(token)) = k.set_disposition(signal, Disposition::Wakeup) else {
+        panic!("no foreign token");
+    };
+    assert_eq!(k.chain_foreign(signal, Some(token)), Ok(None));
+    FOREIGN_RAN.store(false, Ordering::SeqCst);
+    assert_eq!(k.raise(signal), Ok(()));
+    assert!(
+        FOREIGN_RAN.load(Ordering::SeqCst),
+        "the chained handler did not run"
+    );
+    assert_eq!(read_now(&k, read.fd()), (vec![libc::SIGURG as u8], false));
+
+    // An SA_SIGINFO handler gets the siginfo.
+    // SAFETY: as above.
+    let mut with_info: libc::sigaction = unsafe { std::mem::zeroed() };
+    with_info.sa_sigaction = foreign_info_handler
+        as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+        as libc::sighandler_t;
+    with_info.sa_flags = libc::SA_SIGINFO;
+    install_sigaction(signal, &with_info);
+    let Ok(Disposition::Foreign(info_token)) = k.set_disposition(signal, Disposition::Wakeup)
+    else {
+        panic!("no foreign token");
+    };
+    assert_eq!(k.chain_foreign(signal, Some(info_token)), Ok(Some(token)));
+    FOREIGN_INFO_SIGNO.store(0, Ordering::SeqCst);
+    assert_eq!(k.raise(signal), Ok(()));
+    assert_eq!(FOREIGN_INFO_SIGNO.load(Ordering::SeqCst), libc::SIGURG);
+    assert_eq!(read_now(&k, read.fd()), (vec![libc::SIGURG as u8], false));
+
+    // Unchained: loopwatch's byte only.
+    assert_eq!(k.chain_foreign(signal, None), Ok(Some(info_token)));
+    FOREIGN_INFO_SIGNO.store(0, Ordering::SeqCst);
+    FOREIGN_RAN.store(false, Ordering::SeqCst);
+    assert_eq!(k.raise(signal), Ok(()));
+    assert_eq!(FOREIGN_INFO_SIGNO.load(Ordering::SeqCst), 0);
+    assert!(!FOREIGN_RAN.load(Ordering::SeqCst));
+    assert_eq!(read_now(&k, read.fd()), (vec![libc::SIGURG as u8], false));
 }
 
 // Goal: a thread the kernel did not start (one of libtest's) is not the main thread and is not named MainThread.
