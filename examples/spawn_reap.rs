@@ -7,15 +7,15 @@
 //! strace -f -c -o calls.txt target/release/examples/spawn_reap safe 1000 0
 //! ```
 //!
-//! Arguments: WATCHER (safe, fast, multi_loop, threaded, pidfd), N (default 100), K
+//! Arguments: WATCHER (safe, fast, multi_loop, threaded, pidfd, auto), N (default 100), K
 //! (default 0). It prints the number of children reaped.
 
 use std::sync::Arc;
 
 use loopwatch::kernel::SpawnRequest;
 use loopwatch::{
-    Error, ErrorKind, FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher, Result,
-    SafeChildWatcher, ThreadedChildWatcher, WatcherRef,
+    AutoChildWatcher, Error, ErrorKind, FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher,
+    Result, SafeChildWatcher, ThreadedChildWatcher, WatcherRef,
 };
 
 fn watcher(name: &str) -> Result<WatcherRef> {
@@ -25,10 +25,13 @@ fn watcher(name: &str) -> Result<WatcherRef> {
         "multi_loop" => Arc::new(MultiLoopChildWatcher::new()),
         "threaded" => Arc::new(ThreadedChildWatcher::new()),
         "pidfd" => Arc::new(PidfdChildWatcher::new()),
+        "auto" => Arc::new(AutoChildWatcher::new()),
         other => {
             return Err(Error::new(
                 ErrorKind::ValueError,
-                format!("unknown watcher {other:?}: safe, fast, multi_loop, threaded or pidfd"),
+                format!(
+                    "unknown watcher {other:?}: safe, fast, multi_loop, threaded, pidfd or auto"
+                ),
             ));
         }
     })

@@ -3,7 +3,7 @@
 //! the real OS ([`OsKernel`](loopwatch::OsKernel)), the test counts their kernel calls
 //! on the simulator (`loopwatch_sim::SimKernel`).
 //!
-//! - [`Watcher`]: the five watchers by name.
+//! - [`Watcher`]: the watchers by name.
 //! - [`Bench`]: a loop with a watcher, set up as code that works with any watcher sets
 //!   it up (see loopwatch's "Choosing a watcher"): the loop current in the main
 //!   thread, children spawned and registered by [`EventLoop::subprocess_exec`].
@@ -24,13 +24,13 @@ use std::sync::Arc;
 
 use loopwatch::kernel::{Kernel, Signal, SpawnRequest, WaitMode};
 use loopwatch::{
-    EventLoop, FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher, Process,
-    SafeChildWatcher, ThreadedChildWatcher, WatcherRef, policy,
+    AutoChildWatcher, EventLoop, FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher,
+    Process, SafeChildWatcher, ThreadedChildWatcher, WatcherRef, policy,
 };
 
 pub mod limits;
 
-/// One of loopwatch's five child watchers.
+/// One of loopwatch's child watchers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Watcher {
     /// [`SafeChildWatcher`]: polls every registered child on each SIGCHLD.
@@ -43,11 +43,24 @@ pub enum Watcher {
     Threaded,
     /// [`PidfdChildWatcher`]: a pidfd per child in the running loop.
     Pidfd,
+    /// [`AutoChildWatcher`]: the best rung this process has (here, the process's own
+    /// pidfd).
+    Auto,
 }
 
 impl Watcher {
-    /// All five, in the order of the README's tables.
-    pub const ALL: [Watcher; 5] = [
+    /// All of them, in the order of the README's tables.
+    pub const ALL: [Watcher; 6] = [
+        Watcher::Safe,
+        Watcher::Fast,
+        Watcher::MultiLoop,
+        Watcher::Threaded,
+        Watcher::Pidfd,
+        Watcher::Auto,
+    ];
+
+    /// The ones CPython has a watcher of the same name for.
+    pub const CPYTHON: [Watcher; 5] = [
         Watcher::Safe,
         Watcher::Fast,
         Watcher::MultiLoop,
@@ -56,7 +69,7 @@ impl Watcher {
     ];
 
     /// Its name in benchmark ids and tables: `safe`, `fast`, `multi_loop`, `threaded`,
-    /// `pidfd`.
+    /// `pidfd`, `auto`.
     pub fn name(self) -> &'static str {
         match self {
             Watcher::Safe => "safe",
@@ -64,6 +77,7 @@ impl Watcher {
             Watcher::MultiLoop => "multi_loop",
             Watcher::Threaded => "threaded",
             Watcher::Pidfd => "pidfd",
+            Watcher::Auto => "auto",
         }
     }
 
@@ -76,6 +90,7 @@ impl Watcher {
             Watcher::MultiLoop => Arc::new(MultiLoopChildWatcher::with_kernel(kernel)),
             Watcher::Threaded => Arc::new(ThreadedChildWatcher::with_kernel(kernel)),
             Watcher::Pidfd => Arc::new(PidfdChildWatcher::with_kernel(kernel)),
+            Watcher::Auto => Arc::new(AutoChildWatcher::with_kernel(kernel)),
         }
     }
 }
@@ -93,7 +108,7 @@ impl FromStr for Watcher {
         Watcher::ALL
             .into_iter()
             .find(|w| w.name() == text)
-            .ok_or_else(|| Error::BadInput(format!("unknown watcher {text:?}: expected one of safe, fast, multi_loop, threaded, pidfd")))
+            .ok_or_else(|| Error::BadInput(format!("unknown watcher {text:?}: expected one of safe, fast, multi_loop, threaded, pidfd, auto")))
     }
 }
 

@@ -220,6 +220,22 @@ fn pidfd_per_reap() {
     assert_constant(&counts);
 }
 
+#[test]
+fn auto_per_reap() {
+    let (table, counts) = watcher_table(Watcher::Auto, &KS);
+    insta::assert_snapshot!("auto", table);
+    assert_constant(&counts);
+    // One wait call per reap, whatever K: the pidfd's own process, reaped by waitid.
+    for (k, counts) in KS.iter().zip(&counts) {
+        let waits: u64 = counts
+            .iter()
+            .filter(|(name, _)| name.starts_with("wait_"))
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(waits, REAPS as u64, "K={k}: {counts:?}");
+    }
+}
+
 /// The watchers that poll every registered child on each SIGCHLD: each reap costs at
 /// least one `wait_pid` per idle child.
 fn assert_linear(counts: &[Counts]) {
@@ -298,6 +314,7 @@ fn k_5000_per_reap() {
         Watcher::Fast,
         Watcher::MultiLoop,
         Watcher::Pidfd,
+        Watcher::Auto,
     ] {
         let counts = reaps_5000(watcher);
         table.push_str(&line(watcher.name(), &counts, REAPS));
