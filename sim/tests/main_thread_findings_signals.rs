@@ -361,7 +361,7 @@ impl Body for ForeignSigchldHandlerAfterAttach {
     }
 }
 
-/// Goal (chaining): another library's SIGCHLD handler, installed before the watcher
+/// Goal: another library's SIGCHLD handler, installed before the watcher
 /// was attached, is not clobbered. loopwatch's handler runs it after its own work, so
 /// both hear each exit: the watcher reports the child's code and the other handler
 /// counts its SIGCHLD. Nothing warns (nobody replaced anybody's handler behind their

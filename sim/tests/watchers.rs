@@ -908,7 +908,7 @@ impl Body for SigchldIgnoredIsReported {
     }
 }
 
-/// Goal (SIG_IGN detection): other code sets SIGCHLD to SIG_IGN after the child was
+/// Goal: other code sets SIGCHLD to SIG_IGN after the child was
 /// registered, so the kernel reaps it itself. The child is still reported (255, with
 /// R-2's warning), and an `error` event on target loopwatch says that SIG_IGN lost its
 /// status, naming the pid: not a silent 255.
@@ -1904,8 +1904,8 @@ fn with_foreign_reaper(name: &'static str, kind: Kind) -> Test {
     })
 }
 
-/// Goal (K-4): with 1,000 idle registered children, one exit costs exactly one
-/// waitpid call (O(1)), for the pid that exited.
+/// Goal (K-4, X-4): with 1,000 idle registered children, one exit costs exactly one
+/// wait call (O(1)), which reaps the pid that exited.
 fn pidfd_one_exit_costs_one_waitpid(k: &SimKernel) {
     let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
     let watcher = Kind::Pidfd.make(k);
@@ -1988,7 +1988,7 @@ fn pidfd_unavailable_reaches_the_caller(errno: Errno) -> impl Fn(&SimKernel) {
 
 // ----- AutoChildWatcher --------------------------------------------------------------
 
-/// Goal (the ladder): a child of `subprocess_exec` is waited for through its process's
+/// Goal: a child of `subprocess_exec` is waited for through its process's
 /// own pidfd ([`Rung::ProcessPidfd`], no `pidfd_open` of the watcher's), a pid
 /// registered by hand through a pidfd of its own ([`Rung::PidfdOpen`]); both report
 /// their codes in the loop's thread and leave nothing behind.
@@ -2056,7 +2056,7 @@ fn one_pidfd_open_no_thread(report: &Report) -> Result<(), String> {
     Ok(())
 }
 
-/// Goal (the ladder): where `pidfd_open` is refused for the process with `errno`
+/// Goal: where `pidfd_open` is refused for the process with `errno`
 /// (ENOSYS, EPERM, EINVAL), every child goes to the waiter rung and reports its code;
 /// the refusal is asked once per process, whatever the number of watchers and
 /// children, and the watcher says which errno it saw. Without the waiter rung the
@@ -2137,7 +2137,7 @@ fn pidfd_refused_with(errno: Errno) -> impl Fn(u64) -> Simulation {
     }
 }
 
-/// Goal (the ladder): a child registered while the process has no fd left (`EMFILE`)
+/// Goal: a child registered while the process has no fd left (`EMFILE`)
 /// goes to the waiter rung alone; the next child, once an fd is free, gets a pidfd
 /// again. Both report their codes; no process-wide refusal is recorded.
 fn auto_emfile_moves_one_child_down(k: &SimKernel) {
@@ -2182,7 +2182,7 @@ fn auto_emfile_moves_one_child_down(k: &SimKernel) {
     assert_eq!(watcher.pidfd_refused(), None);
 }
 
-/// Goal (Auto's contract): registering a pending pid again replaces its callback on
+/// Goal: registering a pending pid again replaces its callback on
 /// either rung: one callback fires, once, with the child's true code, and nothing
 /// warns; a removed registration never fires and `remove_child_handler` says whether
 /// there was one. On the waiter rung the removed child is still reaped by its waiter;
@@ -2235,7 +2235,7 @@ impl Body for AutoReplacesAndRemoves {
     }
 }
 
-/// Goal (orphans): children whose loop is closed while they run are not left as
+/// Goal: children whose loop is closed while they run are not left as
 /// zombies under Auto. One that exited before its loop closed (its report never ran)
 /// is reaped when the loop's readers go; one still running then is queued, and reaped
 /// by the next registration after it exits; `orphans()` counts the queued ones.
