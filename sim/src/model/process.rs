@@ -250,6 +250,7 @@ impl Model {
             stdin: parent_ends[0],
             stdout: parent_ends[1],
             stderr: parent_ends[2],
+            pidfd: None,
         })
     }
 
