@@ -288,7 +288,9 @@ impl Body for spawn_failure_leaves_no_child_and_no_fd {
         let mut held = Cleanup::new(k);
         let before = fd_count(k);
         // With a pidfd asked for too: neither the child nor its pidfd is left.
-        let with_pidfd = cases.clone().map(|(request, errno)| (request.pidfd(true), errno));
+        let with_pidfd = cases
+            .clone()
+            .map(|(request, errno)| (request.pidfd(true), errno));
         for (request, errno) in cases.into_iter().chain(with_pidfd) {
             match k.spawn(&request) {
                 Ok(spawned) => {

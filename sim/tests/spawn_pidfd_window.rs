@@ -62,7 +62,8 @@ fn foreign_reaper_in_the_window(k: &SimKernel) -> Seen {
                         Ok(WaitStatus::Terminated(..)) => {}
                         _ => continue,
                     }
-                    let Ok(child) = kernel.spawn(&SpawnRequest::new("/bin/sleep", ["100000"])) else {
+                    let Ok(child) = kernel.spawn(&SpawnRequest::new("/bin/sleep", ["100000"]))
+                    else {
                         return;
                     };
                     took.store(child.pid.0, Ordering::SeqCst);
@@ -143,7 +144,8 @@ fn spawn_time_pidfd_closes_the_window() {
     let runs = runs(None);
     let mut hit = Vec::new();
     for (seed, seen, report) in &runs {
-        let replay = testing::replay_command(*seed, Some("spawn_time_pidfd_closes_the_window"), None);
+        let replay =
+            testing::replay_command(*seed, Some("spawn_time_pidfd_closes_the_window"), None);
         let seen = seen
             .as_ref()
             .unwrap_or_else(|| panic!("seed {seed}: {:?}\nreplay: {replay}", report.outcome));
@@ -151,7 +153,10 @@ fn spawn_time_pidfd_closes_the_window() {
             !stranger_signalled(report),
             "seed {seed}: a signal reached the stranger ({seen:?})\nreplay: {replay}"
         );
-        assert!(seen.sent.is_some(), "seed {seed}: subprocess_exec failed\nreplay: {replay}");
+        assert!(
+            seen.sent.is_some(),
+            "seed {seed}: subprocess_exec failed\nreplay: {replay}"
+        );
         if seen.in_window {
             assert_eq!(
                 seen.sent,
@@ -184,7 +189,9 @@ fn spawn_pidfd_late_signals_the_stranger() {
         !shown.is_empty(),
         "mutant spawn-pidfd-late behaved correctly on all {} seeds: {:?}",
         runs.len(),
-        runs.iter().map(|(seed, seen, _)| (seed, seen)).collect::<Vec<_>>()
+        runs.iter()
+            .map(|(seed, seen, _)| (seed, seen))
+            .collect::<Vec<_>>()
     );
     println!("mutant shows on seeds {shown:?} of {}", runs.len());
 }

@@ -271,7 +271,10 @@ struct SpawnPidfd(AtomicBool);
 /// start (the caller then uses `pidfd_open`). `EMFILE` (no fd left for the pidfd) falls
 /// back for this child only. A failure of the request itself (an `EPERM` from `exec`,
 /// an argument with a NUL byte) fails again without the pidfd and is not remembered.
-fn spawn_child<K: Kernel>(kernel: &K, request: &SpawnRequest) -> std::result::Result<Spawned, Errno> {
+fn spawn_child<K: Kernel>(
+    kernel: &K,
+    request: &SpawnRequest,
+) -> std::result::Result<Spawned, Errno> {
     let supported = kernel
         .process_locals()
         .get_or_init(|| SpawnPidfd(AtomicBool::new(true)));

@@ -146,7 +146,8 @@ impl Model {
 
     fn do_spawn(&mut self, tid: Tid, request: &SpawnRequest) -> Result<Spawned, Errno> {
         // Before anything is created, as a kernel without clone3 answers.
-        if request.pidfd && (self.config.faults.spawn_pidfd_enosys || self.config.faults.pidfd_enosys)
+        if request.pidfd
+            && (self.config.faults.spawn_pidfd_enosys || self.config.faults.pidfd_enosys)
         {
             self.mark("spawn_pidfd_enosys");
             return Err(Errno::ENOSYS);
