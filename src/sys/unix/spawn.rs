@@ -382,9 +382,9 @@ mod linux {
         }
     }
 
-    /// Reads the child's `errno` from the error pipe: `None` at end of file (the
-    /// `exec` succeeded and closed the pipe).
-    fn exec_error(error_pipe: &OwnedFd) -> Option<Errno> {
+    /// Reads the child's `errno` from the error pipe: `Ok(None)` at end of file (the
+    /// `exec` succeeded and closed the pipe), `Err` if the pipe itself cannot be read.
+    fn exec_error(error_pipe: &OwnedFd) -> Result<Option<Errno>, Errno> {
         let mut bytes = [0u8; 4];
         let mut got = 0;
         while got < bytes.len() {
@@ -400,16 +400,16 @@ mod linux {
                 0 => break,
                 rc if rc > 0 => got += rc as usize,
                 _ if last_errno() == Errno::EINTR => {}
-                _ => return Some(last_errno()),
+                _ => return Err(last_errno()),
             }
         }
-        match got {
+        Ok(match got {
             0 => None,
             4 => Some(Errno(i32::from_ne_bytes(bytes))),
             // The child writes its four bytes at once (below PIPE_BUF: atomically);
             // fewer means it died while writing them.
             _ => Some(Errno::EIO),
-        }
+        })
     }
 
     /// [`SpawnRequest::pidfd`]'s spawn: see the module documentation.
@@ -457,7 +457,26 @@ mod linux {
         let pidfd = owned(pidfd);
         drop(error_write);
         prepared.child_ends = [None, None, None];
-        if let Some(errno) = exec_error(&error_read) {
+        let failed = match exec_error(&error_read) {
+            Ok(None) => None,
+            Ok(Some(errno)) => Some(errno),
+            Err(errno) => {
+                // Whether the exec worked is unknown: the child must not outlive the
+                // error, nor stay a zombie.
+                // SAFETY: a pidfd this function owns, a signal, no siginfo, no flags.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        pidfd.as_raw_fd(),
+                        libc::SIGKILL,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    )
+                };
+                Some(errno)
+            }
+        };
+        if let Some(errno) = failed {
             reap_failed(pid, &pidfd);
             // The pidfd, the error pipe and the parent's pipe ends close on return.
             return Err(errno);
