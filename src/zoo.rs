@@ -92,11 +92,16 @@ pub enum Mutant {
     /// MultiLoop's `close` waits for its pipe to reach end-of-file, which never comes
     /// while a child that inherited the write end lives (finding 11).
     MultiLoopCloseWaitsInheritedPipe,
+    /// `subprocess_exec` spawns without a pidfd and opens one with `pidfd_open` after
+    /// the spawn, as CPython's Pidfd watcher does: a foreign `waitpid(-1)` that reaps
+    /// the child in between frees its pid, and the pidfd then names whatever process
+    /// took the pid (or nothing), so `send_signal` and the watcher reach a stranger.
+    SpawnPidfdLate,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 14] = [
+    pub const ALL: [Mutant; 15] = [
         Mutant::MultiLoopNoWake,
         Mutant::WaiterReusedPid,
         Mutant::KillAfterReap,
@@ -111,6 +116,7 @@ impl Mutant {
         Mutant::PanicEndsPass,
         Mutant::PidfdUnhandledEchild,
         Mutant::MultiLoopCloseWaitsInheritedPipe,
+        Mutant::SpawnPidfdLate,
     ];
 
     /// Its name in reports and on the command line.
@@ -130,6 +136,7 @@ impl Mutant {
             Mutant::PanicEndsPass => "panic-ends-pass",
             Mutant::PidfdUnhandledEchild => "pidfd-unhandled-echild",
             Mutant::MultiLoopCloseWaitsInheritedPipe => "multi-loop-close-waits-inherited-pipe",
+            Mutant::SpawnPidfdLate => "spawn-pidfd-late",
         }
     }
 
@@ -150,6 +157,7 @@ impl Mutant {
             Mutant::PanicEndsPass => "finding 9",
             Mutant::PidfdUnhandledEchild => "CPython 3.9 PidfdChildWatcher",
             Mutant::MultiLoopCloseWaitsInheritedPipe => "finding 11",
+            Mutant::SpawnPidfdLate => "the spawn-to-pidfd_open window",
         }
     }
 

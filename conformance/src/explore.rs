@@ -115,6 +115,9 @@ pub enum Fault {
     PidfdEnosys,
     /// pidfd_open fails with EPERM, as under a seccomp filter (may change traces)
     PidfdEperm,
+    /// a spawn that asks for a pidfd (clone3) fails with ENOSYS, as on a kernel
+    /// without clone3, so the pidfd comes from pidfd_open (may change traces)
+    SpawnPidfdEnosys,
     /// an fd limit (RLIMIT_NOFILE) of 16 (may change traces)
     FdLimit,
     /// spawn fails with EAGAIN (probability 0.3; may change traces)
@@ -141,13 +144,14 @@ pub const FD_LIMIT: usize = 16;
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::Eintr,
         Fault::Spurious,
         Fault::OtherThread,
         Fault::Lag,
         Fault::PidfdEnosys,
         Fault::PidfdEperm,
+        Fault::SpawnPidfdEnosys,
         Fault::FdLimit,
         Fault::SpawnEagain,
         Fault::ExitEarly,
@@ -164,6 +168,7 @@ impl Fault {
             Fault::Lag => "lag",
             Fault::PidfdEnosys => "pidfd-enosys",
             Fault::PidfdEperm => "pidfd-eperm",
+            Fault::SpawnPidfdEnosys => "spawn-pidfd-enosys",
             Fault::FdLimit => "fd-limit",
             Fault::SpawnEagain => "spawn-eagain",
             Fault::ExitEarly => "exit-early",
@@ -232,6 +237,7 @@ pub fn simulation(seed: u64, faults: &[Fault]) -> loopwatch_sim::Simulation {
             Fault::Lag => plan.lag = LAG,
             Fault::PidfdEnosys => plan.pidfd_enosys = true,
             Fault::PidfdEperm => plan.pidfd_eperm = true,
+            Fault::SpawnPidfdEnosys => plan.spawn_pidfd_enosys = true,
             Fault::FdLimit => plan.fd_limit = Some(FD_LIMIT),
             Fault::SpawnEagain => plan.spawn_eagain = 0.3,
             Fault::ExitEarly => plan.exit_before_registration = 0.3,

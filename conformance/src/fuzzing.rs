@@ -356,7 +356,7 @@ mod tests {
         }
         assert_eq!(ops, hunt_ops);
         assert_eq!(faults, hunt_faults);
-        assert_eq!(faults, Fault::ALL.into());
+        assert_eq!(faults, programs::generated_faults().collect());
     }
 
     #[test]

@@ -424,7 +424,7 @@ pub fn mutant_watcher(mutant: Mutant) -> WatcherName {
         Mutant::MultiLoopNoWake
         | Mutant::MultiLoopReentrant255
         | Mutant::MultiLoopCloseWaitsInheritedPipe => WatcherName::MultiLoop,
-        Mutant::PidfdUnhandledEchild => WatcherName::Pidfd,
+        Mutant::PidfdUnhandledEchild | Mutant::SpawnPidfdLate => WatcherName::Pidfd,
         Mutant::WaiterReusedPid
         | Mutant::ThreadsafeNoWake
         | Mutant::ThreadedDoubleWaiter

@@ -8,8 +8,13 @@ pub struct FaultPlan {
     /// Probability that a blocking call (poll, wait, sleep, pipe read/write) returns
     /// `EINTR` instead of blocking, as after a signal handler without `SA_RESTART`.
     pub eintr: f64,
-    /// `pidfd_open` answers `ENOSYS`, as on kernels before 5.3.
+    /// `pidfd_open` answers `ENOSYS`, as on kernels before 5.3; a spawn that asks for
+    /// a pidfd fails with `ENOSYS` too (such a kernel has no `clone3` either).
     pub pidfd_enosys: bool,
+    /// A spawn that asks for a pidfd ([`SpawnRequest::pidfd`](loopwatch::kernel::SpawnRequest::pidfd))
+    /// answers `ENOSYS` before creating anything, as on a kernel without `clone3` or
+    /// `CLONE_PIDFD`; `pidfd_open` still works.
+    pub spawn_pidfd_enosys: bool,
     /// `pidfd_open` answers `EPERM`, as under a seccomp filter.
     pub pidfd_eperm: bool,
     /// `pidfd_open` answers `EINVAL`, as a kernel that refuses its flags does.

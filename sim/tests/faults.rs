@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use loopwatch::kernel::{
     Clock, Disposition, Errno, Fds, Interest, Poll, Poller, Processes, Signal, Signals, Threads,
-    Token, WaitMode,
+    Token, WaitMode, WaitStatus, WaitTarget,
 };
 use loopwatch_sim::testing::sh;
 use loopwatch_sim::{FaultPlan, Simulation, actors};
@@ -299,4 +299,54 @@ fn finding_08_lag_delays_children_and_woken_threads() {
         late_exits > 0 && late_wakes > 0,
         "{late_exits} {late_wakes}"
     );
+}
+
+#[test]
+fn spawn_pidfd_enosys_fails_before_creating_anything() {
+    // Goal: with spawn_pidfd_enosys (no clone3) a spawn that asks for a pidfd fails
+    // with ENOSYS leaving no child and no fd, a spawn without one and pidfd_open still
+    // work; pidfd_enosys (no pidfds at all) implies it; without faults the spawn
+    // returns the child's pidfd.
+    let request = sh("exit 3").pidfd(true);
+    for plan in [
+        FaultPlan {
+            spawn_pidfd_enosys: true,
+            ..FaultPlan::none()
+        },
+        FaultPlan {
+            pidfd_enosys: true,
+            ..FaultPlan::none()
+        },
+    ] {
+        let enosys_everywhere = plan.pidfd_enosys;
+        let request = request.clone();
+        let report = Simulation::new(4).faults(plan).run(move |k| {
+            let fds = k.open_fds();
+            assert_eq!(k.spawn(&request).map(|s| s.pid), Err(Errno::ENOSYS));
+            assert_eq!(k.open_fds(), fds);
+            assert_eq!(k.wait_any(WaitMode::NoHang), Err(Errno::ECHILD));
+            let child = k.spawn(&request.clone().pidfd(false)).unwrap();
+            assert_eq!(child.pidfd, None);
+            match k.pidfd_open(child.pid) {
+                Ok(fd) => {
+                    assert!(!enosys_everywhere);
+                    k.close(fd).unwrap();
+                }
+                Err(errno) => assert_eq!((errno, enosys_everywhere), (Errno::ENOSYS, true)),
+            }
+            k.wait_pid(child.pid, WaitMode::Block).unwrap();
+        });
+        report.assert_completed("spawn_pidfd_enosys_fails_before_creating_anything");
+        assert_eq!(report.mark("spawn_pidfd_enosys"), 1);
+    }
+    let report = Simulation::new(4).run(move |k| {
+        let child = k.spawn(&request).unwrap();
+        let pidfd = child.pidfd.expect("a pidfd was asked for");
+        let peek = k.wait_peek(WaitTarget::Pidfd(pidfd), WaitMode::Block);
+        assert!(matches!(peek, Ok(WaitStatus::Terminated(pid, _)) if pid == child.pid));
+        k.close(pidfd).unwrap();
+        k.wait_pid(child.pid, WaitMode::Block).unwrap();
+    });
+    report.assert_completed("spawn_pidfd_enosys_fails_before_creating_anything");
+    assert_eq!(report.mark("spawn_pidfd_enosys"), 0);
 }

@@ -63,6 +63,7 @@ bodies!(
     spawn_passes_arguments_and_environment_to_a_script,
     spawn_passes_arguments_environment_and_cwd,
     pidfd_polls_readable_on_exit_and_signals_only_its_process,
+    spawn_with_a_pidfd_returns_the_childs_pidfd,
     ignored_sigchld_makes_the_kernel_reap_children,
 );
 
@@ -82,6 +83,7 @@ fn tests() -> Vec<Test> {
              checked on both kernels by spawn_passes_arguments_and_environment_to_a_script",
         ),
         both!(pidfd_polls_readable_on_exit_and_signals_only_its_process),
+        both!(spawn_with_a_pidfd_returns_the_childs_pidfd),
         both!(ignored_sigchld_makes_the_kernel_reap_children),
     ]
 }
@@ -264,7 +266,8 @@ impl Body for pids_below_one_are_refused {
 
 impl Body for spawn_failure_leaves_no_child_and_no_fd {
     // Goal: a program that cannot be started (not found by path or in PATH, a stream
-    // fd that is not open) gives its errno and leaves no child and no open fd behind.
+    // fd that is not open), with or without a pidfd asked for, gives its errno and
+    // leaves no child and no open fd behind.
     // (Files that are not executable and missing working directories are the real
     // OS's alone: see src/sys/unix/tests.rs.)
     fn run<K: Kernel>(&self, k: &K) {
@@ -284,7 +287,11 @@ impl Body for spawn_failure_leaves_no_child_and_no_fd {
         ];
         let mut held = Cleanup::new(k);
         let before = fd_count(k);
-        for (request, errno) in cases {
+        // With a pidfd asked for too: neither the child nor its pidfd is left.
+        let with_pidfd = cases
+            .clone()
+            .map(|(request, errno)| (request.pidfd(true), errno));
+        for (request, errno) in cases.into_iter().chain(with_pidfd) {
             match k.spawn(&request) {
                 Ok(spawned) => {
                     held.spawned(spawned);
@@ -488,6 +495,40 @@ impl Body for pidfd_polls_readable_on_exit_and_signals_only_its_process {
         assert_eq!(reap_status(k, pid).returncode(), -9);
         poller.deregister(pidfd).expect("deregister");
         assert_eq!(k.pidfd_open(pid), Err(Errno::ESRCH));
+        assert_eq!(
+            k.pidfd_send_signal(pidfd, Signal::SIGKILL),
+            Err(Errno::ESRCH)
+        );
+        assert_eq!(held.close(pidfd), Ok(()));
+    }
+}
+
+impl Body for spawn_with_a_pidfd_returns_the_childs_pidfd {
+    // Goal: a spawn that asks for a pidfd returns one that names the child (signals
+    // it, peeks at its exit, and is ESRCH once the child is reaped), and none is
+    // returned without asking.
+    fn run<K: Kernel>(&self, k: &K) {
+        let mut held = Cleanup::new(k);
+        let plain = held.spawned(k.spawn(&sh("exit 0")).expect("spawn"));
+        assert_eq!(plain.pidfd, None, "a pidfd nobody asked for");
+        assert_eq!(reap_status(k, plain.pid).returncode(), 0);
+
+        let request = SpawnRequest::new("/bin/sleep", ["60"]).pidfd(true);
+        let spawned = match k.spawn(&request) {
+            Ok(spawned) => held.spawned(spawned),
+            Err(Errno::ENOSYS) => panic!(
+                "spawn with a pidfd gave ENOSYS: this machine's Linux is expected to have                  clone3 (5.3 or later), so the spawn-time pidfd is untested"
+            ),
+            Err(e) => panic!("spawn with a pidfd: {e:?}"),
+        };
+        let pidfd = spawned.pidfd.expect("a pidfd was asked for");
+        assert_eq!(k.pidfd_send_signal(pidfd, Signal::SIGKILL), Ok(()));
+        let peek = k.wait_peek(WaitTarget::Pidfd(pidfd), WaitMode::Block);
+        assert!(
+            matches!(peek, Ok(WaitStatus::Terminated(pid, s)) if pid == spawned.pid && s.returncode() == -9),
+            "{peek:?}"
+        );
+        assert_eq!(reap_status(k, spawned.pid).returncode(), -9);
         assert_eq!(
             k.pidfd_send_signal(pidfd, Signal::SIGKILL),
             Err(Errno::ESRCH)

@@ -121,6 +121,15 @@ pub trait PollWaker: Clone + Send + Sync + Debug + 'static {
 pub trait Processes {
     /// Starts a child. A program that cannot be executed gives its `errno` (`ENOENT`,
     /// `EACCES` …) and leaves no zombie and no open fd behind.
+    ///
+    /// With [`SpawnRequest::pidfd`] the child's pidfd is made in the same step as the
+    /// child ([`Spawned::pidfd`], close-on-exec, closed by the receiver), so that no
+    /// reaper elsewhere in the process can free the pid before it exists. A kernel
+    /// that cannot do that answers before any child is created, with nothing to reap
+    /// and no fd open: `ENOSYS` without `clone3` or `CLONE_PIDFD` (Linux before 5.3,
+    /// other systems), `EPERM` when a seccomp filter refuses `clone3`, `EINVAL` from a
+    /// `clone3` of an older ABI. The caller then spawns without it (and may call
+    /// [`Processes::pidfd_open`]).
     fn spawn(&self, request: &SpawnRequest) -> Result<Spawned, Errno>;
 
     /// `waitpid(pid, WNOHANG or 0)`: reaps that child. `ECHILD` if it is not a child of

@@ -336,6 +336,13 @@ pub struct SpawnRequest {
     /// a background job passes on an ignored SIGHUP, SIGINT or SIGQUIT. A simulated
     /// child always starts with the defaults.
     pub restore_signals: bool,
+    /// Also return a pidfd for the child ([`Spawned::pidfd`]), made atomically with it
+    /// (Linux's `clone3` with `CLONE_PIDFD`): unlike a `pidfd_open` after the spawn, no
+    /// `waitpid(-1)` elsewhere in the process can reap the child and free its pid
+    /// before the pidfd exists. A kernel that cannot do it fails the spawn with its
+    /// errno before any child is created (see [`Processes::spawn`](crate::kernel::Processes::spawn));
+    /// the caller then spawns again without it.
+    pub pidfd: bool,
 }
 
 impl SpawnRequest {
@@ -559,6 +566,38 @@ impl SpawnRequest {
         self.restore_signals = restore;
         self
     }
+
+    /// Sets [`pidfd`](SpawnRequest#structfield.pidfd): the spawn also returns a pidfd
+    /// for the child, made atomically with it, or fails with `ENOSYS`, `EPERM` or
+    /// `EINVAL` before starting anything where the kernel cannot make one.
+    ///
+    /// ```
+    /// use loopwatch::OsKernel;
+    /// use loopwatch::kernel::{Errno, Fds, Processes, SpawnRequest, WaitMode, WaitStatus, WaitTarget};
+    ///
+    /// let request = SpawnRequest::new("/bin/sh", ["-c", "exit 4"]).pidfd(true);
+    /// assert!(request.pidfd);
+    /// let child = match OsKernel.spawn(&request) {
+    ///     Ok(child) => child,
+    ///     // No clone3 here, or a seccomp filter refuses it: nothing was started.
+    ///     Err(Errno::ENOSYS | Errno::EPERM | Errno::EINVAL) => OsKernel.spawn(&request.pidfd(false))?,
+    ///     Err(errno) => return Err(errno),
+    /// };
+    /// if let Some(pidfd) = child.pidfd {
+    ///     // The pidfd names this child even if its pid were reaped and reused.
+    ///     let peek = OsKernel.wait_peek(WaitTarget::Pidfd(pidfd), WaitMode::Block)?;
+    ///     assert!(matches!(peek, WaitStatus::Terminated(pid, _) if pid == child.pid));
+    ///     OsKernel.close(pidfd)?;
+    /// }
+    /// let status = OsKernel.wait_pid(child.pid, WaitMode::Block)?;
+    /// assert!(matches!(status, WaitStatus::Terminated(_, s) if s.returncode() == 4));
+    /// # Ok::<(), loopwatch::kernel::Errno>(())
+    /// ```
+    #[must_use]
+    pub fn pidfd(mut self, pidfd: bool) -> SpawnRequest {
+        self.pidfd = pidfd;
+        self
+    }
 }
 
 /// A started child: its pid and the parent's ends of any pipes asked for. The caller
@@ -573,6 +612,9 @@ pub struct Spawned {
     pub stdout: Option<Fd>,
     /// Read end of the child's stderr pipe.
     pub stderr: Option<Fd>,
+    /// The child's pidfd, close-on-exec, when [`SpawnRequest::pidfd`] asked for one;
+    /// `None` otherwise.
+    pub pidfd: Option<Fd>,
 }
 
 /// What the kernel does when a signal arrives.

@@ -8,7 +8,12 @@
 //! reaped before the error is returned: no child is ever lost.
 //!
 //! A [`Process`] signals its child through a pidfd when the kernel has them, so a
-//! signal can never reach a later process that reused the pid. Without pidfds (a kernel
+//! signal can never reach a later process that reused the pid. The pidfd is made with
+//! the child ([`SpawnRequest::pidfd`]: Linux's `clone3`, 5.3), so that not even a
+//! foreign `waitpid(-1)` can reap the child before it exists; where the kernel refuses
+//! that (once per process: `ENOSYS`, `EPERM`, `EINVAL`) it comes from `pidfd_open`
+//! right after the spawn, and a watcher that polls pidfds shares it either way (no
+//! second `pidfd_open`). Without pidfds (a kernel
 //! before 5.3, a seccomp filter, no fd left: `pidfd_open`'s error is logged at `debug`
 //! level on target [`DIAGNOSTICS`]) it signals by pid,
 //! and refuses with `ProcessLookupError` once the child is reaped. "Reaped" is marked
@@ -38,6 +43,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::EventLoop;
 use crate::kernel::{Errno, Kernel, Pid, Signal, SpawnRequest, Spawned, WaitMode};
 use crate::loom::sync::Mutex;
+use crate::loom::sync::atomic::{AtomicBool, Ordering};
 use crate::watcher::{ChildWatcher, DIAGNOSTICS, ReapFence, SharedPidfd, fork_window};
 use crate::zoo::Mutant;
 
@@ -170,12 +176,15 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
             crate::watcher::inactive_hint(watcher.type_name())
         )));
     }
-    let spawned = kernel
-        .spawn(request)
-        .map_err(|errno| spawn_error(errno, request))?;
-    // Opened before registration, while the child cannot have been reaped: the pidfd
-    // names this process and no other.
-    let pidfd = match kernel.pidfd_open(spawned.pid) {
+    let spawned = spawn_child(&kernel, request).map_err(|errno| spawn_error(errno, request))?;
+    // Made with the child where the kernel can, so that no foreign `waitpid(-1)` can
+    // reap it and free its pid first; else opened before registration, while no
+    // watcher can have reaped it (foreign code still could).
+    let opened = match spawned.pidfd {
+        Some(fd) => Ok(fd),
+        None => kernel.pidfd_open(spawned.pid),
+    };
+    let pidfd = match opened {
         Ok(fd) => Some(SharedPidfd::new(&kernel, fd)),
         Err(errno) => {
             tracing::debug!(
@@ -248,6 +257,62 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
         stdout,
         stderr,
     })
+}
+
+/// Whether spawns in this process still ask the kernel for a pidfd made with the
+/// child: cleared by the first spawn the kernel refuses for want of support.
+#[derive(Debug)]
+struct SpawnPidfd(AtomicBool);
+
+/// Spawns `request` with a pidfd made in the same step as the child, where the kernel
+/// can. Where it cannot (`ENOSYS`: no `clone3` or `CLONE_PIDFD`; `EPERM`: a seccomp
+/// filter; `EINVAL`: an older `clone3`), nothing was started: the request is spawned
+/// without, and if that works, every later spawn of the process goes without from the
+/// start (the caller then uses `pidfd_open`). `EMFILE` (no fd left for the pidfd) falls
+/// back for this child only. A failure of the request itself (an `EPERM` from `exec`,
+/// an argument with a NUL byte) fails again without the pidfd and is not remembered.
+fn spawn_child<K: Kernel>(
+    kernel: &K,
+    request: &SpawnRequest,
+) -> std::result::Result<Spawned, Errno> {
+    let supported = kernel
+        .process_locals()
+        .get_or_init(|| SpawnPidfd(AtomicBool::new(true)));
+    let without = || {
+        if request.pidfd {
+            kernel.spawn(&request.clone().pidfd(false))
+        } else {
+            kernel.spawn(request)
+        }
+    };
+    if crate::zoo::active(kernel, Mutant::SpawnPidfdLate) {
+        // zoo: the pidfd is left to pidfd_open after the spawn, when the child may
+        // have been reaped by foreign code and its pid reused
+        return without();
+    }
+    if !supported.0.load(Ordering::Relaxed) {
+        return without();
+    }
+    let with = if request.pidfd {
+        kernel.spawn(request)
+    } else {
+        kernel.spawn(&request.clone().pidfd(true))
+    };
+    match with {
+        Err(errno @ (Errno::ENOSYS | Errno::EPERM | Errno::EINVAL | Errno::EMFILE)) => {
+            let spawned = without();
+            if spawned.is_ok() && errno != Errno::EMFILE {
+                supported.0.store(false, Ordering::Relaxed);
+                tracing::debug!(
+                    target: DIAGNOSTICS,
+                    %errno,
+                    "spawning with a pidfd failed: this process spawns without and uses pidfd_open"
+                );
+            }
+            spawned
+        }
+        with => with,
+    }
 }
 
 /// The error of a failed spawn. The errors `exec` and `chdir` give about a path name

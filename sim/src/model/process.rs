@@ -145,6 +145,13 @@ impl Model {
     }
 
     fn do_spawn(&mut self, tid: Tid, request: &SpawnRequest) -> Result<Spawned, Errno> {
+        // Before anything is created, as a kernel without clone3 answers.
+        if request.pidfd
+            && (self.config.faults.spawn_pidfd_enosys || self.config.faults.pidfd_enosys)
+        {
+            self.mark("spawn_pidfd_enosys");
+            return Err(Errno::ENOSYS);
+        }
         let p = self.config.faults.spawn_eagain;
         if p > 0.0 && self.rng.chance(p) {
             self.mark("spawn_eagain");
@@ -156,7 +163,8 @@ impl Model {
         let streams = [request.stdin, request.stdout, request.stderr];
         // Validate fds and the limit before changing anything.
         let pipes_needed = streams.iter().filter(|s| **s == Stdio::Pipe).count();
-        if self.fds.len() + pipes_needed > fd_limit(&self.config) {
+        let fds_needed = pipes_needed + usize::from(request.pidfd);
+        if self.fds.len() + fds_needed > fd_limit(&self.config) {
             self.mark("emfile");
             return Err(Errno::EMFILE);
         }
@@ -245,11 +253,19 @@ impl Model {
         });
         self.unreaped += 1;
         self.changed = true;
+        // In the same step as the child (clone3's CLONE_PIDFD): no other thread can
+        // reap it first. The fd limit was checked above.
+        let pidfd = if request.pidfd {
+            Some(self.open_pidfd(Pid(pid))?)
+        } else {
+            None
+        };
         Ok(Spawned {
             pid: Pid(pid),
             stdin: parent_ends[0],
             stdout: parent_ends[1],
             stderr: parent_ends[2],
+            pidfd,
         })
     }
 
@@ -550,6 +566,18 @@ impl Model {
         Attempt::Done(result)
     }
 
+    /// A pidfd for the process `pid` now has (`ESRCH` if none): `pidfd_open`'s, and a
+    /// spawn's that asks for one, in the same step as the child.
+    fn open_pidfd(&mut self, pid: Pid) -> Result<Fd, Errno> {
+        match self.procs.get(&pid) {
+            Some(proc) => {
+                let seq = proc.seq;
+                self.alloc_fd(FdKind::PidFd { pid, seq }, true)
+            }
+            None => Err(Errno::ESRCH),
+        }
+    }
+
     pub(crate) fn pidfd_open(&mut self, tid: Tid, pid: Pid) -> Attempt<Result<Fd, Errno>> {
         let result = if self.config.faults.pidfd_enosys {
             self.mark("pidfd_enosys");
@@ -562,11 +590,8 @@ impl Model {
             Err(Errno::EINVAL)
         } else if pid.0 <= 0 {
             Err(Errno::EINVAL)
-        } else if let Some(proc) = self.procs.get(&pid) {
-            let seq = proc.seq;
-            self.alloc_fd(FdKind::PidFd { pid, seq }, true)
         } else {
-            Err(Errno::ESRCH)
+            self.open_pidfd(pid)
         };
         self.log(tid, format_args!("pidfd_open({pid}) = {result:?}"));
         Attempt::Done(result)

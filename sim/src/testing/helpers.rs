@@ -459,10 +459,10 @@ impl<K: Kernel> Cleanup<K> {
         fd
     }
 
-    /// Holds a spawned child and the parent's ends of its pipes; returns it.
+    /// Holds a spawned child, the parent's ends of its pipes and its pidfd; returns it.
     pub fn spawned(&mut self, spawned: Spawned) -> Spawned {
         self.child(spawned.pid);
-        for fd in [spawned.stdin, spawned.stdout, spawned.stderr]
+        for fd in [spawned.stdin, spawned.stdout, spawned.stderr, spawned.pidfd]
             .into_iter()
             .flatten()
         {

@@ -15,6 +15,7 @@ mod numbers;
 mod poll;
 mod process;
 mod signal;
+mod spawn;
 mod thread;
 
 #[cfg(test)]

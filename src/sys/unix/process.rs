@@ -1,4 +1,5 @@
-//! Child processes: spawn through `std::process::Command`; waits and signals through
+//! Child processes: spawn through `std::process::Command` (with a pidfd: through
+//! `clone3`, in `spawn`); waits and signals through
 //! libc, since nix's versions would lose what the seam reports (see each use).
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
@@ -82,7 +83,7 @@ fn std_stdio(stdio: Stdio) -> Result<std::process::Stdio, Errno> {
 /// In the child, between `fork` and `exec`: every signal back to its default action
 /// and none blocked ([`SpawnRequest::restore_signals`]). Only async-signal-safe calls
 /// on this thread's stack: the child of a threaded parent may not allocate or lock.
-fn restore_default_signals() -> std::io::Result<()> {
+pub(super) fn restore_default_signals() -> std::io::Result<()> {
     // libc, not nix: this walks every number up to 64, and nix's `sigaction` takes only
     // the classic signals its `Signal` names.
     let mut action = empty_action();
@@ -103,6 +104,9 @@ fn restore_default_signals() -> std::io::Result<()> {
 
 impl Processes for OsKernel {
     fn spawn(&self, request: &SpawnRequest) -> Result<Spawned, Errno> {
+        if request.pidfd {
+            return super::spawn::spawn_with_pidfd(request);
+        }
         let mut command = std::process::Command::new(&request.program);
         command.args(&request.args);
         if request.env_clear {
@@ -137,6 +141,7 @@ impl Processes for OsKernel {
             stdin: child.stdin.take().map(|s| Fd(s.into_raw_fd())),
             stdout: child.stdout.take().map(|s| Fd(s.into_raw_fd())),
             stderr: child.stderr.take().map(|s| Fd(s.into_raw_fd())),
+            pidfd: None,
         })
     }
 

@@ -666,3 +666,387 @@ fn poller_and_waker_close_their_fds() {
         assert_eq!(open_fds(), before);
     });
 }
+
+// ----- spawn with a pidfd (clone3) ----------------------------------------------------
+
+/// A child spawned with `pidfd: true`, its stream ends and its pidfd, all held by
+/// guards. Panics if the kernel cannot spawn with a pidfd (this machine's can).
+fn spawn_with_pidfd(k: &OsKernel, request: SpawnRequest) -> (Child, [Option<Owned>; 3], Owned) {
+    let spawned = k
+        .spawn(&request.pidfd(true))
+        .unwrap_or_else(|e| panic!("spawn with a pidfd: {e}"));
+    let pidfd = Owned(Some(spawned.pidfd.expect("a pidfd was asked for")));
+    let (child, ends) = Child::adopt(spawned);
+    (child, ends, pidfd)
+}
+
+/// Reads `fd` (blocking) to end of file.
+fn read_all(k: &OsKernel, fd: Fd) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match k.read(fd, &mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(Errno::EINTR) => {}
+            Err(e) => panic!("read({fd}): {e}"),
+        }
+    }
+}
+
+/// A directory of its own under the temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("loopwatch-{}-{name}", OsKernel.getpid()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    /// Writes a file named `name` with `text` and the permission bits `mode`.
+    fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write a file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .expect("chmod a file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// Goal: with a pidfd the child exits with its code or dies of its signal as a std spawn would report it, and the pidfd and the parent's pipe ends are close-on-exec.
+#[test]
+fn pidfd_spawn_reports_exit_codes_and_signals() {
+    let _lock = lock();
+    let k = OsKernel;
+    let (mut child, _, pidfd) =
+        spawn_with_pidfd(&k, SpawnRequest::new("/bin/sh", ["-c", "exit 7"]));
+    assert!(is_cloexec(pidfd.fd()), "pidfd is inheritable");
+    assert_eq!(child.reap(), 7);
+    let (mut child, _, _pidfd) = spawn_with_pidfd(
+        &k,
+        SpawnRequest::new("/bin/sh", ["-c", "kill -TERM $$; sleep 5"]),
+    );
+    assert_eq!(child.reap(), -15);
+    let request = SpawnRequest::new("/bin/cat", [] as [&str; 0])
+        .stdin(Stdio::Pipe)
+        .stdout(Stdio::Pipe)
+        .stderr(Stdio::Pipe);
+    let (mut child, [stdin, stdout, stderr], _pidfd) = spawn_with_pidfd(&k, request);
+    for end in [&stdin, &stdout, &stderr] {
+        let end = end.as_ref().expect("a pipe was asked for");
+        assert!(is_cloexec(end.fd()), "pipe end {} is inheritable", end.fd());
+    }
+    drop(stdin);
+    assert_eq!(child.reap(), 0);
+}
+
+// Goal: environment (cleared, removed, set), working directory and every kind of stream reach the child as asked, and a parent fd lent as a stream stays as it was.
+#[test]
+fn pidfd_spawn_passes_env_cwd_and_streams() {
+    let _lock = lock();
+    let k = OsKernel;
+    let (lent_read, lent_write) = pipe(&k);
+    let (input_read, mut input_write) = pipe(&k);
+    k.write(input_write.fd(), b"from a lent fd\n")
+        .expect("write");
+    input_write.close().expect("close");
+    let script = r#"echo "A=$A HOME=${HOME-unset} $(pwd)"; cat; echo err >&2; echo lent >&2"#;
+    let request = SpawnRequest::new("/bin/sh", ["-c", script])
+        .env_clear()
+        .env("A", "1")
+        .current_dir("/")
+        .stdin(Stdio::Fd(input_read.fd()))
+        .stdout(Stdio::Pipe)
+        .stderr(Stdio::Fd(lent_write.fd()));
+    let (mut child, [_, stdout, _], _pidfd) = spawn_with_pidfd(&k, request);
+    let stdout = stdout.expect("stdout pipe");
+    assert_eq!(
+        String::from_utf8_lossy(&read_all(&k, stdout.fd())),
+        "A=1 HOME=unset /\nfrom a lent fd\n"
+    );
+    assert_eq!(child.reap(), 0);
+    assert!(is_cloexec(lent_write.fd()), "our lent fd changed");
+    drop(lent_write);
+    assert_eq!(read_all(&k, lent_read.fd()), b"err\nlent\n");
+
+    // The parent's environment, less a removed variable; stdin and stdout /dev/null.
+    let request = SpawnRequest::new(
+        "/bin/sh",
+        [
+            "-c",
+            r#"echo "${LOOPWATCH_NO_SUCH-unset} $HOME $(readlink /proc/$$/fd/0)" >&2; echo hidden"#,
+        ],
+    )
+    .env_remove("LOOPWATCH_NO_SUCH")
+    .stdin(Stdio::Null)
+    .stdout(Stdio::Null)
+    .stderr(Stdio::Pipe);
+    let (mut child, [_, _, stderr], _pidfd) = spawn_with_pidfd(&k, request);
+    let home = std::env::var("HOME").unwrap_or_default();
+    assert_eq!(
+        String::from_utf8_lossy(&read_all(&k, stderr.expect("stderr pipe").fd())),
+        format!("unset {home} /dev/null\n")
+    );
+    assert_eq!(child.reap(), 0);
+}
+
+// Goal: a stream source that is itself fd 0, 1 or 2 is placed correctly: with the parent's fd 0 a pipe's write end lent as the child's stdout while its stdin is a new pipe, the data goes through both.
+#[test]
+fn pidfd_spawn_places_a_source_that_is_a_standard_fd() {
+    isolated("pidfd_spawn_places_a_source_that_is_a_standard_fd", |k| {
+        let (out_read, out_write) = pipe(k);
+        // SAFETY: dup of fd 0 to keep it, then fd 0 replaced by the pipe's write end;
+        // the test restores fd 0 below, in a process that runs this test alone.
+        let saved = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+        assert!(saved >= 0, "dup fd 0: {}", last_errno());
+        let saved = Owned(Some(Fd(saved)));
+        // SAFETY: both are open descriptors.
+        assert_eq!(unsafe { libc::dup2(out_write.fd().0, 0) }, 0);
+        drop(out_write);
+        let request = SpawnRequest::new("/bin/cat", [] as [&str; 0])
+            .stdin(Stdio::Pipe)
+            .stdout(Stdio::Fd(Fd(0)));
+        let spawned = k.spawn(&request.pidfd(true));
+        // SAFETY: puts the saved descriptor back on fd 0 (which closes the write end).
+        assert_eq!(unsafe { libc::dup2(saved.fd().0, 0) }, 0);
+        let spawned = spawned.expect("spawn cat");
+        let _pidfd = Owned(spawned.pidfd);
+        let (mut child, [stdin, _, _]) = Child::adopt(spawned);
+        let mut stdin = stdin.expect("stdin pipe");
+        k.write(stdin.fd(), b"through\n").expect("write");
+        stdin.close().expect("close");
+        assert_eq!(read_all(k, out_read.fd()), b"through\n");
+        assert_eq!(child.reap(), 0);
+    });
+}
+
+// Goal: a program without a slash is searched in the child's PATH as execvp would: a directory without it is skipped, a non-executable file is passed over for a later executable one, and EACCES is reported when only non-executable ones exist (ENOENT when none does).
+#[test]
+fn pidfd_spawn_searches_path_as_execvp() {
+    let _lock = lock();
+    let k = OsKernel;
+    let (first, second) = (TempDir::new("path-first"), TempDir::new("path-second"));
+    first.file("lw-prog", "#!/bin/sh\necho first\n", 0o644);
+    second.file("lw-prog", "#!/bin/sh\necho second\n", 0o755);
+    let path = format!(
+        "/nonexistent-dir:{}:{}",
+        first.0.display(),
+        second.0.display()
+    );
+    let request = SpawnRequest::new("lw-prog", [] as [&str; 0])
+        .env("PATH", &path)
+        .stdout(Stdio::Pipe);
+    let (mut child, [_, stdout, _], _pidfd) = spawn_with_pidfd(&k, request);
+    assert_eq!(read_all(&k, stdout.expect("stdout pipe").fd()), b"second\n");
+    assert_eq!(child.reap(), 0);
+    // PATH without the executable one: only a file that cannot be run.
+    let only_first = format!("/nonexistent-dir:{}", first.0.display());
+    let request = SpawnRequest::new("lw-prog", [] as [&str; 0])
+        .env("PATH", only_first)
+        .pidfd(true);
+    assert_eq!(k.spawn(&request).map(|s| s.pid), Err(Errno::EACCES));
+    let request = SpawnRequest::new("lw-prog", [] as [&str; 0])
+        .env("PATH", "/nonexistent-dir")
+        .pidfd(true);
+    assert_eq!(k.spawn(&request).map(|s| s.pid), Err(Errno::ENOENT));
+}
+
+// Goal: a program that cannot be started (missing, missing in PATH, not executable, a missing working directory, an argument with a NUL byte) gives its errno and leaves no child and no fd behind: the fd table is unchanged entry by entry.
+#[test]
+fn pidfd_spawn_failure_leaves_no_child_and_no_fd() {
+    isolated("pidfd_spawn_failure_leaves_no_child_and_no_fd", |k| {
+        let dir = TempDir::new("not-executable");
+        let not_executable = dir.file("lw-data", "echo never\n", 0o644);
+        let piped = |request: SpawnRequest| {
+            request
+                .stdin(Stdio::Pipe)
+                .stdout(Stdio::Pipe)
+                .stderr(Stdio::Null)
+                .pidfd(true)
+        };
+        let none: [&str; 0] = [];
+        let cases = [
+            (
+                piped(SpawnRequest::new("/nonexistent/lw-prog", none)),
+                Errno::ENOENT,
+            ),
+            (
+                piped(SpawnRequest::new("lw-prog-nowhere", none).env("PATH", "/nonexistent:/bin")),
+                Errno::ENOENT,
+            ),
+            (
+                piped(SpawnRequest::new(not_executable, none)),
+                Errno::EACCES,
+            ),
+            (
+                piped(SpawnRequest::new("/bin/true", none).current_dir("/nonexistent/lw-dir")),
+                Errno::ENOENT,
+            ),
+            (
+                piped(SpawnRequest::new("/bin/echo", ["a\0b"])),
+                Errno::EINVAL,
+            ),
+        ];
+        let before = open_fds();
+        for (request, errno) in cases {
+            match k.spawn(&request) {
+                Ok(spawned) => {
+                    let _pidfd = Owned(spawned.pidfd);
+                    drop(Child::adopt(spawned));
+                    panic!("spawn {request:?} succeeded; expected {errno:?}");
+                }
+                Err(e) => assert_eq!(e, errno, "spawn {request:?}"),
+            }
+            assert_eq!(open_fds(), before, "fds after spawn {request:?}");
+            assert_eq!(
+                k.wait_any(WaitMode::NoHang),
+                Err(Errno::ECHILD),
+                "a child is left after spawn {request:?}"
+            );
+        }
+    });
+}
+
+/// The `SigBlk`, `SigIgn` and `SigCgt` masks of a child started with `request` (with
+/// a pidfd or through std), from its `/proc/<pid>/status` (cat reads its own and
+/// changes none of them).
+fn child_signal_masks(k: &OsKernel, request: SpawnRequest, pidfd: bool) -> BTreeMap<String, u64> {
+    let request = SpawnRequest {
+        program: "/bin/cat".into(),
+        args: vec!["/proc/self/status".into()],
+        stdout: Stdio::Pipe,
+        pidfd,
+        ..request
+    };
+    let spawned = k.spawn(&request).expect("spawn cat");
+    let _pidfd = Owned(spawned.pidfd);
+    assert_eq!(spawned.pidfd.is_some(), pidfd);
+    let (mut child, [_, stdout, _]) = Child::adopt(spawned);
+    let status = String::from_utf8(read_all(k, stdout.expect("stdout pipe").fd())).expect("utf-8");
+    assert_eq!(child.reap(), 0);
+    status
+        .lines()
+        .filter_map(|line| line.split_once(":\t"))
+        .filter(|(key, _)| ["SigBlk", "SigIgn", "SigCgt"].contains(key))
+        .map(|(key, mask)| {
+            let mask = u64::from_str_radix(mask.trim(), 16).expect("hex mask");
+            // Without the two signals the C library keeps for itself (32 and 33): its
+            // posix_spawn, which std uses, ignores them in the child.
+            (key.to_string(), mask & !(0b11 << 31))
+        })
+        .collect()
+}
+
+// Goal: the parent's handlers never reach the child (a caught signal is at its default there), an ignored signal and the calling thread's mask are inherited, SIGPIPE (which Rust's runtime ignores) is at its default, and restore_signals resets every signal and unblocks all: the same masks as a spawn through std.
+#[test]
+fn pidfd_spawn_resets_handlers_and_restores_signals() {
+    isolated("pidfd_spawn_resets_handlers_and_restores_signals", |k| {
+        let bit = |signal: Signal| 1u64 << (signal.0 - 1);
+        let mut ignore = super::signal::empty_action();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        install_sigaction(Signal::SIGUSR1, &ignore);
+        let mut caught = super::signal::empty_action();
+        caught.sa_sigaction = foreign_handler as *const () as libc::sighandler_t;
+        install_sigaction(Signal::SIGUSR2, &caught);
+        assert_eq!(k.block_signal(Signal::SIGALRM), Ok(false));
+
+        let masks = child_signal_masks(k, SpawnRequest::default(), true);
+        assert_eq!(
+            masks["SigIgn"] & bit(Signal::SIGUSR1),
+            bit(Signal::SIGUSR1),
+            "{masks:?}"
+        );
+        assert_eq!(masks["SigIgn"] & bit(Signal::SIGPIPE), 0, "{masks:?}");
+        assert_eq!(masks["SigCgt"], 0, "a handler reached the child: {masks:?}");
+        assert_eq!(masks["SigBlk"], bit(Signal::SIGALRM), "{masks:?}");
+        assert_eq!(masks, child_signal_masks(k, SpawnRequest::default(), false));
+
+        let restore = SpawnRequest::default().restore_signals(true);
+        let masks = child_signal_masks(k, restore.clone(), true);
+        assert_eq!(masks["SigIgn"] & bit(Signal::SIGUSR1), 0, "{masks:?}");
+        assert_eq!(masks["SigCgt"], 0, "{masks:?}");
+        assert_eq!(masks["SigBlk"], 0, "{masks:?}");
+        assert_eq!(masks, child_signal_masks(k, restore, false));
+        // The parent's own state is as it was.
+        assert_eq!(k.unblock_signal(Signal::SIGALRM), Ok(true));
+        assert_eq!(sigaction_of(Signal::SIGUSR1).sa_sigaction, libc::SIG_IGN);
+        assert_eq!(
+            sigaction_of(Signal::SIGUSR2).sa_sigaction,
+            foreign_handler as *const () as libc::sighandler_t
+        );
+    });
+}
+
+// Goal: the spawn-time pidfd polls readable once the child exits, waitid(P_PIDFD) reports that very child, and the pid is still ours to reap.
+#[test]
+fn pidfd_spawn_pidfd_polls_and_waits() {
+    let _lock = lock();
+    let k = OsKernel;
+    let (mut child, _, pidfd) = spawn_with_pidfd(
+        &k,
+        SpawnRequest::new("/bin/sh", ["-c", "sleep 0.05; exit 5"]),
+    );
+    let poller = k.new_poller().expect("new_poller");
+    poller
+        .register(pidfd.fd(), Token(7), Interest::READABLE)
+        .expect("register the pidfd");
+    assert_eq!(poll_now(&poller), [], "readable before the child exited");
+    let mut events = Vec::new();
+    while events.is_empty() {
+        match poller.poll(&mut events, Some(Duration::from_secs(10))) {
+            Ok(()) | Err(Errno::EINTR) => {}
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.token, e.readable))
+            .collect::<Vec<_>>(),
+        [(Token(7), true)]
+    );
+    let peek = k.wait_peek(WaitTarget::Pidfd(pidfd.fd()), WaitMode::Block);
+    assert!(
+        matches!(peek, Ok(WaitStatus::Terminated(pid, s)) if pid == child.pid && s.returncode() == 5),
+        "{peek:?}"
+    );
+    poller.deregister(pidfd.fd()).expect("deregister");
+    assert_eq!(child.reap(), 5);
+}
+
+// Goal: four threads spawning with pidfds at once each get their own children, outputs and exit codes, and every pidfd names its own child.
+#[test]
+fn pidfd_spawn_from_four_threads_at_once() {
+    let _lock = lock();
+    std::thread::scope(|scope| {
+        for thread in 0..4 {
+            scope.spawn(move || {
+                let k = OsKernel;
+                for round in 0..10 {
+                    let code = (thread * 10 + round) % 100;
+                    let script = format!("echo {thread}-{round}; exit {code}");
+                    let request =
+                        SpawnRequest::new("/bin/sh", ["-c", script.as_str()]).stdout(Stdio::Pipe);
+                    let (mut child, [_, stdout, _], pidfd) = spawn_with_pidfd(&k, request);
+                    let out = read_all(&k, stdout.expect("stdout pipe").fd());
+                    assert_eq!(out, format!("{thread}-{round}\n").as_bytes());
+                    let peek = k.wait_peek(WaitTarget::Pidfd(pidfd.fd()), WaitMode::Block);
+                    assert!(
+                        matches!(peek, Ok(WaitStatus::Terminated(pid, _)) if pid == child.pid),
+                        "{peek:?}"
+                    );
+                    assert_eq!(child.reap(), code);
+                }
+            });
+        }
+    });
+}

@@ -24,7 +24,7 @@ pub(crate) enum FaultArg {
 }
 
 /// Every value `--faults` takes, `all` first.
-const FAULT_ARGS: [FaultArg; 12] = [
+const FAULT_ARGS: [FaultArg; 13] = [
     FaultArg::All,
     FaultArg::One(Fault::Eintr),
     FaultArg::One(Fault::Spurious),
@@ -32,6 +32,7 @@ const FAULT_ARGS: [FaultArg; 12] = [
     FaultArg::One(Fault::Lag),
     FaultArg::One(Fault::PidfdEnosys),
     FaultArg::One(Fault::PidfdEperm),
+    FaultArg::One(Fault::SpawnPidfdEnosys),
     FaultArg::One(Fault::FdLimit),
     FaultArg::One(Fault::SpawnEagain),
     FaultArg::One(Fault::ExitEarly),
