@@ -47,7 +47,7 @@ struct Seen {
 /// finds with `waitpid(-1, WNOHANG)` and starts one of its own (the stranger), which
 /// takes the freed pid and keeps it until the main thread has killed its process. Meanwhile the main thread starts a child through
 /// `subprocess_exec` under the Pidfd watcher, then kills it.
-fn foreign_reaper_in_the_window(k: &SimKernel) -> Seen {
+fn foreign_reaper_in_the_window(k: &SimKernel, made_with_the_child: bool) -> Seen {
     let stranger = Arc::new(AtomicI32::new(0));
     // The supervisor reaps its stranger only once the main thread has sent its kill:
     // until then the stranger holds the pid, as a running one would.
@@ -81,7 +81,9 @@ fn foreign_reaper_in_the_window(k: &SimKernel) -> Seen {
     let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
     let lp = event_loop.clone();
     let started = event_loop
-        .run_until_complete(async move { lp.subprocess_exec(&testing::sh("exit 3")) })
+        .run_until_complete(async move {
+            lp.subprocess_exec(&testing::sh("exit 3").pidfd(made_with_the_child))
+        })
         .unwrap();
     let seen = match started {
         Ok(process) => {
@@ -120,15 +122,16 @@ fn stranger_signalled(report: &Report) -> bool {
     })
 }
 
-/// Every seed's run, with `mutant` switched on or not.
-fn runs(mutant: Option<Mutant>) -> Vec<(u64, Option<Seen>, Report)> {
+/// Every seed's run, with `mutant` switched on or not, its process spawned with a
+/// pidfd made with the child (`SpawnRequest::pidfd`) or not.
+fn runs(mutant: Option<Mutant>, made_with_the_child: bool) -> Vec<(u64, Option<Seen>, Report)> {
     Sweep::new(SEEDS)
         .seeds()
         .iter()
         .map(|&seed| {
             let (seen, report) = window_simulation(seed).run_returning(move |k| {
                 set_mutant(&k, mutant);
-                foreign_reaper_in_the_window(&k)
+                foreign_reaper_in_the_window(&k, made_with_the_child)
             });
             (seed, seen, report)
         })
@@ -141,7 +144,7 @@ fn spawn_time_pidfd_closes_the_window() {
     // stranger before registration, the process still names its own child: kill() is
     // ProcessLookupError (the child is gone) and no signal of the run reaches the
     // stranger; the window is hit on some seed, so the test can fail.
-    let runs = runs(None);
+    let runs = runs(None, true);
     let mut hit = Vec::new();
     for (seed, seen, report) in &runs {
         let replay =
@@ -179,7 +182,7 @@ fn spawn_pidfd_late_signals_the_stranger() {
     // Goal: with the pidfd opened after the spawn (SpawnPidfdLate), on some seed the
     // foreign supervisor reaps the child first and the pidfd names the stranger that
     // took its pid: the process's kill() reaches the stranger.
-    let runs = runs(Some(Mutant::SpawnPidfdLate));
+    let runs = runs(Some(Mutant::SpawnPidfdLate), true);
     let shown: Vec<u64> = runs
         .iter()
         .filter(|(_, _, report)| stranger_signalled(report))
@@ -194,4 +197,24 @@ fn spawn_pidfd_late_signals_the_stranger() {
             .collect::<Vec<_>>()
     );
     println!("mutant shows on seeds {shown:?} of {}", runs.len());
+}
+
+#[test]
+fn a_request_without_the_pidfd_leaves_the_window_open() {
+    // Goal: the window is why SpawnRequest::pidfd exists. A request that does not ask
+    // for it is spawned the fast way and gets its pidfd from pidfd_open afterwards, so
+    // on some seed the foreign supervisor reaps the child first and the process's
+    // kill() reaches the stranger, as with the mutant.
+    let runs = runs(None, false);
+    let shown: Vec<u64> = runs
+        .iter()
+        .filter(|(_, _, report)| stranger_signalled(report))
+        .map(|(seed, _, _)| *seed)
+        .collect();
+    assert!(
+        !shown.is_empty(),
+        "no stranger was signalled on {} seeds without the spawn-time pidfd",
+        runs.len()
+    );
+    println!("window open on seeds {shown:?} of {}", runs.len());
 }

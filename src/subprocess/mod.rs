@@ -8,12 +8,14 @@
 //! reaped before the error is returned: no child is ever lost.
 //!
 //! A [`Process`] signals its child through a pidfd when the kernel has them, so a
-//! signal can never reach a later process that reused the pid. The pidfd is made with
-//! the child ([`SpawnRequest::pidfd`]: Linux's `clone3`, 5.3), so that not even a
-//! foreign `waitpid(-1)` can reap the child before it exists; where the kernel refuses
-//! that (once per process: `ENOSYS`, `EPERM`, `EINVAL`) it comes from `pidfd_open`
-//! right after the spawn, and a watcher that polls pidfds shares it either way (no
-//! second `pidfd_open`). Without pidfds (a kernel
+//! signal can never reach a later process that reused the pid. The pidfd comes from
+//! `pidfd_open` right after the spawn, or, for a request that asks for it
+//! ([`SpawnRequest::pidfd`]: Linux's `clone3`, 5.3), is made with the child, so that
+//! not even a foreign `waitpid(-1)` can reap the child before the pidfd names it (at
+//! the price of a spawn that copies the parent's page tables: see `spawn_child`); where
+//! the kernel refuses that (once per process: `ENOSYS`, `EPERM`, `EINVAL`) `pidfd_open`
+//! serves. A watcher that polls pidfds shares the process's either way (no second
+//! `pidfd_open`). Without pidfds (a kernel
 //! before 5.3, a seccomp filter, no fd left: `pidfd_open`'s error is logged at `debug`
 //! level on target [`DIAGNOSTICS`]) it signals by pid,
 //! and refuses with `ProcessLookupError` once the child is reaped. "Reaped" is marked
@@ -264,41 +266,40 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
 #[derive(Debug)]
 struct SpawnPidfd(AtomicBool);
 
-/// Spawns `request` with a pidfd made in the same step as the child, where the kernel
-/// can. Where it cannot (`ENOSYS`: no `clone3` or `CLONE_PIDFD`; `EPERM`: a seccomp
-/// filter; `EINVAL`: an older `clone3`), nothing was started: the request is spawned
-/// without, and if that works, every later spawn of the process goes without from the
-/// start (the caller then uses `pidfd_open`). `EMFILE` (no fd left for the pidfd) falls
-/// back for this child only. A failure of the request itself (an `EPERM` from `exec`,
-/// an argument with a NUL byte) fails again without the pidfd and is not remembered.
+/// Spawns `request`; if it asks for a pidfd made with the child
+/// ([`SpawnRequest::pidfd`]), with one where the kernel can. Where it cannot (`ENOSYS`:
+/// no `clone3` or `CLONE_PIDFD`; `EPERM`: a seccomp filter; `EINVAL`: an older
+/// `clone3`), nothing was started: the request is spawned without, and if that works,
+/// every later such request of the process goes without from the start (the caller
+/// then uses `pidfd_open`). `EMFILE` (no fd left for the pidfd) falls back for this
+/// child only. A failure of the request itself (an `EPERM` from `exec`, an argument
+/// with a NUL byte) fails again without the pidfd and is not remembered.
+///
+/// A request that does not ask is spawned as it is, the fast way (`posix_spawn`, which
+/// shares the parent's memory until `exec`), and its pidfd comes from `pidfd_open`
+/// right after: a spawn with a pidfd copies the parent's page tables instead
+/// (`clone3` without `CLONE_VM`), which cost about 1.22-1.26 times a plain spawn of
+/// `/bin/true` on the machine the benchmarks ran on, and more for a larger parent.
 fn spawn_child<K: Kernel>(
     kernel: &K,
     request: &SpawnRequest,
 ) -> std::result::Result<Spawned, Errno> {
-    let supported = kernel
-        .process_locals()
-        .get_or_init(|| SpawnPidfd(AtomicBool::new(true)));
-    let without = || {
-        if request.pidfd {
-            kernel.spawn(&request.clone().pidfd(false))
-        } else {
-            kernel.spawn(request)
-        }
-    };
+    if !request.pidfd {
+        return kernel.spawn(request);
+    }
+    let without = || kernel.spawn(&request.clone().pidfd(false));
     if crate::zoo::active(kernel, Mutant::SpawnPidfdLate) {
         // zoo: the pidfd is left to pidfd_open after the spawn, when the child may
         // have been reaped by foreign code and its pid reused
         return without();
     }
+    let supported = kernel
+        .process_locals()
+        .get_or_init(|| SpawnPidfd(AtomicBool::new(true)));
     if !supported.0.load(Ordering::Relaxed) {
         return without();
     }
-    let with = if request.pidfd {
-        kernel.spawn(request)
-    } else {
-        kernel.spawn(&request.clone().pidfd(true))
-    };
-    match with {
+    match kernel.spawn(request) {
         Err(errno @ (Errno::ENOSYS | Errno::EPERM | Errno::EINVAL | Errno::EMFILE)) => {
             let spawned = without();
             if spawned.is_ok() && errno != Errno::EMFILE {

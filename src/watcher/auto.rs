@@ -23,9 +23,11 @@ use crate::loom::sync::Mutex;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Rung {
-    /// The pidfd the child's [`Process`](crate::Process) holds, made together with the
-    /// child: polled by the loop, with no system call to register and no window in
-    /// which other code could reap the child before the pidfd names it.
+    /// The pidfd the child's [`Process`](crate::Process) holds, polled by the loop,
+    /// with no system call to register: opened right after the spawn, or made with
+    /// the child where the request asks ([`SpawnRequest::pidfd`](crate::kernel::SpawnRequest::pidfd)),
+    /// which leaves no window in which other code could reap the child before the
+    /// pidfd names it.
     ProcessPidfd,
     /// A pidfd opened at registration with `pidfd_open` (Linux ≥ 5.3), polled by the
     /// loop. A child that other code reaps before the pidfd is opened is reported as
@@ -85,7 +87,7 @@ impl fmt::Display for Rung {
 ///
 /// | platform | rung |
 /// |---|---|
-/// | Linux ≥ 5.3, a child of `subprocess_exec` | [`Rung::ProcessPidfd`] |
+/// | Linux ≥ 5.3, a child of `subprocess_exec` | [`Rung::ProcessPidfd`] (made with the child where the request asks for it: `clone3`) |
 /// | Linux ≥ 5.3, a pid registered by hand | [`Rung::PidfdOpen`] |
 /// | Linux before 5.3, or `pidfd_open` refused by seccomp | [`Rung::Waiter`] |
 /// | any Linux, a child registered with no fd left | [`Rung::Waiter`], that child only |
