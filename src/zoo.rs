@@ -92,11 +92,15 @@ pub enum Mutant {
     /// MultiLoop's `close` waits for its pipe to reach end-of-file, which never comes
     /// while a child that inherited the write end lives (finding 11).
     MultiLoopCloseWaitsInheritedPipe,
+    /// Waitid's pass reaps whatever child its `waitid(WNOWAIT)` peek names, as Fast's
+    /// `waitpid(-1)` does, instead of only its own: a child that other code spawned and
+    /// waits for is reaped here, and its owner's `waitpid` gets ECHILD (spec I-2).
+    WaitidReapsForeign,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 14] = [
+    pub const ALL: [Mutant; 15] = [
         Mutant::MultiLoopNoWake,
         Mutant::WaiterReusedPid,
         Mutant::KillAfterReap,
@@ -111,6 +115,7 @@ impl Mutant {
         Mutant::PanicEndsPass,
         Mutant::PidfdUnhandledEchild,
         Mutant::MultiLoopCloseWaitsInheritedPipe,
+        Mutant::WaitidReapsForeign,
     ];
 
     /// Its name in reports and on the command line.
@@ -130,6 +135,7 @@ impl Mutant {
             Mutant::PanicEndsPass => "panic-ends-pass",
             Mutant::PidfdUnhandledEchild => "pidfd-unhandled-echild",
             Mutant::MultiLoopCloseWaitsInheritedPipe => "multi-loop-close-waits-inherited-pipe",
+            Mutant::WaitidReapsForeign => "waitid-reaps-foreign",
         }
     }
 
@@ -150,6 +156,7 @@ impl Mutant {
             Mutant::PanicEndsPass => "finding 9",
             Mutant::PidfdUnhandledEchild => "CPython 3.9 PidfdChildWatcher",
             Mutant::MultiLoopCloseWaitsInheritedPipe => "finding 11",
+            Mutant::WaitidReapsForeign => "a stealing O(1) pass",
         }
     }
 

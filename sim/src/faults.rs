@@ -12,6 +12,10 @@ pub struct FaultPlan {
     pub pidfd_enosys: bool,
     /// `pidfd_open` answers `EPERM`, as under a seccomp filter.
     pub pidfd_eperm: bool,
+    /// `waitid(P_ALL, WEXITED | WNOWAIT)` (a peek at any child,
+    /// `wait_peek(WaitTarget::Any, …)`) answers `EINVAL`, as on a system whose
+    /// `waitid` does not take `WNOWAIT` there. Peeks at one pid or pidfd still work.
+    pub wait_peek_einval: bool,
     /// The process's fd limit (`RLIMIT_NOFILE`); `None` for the default of 1024.
     pub fd_limit: Option<usize>,
     /// Probability that `spawn` fails with `EAGAIN` (no pids, no memory).
