@@ -25,12 +25,12 @@ use std::sync::Arc;
 use loopwatch::kernel::{Kernel, Signal, SpawnRequest, WaitMode};
 use loopwatch::{
     EventLoop, FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher, Process,
-    SafeChildWatcher, ThreadedChildWatcher, WatcherRef, policy,
+    SafeChildWatcher, ThreadedChildWatcher, WaitidChildWatcher, WatcherRef, policy,
 };
 
 pub mod limits;
 
-/// One of loopwatch's five child watchers.
+/// One of loopwatch's six child watchers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Watcher {
     /// [`SafeChildWatcher`]: polls every registered child on each SIGCHLD.
@@ -43,20 +43,29 @@ pub enum Watcher {
     Threaded,
     /// [`PidfdChildWatcher`]: a pidfd per child in the running loop.
     Pidfd,
+    /// [`WaitidChildWatcher`]: a `waitid(WNOWAIT)` peek on each SIGCHLD, reaping only
+    /// its own children.
+    Waitid,
 }
 
 impl Watcher {
-    /// All five, in the order of the README's tables.
-    pub const ALL: [Watcher; 5] = [
+    /// All six, in the order of the README's tables.
+    pub const ALL: [Watcher; 6] = [
         Watcher::Safe,
         Watcher::Fast,
         Watcher::MultiLoop,
         Watcher::Threaded,
         Watcher::Pidfd,
+        Watcher::Waitid,
     ];
 
+    /// Whether CPython has this watcher (Waitid is loopwatch's own).
+    pub fn in_cpython(self) -> bool {
+        self != Watcher::Waitid
+    }
+
     /// Its name in benchmark ids and tables: `safe`, `fast`, `multi_loop`, `threaded`,
-    /// `pidfd`.
+    /// `pidfd`, `waitid`.
     pub fn name(self) -> &'static str {
         match self {
             Watcher::Safe => "safe",
@@ -64,6 +73,7 @@ impl Watcher {
             Watcher::MultiLoop => "multi_loop",
             Watcher::Threaded => "threaded",
             Watcher::Pidfd => "pidfd",
+            Watcher::Waitid => "waitid",
         }
     }
 
@@ -76,6 +86,7 @@ impl Watcher {
             Watcher::MultiLoop => Arc::new(MultiLoopChildWatcher::with_kernel(kernel)),
             Watcher::Threaded => Arc::new(ThreadedChildWatcher::with_kernel(kernel)),
             Watcher::Pidfd => Arc::new(PidfdChildWatcher::with_kernel(kernel)),
+            Watcher::Waitid => Arc::new(WaitidChildWatcher::with_kernel(kernel)),
         }
     }
 }
@@ -93,7 +104,7 @@ impl FromStr for Watcher {
         Watcher::ALL
             .into_iter()
             .find(|w| w.name() == text)
-            .ok_or_else(|| Error::BadInput(format!("unknown watcher {text:?}: expected one of safe, fast, multi_loop, threaded, pidfd")))
+            .ok_or_else(|| Error::BadInput(format!("unknown watcher {text:?}: expected one of safe, fast, multi_loop, threaded, pidfd, waitid")))
     }
 }
 

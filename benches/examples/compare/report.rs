@@ -242,6 +242,7 @@ fn color(watcher: Watcher) -> &'static str {
         Watcher::MultiLoop => "#9467bd",
         Watcher::Threaded => "#2ca02c",
         Watcher::Pidfd => "#1f77b4",
+        Watcher::Waitid => "#8c564b",
     }
 }
 
