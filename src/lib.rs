@@ -140,7 +140,7 @@ pub use subprocess::{Process, create_subprocess_exec};
 pub use sys::unix::{OsJoinHandle, OsKernel, OsMonitor, OsPoller, OsWaker};
 pub use watcher::{
     AutoChildWatcher, ChildWatcher, FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher,
-    SafeChildWatcher, ThreadedChildWatcher,
+    SafeChildWatcher, ThreadedChildWatcher, WaitidChildWatcher,
 };
 
 /// The process-wide policy, created on first use (P-1).

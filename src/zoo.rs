@@ -97,11 +97,15 @@ pub enum Mutant {
     /// the child in between frees its pid, and the pidfd then names whatever process
     /// took the pid (or nothing), so `send_signal` and the watcher reach a stranger.
     SpawnPidfdLate,
+    /// Waitid's pass reaps whatever child its `waitid(WNOWAIT)` peek names, as Fast's
+    /// `waitpid(-1)` does, instead of only its own: a child that other code spawned and
+    /// waits for is reaped here, and its owner's `waitpid` gets ECHILD (spec I-2).
+    WaitidReapsForeign,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 15] = [
+    pub const ALL: [Mutant; 16] = [
         Mutant::MultiLoopNoWake,
         Mutant::WaiterReusedPid,
         Mutant::KillAfterReap,
@@ -117,6 +121,7 @@ impl Mutant {
         Mutant::PidfdUnhandledEchild,
         Mutant::MultiLoopCloseWaitsInheritedPipe,
         Mutant::SpawnPidfdLate,
+        Mutant::WaitidReapsForeign,
     ];
 
     /// Its name in reports and on the command line.
@@ -137,6 +142,7 @@ impl Mutant {
             Mutant::PidfdUnhandledEchild => "pidfd-unhandled-echild",
             Mutant::MultiLoopCloseWaitsInheritedPipe => "multi-loop-close-waits-inherited-pipe",
             Mutant::SpawnPidfdLate => "spawn-pidfd-late",
+            Mutant::WaitidReapsForeign => "waitid-reaps-foreign",
         }
     }
 
@@ -158,6 +164,7 @@ impl Mutant {
             Mutant::PidfdUnhandledEchild => "CPython 3.9 PidfdChildWatcher",
             Mutant::MultiLoopCloseWaitsInheritedPipe => "finding 11",
             Mutant::SpawnPidfdLate => "the spawn-to-pidfd_open window",
+            Mutant::WaitidReapsForeign => "a stealing O(1) pass",
         }
     }
 

@@ -25,12 +25,13 @@ use loopwatch_sim::{SimKernel, Simulation};
 /// Kernel calls per simulation in `kernel_calls`.
 const CALLS: u64 = 100_000;
 
-const WATCHERS: [WatcherName; 5] = [
+const WATCHERS: [WatcherName; 6] = [
     WatcherName::Safe,
     WatcherName::Fast,
     WatcherName::MultiLoop,
     WatcherName::Threaded,
     WatcherName::Pidfd,
+    WatcherName::Waitid,
 ];
 
 /// `calls` calls on one simulated thread: writes and reads of one byte.
@@ -110,7 +111,7 @@ fn scenario_runs(c: &mut Criterion, scenarios: &[Scenario]) {
 fn sim_references(scenarios: &[Scenario], watcher: WatcherName) -> References {
     scenarios
         .iter()
-        .filter(|s| s.watchers.contains(&watcher))
+        .filter(|s| s.runs_with(watcher))
         .map(|scenario| {
             let (trace, _) = explore::run_seed(scenario, watcher, 0, &[]);
             (scenario.name.clone(), trace.expect("a reference trace"))

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use loopwatch::kernel::{Kernel, Signal, SpawnRequest, WaitMode};
 use loopwatch::{
     AutoChildWatcher, EventLoop, FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher,
-    Process, SafeChildWatcher, ThreadedChildWatcher, WatcherRef, policy,
+    Process, SafeChildWatcher, ThreadedChildWatcher, WaitidChildWatcher, WatcherRef, policy,
 };
 
 pub mod limits;
@@ -43,6 +43,9 @@ pub enum Watcher {
     Threaded,
     /// [`PidfdChildWatcher`]: a pidfd per child in the running loop.
     Pidfd,
+    /// [`WaitidChildWatcher`]: a `waitid(WNOWAIT)` peek on each SIGCHLD, reaping only
+    /// its own children.
+    Waitid,
     /// [`AutoChildWatcher`]: the best rung this process has (here, the process's own
     /// pidfd).
     Auto,
@@ -50,26 +53,23 @@ pub enum Watcher {
 
 impl Watcher {
     /// All of them, in the order of the README's tables.
-    pub const ALL: [Watcher; 6] = [
+    pub const ALL: [Watcher; 7] = [
         Watcher::Safe,
         Watcher::Fast,
         Watcher::MultiLoop,
         Watcher::Threaded,
         Watcher::Pidfd,
+        Watcher::Waitid,
         Watcher::Auto,
     ];
 
-    /// The ones CPython has a watcher of the same name for.
-    pub const CPYTHON: [Watcher; 5] = [
-        Watcher::Safe,
-        Watcher::Fast,
-        Watcher::MultiLoop,
-        Watcher::Threaded,
-        Watcher::Pidfd,
-    ];
+    /// Whether CPython has this watcher (Waitid and Auto are loopwatch's own).
+    pub fn in_cpython(self) -> bool {
+        !matches!(self, Watcher::Waitid | Watcher::Auto)
+    }
 
     /// Its name in benchmark ids and tables: `safe`, `fast`, `multi_loop`, `threaded`,
-    /// `pidfd`, `auto`.
+    /// `pidfd`, `waitid`, `auto`.
     pub fn name(self) -> &'static str {
         match self {
             Watcher::Safe => "safe",
@@ -77,6 +77,7 @@ impl Watcher {
             Watcher::MultiLoop => "multi_loop",
             Watcher::Threaded => "threaded",
             Watcher::Pidfd => "pidfd",
+            Watcher::Waitid => "waitid",
             Watcher::Auto => "auto",
         }
     }
@@ -90,6 +91,7 @@ impl Watcher {
             Watcher::MultiLoop => Arc::new(MultiLoopChildWatcher::with_kernel(kernel)),
             Watcher::Threaded => Arc::new(ThreadedChildWatcher::with_kernel(kernel)),
             Watcher::Pidfd => Arc::new(PidfdChildWatcher::with_kernel(kernel)),
+            Watcher::Waitid => Arc::new(WaitidChildWatcher::with_kernel(kernel)),
             Watcher::Auto => Arc::new(AutoChildWatcher::with_kernel(kernel)),
         }
     }
@@ -108,7 +110,7 @@ impl FromStr for Watcher {
         Watcher::ALL
             .into_iter()
             .find(|w| w.name() == text)
-            .ok_or_else(|| Error::BadInput(format!("unknown watcher {text:?}: expected one of safe, fast, multi_loop, threaded, pidfd, auto")))
+            .ok_or_else(|| Error::BadInput(format!("unknown watcher {text:?}: expected one of safe, fast, multi_loop, threaded, pidfd, waitid, auto")))
     }
 }
 

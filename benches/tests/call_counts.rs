@@ -236,6 +236,23 @@ fn auto_per_reap() {
     }
 }
 
+#[test]
+fn waitid_per_reap() {
+    let (table, counts) = watcher_table(Watcher::Waitid, &KS);
+    insta::assert_snapshot!("waitid", table);
+    // I-2: nothing per idle child. Here each child has exited by the time it is
+    // registered: the registration's waitpid reaps it, and its SIGCHLD's pass makes
+    // one peek that finds nothing (that SIGCHLD was counted as early). A child that
+    // exits after its registration costs a peek that names it, its waitpid and a peek
+    // that finds nothing (`sim/tests/watcher_waitid.rs`).
+    assert_constant(&counts);
+    for (k, counts) in KS.iter().zip(&counts) {
+        let get = |call: &str| counts.get(call).copied().unwrap_or(0);
+        assert_eq!(get("wait_pid"), REAPS as u64, "K={k}: {counts:?}");
+        assert_eq!(get("wait_peek"), REAPS as u64, "K={k}: {counts:?}");
+    }
+}
+
 /// The watchers that poll every registered child on each SIGCHLD: each reap costs at
 /// least one `wait_pid` per idle child.
 fn assert_linear(counts: &[Counts]) {
@@ -314,6 +331,7 @@ fn k_5000_per_reap() {
         Watcher::Fast,
         Watcher::MultiLoop,
         Watcher::Pidfd,
+        Watcher::Waitid,
         Watcher::Auto,
     ] {
         let counts = reaps_5000(watcher);

@@ -459,7 +459,7 @@ pub type References = BTreeMap<String, Vec<String>>;
 pub fn os_references(scenarios: &[Scenario], watcher: WatcherName) -> Result<References, Error> {
     scenarios
         .iter()
-        .filter(|s| s.watchers.contains(&watcher))
+        .filter(|s| s.runs_with(watcher))
         .map(|scenario| {
             execute(&loopwatch::OsKernel, scenario, watcher)
                 .map(|trace| (scenario.name.clone(), trace))
@@ -555,7 +555,7 @@ pub fn explore_against(
     let chosen: Vec<&Scenario> = sweep
         .scenarios
         .iter()
-        .filter(|s| s.watchers.contains(&watcher))
+        .filter(|s| s.runs_with(watcher))
         .collect();
     for scenario in &chosen {
         if !references.contains_key(&scenario.name) {

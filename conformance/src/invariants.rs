@@ -12,9 +12,9 @@
 //! | `once` | a child is reported at most once per registration, and with a code other than 255 at most once (a registration after the child was reaped, or Threaded's second waiter, gets 255: R-2, T-5) |
 //! | `returncode` | a report carries the child's true returncode, or 255 when code other than the watcher reaped it; Fast never reports such a child (F-7) |
 //! | `removed` | once every registration of a child was removed (`remove_child_handler` answered `true`), no callback comes (Threaded: `remove` is a no-op, T-6) |
-//! | `reported` | a child registered with a watcher that stays open, attached where it must be (Safe, Fast), registered in its spawn's fork window where it must be (Fast), and not removed, is reported, unless a later registration of another child that got its pid (it was reaped by other code) replaced it (W-2) |
+//! | `reported` | a child registered with a watcher that stays open, attached where it must be (Safe, Fast, Waitid), registered in its spawn's fork window where it must be (Fast), and not removed, is reported, unless a later registration of another child that got its pid (it was reaped by other code) replaced it (W-2), or other code reaped it and the watcher is Fast (F-7) or Waitid (I-3) |
 //! | `zombie` | such a child is not left a zombie for the teardown to reap |
-//! | `steal` | a watcher that does not steal reaps only children it was given (not Fast, F-3) |
+//! | `steal` | a watcher that does not steal reaps only children it was given (not Fast, F-3); judged on reaps, so a `WNOWAIT` peek at any child (Waitid's, I-2) is allowed |
 //! | `signal` | every signal that reaches a child was meant for that child: none reaches a pid reused by another child (except, without a pidfd, one meant for a child that other code reaped: no fence covers it) |
 //! | `latency` | an exit the watcher reaps reaches the loop within [`LATENCY`] of virtual time, when nothing blocks the loop (not for `subprocess` children, whose exit goes to `process.wait()`) |
 //! | `leak` | once the run is over: no fd, thread or child left |
@@ -89,6 +89,11 @@ pub struct Rules {
     /// Threaded, Pidfd): a child registered from a thread whose loop closes first need
     /// not be reported.
     pub reports_to_registering_loop: bool,
+    /// A child that code other than the watcher reaped is not owed a report, though a
+    /// report it gets must carry 255 (R-2) (Waitid, I-3: it learns of such a child
+    /// only from a SIGCHLD whose pass finds no exit, and that SIGCHLD may have merged
+    /// with one of its own children's).
+    pub reaped_elsewhere_unowed: bool,
 }
 
 impl Rules {
@@ -101,6 +106,7 @@ impl Rules {
             remove_is_noop: false,
             keyed_by_pid: true,
             reports_to_registering_loop: false,
+            reaped_elsewhere_unowed: false,
         };
         match watcher {
             WatcherName::Safe => Rules {
@@ -125,6 +131,15 @@ impl Rules {
             WatcherName::Pidfd => Rules {
                 reports_to_registering_loop: true,
                 keyed_by_pid: false,
+                ..none
+            },
+            // Safe's, but for a child other code reaped (I-3). Its peek reads any
+            // child without reaping it: `steal` judges reaps (the ledger's
+            // `reaped_by`), not waits, so a `WNOWAIT` peek at a child it was not given
+            // is no breach, and a reaping wait of one is.
+            WatcherName::Waitid => Rules {
+                needs_attach: true,
+                reaped_elsewhere_unowed: true,
                 ..none
             },
         }
@@ -687,10 +702,10 @@ impl Child {
             return false;
         }
         let detached = rules.needs_attach && !watcher.attached_at_end;
-        let stolen_from_fast = rules.steals && elsewhere;
+        let stolen = (rules.steals || rules.reaped_elsewhere_unowed) && elsewhere;
         let outside_window = rules.needs_fork_window && !self.with_spawn;
         let loop_gone = rules.reports_to_registering_loop && self.thread_loop_closed;
-        !(detached || stolen_from_fast || outside_window || loop_gone)
+        !(detached || stolen || outside_window || loop_gone)
     }
 
     /// Whether the runner reaped the child before it was registered (a `foreign_wait`

@@ -178,7 +178,8 @@ pub fn run(
             let text = serde_json::to_string(scenario)
                 .map_err(|e| failed(format!("the scenario as JSON: {e}")))?;
             let out = python
-                .script(cpython::RUNNER_PY, &[&text, watcher.as_str()])
+                // CPython has no Waitid: it runs as Safe, whose contract it keeps.
+                .script(cpython::RUNNER_PY, &[&text, watcher.contract().as_str()])
                 .output()
                 .map_err(|e| failed(format!("{}: {e}", python.path.display())))?;
             if !out.status.success() {

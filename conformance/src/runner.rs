@@ -12,7 +12,7 @@ use loopwatch::kernel::{
 use loopwatch::watcher::{MultiLoopChildWatcher, fork_window};
 use loopwatch::{
     Error, EventLoop, FastChildWatcher, PidfdChildWatcher, Process, SafeChildWatcher,
-    ThreadedChildWatcher, WatcherRef, policy,
+    ThreadedChildWatcher, WaitidChildWatcher, WatcherRef, policy,
 };
 
 use crate::scenario::{Fate, Scenario, SignalMethod, Step, WatcherName};
@@ -262,6 +262,7 @@ pub fn make_watcher<K: Kernel>(name: WatcherName, kernel: &K) -> WatcherRef<K> {
         WatcherName::MultiLoop => Arc::new(MultiLoopChildWatcher::with_kernel(kernel)),
         WatcherName::Threaded => Arc::new(ThreadedChildWatcher::with_kernel(kernel)),
         WatcherName::Pidfd => Arc::new(PidfdChildWatcher::with_kernel(kernel)),
+        WatcherName::Waitid => Arc::new(WaitidChildWatcher::with_kernel(kernel)),
     }
 }
 

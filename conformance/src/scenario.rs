@@ -25,16 +25,21 @@ pub enum WatcherName {
     Threaded,
     /// `PidfdChildWatcher`.
     Pidfd,
+    /// `WaitidChildWatcher`: Safe's contract with an O(1) pass. It runs every
+    /// scenario that lists Safe (see [`Scenario::runs_with`]), and is compared with
+    /// CPython's Safe, CPython having no such watcher.
+    Waitid,
 }
 
 impl WatcherName {
     /// Every watcher, in a fixed order.
-    pub const ALL: [WatcherName; 5] = [
+    pub const ALL: [WatcherName; 6] = [
         WatcherName::Safe,
         WatcherName::Fast,
         WatcherName::MultiLoop,
         WatcherName::Threaded,
         WatcherName::Pidfd,
+        WatcherName::Waitid,
     ];
 
     /// The name used on the command line and in scenarios.
@@ -45,6 +50,7 @@ impl WatcherName {
             WatcherName::MultiLoop => "multi_loop",
             WatcherName::Threaded => "threaded",
             WatcherName::Pidfd => "pidfd",
+            WatcherName::Waitid => "waitid",
         }
     }
 
@@ -64,11 +70,22 @@ impl WatcherName {
             })
     }
 
+    /// The built-in watcher whose contract this one keeps, and whose scenarios and
+    /// CPython counterpart it is judged by: itself, but Safe for Waitid (CPython has no
+    /// such watcher; Waitid keeps Safe's contract, I-1).
+    pub fn contract(self) -> WatcherName {
+        match self {
+            WatcherName::Waitid => WatcherName::Safe,
+            other => other,
+        }
+    }
+
     /// The first CPython minor version (3.x) that has this watcher in the form
-    /// loopwatch implements (Pidfd: the stateless form of 3.12).
+    /// loopwatch implements (Pidfd: the stateless form of 3.12), or, for Waitid, its
+    /// counterpart there ([`WatcherName::contract`]).
     pub fn since_cpython(self) -> u32 {
         match self {
-            WatcherName::Safe | WatcherName::Fast => 7,
+            WatcherName::Safe | WatcherName::Fast | WatcherName::Waitid => 7,
             WatcherName::MultiLoop | WatcherName::Threaded => 8,
             WatcherName::Pidfd => 12,
         }
@@ -87,6 +104,7 @@ impl clap::ValueEnum for WatcherName {
             WatcherName::MultiLoop => "MultiLoopChildWatcher (CPython 3.8+)",
             WatcherName::Threaded => "ThreadedChildWatcher (CPython 3.8+)",
             WatcherName::Pidfd => "PidfdChildWatcher (CPython 3.12+ form)",
+            WatcherName::Waitid => "WaitidChildWatcher (Safe's contract, O(1) per exit)",
         };
         Some(clap::builder::PossibleValue::new(self.as_str()).help(help))
     }
@@ -461,6 +479,21 @@ impl Scenario {
             .map_err(|e| e.at(path.display().to_string()))?;
         scenario.origin = Origin::File(path.to_path_buf());
         Ok(scenario)
+    }
+
+    /// Whether the scenario runs with `watcher`: it lists it, or lists the watcher whose
+    /// contract it keeps ([`WatcherName::contract`]: Waitid runs Safe's scenarios).
+    pub fn runs_with(&self, watcher: WatcherName) -> bool {
+        self.watchers.contains(&watcher) || self.watchers.contains(&watcher.contract())
+    }
+
+    /// Every watcher the scenario runs with ([`Scenario::runs_with`]), in
+    /// [`WatcherName::ALL`]'s order.
+    pub fn all_watchers(&self) -> Vec<WatcherName> {
+        WatcherName::ALL
+            .into_iter()
+            .filter(|w| self.runs_with(*w))
+            .collect()
     }
 
     /// How a command names this scenario: its path, or the name of a built-in one

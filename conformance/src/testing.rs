@@ -141,7 +141,7 @@ pub fn scenario_tests(options: &Options) -> Vec<Test> {
     let references = References::default();
     let mut tests = Vec::new();
     for scenario in scenarios {
-        for &watcher in &scenario.watchers {
+        for watcher in scenario.all_watchers() {
             let name = format!("{} / {watcher}", scenario.name);
             let (on_os, refs) = (scenario.clone(), references.clone());
             tests.push(Test::new(format!("{name} [os]"), move || {
@@ -191,7 +191,7 @@ pub fn watcher_tests<M: MakeWatcher>(maker: M, options: &Options) -> Vec<Test> {
     let like = maker.like();
     let references = References::default();
     let mut tests = Vec::new();
-    for scenario in scenarios.into_iter().filter(|s| s.watchers.contains(&like)) {
+    for scenario in scenarios.into_iter().filter(|s| s.runs_with(like)) {
         let name = format!("{}: {}", maker.name(), scenario.name);
         let (on_os, refs, os_maker) = (scenario.clone(), references.clone(), maker.clone());
         tests.push(Test::new(format!("{name} [os]"), move || {

@@ -65,10 +65,7 @@ pub fn check_watcher_with<M: MakeWatcher>(
 ) -> Result<Matrix, Error> {
     let scenarios = crate::scenario::load(options.scenarios.as_deref())?;
     let like = maker.like();
-    let chosen: Vec<&Scenario> = scenarios
-        .iter()
-        .filter(|s| s.watchers.contains(&like))
-        .collect();
+    let chosen: Vec<&Scenario> = scenarios.iter().filter(|s| s.runs_with(like)).collect();
     let cell = |scenario: &Scenario, backend: &str, status: Status| Cell {
         scenario: scenario.name.clone(),
         clauses: scenario.clauses.clone(),
@@ -425,6 +422,7 @@ pub fn mutant_watcher(mutant: Mutant) -> WatcherName {
         | Mutant::MultiLoopReentrant255
         | Mutant::MultiLoopCloseWaitsInheritedPipe => WatcherName::MultiLoop,
         Mutant::PidfdUnhandledEchild | Mutant::SpawnPidfdLate => WatcherName::Pidfd,
+        Mutant::WaitidReapsForeign => WatcherName::Waitid,
         Mutant::WaiterReusedPid
         | Mutant::ThreadsafeNoWake
         | Mutant::ThreadedDoubleWaiter
@@ -451,7 +449,7 @@ pub fn hunt_with_technique(
     let scenarios: Vec<Scenario> = crate::scenario::builtin()
         .unwrap_or_default()
         .into_iter()
-        .filter(|s| s.watchers.contains(&watcher) && references.contains_key(&s.name))
+        .filter(|s| s.runs_with(watcher) && references.contains_key(&s.name))
         .collect();
     let all_faults = Fault::ALL;
     // Runs go in batches, in a fixed order (seed-major), so that "runs to the first

@@ -87,7 +87,7 @@ fn survives(watcher: WatcherName) -> impl Fn() -> Result<(), String> {
         // With faults that may change traces, the reference only says how a trace
         // changed: the simulator's own seed-0 trace stands in for the real OS's.
         let mut references = explore::References::new();
-        for scenario in scenarios.iter().filter(|s| s.watchers.contains(&watcher)) {
+        for scenario in scenarios.iter().filter(|s| s.runs_with(watcher)) {
             let (trace, _) = explore::run_seed(scenario, watcher, 0, &[]);
             references.insert(scenario.name.clone(), trace.unwrap_or_default());
         }

@@ -152,7 +152,7 @@ fn main() -> ExitCode {
             let scenarios = scenario::builtin().map_err(|e| e.to_string())?;
             let cases: Vec<(Scenario, WatcherName)> = scenarios
                 .iter()
-                .flat_map(|s| s.watchers.iter().map(move |w| (s.clone(), *w)))
+                .flat_map(|s| s.all_watchers().into_iter().map(move |w| (s.clone(), w)))
                 .collect();
             let faults = [explore::Fault::Eintr, explore::Fault::Spurious];
             check_flat(2 * cases.len() as u64, runs, |i| {

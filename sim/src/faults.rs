@@ -19,6 +19,10 @@ pub struct FaultPlan {
     pub pidfd_eperm: bool,
     /// `pidfd_open` answers `EINVAL`, as a kernel that refuses its flags does.
     pub pidfd_einval: bool,
+    /// `waitid(P_ALL, WEXITED | WNOWAIT)` (a peek at any child,
+    /// `wait_peek(WaitTarget::Any, …)`) answers `EINVAL`, as on a system whose
+    /// `waitid` does not take `WNOWAIT` there. Peeks at one pid or pidfd still work.
+    pub wait_peek_einval: bool,
     /// The process's fd limit (`RLIMIT_NOFILE`); `None` for the default of 1024.
     pub fd_limit: Option<usize>,
     /// Probability that `spawn` fails with `EAGAIN` (no pids, no memory).

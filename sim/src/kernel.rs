@@ -470,8 +470,13 @@ impl Processes for SimKernel {
 
     fn wait_peek(&self, target: WaitTarget, mode: WaitMode) -> Result<WaitStatus, Errno> {
         self.shared.calls.count(Call::WaitPeek);
-        self.shared
-            .syscall("wait", |state, tid| state.wait(tid, target, mode, false))
+        self.shared.syscall("wait", |state, tid| {
+            if target == WaitTarget::Any && state.config.faults.wait_peek_einval {
+                state.mark("wait_peek_einval");
+                return Attempt::Done(Err(Errno::EINVAL));
+            }
+            state.wait(tid, target, mode, false)
+        })
     }
 
     fn wait_pidfd(&self, pidfd: Fd, mode: WaitMode) -> Result<WaitStatus, Errno> {

@@ -5,6 +5,7 @@
 //! | | Works from | `add_child_handler` needs | Cost of exits | Other code's children | Needs |
 //! |---|---|---|---|---|---|
 //! | [`SafeChildWatcher`] | the main thread's loop only | the loop attached (from the main thread) | per SIGCHLD, one `waitpid` per registered child: O(n) | untouched | |
+//! | [`WaitidChildWatcher`] | the main thread's loop only | the loop attached (from the main thread) | per exit, a `waitid(WNOWAIT)` peek and one `waitpid`: O(1); O(n) passes while another's exited child is not yet reaped by its owner | untouched | `waitid(P_ALL, WNOWAIT)` (else it polls as Safe) |
 //! | [`FastChildWatcher`] | the main thread's loop only | the loop attached, and an open [`fork_window`] | one peek and one `waitpid` per exited child: O(1) | **reaped** (their own `waitpid` gets ECHILD) | spawning and registering inside a fork window |
 //! | [`MultiLoopChildWatcher`] | any thread, once attached from the main thread | a running loop in the calling thread | per SIGCHLD, one `waitpid` per registered child, in its reaper thread: O(n) | untouched | one reaper thread |
 //! | [`ThreadedChildWatcher`] | any thread | a running loop in the calling thread | no signal work: one thread per running child, blocked in `waitpid`; idle threads are reused | untouched | a thread per running child |
@@ -19,6 +20,9 @@
 //!   [`DefaultEventLoopPolicy::with_watcher_factory`](crate::DefaultEventLoopPolicy::with_watcher_factory).
 //! - **Safe** is the default policy's watcher, as in CPython 3.7; it needs the main
 //!   thread's loop, and its cost grows with the number of children it waits for.
+//! - **Waitid** keeps Safe's contract at O(1) per exit: it peeks at the next exited
+//!   child and reaps only its own. A child of other code that lingers unreaped, or a
+//!   SIGCHLD whose child is already gone, costs it one of Safe's passes.
 //! - **Fast** is for a process whose children are all its own: it reaps every child of
 //!   the process, also those another library waits for.
 //! - **MultiLoop** serves loops in any thread with one SIGCHLD handler, which must be
@@ -242,6 +246,7 @@ mod sigchld;
 #[cfg(test)]
 mod tests_os;
 mod threaded;
+mod waitid;
 
 use std::fmt;
 
@@ -251,6 +256,7 @@ pub use multi_loop::MultiLoopChildWatcher;
 pub use pidfd::PidfdChildWatcher;
 pub use safe::SafeChildWatcher;
 pub use threaded::ThreadedChildWatcher;
+pub use waitid::WaitidChildWatcher;
 
 use std::sync::Arc;
 
@@ -675,7 +681,7 @@ pub(crate) fn main_thread_hint(error: Error, watcher: &str) -> Error {
 /// named by its [`ChildWatcher::type_name`].
 pub(crate) fn inactive_hint(watcher: &str) -> String {
     match watcher {
-        "SafeChildWatcher" | "FastChildWatcher" => format!(
+        "SafeChildWatcher" | "FastChildWatcher" | "WaitidChildWatcher" => format!(
             "{watcher} reports to the loop it is attached to, while that loop runs: attach \
              it to this loop from the main thread (set_event_loop or attach_loop there); \
              in other threads use AutoChildWatcher, ThreadedChildWatcher or PidfdChildWatcher"

@@ -122,8 +122,8 @@ impl<K: Kernel> SafeChildWatcher<K> {
 /// an `add_child_handler` from another thread and the SIGCHLD handler never both
 /// report one pid (the loser of the race would see ECHILD and report 255); the poll
 /// holds the pid's reap fence, if it has one.
-fn poll_pid<K: Kernel>(
-    core: &SigchldWatcher<K, Safe>,
+pub(super) fn poll_pid<K: Kernel, R: ReapPass<K>>(
+    core: &SigchldWatcher<K, R>,
     pid: Pid,
 ) -> Result<Option<(ChildCallback, i32)>> {
     let mut state = core.lock();
@@ -142,22 +142,28 @@ impl<K: Kernel> ReapPass<K> for Safe {
     type PassState = ();
 
     fn reap_all(core: &SigchldWatcher<K, Self>) -> Result<()> {
-        // A snapshot: callbacks may register or remove pids while it runs (S-5).
-        let pids: Vec<Pid> = core.lock().callbacks.keys().copied().collect();
-        // Every pid is polled even if one poll fails: the first error is returned
-        // after the pass.
-        let mut first_error = None;
-        for pid in pids {
-            match poll_pid(core, pid) {
-                Ok(Some((callback, code))) => core.run_in_pass(pid, code, callback),
-                Ok(None) => {}
-                Err(error) => {
-                    first_error.get_or_insert(error);
-                }
+        poll_each(core)
+    }
+}
+
+/// `_do_waitpid_all`: one pass over the registered pids, polling each (Safe's pass,
+/// and Waitid's when it cannot peek).
+pub(super) fn poll_each<K: Kernel, R: ReapPass<K>>(core: &SigchldWatcher<K, R>) -> Result<()> {
+    // A snapshot: callbacks may register or remove pids while it runs (S-5).
+    let pids: Vec<Pid> = core.lock().callbacks.keys().copied().collect();
+    // Every pid is polled even if one poll fails: the first error is returned
+    // after the pass.
+    let mut first_error = None;
+    for pid in pids {
+        match poll_pid(core, pid) {
+            Ok(Some((callback, code))) => core.run_in_pass(pid, code, callback),
+            Ok(None) => {}
+            Err(error) => {
+                first_error.get_or_insert(error);
             }
         }
-        first_error.map_or(Ok(()), Err)
     }
+    first_error.map_or(Ok(()), Err)
 }
 
 impl<K: Kernel> SafeChildWatcher<K> {

@@ -367,7 +367,7 @@ mod tests {
             return;
         };
         let mut measured = 0;
-        for watcher in Watcher::CPYTHON {
+        for watcher in Watcher::ALL.into_iter().filter(|w| w.in_cpython()) {
             match run(python, &harness(), watcher, &[0, 3], 2, 0) {
                 Ok(Outcome::Measured(cases)) => {
                     assert_eq!(cases.len(), 2);

@@ -287,7 +287,7 @@ fn run(options: &Options) -> Result<Figures, String> {
         }
         // Which watchers each version has: one untimed reap each.
         for python in pythons {
-            for watcher in Watcher::CPYTHON {
+            for watcher in Watcher::ALL.into_iter().filter(|w| w.in_cpython()) {
                 match cpython::run(&python, &options.harness, watcher, &[0], 1, 0)? {
                     Outcome::Measured(_) => python_rows.push(PythonRow {
                         python: python.clone(),

@@ -243,6 +243,7 @@ fn color(watcher: Watcher) -> &'static str {
         Watcher::Threaded => "#2ca02c",
         Watcher::Pidfd => "#1f77b4",
         Watcher::Auto => "#17becf",
+        Watcher::Waitid => "#8c564b",
     }
 }
 

@@ -91,7 +91,7 @@ pub(crate) struct ExploreArgs {
 pub(crate) fn explore(args: ExploreArgs) -> Result<Outcome, Error> {
     let scenarios = scenario::load(args.scenarios.as_deref())?;
     let watcher = args.watcher;
-    if args.seeds > 0 && !scenarios.iter().any(|s| s.watchers.contains(&watcher)) {
+    if args.seeds > 0 && !scenarios.iter().any(|s| s.runs_with(watcher)) {
         return Err(Error::BadArgument {
             argument: "--watcher",
             message: format!("no scenario lists the {watcher} watcher"),

@@ -540,7 +540,7 @@ fn execute(command: Command) -> Result<Outcome, Error> {
             let backend = backend.resolve(seed, &python)?;
             let watchers = match watcher {
                 Some(watcher) => vec![watcher],
-                None => scenario.watchers.clone(),
+                None => scenario.all_watchers(),
             };
             for watcher in watchers {
                 let output = run(&scenario, watcher, &backend)?;
@@ -747,7 +747,7 @@ fn diff(args: &DiffArgs) -> Result<Outcome, Error> {
     }
     let watchers = match args.watcher {
         Some(watcher) => vec![watcher],
-        None => scenario.watchers.clone(),
+        None => scenario.all_watchers(),
     };
     let mut same = true;
     for watcher in watchers {
@@ -782,7 +782,7 @@ fn diff_one(
             println!("  {label}: same");
         } else if let Some(entry) = known
             .iter()
-            .find(|k| k.covers(&scenario.name, watcher.as_str(), &label))
+            .find(|k| k.covers(&scenario.name, watcher.contract().as_str(), &label))
         {
             println!(
                 "  {label}: known divergence ({}): {:?}",
