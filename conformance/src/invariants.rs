@@ -137,6 +137,13 @@ impl Rules {
             // child without reaping it: `steal` judges reaps (the ledger's
             // `reaped_by`), not waits, so a `WNOWAIT` peek at a child it was not given
             // is no breach, and a reaping wait of one is.
+            // Pidfd's, but known by pid: where pidfds are refused (the pidfd faults)
+            // its children go to waiter threads, which cannot tell a reused pid's
+            // newcomer from the child (X-1, as Threaded, T-8).
+            WatcherName::Auto => Rules {
+                reports_to_registering_loop: true,
+                ..none
+            },
             WatcherName::Waitid => Rules {
                 needs_attach: true,
                 reaped_elsewhere_unowed: true,

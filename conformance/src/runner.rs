@@ -11,8 +11,8 @@ use loopwatch::kernel::{
 };
 use loopwatch::watcher::{MultiLoopChildWatcher, fork_window};
 use loopwatch::{
-    Error, EventLoop, FastChildWatcher, PidfdChildWatcher, Process, SafeChildWatcher,
-    ThreadedChildWatcher, WaitidChildWatcher, WatcherRef, policy,
+    AutoChildWatcher, Error, EventLoop, FastChildWatcher, PidfdChildWatcher, Process,
+    SafeChildWatcher, ThreadedChildWatcher, WaitidChildWatcher, WatcherRef, policy,
 };
 
 use crate::scenario::{Fate, Scenario, SignalMethod, Step, WatcherName};
@@ -263,6 +263,7 @@ pub fn make_watcher<K: Kernel>(name: WatcherName, kernel: &K) -> WatcherRef<K> {
         WatcherName::Threaded => Arc::new(ThreadedChildWatcher::with_kernel(kernel)),
         WatcherName::Pidfd => Arc::new(PidfdChildWatcher::with_kernel(kernel)),
         WatcherName::Waitid => Arc::new(WaitidChildWatcher::with_kernel(kernel)),
+        WatcherName::Auto => Arc::new(AutoChildWatcher::with_kernel(kernel)),
     }
 }
 

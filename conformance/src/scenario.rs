@@ -29,17 +29,21 @@ pub enum WatcherName {
     /// scenario that lists Safe (see [`Scenario::runs_with`]), and is compared with
     /// CPython's Safe, CPython having no such watcher.
     Waitid,
+    /// `AutoChildWatcher`: Pidfd's contract on a ladder of rungs. It runs every
+    /// scenario that lists Pidfd, and is compared with CPython's Pidfd.
+    Auto,
 }
 
 impl WatcherName {
     /// Every watcher, in a fixed order.
-    pub const ALL: [WatcherName; 6] = [
+    pub const ALL: [WatcherName; 7] = [
         WatcherName::Safe,
         WatcherName::Fast,
         WatcherName::MultiLoop,
         WatcherName::Threaded,
         WatcherName::Pidfd,
         WatcherName::Waitid,
+        WatcherName::Auto,
     ];
 
     /// The name used on the command line and in scenarios.
@@ -51,6 +55,7 @@ impl WatcherName {
             WatcherName::Threaded => "threaded",
             WatcherName::Pidfd => "pidfd",
             WatcherName::Waitid => "waitid",
+            WatcherName::Auto => "auto",
         }
     }
 
@@ -72,10 +77,11 @@ impl WatcherName {
 
     /// The built-in watcher whose contract this one keeps, and whose scenarios and
     /// CPython counterpart it is judged by: itself, but Safe for Waitid (CPython has no
-    /// such watcher; Waitid keeps Safe's contract, I-1).
+    /// such watcher; Waitid keeps Safe's contract, I-1), and Pidfd for Auto.
     pub fn contract(self) -> WatcherName {
         match self {
             WatcherName::Waitid => WatcherName::Safe,
+            WatcherName::Auto => WatcherName::Pidfd,
             other => other,
         }
     }
@@ -87,7 +93,7 @@ impl WatcherName {
         match self {
             WatcherName::Safe | WatcherName::Fast | WatcherName::Waitid => 7,
             WatcherName::MultiLoop | WatcherName::Threaded => 8,
-            WatcherName::Pidfd => 12,
+            WatcherName::Pidfd | WatcherName::Auto => 12,
         }
     }
 }
@@ -105,6 +111,7 @@ impl clap::ValueEnum for WatcherName {
             WatcherName::Threaded => "ThreadedChildWatcher (CPython 3.8+)",
             WatcherName::Pidfd => "PidfdChildWatcher (CPython 3.12+ form)",
             WatcherName::Waitid => "WaitidChildWatcher (Safe's contract, O(1) per exit)",
+            WatcherName::Auto => "AutoChildWatcher (Pidfd's contract, a ladder of rungs)",
         };
         Some(clap::builder::PossibleValue::new(self.as_str()).help(help))
     }

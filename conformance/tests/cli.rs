@@ -60,7 +60,7 @@ fn unknown_watcher_lists_the_valid_ones() {
     ]);
     refused(
         &output,
-        "[possible values: safe, fast, multi_loop, threaded, pidfd, waitid]",
+        "[possible values: safe, fast, multi_loop, threaded, pidfd, waitid, auto]",
     );
     let output = loopwatch(&["explore", "--watcher", "fastt"]);
     refused(&output, "a similar value exists: 'fast'");

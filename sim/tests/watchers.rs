@@ -2308,6 +2308,42 @@ fn without_pidfd_reusing_pids(seed: u64) -> Simulation {
     reusing_pids(Simulation::new(seed).faults(plan))
 }
 
+/// Goal (X-1, found by `explore --watcher auto --faults all`): on the waiter rung, a
+/// child that its waiter has reaped, whose report is still on its way to the loop, and
+/// whose pid went to a newcomer registered meanwhile: the newcomer gets a waiter and
+/// its own returncode, and the first child's report is not handed to the newcomer's
+/// callback (which would report the wrong code and leave the newcomer a zombie).
+fn auto_waiter_reused_pid_gets_its_own_waiter(k: &SimKernel) {
+    let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+    let watcher = Arc::new(auto_waiter(k));
+    let reports = Reports::new(&event_loop);
+    let (w, k2, r) = (watcher.clone(), k.clone(), reports.clone());
+    let (first, newcomer) = event_loop
+        .run_until_complete(async move {
+            let first = testing::spawn_sh(&k2, "exit 1");
+            w.add_child_handler(first, r.callback("a-first")).unwrap();
+            // The waiter reaps it; its report waits for this loop, which is busy here.
+            while child_count(&k2) > 0 {
+                k2.sleep(Duration::from_millis(10));
+            }
+            let newcomer = testing::spawn_sh(&k2, "sleep 1; exit 2");
+            assert_eq!(newcomer, first, "the freed pid went to the newcomer");
+            w.add_child_handler(newcomer, r.callback("b-newcomer"))
+                .unwrap();
+            (first, newcomer)
+        })
+        .unwrap();
+    let seen = reports.wait_for(1);
+    assert_eq!(
+        (seen[0].tag.as_str(), seen[0].pid, seen[0].code),
+        ("b-newcomer", newcomer, 2)
+    );
+    assert_eq!(first, newcomer);
+    assert_eq!(child_count(k), 0, "the newcomer was reaped");
+    watcher.close().unwrap();
+    event_loop.close().unwrap();
+}
+
 /// Goal (K-2, loopwatch; `conformance/regressions/pidfd-reregistered-reused-pid.json`):
 /// a child registered with Pidfd is reaped by other code and its pid goes to a new
 /// child, which is registered while the first registration is still pending, from
@@ -2747,6 +2783,13 @@ fn main() -> ExitCode {
                 ..FaultPlan::default()
             })
         })
+        .check_leaks(),
+        Test::sim(
+            "auto_waiter_reused_pid_gets_its_own_waiter",
+            auto_waiter_reused_pid_gets_its_own_waiter,
+        )
+        .seeds(SEEDS)
+        .simulation(without_pidfd_reusing_pids)
         .check_leaks(),
         Test::sim(
             "pidfd_reregistered_reused_pid_watches_the_newcomer",

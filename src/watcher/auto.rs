@@ -171,23 +171,26 @@ struct Shared<K: Kernel> {
     /// The process's orphans: children of registrations whose loop went away.
     orphans: Arc<Orphans<K>>,
     /// A short lock: no kernel call is made while it is held.
-    table: Mutex<Table>,
+    table: Mutex<Table<K>>,
 }
 
 /// The pending registrations by pid.
-#[derive(Default)]
-struct Table {
+struct Table<K: Kernel> {
     next_token: u64,
-    by_pid: BTreeMap<Pid, Entry>,
+    by_pid: BTreeMap<Pid, Entry<K>>,
 }
 
 /// One pending registration: the rung that waits for the child and the user's callback.
-struct Entry {
+struct Entry<K: Kernel> {
     /// Which registration this is: a rung's report carrying another token is for a
     /// registration that was replaced or removed.
     token: u64,
     rung: Rung,
     callback: ChildCallback,
+    /// On the waiter rung, the fence its waiter marks when it reaps the child: while
+    /// it is not marked, the pid still names that child (a pid is reused only once
+    /// reaped).
+    fence: Option<ReapFence<K>>,
 }
 
 /// Whether this process may have pidfds: `0` until a `pidfd_open` was refused for the
@@ -254,7 +257,10 @@ impl<K: Kernel> AutoChildWatcher<K> {
                 waiter: ThreadedChildWatcher::with_kernel(kernel.clone()),
                 kernel,
                 allowed,
-                table: Mutex::new(Table::default()),
+                table: Mutex::new(Table {
+                    next_token: 0,
+                    by_pid: BTreeMap::new(),
+                }),
             }),
         }
     }
@@ -338,16 +344,34 @@ impl<K: Kernel> AutoChildWatcher<K> {
         let kernel = &self.shared.kernel;
         drop(get_running_loop(kernel)?);
         self.shared.orphans.reap(kernel);
-        // A child on the waiter rung keeps its waiter: a second waiter would race the
-        // first for the status, and one of them would report 255.
-        let callback = {
-            let mut table = self.shared.table.lock();
-            match table.by_pid.get_mut(&pid) {
+        // A child on the waiter rung that its waiter has not reaped yet keeps its
+        // waiter: a second waiter would race the first for the status, and one of
+        // them would report 255. Once reaped, the pid may name a newcomer, which gets
+        // a registration of its own below (the old report is then dropped).
+        // (The fence is a kernel lock: it is read with the table's short lock released.
+        // The waiter's report reaches this loop's thread, which is busy here, so the
+        // callback swapped below is the one it finds.)
+        let waiting = {
+            let table = self.shared.table.lock();
+            match table.by_pid.get(&pid) {
                 Some(entry) if entry.rung == Rung::Waiter => {
-                    Err(std::mem::replace(&mut entry.callback, callback))
+                    entry.fence.clone().map(|fence| (entry.token, fence))
                 }
-                _ => Ok(callback),
+                _ => None,
             }
+        };
+        let same_child = waiting.filter(|(_, fence)| !fence.is_reaped());
+        let callback = match same_child {
+            Some((waiting, _)) => {
+                let mut table = self.shared.table.lock();
+                match table.by_pid.get_mut(&pid) {
+                    Some(entry) if entry.token == waiting => {
+                        Err(std::mem::replace(&mut entry.callback, callback))
+                    }
+                    _ => Ok(callback),
+                }
+            }
+            None => Ok(callback),
         };
         // The replaced callback is dropped with the lock released: it may hold a loop.
         let callback = match callback {
@@ -362,7 +386,7 @@ impl<K: Kernel> AutoChildWatcher<K> {
             table.next_token += 1;
             table.next_token
         };
-        let rung = self.climb(pid, fence, token)?;
+        let (rung, fence) = self.climb(pid, fence, token)?;
         let replaced = {
             let mut table = self.shared.table.lock();
             table.by_pid.insert(
@@ -371,6 +395,7 @@ impl<K: Kernel> AutoChildWatcher<K> {
                     token,
                     rung,
                     callback,
+                    fence,
                 },
             )
         };
@@ -385,8 +410,14 @@ impl<K: Kernel> AutoChildWatcher<K> {
         Ok(())
     }
 
-    /// Registers `pid` on the first rung that takes it.
-    fn climb(&self, pid: Pid, fence: Option<ReapFence<K>>, token: u64) -> Result<Rung> {
+    /// Registers `pid` on the first rung that takes it; gives the rung, and on the
+    /// waiter rung the fence its waiter marks.
+    fn climb(
+        &self,
+        pid: Pid,
+        fence: Option<ReapFence<K>>,
+        token: u64,
+    ) -> Result<(Rung, Option<ReapFence<K>>)> {
         let kernel = &self.shared.kernel;
         let probe = PidfdProbe::of(kernel);
         let process_pidfd =
@@ -409,7 +440,7 @@ impl<K: Kernel> AutoChildWatcher<K> {
                 None => self.shared.pidfd.add_child_handler(pid, callback),
             };
             match added {
-                Ok(()) => return Ok(rung),
+                Ok(()) => return Ok((rung, None)),
                 Err(error) => match classify(error.errno()) {
                     PidfdFailure::Caller => return Err(error),
                     PidfdFailure::Process => {
@@ -443,14 +474,12 @@ impl<K: Kernel> AutoChildWatcher<K> {
         }
         if self.allows(Rung::Waiter) {
             let callback = self.report_to(pid, token);
-            match fence {
-                Some(fence) => self
-                    .shared
-                    .waiter
-                    .add_child_handler_fenced(pid, fence, callback)?,
-                None => self.shared.waiter.add_child_handler(pid, callback)?,
-            }
-            return Ok(Rung::Waiter);
+            // Always fenced: the fence says when the waiter has reaped the child.
+            let fence = fence.unwrap_or_else(|| ReapFence::new(kernel));
+            self.shared
+                .waiter
+                .add_child_handler_fenced(pid, fence.clone(), callback)?;
+            return Ok((Rung::Waiter, Some(fence)));
         }
         Err(last_error.unwrap_or_else(|| Error::from(probe.refused().unwrap_or(Errno::ENOSYS))))
     }

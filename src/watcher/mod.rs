@@ -4,6 +4,7 @@
 //!
 //! | | Works from | `add_child_handler` needs | Cost of exits | Other code's children | Needs |
 //! |---|---|---|---|---|---|
+//! | [`AutoChildWatcher`] | any thread | a running loop in the calling thread | no signal work: one `waitid(P_PIDFD)` per exit through the process's pidfd or one of its own, O(1); a waiter thread where pidfds are refused | untouched | nothing (pidfds where Linux has them) |
 //! | [`SafeChildWatcher`] | the main thread's loop only | the loop attached (from the main thread) | per SIGCHLD, one `waitpid` per registered child: O(n) | untouched | |
 //! | [`WaitidChildWatcher`] | the main thread's loop only | the loop attached (from the main thread) | per exit, a `waitid(WNOWAIT)` peek and one `waitpid`: O(1); O(n) passes while another's exited child is not yet reaped by its owner | untouched | `waitid(P_ALL, WNOWAIT)` (else it polls as Safe) |
 //! | [`FastChildWatcher`] | the main thread's loop only | the loop attached, and an open [`fork_window`] | one peek and one `waitpid` per exited child: O(1) | **reaped** (their own `waitpid` gets ECHILD) | spawning and registering inside a fork window |
@@ -11,13 +12,17 @@
 //! | [`ThreadedChildWatcher`] | any thread | a running loop in the calling thread | no signal work: one thread per running child, blocked in `waitpid`; idle threads are reused | untouched | a thread per running child |
 //! | [`PidfdChildWatcher`] | any thread | a running loop in the calling thread | no signal work: one `waitpid` per exit, O(1) | untouched | Linux ≥ 5.3, `pidfd_open` not refused by seccomp |
 //!
-//! - **Prefer Pidfd, else Threaded.** Both serve a loop in any thread, wait only for
-//!   the children they are given and install no signal handler. Pidfd alone cannot be
-//!   fooled by a reused pid (see below); where `pidfd_open` fails (`ENOSYS` before
-//!   Linux 5.3, `EPERM` under seccomp), registering says so with that error, and
-//!   Threaded is the fallback. Give the policy your choice with
+//! - **Prefer Auto.** It serves a loop in any thread, waits only for the children it
+//!   is given, installs no signal handler, and takes for each child the best rung the
+//!   process has: a pidfd (immune to pid reuse, see below), else a waiter thread, as
+//!   Pidfd and then Threaded would; it reaps the children of loops that went away.
+//!   Pidfd alone says so with an error where `pidfd_open` fails (`ENOSYS` before
+//!   Linux 5.3, `EPERM` under seccomp); Threaded alone costs a thread per running
+//!   child everywhere. Give the policy your choice with
 //!   [`set_child_watcher`](crate::set_child_watcher), or build the default policy with
-//!   [`DefaultEventLoopPolicy::with_watcher_factory`](crate::DefaultEventLoopPolicy::with_watcher_factory).
+//!   [`DefaultEventLoopPolicy::with_watcher_factory`](crate::DefaultEventLoopPolicy::with_watcher_factory)
+//!   ([`DefaultEventLoopPolicy::with_auto_watcher`](crate::DefaultEventLoopPolicy::with_auto_watcher)
+//!   for Auto).
 //! - **Safe** is the default policy's watcher, as in CPython 3.7; it needs the main
 //!   thread's loop, and its cost grows with the number of children it waits for.
 //! - **Waitid** keeps Safe's contract at O(1) per exit: it peeks at the next exited
@@ -47,7 +52,7 @@
 //!    that [`Process::send_signal`](crate::Process::send_signal) never hits a reused
 //!    pid.
 //! 5. In tests: cargo runs each `#[test]` on a worker thread, where Safe, Fast and
-//!    MultiLoop cannot attach (their error says so). Use Threaded or Pidfd there, or put
+//!    MultiLoop cannot attach (their error says so). Use Auto, Threaded or Pidfd there, or put
 //!    the tests in a `harness = false` binary built on `loopwatch_sim::testing::Harness`,
 //!    which runs each test on the main thread.
 //!
@@ -56,8 +61,8 @@
 //!
 //! use loopwatch::kernel::SpawnRequest;
 //! use loopwatch::{
-//!     FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher, SafeChildWatcher,
-//!     ThreadedChildWatcher, WatcherRef,
+//!     AutoChildWatcher, FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher,
+//!     SafeChildWatcher, ThreadedChildWatcher, WaitidChildWatcher, WatcherRef,
 //! };
 //!
 //! /// Runs `sh -c 'exit 4'` under `watcher`; called from the main thread.
@@ -84,6 +89,8 @@
 //!     Arc::new(MultiLoopChildWatcher::new()),
 //!     Arc::new(ThreadedChildWatcher::new()),
 //!     Arc::new(PidfdChildWatcher::new()),
+//!     Arc::new(WaitidChildWatcher::new()),
+//!     Arc::new(AutoChildWatcher::new()),
 //! ] {
 //!     assert_eq!(exit_code_under(watcher)?, 4);
 //! }
