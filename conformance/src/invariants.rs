@@ -94,6 +94,10 @@ pub struct Rules {
     /// only from a SIGCHLD whose pass finds no exit, and that SIGCHLD may have merged
     /// with one of its own children's).
     pub reaped_elsewhere_unowed: bool,
+    /// A child whose registration was removed may still be reaped, unreported (Auto on
+    /// its waiter rung, X-1): a later registration of it reports 255, however
+    /// long after the reap.
+    pub reaps_removed: bool,
 }
 
 impl Rules {
@@ -107,6 +111,7 @@ impl Rules {
             keyed_by_pid: true,
             reports_to_registering_loop: false,
             reaped_elsewhere_unowed: false,
+            reaps_removed: false,
         };
         match watcher {
             WatcherName::Safe => Rules {
@@ -142,6 +147,7 @@ impl Rules {
             // newcomer from the child (X-1, as Threaded, T-8).
             WatcherName::Auto => Rules {
                 reports_to_registering_loop: true,
+                reaps_removed: true,
                 ..none
             },
             WatcherName::Waitid => Rules {
@@ -163,6 +169,8 @@ struct Child {
     registrations: Vec<u32>,
     /// Whether its handler was removed after its last registration.
     removed_after_registration: bool,
+    /// Whether a registration of it was ever removed.
+    ever_removed: bool,
     /// Index of the last registration.
     registered_at: Option<usize>,
     /// Index of the last registration or removal that took effect.
@@ -415,10 +423,14 @@ pub fn check(
         // latency
         // A `subprocess` child's exit goes to `process.wait()`, which the runner sees
         // only when it awaits it: no time to judge.
+        // A watcher that reaps a removed child without reporting it (Auto's waiter
+        // rung, X-1) may reap it long before a later registration reports it.
+        let reaped_unreported = rules.reaps_removed && child.ever_removed;
         if judged
             && !blocks_loop
             && !reattached
             && !elsewhere
+            && !reaped_unreported
             && child.by != Some(Spawner::Subprocess)
         {
             if let (Some(&Reported { at, .. }), Some(reaped)) =
@@ -666,6 +678,7 @@ fn replay(events: &[Event], ledger: &Ledger) -> (BTreeMap<String, Child>, Watche
                     c.touched_at = Some(index);
                     c.removed_after_registration = c.registered_at.is_some();
                     c.live.insert(*watcher, false);
+                    c.ever_removed = true;
                 }
             }
             Event::Reported { child, code, at } => {

@@ -191,6 +191,10 @@ struct Entry<K: Kernel> {
     /// it is not marked, the pid still names that child (a pid is reused only once
     /// reaped).
     fence: Option<ReapFence<K>>,
+    /// On the waiter rung, set when a later registration of the pid took this waiter
+    /// over (its callback replaced this one's): the later registration's fence, if it
+    /// had one. A 255 from such a waiter is not trusted (see [`AutoChildWatcher::add`]).
+    taken_over: Option<Option<ReapFence<K>>>,
 }
 
 /// Whether this process may have pidfds: `0` until a `pidfd_open` was refused for the
@@ -333,7 +337,28 @@ impl<K: Kernel> AutoChildWatcher<K> {
                 }
             };
             if let Some(entry) = entry {
-                (entry.callback)(pid_seen, code);
+                match entry.taken_over {
+                    // The waiter found its child reaped elsewhere, but the pid was
+                    // registered again meanwhile: the later registration may be for a
+                    // newcomer that took the pid (after other code reaped the first
+                    // child), which this waiter never saw. It gets a waiter of its own,
+                    // which reports the newcomer, or 255 again if the pid names no child
+                    // of ours.
+                    Some(fence) if code == 255 => {
+                        let watcher = AutoChildWatcher {
+                            shared: shared.clone(),
+                        };
+                        if let Err(error) = watcher.add(pid, fence, entry.callback) {
+                            tracing::warn!(
+                                target: DIAGNOSTICS,
+                                pid = pid.0,
+                                "pid {} could not be watched again ({error}): its exit is lost",
+                                pid.0
+                            );
+                        }
+                    }
+                    _ => (entry.callback)(pid_seen, code),
+                }
             }
             shared.orphans.reap(&shared.kernel);
         })
@@ -366,6 +391,7 @@ impl<K: Kernel> AutoChildWatcher<K> {
                 let mut table = self.shared.table.lock();
                 match table.by_pid.get_mut(&pid) {
                     Some(entry) if entry.token == waiting => {
+                        entry.taken_over = Some(fence.clone());
                         Err(std::mem::replace(&mut entry.callback, callback))
                     }
                     _ => Ok(callback),
@@ -396,6 +422,7 @@ impl<K: Kernel> AutoChildWatcher<K> {
                     rung,
                     callback,
                     fence,
+                    taken_over: None,
                 },
             )
         };
