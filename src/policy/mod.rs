@@ -282,26 +282,31 @@ impl<K: Kernel> DefaultEventLoopPolicy<K> {
     /// ```
     /// use std::sync::Arc;
     ///
-    /// use loopwatch::kernel::SpawnRequest;
-    /// use loopwatch::{ChildWatcher, DefaultEventLoopPolicy};
+    /// use loopwatch::kernel::{SpawnRequest, Threads};
+    /// use loopwatch::{ChildWatcher, DefaultEventLoopPolicy, OsKernel};
     ///
-    /// let policy = DefaultEventLoopPolicy::with_auto_watcher(loopwatch::OsKernel);
+    /// let policy = DefaultEventLoopPolicy::with_auto_watcher(OsKernel);
     /// loopwatch::set_event_loop_policy(Some(Arc::new(policy)));
     /// // Not the main thread: Safe could not serve this loop, Auto can.
-    /// let code = std::thread::spawn(|| {
-    ///     assert_eq!(loopwatch::get_child_watcher()?.type_name(), "AutoChildWatcher");
-    ///     let event_loop = loopwatch::new_event_loop()?;
-    ///     let lp = event_loop.clone();
-    ///     let code = event_loop.run_until_complete(async move {
-    ///         let process = lp.subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))?;
-    ///         Ok::<_, loopwatch::Error>(process.wait().await)
-    ///     })??;
-    ///     event_loop.close()?;
-    ///     Ok::<_, loopwatch::Error>(code)
-    /// })
-    /// .join()
-    /// .unwrap()?;
-    /// assert_eq!(code, 3);
+    /// let worker = OsKernel.spawn_thread(
+    ///     "worker",
+    ///     Box::new(|| {
+    ///         let watcher = loopwatch::get_child_watcher().expect("the watcher");
+    ///         assert_eq!(watcher.type_name(), "AutoChildWatcher");
+    ///         let event_loop = loopwatch::new_event_loop().expect("a loop");
+    ///         let lp = event_loop.clone();
+    ///         let code = event_loop
+    ///             .run_until_complete(async move {
+    ///                 let process = lp.subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 3"]))?;
+    ///                 Ok::<_, loopwatch::Error>(process.wait().await)
+    ///             })
+    ///             .expect("run")
+    ///             .expect("spawned");
+    ///         assert_eq!(code, 3);
+    ///         event_loop.close().expect("close");
+    ///     }),
+    /// )?;
+    /// OsKernel.join_thread(worker).expect("the worker");
     /// loopwatch::set_event_loop_policy(None); // back to a fresh default policy
     /// # Ok::<(), loopwatch::Error>(())
     /// ```

@@ -135,25 +135,30 @@ impl fmt::Display for Rung {
 /// ```
 /// use std::sync::Arc;
 ///
-/// use loopwatch::kernel::SpawnRequest;
+/// use loopwatch::kernel::{SpawnRequest, Threads};
 /// use loopwatch::watcher::AutoChildWatcher;
-/// use loopwatch::{EventLoop, WatcherRef};
+/// use loopwatch::{EventLoop, OsKernel, WatcherRef};
 ///
+/// loopwatch::set_child_watcher(Some(Arc::new(AutoChildWatcher::new()) as WatcherRef))?;
 /// // From any thread: no main thread, no signal handler.
-/// std::thread::spawn(|| {
-///     loopwatch::set_child_watcher(Some(Arc::new(AutoChildWatcher::new()) as WatcherRef))?;
-///     let event_loop = EventLoop::new()?;
-///     let lp = event_loop.clone();
-///     let code = event_loop.run_until_complete(async move {
-///         let process = lp.subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 5"]))?;
-///         Ok::<_, loopwatch::Error>(process.wait().await)
-///     })??;
-///     assert_eq!(code, 5);
-///     event_loop.close()?;
-///     loopwatch::set_child_watcher(None)
-/// })
-/// .join()
-/// .unwrap()?;
+/// let worker = OsKernel.spawn_thread(
+///     "worker",
+///     Box::new(|| {
+///         let event_loop = EventLoop::new().expect("a loop");
+///         let lp = event_loop.clone();
+///         let code = event_loop
+///             .run_until_complete(async move {
+///                 let process = lp.subprocess_exec(&SpawnRequest::new("/bin/sh", ["-c", "exit 5"]))?;
+///                 Ok::<_, loopwatch::Error>(process.wait().await)
+///             })
+///             .expect("run")
+///             .expect("spawned");
+///         assert_eq!(code, 5);
+///         event_loop.close().expect("close");
+///     }),
+/// )?;
+/// OsKernel.join_thread(worker).expect("the worker");
+/// loopwatch::set_child_watcher(None)?;
 /// # Ok::<(), loopwatch::Error>(())
 /// ```
 #[derive(Clone)]
