@@ -136,7 +136,7 @@ pub use policy::{
     AbstractEventLoopPolicy, DefaultEventLoopPolicy, PolicyRef, PolicyState, WatcherFactory,
     WatcherRef,
 };
-pub use subprocess::{Process, create_subprocess_exec};
+pub use subprocess::{JobEvent, JobEvents, Process, create_subprocess_exec};
 pub use sys::unix::{OsJoinHandle, OsKernel, OsMonitor, OsPoller, OsWaker};
 pub use watcher::{
     AutoChildWatcher, ChildWatcher, FastChildWatcher, MultiLoopChildWatcher, PidfdChildWatcher,

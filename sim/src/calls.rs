@@ -29,6 +29,8 @@ pub(crate) enum Call {
     WaitAny,
     WaitPeek,
     WaitPidfd,
+    WaitJobPeek,
+    TakeJob,
     Kill,
     PidfdOpen,
     PidfdSendSignal,
@@ -54,7 +56,7 @@ pub(crate) enum Call {
 
 /// Each [`Call`]'s name, in the enum's order: the seam method's name, prefixed with
 /// `monitor_` for the methods of a `Monitor`.
-const NAMES: [&str; 40] = [
+const NAMES: [&str; 42] = [
     "now",
     "sleep",
     "pipe",
@@ -74,6 +76,8 @@ const NAMES: [&str; 40] = [
     "wait_any",
     "wait_peek",
     "wait_pidfd",
+    "wait_job_peek",
+    "take_job",
     "kill",
     "pidfd_open",
     "pidfd_send_signal",

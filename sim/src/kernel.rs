@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loopwatch::kernel::{
-    Clock, Disposition, Errno, Event, Fd, Fds, Interest, Kernel, Monitor, Pid, Poll, PollWaker,
-    Poller, ProcessLocals, Processes, Signal, Signals, SpawnRequest, Spawned, ThreadId, Threads,
-    Token, WaitMode, WaitStatus, WaitTarget,
+    Clock, Disposition, Errno, Event, Fd, Fds, Interest, JobStatus, Kernel, Monitor, Pid, Poll,
+    PollWaker, Poller, ProcessLocals, Processes, Signal, Signals, SpawnRequest, Spawned, ThreadId,
+    Threads, Token, WaitMode, WaitStatus, WaitTarget,
 };
 
 use crate::calls::Call;
@@ -483,6 +483,20 @@ impl Processes for SimKernel {
         self.shared.calls.count(Call::WaitPidfd);
         self.shared.syscall("wait", |state, tid| {
             state.wait(tid, WaitTarget::Pidfd(pidfd), mode, true)
+        })
+    }
+
+    fn wait_job_peek(&self, target: WaitTarget, mode: WaitMode) -> Result<JobStatus, Errno> {
+        self.shared.calls.count(Call::WaitJobPeek);
+        self.shared.syscall("wait", |state, tid| {
+            state.wait_job(tid, target, mode, false)
+        })
+    }
+
+    fn take_job(&self, target: WaitTarget) -> Result<JobStatus, Errno> {
+        self.shared.calls.count(Call::TakeJob);
+        self.shared.syscall("wait", |state, tid| {
+            state.wait_job(tid, target, WaitMode::NoHang, true)
         })
     }
 

@@ -21,8 +21,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use loopwatch::kernel::{
-    Disposition, Errno, Event, Fd, Interest, Kernel, Pid, Poller, Signal, SpawnRequest, Stdio,
-    Token, WaitMode, WaitStatus, WaitTarget,
+    Disposition, Errno, Event, Fd, Interest, JobStatus, Kernel, Pid, Poller, Signal, SpawnRequest,
+    Stdio, Token, WaitMode, WaitStatus, WaitTarget,
 };
 use loopwatch_sim::testing::{
     self, Body, Cleanup, Test, drain, fd_count, read_to_end, reap_status, sh,
@@ -65,6 +65,7 @@ bodies!(
     pidfd_polls_readable_on_exit_and_signals_only_its_process,
     spawn_with_a_pidfd_returns_the_childs_pidfd,
     ignored_sigchld_makes_the_kernel_reap_children,
+    job_waits_report_stops_and_continues_once,
 );
 
 fn tests() -> Vec<Test> {
@@ -85,6 +86,7 @@ fn tests() -> Vec<Test> {
         both!(pidfd_polls_readable_on_exit_and_signals_only_its_process),
         both!(spawn_with_a_pidfd_returns_the_childs_pidfd),
         both!(ignored_sigchld_makes_the_kernel_reap_children),
+        both!(job_waits_report_stops_and_continues_once),
     ]
 }
 
@@ -570,4 +572,104 @@ fn main() -> ExitCode {
     // SIGCHLD is expected at its default.
     testing::undo_inherited_ignores(&[Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGSEGV]);
     testing::main(tests())
+}
+
+impl Body for job_waits_report_stops_and_continues_once {
+    // Goal: a job-control peek reports a stop, then a continue, until it is
+    // taken, and a take reports it once; exit-only waits never see them; an exit is
+    // peeked (the zombie stays) and never taken (a take gives ECHILD for a zombie);
+    // by pid and by pidfd alike. Once the
+    // child is reaped both calls give ECHILD; "any child" and pids below one are
+    // refused (EINVAL), and an fd that is no pidfd is "bad" (EBADF, as for waitid's
+    // P_PIDFD with exits).
+    fn run<K: Kernel>(&self, k: &K) {
+        let mut held = Cleanup::new(k);
+        let child = held.spawned(k.spawn(&reading_child(3)).expect("spawn"));
+        let (pid, stdin) = (child.pid, child.stdin.expect("a stdin pipe"));
+        let pidfd = held.fd(k.pidfd_open(pid).expect("this machine's Linux has pidfds"));
+        for target in [WaitTarget::Pid(pid), WaitTarget::Pidfd(pidfd)] {
+            assert_eq!(
+                k.wait_job_peek(target, WaitMode::NoHang),
+                Ok(JobStatus::StillAlive)
+            );
+            assert_eq!(k.take_job(target), Ok(JobStatus::StillAlive));
+            for (signal, change) in [
+                (Signal::SIGSTOP, JobStatus::Stopped(pid, Signal::SIGSTOP)),
+                (Signal::SIGCONT, JobStatus::Continued(pid)),
+            ] {
+                assert_eq!(k.kill(pid, Some(signal)), Ok(()));
+                assert_eq!(
+                    k.wait_job_peek(target, WaitMode::Block),
+                    Ok(change),
+                    "{target:?}"
+                );
+                assert_eq!(
+                    k.wait_job_peek(target, WaitMode::NoHang),
+                    Ok(change),
+                    "a peek takes nothing"
+                );
+                assert_eq!(
+                    k.wait_pid(pid, WaitMode::NoHang),
+                    Ok(WaitStatus::StillAlive),
+                    "an exit-only wait does not see it"
+                );
+                assert_eq!(k.take_job(target), Ok(change));
+                assert_eq!(k.take_job(target), Ok(JobStatus::StillAlive), "taken once");
+                assert_eq!(
+                    k.wait_job_peek(target, WaitMode::NoHang),
+                    Ok(JobStatus::StillAlive)
+                );
+            }
+        }
+
+        assert_eq!(held.close(stdin), Ok(()));
+        let exited = k.wait_job_peek(WaitTarget::Pid(pid), WaitMode::Block);
+        let Ok(JobStatus::Terminated(exited_pid, status)) = exited else {
+            panic!("wait_job_peek(Pid({pid}), Block) gave {exited:?}");
+        };
+        assert_eq!((exited_pid, status.returncode()), (pid, 3));
+        assert_eq!(
+            k.wait_job_peek(WaitTarget::Pidfd(pidfd), WaitMode::NoHang),
+            Ok(JobStatus::Terminated(pid, status))
+        );
+        assert_eq!(
+            k.take_job(WaitTarget::Pid(pid)),
+            Err(Errno::ECHILD),
+            "a zombie is no candidate for a wait without WEXITED"
+        );
+        assert_eq!(k.kill(pid, None), Ok(()), "still a zombie");
+        assert_eq!(reap_status(k, pid).returncode(), 3);
+        for target in [WaitTarget::Pid(pid), WaitTarget::Pidfd(pidfd)] {
+            assert_eq!(
+                k.wait_job_peek(target, WaitMode::NoHang),
+                Err(Errno::ECHILD)
+            );
+            assert_eq!(k.take_job(target), Err(Errno::ECHILD));
+        }
+
+        let (read, write) = held.pipe();
+        for (target, errno) in [
+            (WaitTarget::Any, Errno::EINVAL),
+            (WaitTarget::Pid(Pid(0)), Errno::EINVAL),
+            (WaitTarget::Pid(Pid(-1)), Errno::EINVAL),
+            (WaitTarget::Pidfd(NEVER_OPEN), Errno::EBADF),
+            (WaitTarget::Pidfd(read), Errno::EBADF),
+        ] {
+            assert_eq!(
+                k.wait_job_peek(target, WaitMode::NoHang),
+                Err(errno),
+                "{target:?}"
+            );
+            assert_eq!(k.take_job(target), Err(errno), "{target:?}");
+        }
+        // So do the exit-only waits by pidfd.
+        assert_eq!(k.wait_pidfd(read, WaitMode::NoHang), Err(Errno::EBADF));
+        assert_eq!(
+            k.wait_peek(WaitTarget::Pidfd(read), WaitMode::NoHang),
+            Err(Errno::EBADF)
+        );
+        for fd in [pidfd, read, write] {
+            assert_eq!(held.close(fd), Ok(()));
+        }
+    }
 }

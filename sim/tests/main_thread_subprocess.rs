@@ -273,6 +273,47 @@ impl Body for NonStealingWatchersLeaveForeignChild {
     }
 }
 
+/// Goal: job events do not depend on the watcher: under the SIGCHLD watchers
+/// (whose handler runs a pass for each stop and continue, and finds no exit) a
+/// child's stop, continue and stop are reported in order, and its exit still reaches
+/// `wait` through the watcher.
+struct JobEventsUnderEachWatcher;
+
+impl Body for JobEventsUnderEachWatcher {
+    fn run<K: Kernel>(&self, k: &K) {
+        use loopwatch::kernel::Signal;
+        use loopwatch::subprocess::JobEvent;
+        let seconds = if sim(k).is_some() { "100000" } else { "60" };
+        for kind in [Kind::Safe, Kind::Fast, Kind::MultiLoop] {
+            let event_loop = install(k, kind.make(k)).unwrap();
+            let lp = event_loop.clone();
+            let (events, code) = event_loop
+                .run_until_complete(async move {
+                    let process =
+                        lp.subprocess_exec(&SpawnRequest::new("/bin/sleep", [seconds]))?;
+                    let signals = [
+                        Signal::SIGSTOP,
+                        Signal::SIGCONT,
+                        Signal::SIGSTOP,
+                        Signal::SIGKILL,
+                    ];
+                    let events = testing::job_events_after(&process, &signals).await?;
+                    Ok::<_, loopwatch::Error>((events, process.wait().await))
+                })
+                .unwrap()
+                .unwrap();
+            let stopped = Some(JobEvent::Stopped(Signal::SIGSTOP));
+            assert_eq!(
+                events,
+                [stopped, Some(JobEvent::Continued), stopped, None],
+                "{kind:?}"
+            );
+            assert_eq!(code, -9, "{kind:?}");
+            uninstall(k, event_loop).unwrap();
+        }
+    }
+}
+
 /// Goal: a program that does not exist is the Os(ENOENT) kind, with no zombie and no
 /// fd left, its pipes included (the leak check).
 struct SubprocessSpawnErrorsLeaveNothing;
@@ -381,6 +422,7 @@ fn main() -> ExitCode {
             )
             .check_leaks(),
         ),
+        Test::both("job_events_under_each_watcher", JobEventsUnderEachWatcher).check_leaks(),
         Test::both(
             "subprocess_spawn_errors_leave_nothing",
             SubprocessSpawnErrorsLeaveNothing,

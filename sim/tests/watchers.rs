@@ -2235,6 +2235,68 @@ impl Body for AutoReplacesAndRemoves {
     }
 }
 
+/// Goal: `Process::job_events` reports a child's stops and continues once each,
+/// in order: a stop of its own, perhaps before the stream was asked for, then stops
+/// and a continue sent by the parent; the stream ends when the child exits, and the
+/// exit still reaches `wait`. A second stream for the same child is refused, and a stream
+/// asked for once the child was reaped has ended.
+struct JobEventsReport(Kind);
+
+impl Body for JobEventsReport {
+    fn run<K: Kernel>(&self, k: &K) {
+        use loopwatch::subprocess::JobEvent;
+        let watcher = self.0.make(k);
+        loopwatch::policy::set_child_watcher(k, Some(watcher)).unwrap();
+        let event_loop = EventLoop::with_kernel(k.clone()).unwrap();
+        let lp = event_loop.clone();
+        let seconds = if os(k).is_some() { "60" } else { "100000" };
+        let outcome = event_loop
+            .run_until_complete(async move {
+                let stops_itself = SpawnRequest::new("/bin/sh", ["-c", "kill -STOP $$"]);
+                let process = lp.subprocess_exec(&stops_itself)?;
+                let mut jobs = process.job_events()?;
+                let again = process.job_events().map(drop).map_err(|e| e.kind());
+                let mut events = vec![jobs.next_event().await];
+                // Not a SIGCONT: the shell would exit at once, and a continue followed
+                // by the exit before the observer looks is reported as the exit alone.
+                process.send_signal(Signal::SIGKILL)?;
+                events.push(jobs.next_event().await);
+                let first = process.wait().await;
+
+                let process = lp.subprocess_exec(&SpawnRequest::new("/bin/sleep", [seconds]))?;
+                let signals = [
+                    Signal::SIGSTOP,
+                    Signal::SIGCONT,
+                    Signal::SIGSTOP,
+                    Signal::SIGKILL,
+                ];
+                events.extend(testing::job_events_after(&process, &signals).await?);
+                let second = process.wait().await;
+
+                let process = lp
+                    .subprocess_exec(&SpawnRequest::new("/bin/true", std::iter::empty::<&str>()))?;
+                let third = process.wait().await;
+                let late = process.job_events()?.next_event().await;
+                Ok::<_, loopwatch::Error>((events, again, [first, second, third], late))
+            })
+            .unwrap()
+            .unwrap();
+        let (events, again, codes, late) = outcome;
+        let stopped = Some(JobEvent::Stopped(Signal::SIGSTOP));
+        let continued = Some(JobEvent::Continued);
+        assert_eq!(
+            events,
+            [stopped, None, stopped, continued, stopped, None],
+            "stops and continues, in order, then the end"
+        );
+        assert_eq!(again, Err(ErrorKind::RuntimeError), "one stream per child");
+        assert_eq!(codes, [-9, -9, 0]);
+        assert_eq!(late, None, "a reaped child's stream has ended");
+        event_loop.close().unwrap();
+        loopwatch::policy::set_child_watcher(k, None).unwrap();
+    }
+}
+
 /// Goal: children whose loop is closed while they run are not left as
 /// zombies under Auto. One that exited before its loop closed (its report never ran)
 /// is reaped when the loop's readers go; one still running then is queued, and reaped
@@ -2448,6 +2510,22 @@ fn reused_pid_not_signalled(k: &SimKernel, watcher: Arc<dyn ChildWatcher<SimKern
     drop(process);
     loopwatch::policy::set_child_watcher(k, None).unwrap();
     event_loop.close().unwrap();
+}
+
+/// The report of `job_events_by_pid_without_pidfds`: pidfds were refused, and the
+/// observer waited by pid.
+fn job_events_by_pid(report: &Report) -> Result<(), String> {
+    testing::completed(report)?;
+    if report.mark("pidfd_enosys") == 0 {
+        return Err("pidfd was used".to_string());
+    }
+    let by_pid = report.trace.lines().iter().any(|line| {
+        line.contains("waitid(") && line.contains("WSTOPPED") && !line.contains("pidfd")
+    });
+    if !by_pid {
+        return Err("no job-control wait by pid".to_string());
+    }
+    Ok(())
 }
 
 /// The report of [`reused_pid_not_signalled`]: pidfds were refused and a pid reused.
@@ -2676,6 +2754,17 @@ fn main() -> ExitCode {
             SigchldIgnoredIsReported(Kind::AutoWaiter),
         ),
         Test::new("auto_needs_a_rung", auto_needs_a_rung),
+        pidfd(both("auto_job_events", JobEventsReport(Kind::Auto))),
+        both("auto_waiter_job_events", JobEventsReport(Kind::AutoWaiter)),
+        pidfd(both("pidfd_job_events", JobEventsReport(Kind::Pidfd))),
+        both("threaded_job_events", JobEventsReport(Kind::Threaded)),
+        Test::sim("job_events_by_pid_without_pidfds", |k: &SimKernel| {
+            JobEventsReport(Kind::Auto).run(k)
+        })
+        .seeds(SEEDS)
+        .simulation(without_pidfd_reusing_pids)
+        .check_report(job_events_by_pid)
+        .check_leaks(),
         pidfd(both("auto_reaps_orphans", AutoReapsOrphans)),
         both(
             "threaded_sigchld_ignored_later_is_explained",

@@ -37,8 +37,8 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 pub use types::{
-    Disposition, Errno, Event, ExitStatus, Fd, Interest, Pid, Signal, SpawnRequest, Spawned, Stdio,
-    ThreadId, Token, WaitMode, WaitStatus, WaitTarget,
+    Disposition, Errno, Event, ExitStatus, Fd, Interest, JobStatus, Pid, Signal, SpawnRequest,
+    Spawned, Stdio, ThreadId, Token, WaitMode, WaitStatus, WaitTarget,
 };
 
 pub use locals::ProcessLocals;
@@ -145,9 +145,24 @@ pub trait Processes {
 
     /// `waitid(P_PIDFD, pidfd, WEXITED | WNOHANG or 0)` (Linux 5.4): reaps exactly the
     /// process the pidfd refers to, in one call. `ECHILD` once that process was reaped
-    /// by anyone, even if its pid names another child by then; `EINVAL` for an fd that
-    /// is not a pidfd, and on a kernel without `P_PIDFD` (5.3).
+    /// by anyone, even if its pid names another child by then; `EBADF` for an fd that
+    /// is not a pidfd; `EINVAL` on a kernel without `P_PIDFD` (5.3).
     fn wait_pidfd(&self, pidfd: Fd, mode: WaitMode) -> Result<WaitStatus, Errno>;
+
+    /// `waitid(target, WEXITED | WSTOPPED | WCONTINUED | WNOWAIT [| WNOHANG])`: the
+    /// target's next change (a stop, a continue or its exit) without consuming it.
+    /// [`WaitTarget::Any`] is not allowed (`EINVAL`): job control is asked of one
+    /// child, as are pids below one. `ECHILD` once the child was reaped; for
+    /// [`WaitTarget::Pidfd`], `EBADF` for an fd that is not a pidfd and `EINVAL` on a
+    /// kernel without `P_PIDFD`.
+    fn wait_job_peek(&self, target: WaitTarget, mode: WaitMode) -> Result<JobStatus, Errno>;
+
+    /// `waitid(target, WSTOPPED | WCONTINUED | WNOHANG)`: takes the target's pending
+    /// stop or continue report, which is then reported to no later wait
+    /// ([`JobStatus::StillAlive`] when there is nothing to take). A continue replaces a
+    /// stop that was not taken. Never an exit: a zombie gives `ECHILD`, as a child
+    /// that was reaped does. Other errors as [`Processes::wait_job_peek`].
+    fn take_job(&self, target: WaitTarget) -> Result<JobStatus, Errno>;
 
     /// `kill(pid, sig)`; `None` only checks that the pid exists. `ESRCH` when no such
     /// process (or zombie) exists.

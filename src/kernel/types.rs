@@ -252,6 +252,21 @@ pub enum WaitStatus {
     Terminated(Pid, ExitStatus),
 }
 
+/// What a job-control wait found: a child's stop, its continue, or its exit
+/// (`waitid` with `WSTOPPED | WCONTINUED`, see [`Processes::wait_job_peek`](crate::kernel::Processes::wait_job_peek)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    /// `WNOHANG` was given and the child has nothing to report.
+    StillAlive,
+    /// The child was stopped by this signal (`CLD_STOPPED`, or `CLD_TRAPPED` under a
+    /// tracer).
+    Stopped(Pid, Signal),
+    /// A stopped child was continued by `SIGCONT` (`CLD_CONTINUED`).
+    Continued(Pid),
+    /// The child terminated; a peek leaves it a zombie.
+    Terminated(Pid, ExitStatus),
+}
+
 /// Whether a wait call may block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WaitMode {

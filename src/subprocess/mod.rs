@@ -29,6 +29,7 @@
 //! The process's registration holds its loop weakly: a loop dropped without `close`
 //! is not kept alive by its children's pending exits.
 
+mod job;
 mod stream;
 
 use std::fmt;
@@ -37,6 +38,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+pub use job::{JobEvent, JobEvents, NextJobEvent};
 pub use stream::{PipeReader, PipeWriter};
 
 use crate::OsKernel;
@@ -102,6 +104,8 @@ pub struct Process<K: Kernel = OsKernel> {
     /// A pidfd for signalling, when the kernel has them. A watcher that polls pidfds
     /// shares it (through the fence); it is closed with the last of them.
     pidfd: Option<SharedPidfd<K>>,
+    /// Set once [`Process::job_events`] has started observing the child.
+    observed: AtomicBool,
     /// The child's standard input, if it is a pipe.
     pub stdin: Option<PipeWriter<K>>,
     /// The child's standard output, if it is a pipe.
@@ -255,6 +259,7 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
         exit,
         fence,
         pidfd,
+        observed: AtomicBool::new(false),
         stdin,
         stdout,
         stderr,
@@ -482,6 +487,73 @@ impl<K: Kernel> Process<K> {
         };
         drop(fence);
         signalled(sent)
+    }
+
+    /// Starts reporting the child's stops and continues (job control, spec X-8): an
+    /// opt-in, since it costs a thread blocked on the child until it exits, and it
+    /// takes each report from the kernel (a `waitpid(WUNTRACED)` elsewhere in the
+    /// process no longer sees it). See [`JobEvents`].
+    ///
+    /// A child already reaped gives a stream that has ended. A stop or continue that
+    /// happened before this call is still reported, unless a later change or the exit
+    /// replaced it (see [`JobEvents`]).
+    ///
+    /// # Errors
+    ///
+    /// `RuntimeError` if the child's job events are observed already (one stream per
+    /// child: each report is taken once); the kernel's error if the observer thread
+    /// cannot be started.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use loopwatch::kernel::{Signal, SpawnRequest};
+    /// use loopwatch::subprocess::JobEvent;
+    /// use loopwatch::watcher::AutoChildWatcher;
+    /// use loopwatch::{EventLoop, WatcherRef};
+    ///
+    /// loopwatch::set_child_watcher(Some(Arc::new(AutoChildWatcher::new()) as WatcherRef))?;
+    /// let event_loop = EventLoop::new()?;
+    /// let lp = event_loop.clone();
+    /// let (events, code) = event_loop.run_until_complete(async move {
+    ///     let process = lp.subprocess_exec(&SpawnRequest::new("/bin/sleep", ["60"]))?;
+    ///     let mut jobs = process.job_events()?;
+    ///     let mut events = Vec::new();
+    ///     for signal in [Signal::SIGSTOP, Signal::SIGCONT, Signal::SIGKILL] {
+    ///         process.send_signal(signal)?;
+    ///         events.push(jobs.next_event().await);
+    ///     }
+    ///     Ok::<_, loopwatch::Error>((events, process.wait().await))
+    /// })??;
+    /// // The stream ends with the exit, which `wait` reports.
+    /// assert_eq!(
+    ///     events,
+    ///     [Some(JobEvent::Stopped(Signal::SIGSTOP)), Some(JobEvent::Continued), None]
+    /// );
+    /// assert_eq!(code, -9);
+    /// event_loop.close()?;
+    /// loopwatch::set_child_watcher(None)?;
+    /// # Ok::<(), loopwatch::Error>(())
+    /// ```
+    pub fn job_events(&self) -> Result<JobEvents<K>> {
+        if self.observed.swap(true, Ordering::AcqRel) {
+            return Err(Error::runtime(format!(
+                "the job events of process {} are observed already",
+                self.pid.0
+            )));
+        }
+        JobEvents::start(
+            &self.kernel,
+            self.pid,
+            self.pidfd.clone(),
+            self.fence.clone(),
+        )
+        .map_err(|errno| {
+            self.observed.store(false, Ordering::Release);
+            Error::from(errno)
+        })
     }
 
     /// `send_signal(SIGTERM)`.

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use loopwatch::kernel::{
-    Disposition, Errno, ExitStatus, Fd, Pid, Signal, SpawnRequest, Spawned, Stdio, WaitMode,
-    WaitStatus, WaitTarget,
+    Disposition, Errno, ExitStatus, Fd, JobStatus, Pid, Signal, SpawnRequest, Spawned, Stdio,
+    WaitMode, WaitStatus, WaitTarget,
 };
 
 use super::{Attempt, FdEntry, FdKind, MAIN_THREAD, Model, PidReuse, Status, Tid, Wait, fd_limit};
@@ -39,9 +39,21 @@ pub(super) struct Proc {
     pub(super) parent: Tid,
     /// Stopped by a stop signal, until SIGCONT.
     pub(super) stopped: bool,
+    /// The stop or continue not yet taken by a job-control wait (`WSTOPPED`,
+    /// `WCONTINUED`): each is reported once, and a continue replaces a stop.
+    pub(super) job: Option<Job>,
     /// Signals sent to it that it has not acted on yet: it does when it next runs
     /// (a stopped child does not run until continued).
     pub(super) signals: BTreeSet<i32>,
+}
+
+/// A child's job-control change, waiting for a `WSTOPPED | WCONTINUED` wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Job {
+    /// Stopped by this signal.
+    Stopped(i32),
+    /// Continued by SIGCONT.
+    Continued,
 }
 
 impl Proc {
@@ -237,6 +249,7 @@ impl Model {
                 stamp: 0,
                 parent: tid,
                 stopped: false,
+                job: None,
                 signals: BTreeSet::new(),
             },
         );
@@ -278,6 +291,8 @@ impl Model {
             return;
         }
         proc.state = ProcState::Zombie(status);
+        // A zombie has no stop or continue left to report.
+        proc.job = None;
         self.stamps += 1;
         proc.stamp = self.stamps;
         let serial = proc.serial();
@@ -403,14 +418,6 @@ impl Model {
             ("waitid", ", WNOWAIT")
         };
         let found = match target {
-            WaitTarget::Pid(pid) if pid.0 <= 0 => Err(Errno::EINVAL),
-            WaitTarget::Pid(pid) => match self.procs.get(&pid) {
-                None => Err(Errno::ECHILD),
-                Some(proc) => Ok(match proc.state {
-                    ProcState::Zombie(status) => Some((pid, status)),
-                    ProcState::Running => None,
-                }),
-            },
             WaitTarget::Any => {
                 if self.has_children() {
                     Ok(self.oldest_zombie())
@@ -418,18 +425,13 @@ impl Model {
                     Err(Errno::ECHILD)
                 }
             }
-            WaitTarget::Pidfd(fd) => match self.fds.get(&fd.0).map(|e| e.kind) {
-                Some(FdKind::PidFd { pid, seq }) => match self.procs.get(&pid) {
-                    Some(proc) if proc.seq == seq => Ok(match proc.state {
+            WaitTarget::Pid(_) | WaitTarget::Pidfd(_) => {
+                self.one_child(target)
+                    .map(|pid| match self.procs[&pid].state {
                         ProcState::Zombie(status) => Some((pid, status)),
                         ProcState::Running => None,
-                    }),
-                    // That process was reaped; its pid may be another's now.
-                    _ => Err(Errno::ECHILD),
-                },
-                Some(_) => Err(Errno::EINVAL),
-                None => Err(Errno::EBADF),
-            },
+                    })
+            }
         };
         let result = match found {
             Err(e) => Err(e),
@@ -458,6 +460,84 @@ impl Model {
         Attempt::Done(result)
     }
 
+    /// The child a wait on one child names: `EINVAL` for a pid ≤ 0 (or
+    /// [`WaitTarget::Any`]), `ECHILD` for a pid that is no child, or a pidfd whose
+    /// process was reaped (its pid may be another's now), `EBADF` for an fd that is
+    /// not open or not a pidfd.
+    fn one_child(&self, target: WaitTarget) -> Result<Pid, Errno> {
+        match target {
+            WaitTarget::Pid(pid) if pid.0 <= 0 => Err(Errno::EINVAL),
+            WaitTarget::Pid(pid) if self.procs.contains_key(&pid) => Ok(pid),
+            WaitTarget::Pid(_) => Err(Errno::ECHILD),
+            WaitTarget::Any => Err(Errno::EINVAL),
+            WaitTarget::Pidfd(fd) => match self.fds.get(&fd.0).map(|e| e.kind) {
+                Some(FdKind::PidFd { pid, seq }) => match self.procs.get(&pid) {
+                    Some(proc) if proc.seq == seq => Ok(pid),
+                    _ => Err(Errno::ECHILD),
+                },
+                // Linux's pidfd_get_pid: any fd that is no pidfd is "bad".
+                Some(_) | None => Err(Errno::EBADF),
+            },
+        }
+    }
+
+    /// A job-control wait on one child: with `take`, `waitid(WSTOPPED | WCONTINUED |
+    /// WNOHANG)`, which takes the pending stop or continue (`ECHILD` for a zombie);
+    /// without, `waitid(WEXITED |
+    /// WSTOPPED | WCONTINUED | WNOWAIT)`, which reports the exit, or else the pending
+    /// change, and consumes nothing (and blocks for one unless `NoHang`).
+    pub(crate) fn wait_job(
+        &mut self,
+        tid: Tid,
+        target: WaitTarget,
+        mode: WaitMode,
+        take: bool,
+    ) -> Attempt<Result<JobStatus, Errno>> {
+        let report = |pid: Pid, job: Job| match job {
+            Job::Stopped(signal) => JobStatus::Stopped(pid, Signal(signal)),
+            Job::Continued => JobStatus::Continued(pid),
+        };
+        let result = match self.one_child(target) {
+            Err(e) => Err(e),
+            // Linux: a zombie is no candidate for a wait without WEXITED.
+            Ok(pid) if take && matches!(self.procs[&pid].state, ProcState::Zombie(_)) => {
+                Err(Errno::ECHILD)
+            }
+            Ok(pid) if take => {
+                let job = self.procs.get_mut(&pid).and_then(|p| p.job.take());
+                if job.is_some() {
+                    self.changed = true;
+                }
+                Ok(job.map_or(JobStatus::StillAlive, |job| report(pid, job)))
+            }
+            Ok(pid) => {
+                let proc = &self.procs[&pid];
+                match (&proc.state, proc.job) {
+                    (ProcState::Zombie(status), _) => Ok(JobStatus::Terminated(pid, *status)),
+                    (ProcState::Running, Some(job)) => Ok(report(pid, job)),
+                    (ProcState::Running, None) if mode == WaitMode::NoHang => {
+                        Ok(JobStatus::StillAlive)
+                    }
+                    (ProcState::Running, None) => {
+                        return self.block_or_interrupt(tid, Wait::forever(), || Err(Errno::EINTR));
+                    }
+                }
+            }
+        };
+        let shown = match target {
+            WaitTarget::Pid(pid) => pid.to_string(),
+            WaitTarget::Any => "-1".to_string(),
+            WaitTarget::Pidfd(fd) => format!("pidfd {}", fd.0),
+        };
+        let flags = if take {
+            "WSTOPPED|WCONTINUED, NoHang".to_string()
+        } else {
+            format!("WEXITED|WSTOPPED|WCONTINUED, {mode:?}, WNOWAIT")
+        };
+        self.log(tid, format_args!("waitid({shown}, {flags}) = {result:?}"));
+        Attempt::Done(result)
+    }
+
     /// Whether `signal`'s default action stops a process (SIGSTOP, and the
     /// job-control stops, modelled as for a process group that is not orphaned).
     fn stops(signal: i32) -> bool {
@@ -482,6 +562,7 @@ impl Model {
         } else if signal == Signal::SIGCONT {
             proc.signals.retain(|s| !Self::stops(*s));
             if std::mem::take(&mut proc.stopped) {
+                proc.job = Some(Job::Continued);
                 self.log_event(format_args!("child {pid} continued"));
                 self.notify_parent(pid);
             }
@@ -504,6 +585,7 @@ impl Model {
             self.changed = true;
             if Self::stops(signal) {
                 proc.stopped = true;
+                proc.job = Some(Job::Stopped(signal));
                 self.log_event(format_args!("child {pid} stopped by signal {signal}"));
                 self.notify_parent(pid);
             } else {
@@ -513,8 +595,8 @@ impl Model {
     }
 
     /// A child stopped or continued: SIGCHLD for its parent, as Linux sends without
-    /// `SA_NOCLDSTOP` (which neither loopwatch nor CPython sets). No wait reports it:
-    /// the seam has no `WUNTRACED`.
+    /// `SA_NOCLDSTOP` (which neither loopwatch nor CPython sets). Only a job-control
+    /// wait ([`Model::wait_job`]) reports the change itself.
     fn notify_parent(&mut self, pid: Pid) {
         let parent = self.parent_thread(pid);
         self.raise_process(Signal::SIGCHLD, parent);

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use loopwatch::OsKernel;
 use loopwatch::kernel::Signals as _;
 use loopwatch::kernel::{
     Disposition, Errno, ExitStatus, Fd, Kernel, Pid, Signal, SpawnRequest, Spawned, WaitMode,
     WaitStatus,
 };
+use loopwatch::{JobEvent, OsKernel, Process};
 
 use crate::SimKernel;
 
@@ -25,6 +25,26 @@ use crate::SimKernel;
 /// ```
 pub fn sh(script: &str) -> SpawnRequest {
     SpawnRequest::new("/bin/sh", ["-c", script])
+}
+
+/// Sends each of `signals` to `process` in turn and waits for the job event that
+/// follows it (`None` once the child has exited): what a child's stops and continues
+/// look like from the loop (spec X-8).
+///
+/// # Errors
+///
+/// The first error of [`Process::job_events`] or [`Process::send_signal`].
+pub async fn job_events_after<K: Kernel>(
+    process: &Process<K>,
+    signals: &[Signal],
+) -> loopwatch::Result<Vec<Option<JobEvent>>> {
+    let mut jobs = process.job_events()?;
+    let mut events = Vec::new();
+    for &signal in signals {
+        process.send_signal(signal)?;
+        events.push(jobs.next_event().await);
+    }
+    Ok(events)
 }
 
 /// Spawns `/bin/sh -c script` on `kernel` and returns its pid; panics, naming the

@@ -103,8 +103,8 @@ mod sweep;
 pub use capture::{Capture, Logged};
 pub use harness::{Harness, Test, main};
 pub use helpers::{
-    Cleanup, Log, drain, fd_count, note, pidfd_unavailable, read_to_end, reap, reap_status, sh,
-    spawn_sh, undo_inherited_ignores, wait_until, write_all, yield_now,
+    Cleanup, Log, drain, fd_count, job_events_after, note, pidfd_unavailable, read_to_end, reap,
+    reap_status, sh, spawn_sh, undo_inherited_ignores, wait_until, write_all, yield_now,
 };
 pub use leaks::{LeakAccount, Resources};
 pub use sweep::{

@@ -11,8 +11,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use super::signal::empty_action;
 use super::{OsKernel, check, errno_of, last_errno, with_fd};
 use crate::kernel::{
-    Errno, ExitStatus, Fd, Pid, Processes, Signal, SpawnRequest, Spawned, Stdio, WaitMode,
-    WaitStatus, WaitTarget,
+    Errno, ExitStatus, Fd, JobStatus, Pid, Processes, Signal, SpawnRequest, Spawned, Stdio,
+    WaitMode, WaitStatus, WaitTarget,
 };
 
 /// `waitid`'s id type for a pidfd (Linux's uapi `P_PIDFD`, since 5.4), which the
@@ -40,11 +40,27 @@ fn waitpid(pid: libc::pid_t, mode: WaitMode) -> Result<WaitStatus, Errno> {
     }
 }
 
-/// `waitid(idtype, id, flags)`, its siginfo read back as a [`WaitStatus`].
+/// `waitid(idtype, id, flags)`, its siginfo read back as a [`WaitStatus`]: for flags
+/// that ask only for exits.
+fn waitid(idtype: libc::idtype_t, id: libc::id_t, flags: libc::c_int) -> Result<WaitStatus, Errno> {
+    Ok(match waitid_job(idtype, id, flags)? {
+        JobStatus::Terminated(pid, status) => WaitStatus::Terminated(pid, status),
+        // Without WSTOPPED or WCONTINUED in `flags` the kernel reports neither.
+        JobStatus::StillAlive | JobStatus::Stopped(..) | JobStatus::Continued(_) => {
+            WaitStatus::StillAlive
+        }
+    })
+}
+
+/// `waitid(idtype, id, flags)`, its siginfo read back as a [`JobStatus`].
 ///
 /// libc, not nix: nix's `waitid` fails with EINVAL for a child killed by a realtime
 /// signal, which its `Signal` cannot name, where this reports the number.
-fn waitid(idtype: libc::idtype_t, id: libc::id_t, flags: libc::c_int) -> Result<WaitStatus, Errno> {
+fn waitid_job(
+    idtype: libc::idtype_t,
+    id: libc::id_t,
+    flags: libc::c_int,
+) -> Result<JobStatus, Errno> {
     // SAFETY: siginfo_t is plain data; all-zero is a valid value to be filled in.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: `info` is a valid, writable siginfo_t.
@@ -52,15 +68,31 @@ fn waitid(idtype: libc::idtype_t, id: libc::id_t, flags: libc::c_int) -> Result<
     // SAFETY: waitid filled in a SIGCHLD siginfo (or left it zeroed for WNOHANG).
     let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
     if pid == 0 {
-        return Ok(WaitStatus::StillAlive);
+        return Ok(JobStatus::StillAlive);
     }
-    let raw = match info.si_code {
-        libc::CLD_EXITED => ExitStatus::from_exit_code(status as u8),
-        libc::CLD_KILLED => ExitStatus::from_signal(Signal(status), false),
-        libc::CLD_DUMPED => ExitStatus::from_signal(Signal(status), true),
-        _ => ExitStatus(status),
-    };
-    Ok(WaitStatus::Terminated(Pid(pid), raw))
+    let pid = Pid(pid);
+    Ok(match info.si_code {
+        libc::CLD_EXITED => JobStatus::Terminated(pid, ExitStatus::from_exit_code(status as u8)),
+        libc::CLD_KILLED => {
+            JobStatus::Terminated(pid, ExitStatus::from_signal(Signal(status), false))
+        }
+        libc::CLD_DUMPED => {
+            JobStatus::Terminated(pid, ExitStatus::from_signal(Signal(status), true))
+        }
+        libc::CLD_STOPPED | libc::CLD_TRAPPED => JobStatus::Stopped(pid, Signal(status)),
+        libc::CLD_CONTINUED => JobStatus::Continued(pid),
+        _ => JobStatus::Terminated(pid, ExitStatus(status)),
+    })
+}
+
+/// `waitid`'s id type and id for a job-control wait on one child.
+fn job_target(target: WaitTarget) -> Result<(libc::idtype_t, libc::id_t), Errno> {
+    match target {
+        WaitTarget::Pid(pid) if pid.0 > 0 => Ok((libc::P_PID, pid.0 as libc::id_t)),
+        WaitTarget::Pidfd(fd) if fd.0 >= 0 => Ok((P_PIDFD, fd.0 as libc::id_t)),
+        WaitTarget::Pidfd(_) => Err(Errno::EBADF),
+        WaitTarget::Pid(_) | WaitTarget::Any => Err(Errno::EINVAL),
+    }
 }
 
 /// A duplicate of `fd` (close-on-exec) for std to place on a child's stream.
@@ -176,6 +208,21 @@ impl Processes for OsKernel {
             P_PIDFD,
             pidfd.0 as libc::id_t,
             libc::WEXITED | wait_flags(mode),
+        )
+    }
+
+    fn wait_job_peek(&self, target: WaitTarget, mode: WaitMode) -> Result<JobStatus, Errno> {
+        let (idtype, id) = job_target(target)?;
+        let flags = libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOWAIT;
+        waitid_job(idtype, id, flags | wait_flags(mode))
+    }
+
+    fn take_job(&self, target: WaitTarget) -> Result<JobStatus, Errno> {
+        let (idtype, id) = job_target(target)?;
+        waitid_job(
+            idtype,
+            id,
+            libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG,
         )
     }
 
