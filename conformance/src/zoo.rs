@@ -432,6 +432,52 @@ pub fn mutant_watcher(mutant: Mutant) -> WatcherName {
     }
 }
 
+/// Whether `watcher` runs the code `mutant` changes, so that the mutant can be hunted
+/// inside it ([`hunt_in`]): its own watcher's code, the subprocesses' (every
+/// watcher's children are started there), the cross-thread hop of the loop (for the
+/// watchers that report from another thread), and, for Auto, the code of Pidfd and
+/// Threaded, whose watchers are its rungs.
+pub fn reaches(mutant: Mutant, watcher: WatcherName) -> bool {
+    let home = mutant_watcher(mutant);
+    let rungs: &[WatcherName] = match watcher {
+        WatcherName::Auto => &[WatcherName::Pidfd, WatcherName::Threaded],
+        _ => &[],
+    };
+    match mutant {
+        Mutant::KillAfterReap | Mutant::SpawnPidfdLate => true,
+        Mutant::ThreadsafeNoWake => matches!(
+            watcher,
+            WatcherName::Threaded | WatcherName::MultiLoop | WatcherName::Auto
+        ),
+        _ => home == watcher || rungs.contains(&home),
+    }
+}
+
+/// Hunts `watcher` with `mutant` on (which may be another watcher's, see [`reaches`]),
+/// or the real `watcher` with `None`, with every technique in `techniques`.
+pub fn hunt_in(
+    mutant: Option<Mutant>,
+    watcher: WatcherName,
+    techniques: &[Technique],
+    references: &BTreeMap<WatcherName, References>,
+    budget: Budget,
+    jobs: usize,
+) -> ZooRow {
+    let empty = References::new();
+    let references = references.get(&watcher).unwrap_or(&empty);
+    ZooRow {
+        mutant: mutant.map(|m| m.name().to_string()),
+        origin: mutant
+            .map_or("the real watcher", |m| m.origin())
+            .to_string(),
+        watcher,
+        hunted: techniques
+            .iter()
+            .map(|t| hunt_with_technique(*t, watcher, mutant, references, budget, jobs))
+            .collect(),
+    }
+}
+
 /// Runs `technique` against `watcher` (with `mutant` on, or the real watcher) until a
 /// run fails or `budget` is spent. `references` are the real OS's traces of the
 /// watcher's scenarios (for [`Technique::Scenarios`]).
@@ -567,18 +613,14 @@ pub fn hunt_mutant(
     budget: Budget,
     jobs: usize,
 ) -> ZooRow {
-    let watcher = mutant_watcher(mutant);
-    let empty = References::new();
-    let references = references.get(&watcher).unwrap_or(&empty);
-    ZooRow {
-        mutant: Some(mutant.name().to_string()),
-        origin: mutant.origin().to_string(),
-        watcher,
-        hunted: techniques
-            .iter()
-            .map(|t| hunt_with_technique(*t, watcher, Some(mutant), references, budget, jobs))
-            .collect(),
-    }
+    hunt_in(
+        Some(mutant),
+        mutant_watcher(mutant),
+        techniques,
+        references,
+        budget,
+        jobs,
+    )
 }
 
 /// Runs the real `watcher` through every technique in `techniques` within `budget`:
@@ -590,15 +632,5 @@ pub fn hunt_real(
     budget: Budget,
     jobs: usize,
 ) -> ZooRow {
-    let empty = References::new();
-    let references = references.get(&watcher).unwrap_or(&empty);
-    ZooRow {
-        mutant: None,
-        origin: "the real watcher".to_string(),
-        watcher,
-        hunted: techniques
-            .iter()
-            .map(|t| hunt_with_technique(*t, watcher, None, references, budget, jobs))
-            .collect(),
-    }
+    hunt_in(None, watcher, techniques, references, budget, jobs)
 }

@@ -99,6 +99,22 @@ fn bad_shard_and_backend_are_refused() {
 }
 
 #[test]
+fn zoo_refuses_a_mutant_its_watcher_never_runs() {
+    // Goal: `zoo --watcher W` hunts mutants inside W, and one whose code W never runs
+    // (Fast's, inside Auto) is refused before any run, with the reason.
+    refused(
+        &loopwatch(&[
+            "zoo",
+            "--watcher",
+            "auto",
+            "--mutant",
+            "fast-hangs-on-stolen",
+        ]),
+        "the auto watcher never runs the code of fast-hangs-on-stolen",
+    );
+}
+
+#[test]
 fn bad_faults_and_negative_seeds_are_refused() {
     // Goal: an unknown fault is refused with the valid ones and a suggestion; a
     // negative seed with a message that says what a seed is (not clap's advice to

@@ -272,6 +272,8 @@ pub(crate) fn regression(file: &Path) -> Result<Outcome, Error> {
 /// What `zoo` was asked.
 pub(crate) struct ZooArgs {
     pub(crate) mutants: Vec<Mutant>,
+    /// Hunt the mutants inside this watcher, and run only it for real.
+    pub(crate) watcher: Option<WatcherName>,
     pub(crate) budget: Budget,
     pub(crate) real: bool,
     pub(crate) regressions: Option<PathBuf>,
@@ -281,15 +283,40 @@ pub(crate) struct ZooArgs {
 /// `zoo`: every mutant hunted by every technique; the real watchers at ten times the
 /// budget.
 pub(crate) fn zoo(args: ZooArgs) -> Result<Outcome, Error> {
-    let mutants = if args.mutants.is_empty() {
-        Mutant::ALL.to_vec()
-    } else {
-        args.mutants.clone()
+    let mutants = match (args.mutants.is_empty(), args.watcher) {
+        (true, None) => Mutant::ALL.to_vec(),
+        (true, Some(watcher)) => Mutant::ALL
+            .into_iter()
+            .filter(|m| zoo::reaches(*m, watcher))
+            .collect(),
+        (false, _) => args.mutants.clone(),
+    };
+    if let Some(watcher) = args.watcher {
+        let elsewhere: Vec<&str> = mutants
+            .iter()
+            .filter(|m| !zoo::reaches(**m, watcher))
+            .map(|m| m.name())
+            .collect();
+        if !elsewhere.is_empty() {
+            return Err(Error::BadArgument {
+                argument: "--mutant",
+                message: format!(
+                    "the {} watcher never runs the code of {}",
+                    watcher.as_str(),
+                    elsewhere.join(", ")
+                ),
+            });
+        }
+    }
+    let home = |mutant: Mutant| args.watcher.unwrap_or_else(|| zoo::mutant_watcher(mutant));
+    let real: Vec<WatcherName> = match args.watcher {
+        Some(watcher) => vec![watcher],
+        None => WatcherName::ALL.to_vec(),
     };
     let builtin = scenario::builtin()?;
-    let mut watchers: Vec<WatcherName> = mutants.iter().map(|m| zoo::mutant_watcher(*m)).collect();
+    let mut watchers: Vec<WatcherName> = mutants.iter().map(|m| home(*m)).collect();
     if args.real {
-        watchers.extend(WatcherName::ALL);
+        watchers.extend(&real);
     }
     watchers.sort();
     watchers.dedup();
@@ -303,7 +330,14 @@ pub(crate) fn zoo(args: ZooArgs) -> Result<Outcome, Error> {
     );
     let mut ok = true;
     for mutant in mutants {
-        let row = zoo::hunt_mutant(mutant, &Technique::ALL, &references, args.budget, args.jobs);
+        let row = zoo::hunt_in(
+            Some(mutant),
+            home(mutant),
+            &Technique::ALL,
+            &references,
+            args.budget,
+            args.jobs,
+        );
         ok &= row.first().is_some();
         print_row(&row);
         print_loom(mutant);
@@ -318,7 +352,7 @@ pub(crate) fn zoo(args: ZooArgs) -> Result<Outcome, Error> {
     }
     if args.real {
         let budget = args.budget.times(10);
-        for watcher in WatcherName::ALL {
+        for watcher in real {
             let row = zoo::hunt_real(watcher, &Technique::ALL, &references, budget, args.jobs);
             ok &= row.first().is_none();
             print_row(&row);

@@ -9,7 +9,7 @@
 //! cargo loopwatch replay SCENARIO --watcher W --seed S [--faults …] [--mutant M]
 //! cargo loopwatch hunt --watcher W --case N [--mutant M] [--out DIR]
 //! cargo loopwatch regression FILE
-//! cargo loopwatch zoo [--mutant M]… [--runs N] [--seconds S] [--no-real] [--regressions DIR] [--jobs N]
+//! cargo loopwatch zoo [--mutant M]… [--watcher W] [--runs N] [--seconds S] [--no-real] [--regressions DIR] [--jobs N]
 //! ```
 //!
 //! Exit codes: 0 when everything ran and matched (known divergences and cells that
@@ -197,9 +197,15 @@ faults and seed.")]
     #[command(after_help = "\
 Exit 1 if a mutant escapes every technique, or a real watcher fails one.")]
     Zoo {
-        /// Only these mutants (repeatable; default: every one).
+        /// Only these mutants (repeatable; default: every one, or with --watcher every
+        /// one whose code that watcher runs).
         #[arg(long, value_parser = hunting::mutant, value_name = "MUTANT")]
         mutant: Vec<Mutant>,
+        /// Hunt each mutant inside this watcher instead of its own (Auto runs Pidfd's
+        /// and Threaded's code as its rungs; every watcher runs the subprocesses'), and
+        /// run only this watcher for real.
+        #[arg(long, value_enum, value_name = "WATCHER")]
+        watcher: Option<WatcherName>,
         /// Runs each technique may make per mutant.
         #[arg(long, default_value = "10000", value_parser = count, allow_negative_numbers = true)]
         runs: u64,
@@ -507,6 +513,7 @@ fn execute(command: Command) -> Result<Outcome, Error> {
         Command::Regression { file } => hunting::regression(&file),
         Command::Zoo {
             mutant,
+            watcher,
             runs,
             seconds,
             no_real,
@@ -514,6 +521,7 @@ fn execute(command: Command) -> Result<Outcome, Error> {
             jobs,
         } => hunting::zoo(hunting::ZooArgs {
             mutants: mutant,
+            watcher,
             budget: zoo::Budget {
                 runs,
                 time: std::time::Duration::from_secs(seconds),
