@@ -552,10 +552,12 @@ pub fn explore_against(
     mut emit: impl FnMut(&Verdict),
 ) -> Result<Summary, Error> {
     let watcher = sweep.watcher;
+    let seeds: Vec<u64> = sweep.shard.seeds(sweep.seeds).collect();
+    // With no seed no scenario runs: generated programs alone need no reference.
     let chosen: Vec<&Scenario> = sweep
         .scenarios
         .iter()
-        .filter(|s| s.runs_with(watcher))
+        .filter(|s| s.runs_with(watcher) && !seeds.is_empty())
         .collect();
     for scenario in &chosen {
         if !references.contains_key(&scenario.name) {
@@ -565,7 +567,6 @@ pub fn explore_against(
             });
         }
     }
-    let seeds: Vec<u64> = sweep.shard.seeds(sweep.seeds).collect();
     let lenient = sweep.faults.iter().any(|f| f.changes_traces());
     let mut summary = Summary {
         seeds: seeds.len() as u64,

@@ -99,6 +99,24 @@ fn bad_shard_and_backend_are_refused() {
 }
 
 #[test]
+fn explore_runs_generated_programs_alone() {
+    // Goal: `--seeds 0 --programs N` runs the generated programs and no scenario, so it
+    // needs no reference trace from the real OS (it used to fail asking for one).
+    let output = loopwatch(&[
+        "explore",
+        "--watcher",
+        "pidfd",
+        "--seeds",
+        "0",
+        "--programs",
+        "3",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+}
+
+#[test]
 fn zoo_refuses_a_mutant_its_watcher_never_runs() {
     // Goal: `zoo --watcher W` hunts mutants inside W, and one whose code W never runs
     // (Fast's, inside Auto) is refused before any run, with the reason.
