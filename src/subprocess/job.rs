@@ -12,7 +12,9 @@
 //! The observer waits through the process's pidfd where it has one (`P_PIDFD`, Linux
 //! 5.4), which names this child and no other. By pid it takes a report only under the
 //! child's reap fence, after checking that no watcher has reaped the child, so it
-//! never takes a report of a process that reused the pid.
+//! never takes a report of a process that reused the pid after a watcher reaped the
+//! child (a reaper outside loopwatch is outside the fence, as for
+//! [`Process::send_signal`](crate::Process::send_signal)).
 
 use std::collections::VecDeque;
 use std::fmt;
