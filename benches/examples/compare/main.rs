@@ -435,8 +435,14 @@ fn main() -> ExitCode {
     };
     println!(
         "{} rounds of {} reaps per row and K; median per-reap time over the round, \
-         divided by std spawn+wait's in the same round and K; median over the rounds.\n",
-        options.rounds, options.reps
+         divided by std spawn+wait's in the same round and K; median over the rounds{}.\n",
+        options.rounds,
+        options.reps,
+        if options.rounds >= report::INTERVAL_ROUNDS {
+            ", and in brackets its 95 % interval (order statistics of the rounds' ratios)"
+        } else {
+            ""
+        }
     );
     print!("{}", figures.table());
     for (row, reasons) in figures.failures() {

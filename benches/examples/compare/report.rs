@@ -69,6 +69,9 @@ impl fmt::Display for Row {
     }
 }
 
+/// From how many rounds the table gives a ratio's 95 % interval.
+pub(crate) const INTERVAL_ROUNDS: usize = 10;
+
 /// The per-reap medians of each row, per K and per round (nanoseconds).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Figures {
@@ -134,6 +137,11 @@ impl Figures {
     /// The median over rounds of `row`'s time at `k` divided by std's in the same
     /// round (rounds without both are left out).
     pub(crate) fn ratio(&self, row: Row, k: u64) -> Option<f64> {
+        quantile(&self.ratios(row, k)?, 0.5)
+    }
+
+    /// `row`'s ratios to std at `k`, one per round with both, sorted.
+    fn ratios(&self, row: Row, k: u64) -> Option<Vec<f64>> {
         let base = self.medians.get(&(Row::Std, k))?;
         let mut ratios: Vec<f64> = self
             .medians
@@ -145,7 +153,24 @@ impl Figures {
             })
             .collect();
         ratios.sort_by(f64::total_cmp);
-        quantile(&ratios, 0.5)
+        Some(ratios)
+    }
+
+    /// A 95 % confidence interval of the median ratio ([`Figures::ratio`]) from
+    /// [`INTERVAL_ROUNDS`] rounds on: the order statistics of ranks n/2 ∓ 0.98·√n,
+    /// which hold whatever the distribution of the rounds' ratios.
+    pub(crate) fn ratio_interval(&self, row: Row, k: u64) -> Option<(f64, f64)> {
+        let ratios = self.ratios(row, k)?;
+        let n = ratios.len();
+        if n < INTERVAL_ROUNDS {
+            return None;
+        }
+        let half = n as f64 / 2.0;
+        let spread = 0.98 * (n as f64).sqrt();
+        // Ranks from 1, clamped to the sample.
+        let low = ((half - spread).floor() as usize).clamp(1, n);
+        let high = ((half + spread).ceil() as usize).clamp(1, n);
+        Some((ratios[low - 1], ratios[high - 1]))
     }
 
     /// The table of ratios to std, one row per implementation and watcher, one column
@@ -172,7 +197,11 @@ impl Figures {
                     self.median_ns(row, k)
                         .map(|ns| format!("1 ({})", duration(ns)))
                 } else {
-                    self.ratio(row, k).map(|ratio| format!("{ratio:.2}"))
+                    self.ratio(row, k)
+                        .map(|ratio| match self.ratio_interval(row, k) {
+                            Some((low, high)) => format!("{ratio:.3} ({low:.3}–{high:.3})"),
+                            None => format!("{ratio:.2}"),
+                        })
                 };
                 // A row that failed in some rounds keeps the figures of the others.
                 let (done, all) = (self.rounds(row, k), self.rounds(Row::Std, k));
@@ -479,6 +508,29 @@ mod tests {
 | CPython 3.12.1 pidfd | 1.50 | 1.50 (1/2 rounds) |
 ";
         assert_eq!(figures().table(), expected);
+    }
+
+    #[test]
+    fn intervals_from_ten_rounds() {
+        // Goal: from ten rounds on, a ratio comes with the order statistics of ranks
+        // n/2 ∓ 0.98·√n of the rounds' ratios; with fewer, alone.
+        let mut figures = Figures::default();
+        let auto = Row::Loopwatch(Watcher::Auto);
+        for round in 0..16 {
+            figures.record(Row::Std, 0, round, 1_000_000);
+            // Ratios 1.000, 1.001 … 1.015, recorded out of order.
+            let r = (round * 7) % 16;
+            figures.record(auto, 0, round, 1_000_000 + 1_000 * r as u64);
+        }
+        assert_eq!(figures.ratio(auto, 0), Some(1.007));
+        // n = 16: ranks 8 ∓ 3.92, so 4 and 12.
+        assert_eq!(figures.ratio_interval(auto, 0), Some((1.003, 1.011)));
+        assert!(
+            figures
+                .table()
+                .contains("| loopwatch auto | 1.007 (1.003–1.011) |")
+        );
+        assert_eq!(self::figures().ratio_interval(Row::Tokio, 0), None);
     }
 
     #[test]
