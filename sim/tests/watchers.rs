@@ -2512,8 +2512,25 @@ fn reused_pid_not_signalled(k: &SimKernel, watcher: Arc<dyn ChildWatcher<SimKern
     event_loop.close().unwrap();
 }
 
-/// The report of `job_events_by_pid_without_pidfds`: pidfds were refused, and the
-/// observer waited by pid.
+/// A simulation where blocking calls return EINTR, polls wake for nothing, signals go
+/// to other threads, threads and children run late and freed pids are reused at once
+/// (every fault that leaves a child's fate alone), and, with `no_pidfd`, pidfds are
+/// refused, so the observer waits by pid. (When written, each of the 64 seeds of
+/// `job_events_under_faults` had the observer's blocking wait return EINTR.)
+fn job_event_faults(seed: u64, no_pidfd: bool) -> Simulation {
+    let plan = FaultPlan {
+        eintr: 0.3,
+        spurious_wakeup: 0.3,
+        signal_other_thread: 0.3,
+        lag: Duration::from_millis(100),
+        pidfd_enosys: no_pidfd,
+        ..FaultPlan::default()
+    };
+    reusing_pids(Simulation::new(seed).faults(plan))
+}
+
+/// The report of `job_events_by_pid_without_pidfds` (and `…_under_faults`): pidfds
+/// were refused, and the observer waited by pid.
 fn job_events_by_pid(report: &Report) -> Result<(), String> {
     testing::completed(report)?;
     if report.mark("pidfd_enosys") == 0 {
@@ -2758,6 +2775,19 @@ fn main() -> ExitCode {
         both("auto_waiter_job_events", JobEventsReport(Kind::AutoWaiter)),
         pidfd(both("pidfd_job_events", JobEventsReport(Kind::Pidfd))),
         both("threaded_job_events", JobEventsReport(Kind::Threaded)),
+        Test::sim("job_events_under_faults", |k: &SimKernel| {
+            JobEventsReport(Kind::Auto).run(k)
+        })
+        .seeds(64)
+        .simulation(|seed| job_event_faults(seed, false))
+        .check_leaks(),
+        Test::sim("job_events_by_pid_under_faults", |k: &SimKernel| {
+            JobEventsReport(Kind::Threaded).run(k)
+        })
+        .seeds(64)
+        .simulation(|seed| job_event_faults(seed, true))
+        .check_report(job_events_by_pid)
+        .check_leaks(),
         Test::sim("job_events_by_pid_without_pidfds", |k: &SimKernel| {
             JobEventsReport(Kind::Auto).run(k)
         })

@@ -519,7 +519,11 @@ impl Model {
                         Ok(JobStatus::StillAlive)
                     }
                     (ProcState::Running, None) => {
-                        return self.block_or_interrupt(tid, Wait::forever(), || Err(Errno::EINTR));
+                        match self.block_or_interrupt(tid, Wait::forever(), || Err(Errno::EINTR)) {
+                            // Traced, as every job wait that returns is.
+                            Attempt::Done(interrupted) => interrupted,
+                            block => return block,
+                        }
                     }
                 }
             }
