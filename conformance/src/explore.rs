@@ -131,6 +131,12 @@ pub enum Fault {
     /// a freed pid is handed out again at once, as on a busy machine whose pid
     /// counter wraps (may change traces)
     PidReuse,
+    /// pidfd_open fails with EINVAL, as a kernel that refuses its flags does (may
+    /// change traces; not in `all`)
+    PidfdEinval,
+    /// waitid(P_ALL, WEXITED | WNOWAIT) fails with EINVAL, so Waitid falls back to
+    /// Safe's pass (may change traces; not in `all`)
+    WaitPeekEinval,
 }
 
 /// The longest delay the [`Fault::Lag`] fault adds to a child's start or a woken
@@ -159,6 +165,11 @@ impl Fault {
         Fault::PidReuse,
     ];
 
+    /// The faults `all` leaves out: each moves one watcher to its fallback for the
+    /// whole run, which [`Fault::ALL`]'s faults do already for the pidfd rungs; they
+    /// are asked for by name.
+    pub const EXTRA: [Fault; 2] = [Fault::PidfdEinval, Fault::WaitPeekEinval];
+
     /// Its name on the command line (`eintr`, `other-thread` …).
     pub fn name(self) -> &'static str {
         match self {
@@ -174,6 +185,8 @@ impl Fault {
             Fault::ExitEarly => "exit-early",
             Fault::ForeignReap => "foreign-reap",
             Fault::PidReuse => "pid-reuse",
+            Fault::PidfdEinval => "pidfd-einval",
+            Fault::WaitPeekEinval => "wait-peek-einval",
         }
     }
 
@@ -198,14 +211,14 @@ impl Fault {
                 faults.extend(Fault::ALL);
                 continue;
             }
-            let fault = Fault::ALL
-                .into_iter()
+            let known = || Fault::ALL.into_iter().chain(Fault::EXTRA);
+            let fault = known()
                 .find(|fault| fault.name() == f)
                 .ok_or_else(|| Error::Unknown {
                     what: "fault",
                     given: f.to_string(),
                     valid: std::iter::once("all".to_string())
-                        .chain(Fault::ALL.iter().map(|f| f.name().to_string()))
+                        .chain(known().map(|f| f.name().to_string()))
                         .collect(),
                 })?;
             faults.push(fault);
@@ -245,6 +258,8 @@ pub fn simulation(seed: u64, faults: &[Fault]) -> loopwatch_sim::Simulation {
             Fault::PidReuse => {
                 simulation.config_mut().pid_reuse = loopwatch_sim::PidReuse::LastFreed
             }
+            Fault::PidfdEinval => plan.pidfd_einval = true,
+            Fault::WaitPeekEinval => plan.wait_peek_einval = true,
         }
     }
     simulation.faults(plan)
@@ -712,11 +727,25 @@ mod tests {
         // Goal: the names `--faults` takes are those clap offers, and every fault
         // of the list parses back to itself.
         use clap::ValueEnum as _;
-        for fault in Fault::ALL {
+        for fault in Fault::ALL.into_iter().chain(Fault::EXTRA) {
             let value = fault.to_possible_value().unwrap();
             assert_eq!(value.get_name(), fault.name());
             assert_eq!(Fault::parse_list(fault.name()).unwrap(), [fault]);
         }
-        assert_eq!(Fault::value_variants().len(), Fault::ALL.len());
+        assert_eq!(
+            Fault::value_variants().len(),
+            Fault::ALL.len() + Fault::EXTRA.len()
+        );
+    }
+
+    #[test]
+    fn all_leaves_out_the_extra_faults() {
+        // Goal: `all` is every fault but the ones asked for by name, which it can be
+        // given beside.
+        assert_eq!(Fault::parse_list("all").unwrap(), Fault::ALL);
+        let with = Fault::parse_list("all,wait-peek-einval").unwrap();
+        assert_eq!(with.len(), Fault::ALL.len() + 1);
+        assert!(with.contains(&Fault::WaitPeekEinval));
+        assert!(!with.contains(&Fault::PidfdEinval));
     }
 }

@@ -24,7 +24,7 @@ pub(crate) enum FaultArg {
 }
 
 /// Every value `--faults` takes, `all` first.
-const FAULT_ARGS: [FaultArg; 13] = [
+const FAULT_ARGS: [FaultArg; 15] = [
     FaultArg::All,
     FaultArg::One(Fault::Eintr),
     FaultArg::One(Fault::Spurious),
@@ -38,6 +38,8 @@ const FAULT_ARGS: [FaultArg; 13] = [
     FaultArg::One(Fault::ExitEarly),
     FaultArg::One(Fault::ForeignReap),
     FaultArg::One(Fault::PidReuse),
+    FaultArg::One(Fault::PidfdEinval),
+    FaultArg::One(Fault::WaitPeekEinval),
 ];
 
 impl clap::ValueEnum for FaultArg {
@@ -47,13 +49,16 @@ impl clap::ValueEnum for FaultArg {
 
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         match self {
-            FaultArg::All => Some(clap::builder::PossibleValue::new("all").help("every fault")),
+            FaultArg::All => Some(
+                clap::builder::PossibleValue::new("all")
+                    .help("every fault but pidfd-einval and wait-peek-einval"),
+            ),
             FaultArg::One(fault) => clap::ValueEnum::to_possible_value(fault),
         }
     }
 }
 
-/// The faults `args` name, each once, in [`Fault::ALL`]'s order.
+/// The faults `args` name, each once, in the order of [`Fault`]'s variants.
 pub(crate) fn faults(args: &[FaultArg]) -> Vec<Fault> {
     let mut faults: Vec<Fault> = args
         .iter()
