@@ -35,6 +35,12 @@ pub struct FaultPlan {
     /// Probability, per SIGCHLD delivery, that foreign code reaps one zombie child
     /// between the signal and the watcher's wait.
     pub foreign_reap_on_sigchld: f64,
+    /// Probability, per child exit, that foreign code (another library's thread
+    /// blocked in `waitpid(-1)`) reaps the zombie at once, before anything of the
+    /// process can wait for it. Unlike [`FaultPlan::foreign_reap_on_sigchld`] it needs
+    /// no SIGCHLD delivery, so it reaches the watchers that leave SIGCHLD alone
+    /// (Threaded, Pidfd, Auto).
+    pub foreign_reap_on_exit: f64,
     /// Probability that a process-directed signal is taken by another thread that
     /// does not block it, rather than by the one Linux tries first (the thread that
     /// spawned the exiting child, the main thread for `kill()`). Legal: Linux passes

@@ -80,8 +80,9 @@ pub enum Reaper {
     Thread(String),
     /// SIGCHLD was `SIG_IGN`: the kernel reaped it as it exited.
     Ignored,
-    /// The [`FaultPlan::foreign_reap_on_sigchld`](crate::FaultPlan) fault: foreign code
-    /// reaped it between a SIGCHLD and the watcher's wait.
+    /// The [`FaultPlan::foreign_reap_on_sigchld`](crate::FaultPlan) fault (foreign code
+    /// reaped it between a SIGCHLD and the watcher's wait) or
+    /// [`FaultPlan::foreign_reap_on_exit`](crate::FaultPlan) (as it exited).
     ForeignFault,
     /// A foreign SIGCHLD handler ([`ForeignHandler::ReapAll`](crate::ForeignHandler))
     /// reaped it, running in the simulated thread of this name.

@@ -104,6 +104,28 @@ fn zombie_reaped_between_sigchld_and_wait() {
 }
 
 #[test]
+fn zombie_reaped_as_it_exits_without_sigchld() {
+    // Goal: with the fault on, foreign code reaps a child as it exits, also when
+    // SIGCHLD is left at its default (no delivery, as under Threaded, Pidfd and Auto):
+    // our own wait finds ECHILD, and a pidfd of the child reports it gone.
+    let plan = FaultPlan {
+        foreign_reap_on_exit: 1.0,
+        ..FaultPlan::none()
+    };
+    let report = Simulation::new(4).faults(plan).run(|k| {
+        let child = k.spawn(&sh("exit 3")).unwrap();
+        let pidfd = k.pidfd_open(child.pid).unwrap();
+        k.sleep(Duration::from_millis(1));
+        assert_eq!(k.wait_pidfd(pidfd, WaitMode::NoHang), Err(Errno::ECHILD));
+        assert_eq!(k.wait_pid(child.pid, WaitMode::NoHang), Err(Errno::ECHILD));
+        k.close(pidfd).unwrap();
+    });
+    report.assert_completed("zombie_reaped_as_it_exits_without_sigchld");
+    assert_eq!(report.mark("foreign_reap_on_exit"), 1);
+    assert_eq!(report.mark("foreign_reap"), 0, "no SIGCHLD was delivered");
+}
+
+#[test]
 fn foreign_reaper_sometimes_steals() {
     // Goal: a waitpid(-1) reaper and a library waiting for its own child race; over
     // seeds both orders happen: the library reaps its child, or finds ECHILD because

@@ -319,6 +319,12 @@ impl Model {
         } else {
             let parent = self.parent_thread(pid);
             self.raise_process(Signal::SIGCHLD, parent);
+            let p = self.config.faults.foreign_reap_on_exit;
+            if p > 0.0 && self.rng.chance(p) {
+                self.reap(pid, Reaper::ForeignFault);
+                self.mark("foreign_reap_on_exit");
+                self.log_event(format_args!("foreign code reaps {pid} as it exits"));
+            }
         }
     }
 

@@ -24,7 +24,7 @@ pub(crate) enum FaultArg {
 }
 
 /// Every value `--faults` takes, `all` first.
-const FAULT_ARGS: [FaultArg; 15] = [
+const FAULT_ARGS: [FaultArg; 16] = [
     FaultArg::All,
     FaultArg::One(Fault::Eintr),
     FaultArg::One(Fault::Spurious),
@@ -40,6 +40,7 @@ const FAULT_ARGS: [FaultArg; 15] = [
     FaultArg::One(Fault::PidReuse),
     FaultArg::One(Fault::PidfdEinval),
     FaultArg::One(Fault::WaitPeekEinval),
+    FaultArg::One(Fault::ForeignReapExit),
 ];
 
 impl clap::ValueEnum for FaultArg {
@@ -51,7 +52,7 @@ impl clap::ValueEnum for FaultArg {
         match self {
             FaultArg::All => Some(
                 clap::builder::PossibleValue::new("all")
-                    .help("every fault but pidfd-einval and wait-peek-einval"),
+                    .help("every fault but pidfd-einval, wait-peek-einval and foreign-reap-exit"),
             ),
             FaultArg::One(fault) => clap::ValueEnum::to_possible_value(fault),
         }

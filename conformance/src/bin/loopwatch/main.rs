@@ -122,7 +122,8 @@ returncode or the documented alternative, no removed handler called, no child st
 no signal to a reused pid, no leak, progress). With only eintr, spurious, other-thread \
 and lag, each seed's trace must also equal the real OS's. With a fault that may change \
 traces (the others), how its trace differs is recorded as `changed`. `--faults all` \
-switches every fault on but pidfd-einval and wait-peek-einval; `--programs N` adds N generated programs, each with its own \
+switches every fault on but pidfd-einval, wait-peek-einval and foreign-reap-exit; \
+`--programs N` adds N generated programs, each with its own \
 faults and seed.")]
     Explore {
         /// The watcher.
