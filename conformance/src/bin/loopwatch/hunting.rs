@@ -346,7 +346,7 @@ pub(crate) fn zoo(args: ZooArgs) -> Result<Outcome, Error> {
         );
         ok &= row.first().is_some();
         print_row(&row);
-        print_loom(mutant);
+        print_loom(mutant, home(mutant));
         if let Some(dir) = &args.regressions {
             for hunted in &row.hunted {
                 if let Some(regression) = &hunted.regression {
@@ -369,9 +369,17 @@ pub(crate) fn zoo(args: ZooArgs) -> Result<Outcome, Error> {
 
 /// The loom technique: loom explores whole interleavings only in a `--cfg loom` build,
 /// so the zoo names the model that catches the mutant (the `loom` test binary checks
-/// that it does) and the command that runs it.
-fn print_loom(mutant: Mutant) {
+/// that it does) and the command that runs it. A model of another watcher than the
+/// one hunted (`--watcher`) is named as such.
+fn print_loom(mutant: Mutant, hunted: WatcherName) {
     match loom_models::catching(mutant) {
+        Some(model) if model.watcher != hunted => println!(
+            "    {:<10} no model of {}; model {} catches it in {}",
+            "loom",
+            hunted.as_str(),
+            model.name,
+            model.watcher.as_str()
+        ),
         Some(model) => {
             println!(
                 "    {:<10} caught by model {} ({}, preemption bound {})",
