@@ -16,7 +16,8 @@
 //!   coalescing, foreign children and pid reuse.
 //! - [`subprocess`]: [`EventLoop::subprocess_exec`], [`create_subprocess_exec`] and
 //!   [`Process`]; what to run is a [`SpawnRequest`](kernel::SpawnRequest), built like
-//!   `std::process::Command`.
+//!   `std::process::Command`. On request, [`Process::job_events`] reports the child's
+//!   stops and continues, which no watcher does.
 //! - [`asyncio`]: [`run`] (`asyncio.run`), [`gather`] and [`join_all`], with a table
 //!   from asyncio's everyday names to loopwatch's ([`EventLoop::sleep`],
 //!   [`EventLoop::wait_for`], [`EventLoop::create_future`] …).
