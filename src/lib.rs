@@ -10,8 +10,9 @@
 //!   timers, readers and writers, signal handlers, tasks, the exception handler.
 //! - [`policy`]: [`AbstractEventLoopPolicy`], [`DefaultEventLoopPolicy`] and the
 //!   per-kernel module functions; the crate root repeats them for the real OS.
-//! - [`watcher`]: [`ChildWatcher`] and CPython's watchers (Safe, Fast, MultiLoop,
-//!   Threaded, Pidfd): which to use, and how to write code that works with any of them,
+//! - [`watcher`]: [`ChildWatcher`], CPython's watchers (Safe, Fast, MultiLoop,
+//!   Threaded, Pidfd) and loopwatch's own (Waitid, and Auto, the one to pick when
+//!   CPython's exact behaviour is not needed): which to use, and how to write code that works with any of them,
 //!   is [Choosing a watcher](watcher#choosing-a-watcher); then an essay on SIGCHLD
 //!   coalescing, foreign children and pid reuse.
 //! - [`subprocess`]: [`EventLoop::subprocess_exec`], [`create_subprocess_exec`] and
