@@ -484,25 +484,15 @@ pub fn hunt_in(
 /// `pidfd_open` refusals, which keep Pidfd's and Auto's pidfd paths idle for a whole
 /// run, and with `foreign-reap-exit`, the foreign reaper that needs no SIGCHLD and so
 /// reaches Threaded, Pidfd and Auto.
-fn explore_faults(seed: u64) -> &'static [Fault] {
-    const PIDFDS_ON: [Fault; 11] = [
-        Fault::Eintr,
-        Fault::Spurious,
-        Fault::OtherThread,
-        Fault::Lag,
-        Fault::SpawnPidfdEnosys,
-        Fault::FdLimit,
-        Fault::SpawnEagain,
-        Fault::ExitEarly,
-        Fault::ForeignReap,
-        Fault::PidReuse,
-        Fault::ForeignReapExit,
-    ];
+fn explore_faults(seed: u64) -> Vec<Fault> {
     if seed % 2 == 0 {
-        &Fault::ALL
-    } else {
-        &PIDFDS_ON
+        return Fault::ALL.to_vec();
     }
+    Fault::ALL
+        .into_iter()
+        .filter(|f| !matches!(f, Fault::PidfdEnosys | Fault::PidfdEperm))
+        .chain([Fault::ForeignReapExit])
+        .collect()
 }
 
 /// Runs `technique` against `watcher` (with `mutant` on, or the real watcher) until a
@@ -541,8 +531,8 @@ pub fn hunt_with_technique(
                     let count = scenarios.len().max(1) as u64;
                     let scenario = scenarios.get((index % count) as usize)?;
                     let seed = index / count;
-                    let (faults, reference): (&[Fault], _) = if technique == Technique::Scenarios {
-                        (&[], Some(references[&scenario.name].as_slice()))
+                    let (faults, reference) = if technique == Technique::Scenarios {
+                        (Vec::new(), Some(references[&scenario.name].as_slice()))
                     } else {
                         (explore_faults(seed), None)
                     };
@@ -550,7 +540,7 @@ pub fn hunt_with_technique(
                         scenario,
                         watcher,
                         seed,
-                        faults,
+                        faults: &faults,
                         mutant,
                         keep_trace: false,
                     };
