@@ -857,41 +857,8 @@ struct SigchldIgnoredIsReported(Kind);
 
 impl Body for SigchldIgnoredIsReported {
     fn run<K: Kernel>(&self, k: &K) {
-        let children = Children::new(k);
-        let before = k
-            .set_disposition(Signal::SIGCHLD, Disposition::Ignore)
-            .expect("ignore SIGCHLD");
-        // Puts SIGCHLD's disposition back on the real OS however the test ends; the
-        // simulated process ends with the test.
-        struct Restore(Disposition);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                let _ = OsKernel.set_disposition(Signal::SIGCHLD, self.0);
-            }
-        }
-        let _restore = os(k).map(|_| Restore(before));
-        let pid = children.add(sleeper(k));
-        let watcher = self.0.make(k);
-        let k2 = k.clone();
-        let capture = Capture::new();
-        let seen = capture.during(|| {
-            let w = watcher.clone();
-            in_loop_thread(k, move |event_loop, _| {
-                let reports = Reports::new(&event_loop);
-                event_loop
-                    .run_until_complete(async {
-                        w.add_child_handler(pid, reports.callback("ignored"))
-                            .unwrap();
-                    })
-                    .unwrap();
-                k2.kill(pid, Some(Signal::SIGKILL)).unwrap();
-                reports.wait_for(1)
-            })
-        });
-        k.set_disposition(Signal::SIGCHLD, before)
-            .expect("restore SIGCHLD");
-        watcher.close().unwrap();
-        assert_eq!((seen[0].pid, seen[0].code), (pid, 255));
+        let (pid, code, capture) = report_with_sigchld_ignored(k, self.0, false);
+        assert_eq!(code, 255);
         let warned: Vec<String> = capture
             .events()
             .into_iter()
@@ -908,6 +875,58 @@ impl Body for SigchldIgnoredIsReported {
     }
 }
 
+/// Registers a sleeper with a new watcher of `kind` from a loop thread, with SIGCHLD
+/// set to SIG_IGN before the registration, or (`later`) by other code after it, kills
+/// it and waits for its report; puts SIGCHLD's disposition back (on the real OS however
+/// the test ends) and closes the watcher. Gives the pid, the returncode reported for
+/// it, and what was logged meanwhile.
+fn report_with_sigchld_ignored<K: Kernel>(k: &K, kind: Kind, later: bool) -> (Pid, i32, Capture) {
+    let children = Children::new(k);
+    let before = if later {
+        k.disposition(Signal::SIGCHLD)
+            .expect("SIGCHLD's disposition")
+    } else {
+        k.set_disposition(Signal::SIGCHLD, Disposition::Ignore)
+            .expect("ignore SIGCHLD")
+    };
+    // The simulated process ends with the test.
+    struct Restore(Disposition);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = OsKernel.set_disposition(Signal::SIGCHLD, self.0);
+        }
+    }
+    let _restore = os(k).map(|_| Restore(before));
+    let pid = children.add(sleeper(k));
+    let watcher = kind.make(k);
+    let k2 = k.clone();
+    let capture = Capture::new();
+    let seen = capture.during(|| {
+        let w = watcher.clone();
+        in_loop_thread(k, move |event_loop, _| {
+            let reports = Reports::new(&event_loop);
+            event_loop
+                .run_until_complete(async {
+                    w.add_child_handler(pid, reports.callback("ignored"))
+                        .unwrap();
+                })
+                .unwrap();
+            if later {
+                // Other code, after the registration.
+                k2.set_disposition(Signal::SIGCHLD, Disposition::Ignore)
+                    .expect("ignore SIGCHLD");
+            }
+            k2.kill(pid, Some(Signal::SIGKILL)).unwrap();
+            reports.wait_for(1)
+        })
+    });
+    k.set_disposition(Signal::SIGCHLD, before)
+        .expect("restore SIGCHLD");
+    watcher.close().unwrap();
+    assert_eq!(seen[0].pid, pid);
+    (pid, seen[0].code, capture)
+}
+
 /// Goal: other code sets SIGCHLD to SIG_IGN after the child was
 /// registered, so the kernel reaps it itself. The child is still reported (255, with
 /// R-2's warning), and an `error` event on target loopwatch says that SIG_IGN lost its
@@ -916,42 +935,8 @@ struct SigchldIgnoredLaterIsExplained(Kind);
 
 impl Body for SigchldIgnoredLaterIsExplained {
     fn run<K: Kernel>(&self, k: &K) {
-        let children = Children::new(k);
-        let before = k
-            .disposition(Signal::SIGCHLD)
-            .expect("SIGCHLD's disposition");
-        struct Restore(Disposition);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                let _ = OsKernel.set_disposition(Signal::SIGCHLD, self.0);
-            }
-        }
-        let _restore = os(k).map(|_| Restore(before));
-        let pid = children.add(sleeper(k));
-        let watcher = self.0.make(k);
-        let k2 = k.clone();
-        let capture = Capture::new();
-        let seen = capture.during(|| {
-            let w = watcher.clone();
-            in_loop_thread(k, move |event_loop, _| {
-                let reports = Reports::new(&event_loop);
-                event_loop
-                    .run_until_complete(async {
-                        w.add_child_handler(pid, reports.callback("ignored-later"))
-                            .unwrap();
-                    })
-                    .unwrap();
-                // Other code, after the registration.
-                k2.set_disposition(Signal::SIGCHLD, Disposition::Ignore)
-                    .expect("ignore SIGCHLD");
-                k2.kill(pid, Some(Signal::SIGKILL)).unwrap();
-                reports.wait_for(1)
-            })
-        });
-        k.set_disposition(Signal::SIGCHLD, before)
-            .expect("restore SIGCHLD");
-        watcher.close().unwrap();
-        assert_eq!((seen[0].pid, seen[0].code), (pid, 255));
+        let (pid, code, capture) = report_with_sigchld_ignored(k, self.0, true);
+        assert_eq!(code, 255);
         let errors: Vec<String> = capture
             .events()
             .into_iter()
