@@ -115,8 +115,8 @@ pub enum Fault {
     PidfdEnosys,
     /// pidfd_open fails with EPERM, as under a seccomp filter (may change traces)
     PidfdEperm,
-    /// a spawn that asks for a pidfd (clone3) fails with ENOSYS, as on a kernel
-    /// without clone3, so the pidfd comes from pidfd_open (may change traces)
+    /// a spawn with a pidfd (CLONE_PIDFD) fails with ENOSYS, as on a system
+    /// without it, so the pidfd comes from pidfd_open (may change traces)
     SpawnPidfdEnosys,
     /// an fd limit (RLIMIT_NOFILE) of 16 (may change traces)
     FdLimit,

@@ -9,10 +9,10 @@ pub struct FaultPlan {
     /// `EINTR` instead of blocking, as after a signal handler without `SA_RESTART`.
     pub eintr: f64,
     /// `pidfd_open` answers `ENOSYS`, as on kernels before 5.3; a spawn that asks for
-    /// a pidfd fails with `ENOSYS` too (such a kernel has no `clone3` either).
+    /// a pidfd fails with `ENOSYS` too (such a kernel has no `CLONE_PIDFD` either).
     pub pidfd_enosys: bool,
     /// A spawn that asks for a pidfd ([`SpawnRequest::pidfd`](loopwatch::kernel::SpawnRequest::pidfd))
-    /// answers `ENOSYS` before creating anything, as on a kernel without `clone3` or
+    /// answers `ENOSYS` before creating anything, as on a system without
     /// `CLONE_PIDFD`; `pidfd_open` still works.
     pub spawn_pidfd_enosys: bool,
     /// `pidfd_open` answers `EPERM`, as under a seccomp filter.

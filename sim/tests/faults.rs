@@ -325,7 +325,7 @@ fn finding_08_lag_delays_children_and_woken_threads() {
 
 #[test]
 fn spawn_pidfd_enosys_fails_before_creating_anything() {
-    // Goal: with spawn_pidfd_enosys (no clone3) a spawn that asks for a pidfd fails
+    // Goal: with spawn_pidfd_enosys (no CLONE_PIDFD) a spawn that asks for a pidfd fails
     // with ENOSYS leaving no child and no fd, a spawn without one and pidfd_open still
     // work; pidfd_enosys (no pidfds at all) implies it; without faults the spawn
     // returns the child's pidfd.

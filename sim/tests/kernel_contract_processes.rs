@@ -519,7 +519,8 @@ impl Body for spawn_with_a_pidfd_returns_the_childs_pidfd {
         let spawned = match k.spawn(&request) {
             Ok(spawned) => held.spawned(spawned),
             Err(Errno::ENOSYS) => panic!(
-                "spawn with a pidfd gave ENOSYS: this machine's Linux is expected to have                  clone3 (5.3 or later), so the spawn-time pidfd is untested"
+                "spawn with a pidfd gave ENOSYS: this machine's Linux is expected to have \
+                 CLONE_PIDFD (5.2 or later), so the spawn-time pidfd is untested"
             ),
             Err(e) => panic!("spawn with a pidfd: {e:?}"),
         };

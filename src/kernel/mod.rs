@@ -126,10 +126,11 @@ pub trait Processes {
     /// child ([`Spawned::pidfd`], close-on-exec, closed by the receiver), so that no
     /// reaper elsewhere in the process can free the pid before it exists. A kernel
     /// that cannot do that answers before any child is created, with nothing to reap
-    /// and no fd open: `ENOSYS` without `clone3` or `CLONE_PIDFD` (Linux before 5.3,
-    /// other systems), `EPERM` when a seccomp filter refuses `clone3`, `EINVAL` from a
-    /// `clone3` of an older ABI. The caller then spawns without it (and may call
-    /// [`Processes::pidfd_open`]).
+    /// and no fd open: `ENOSYS` on systems without `CLONE_PIDFD`, `EPERM` when a
+    /// seccomp filter refuses the clone, `EINVAL` where the kernel rejects the flag.
+    /// The caller then spawns without it (and may call [`Processes::pidfd_open`]).
+    /// Linux before 5.2 ignores the flag: the child is started and
+    /// [`Spawned::pidfd`] is `None`.
     fn spawn(&self, request: &SpawnRequest) -> Result<Spawned, Errno>;
 
     /// `waitpid(pid, WNOHANG or 0)`: reaps that child. `ECHILD` if it is not a child of

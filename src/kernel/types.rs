@@ -352,11 +352,12 @@ pub struct SpawnRequest {
     /// child always starts with the defaults.
     pub restore_signals: bool,
     /// Also return a pidfd for the child ([`Spawned::pidfd`]), made atomically with it
-    /// (Linux's `clone3` with `CLONE_PIDFD`): unlike a `pidfd_open` after the spawn, no
+    /// (Linux's `clone` with `CLONE_PIDFD`): unlike a `pidfd_open` after the spawn, no
     /// `waitpid(-1)` elsewhere in the process can reap the child and free its pid
     /// before the pidfd exists. A kernel that cannot do it fails the spawn with its
     /// errno before any child is created (see [`Processes::spawn`](crate::kernel::Processes::spawn));
-    /// the caller then spawns again without it.
+    /// the caller then spawns again without it. `subprocess_exec` asks for it with
+    /// every child, whatever this field says.
     pub pidfd: bool,
 }
 
@@ -594,7 +595,7 @@ impl SpawnRequest {
     /// assert!(request.pidfd);
     /// let child = match OsKernel.spawn(&request) {
     ///     Ok(child) => child,
-    ///     // No clone3 here, or a seccomp filter refuses it: nothing was started.
+    ///     // Not Linux, or a seccomp filter refuses the clone: nothing was started.
     ///     Err(Errno::ENOSYS | Errno::EPERM | Errno::EINVAL) => OsKernel.spawn(&request.pidfd(false))?,
     ///     Err(errno) => return Err(errno),
     /// };

@@ -157,7 +157,7 @@ impl Model {
     }
 
     fn do_spawn(&mut self, tid: Tid, request: &SpawnRequest) -> Result<Spawned, Errno> {
-        // Before anything is created, as a kernel without clone3 answers.
+        // Before anything is created, as a kernel without CLONE_PIDFD answers.
         if request.pidfd
             && (self.config.faults.spawn_pidfd_enosys || self.config.faults.pidfd_enosys)
         {
@@ -266,7 +266,7 @@ impl Model {
         });
         self.unreaped += 1;
         self.changed = true;
-        // In the same step as the child (clone3's CLONE_PIDFD): no other thread can
+        // In the same step as the child (clone's CLONE_PIDFD): no other thread can
         // reap it first. The fd limit was checked above.
         let pidfd = if request.pidfd {
             Some(self.open_pidfd(Pid(pid))?)

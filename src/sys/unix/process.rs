@@ -1,5 +1,5 @@
 //! Child processes: spawn through `std::process::Command` (with a pidfd: through
-//! `clone3`, in `spawn`); waits and signals through
+//! `clone` with `CLONE_PIDFD`, in `spawn`); waits and signals through
 //! libc, since nix's versions would lose what the seam reports (see each use).
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};

@@ -1,6 +1,13 @@
 //! Spawning with a pidfd made in the same step as the child
-//! ([`SpawnRequest::pidfd`]): Linux's `clone3` with `CLONE_PIDFD` and fork semantics,
-//! then `execve`.
+//! ([`SpawnRequest::pidfd`]): Linux's `clone` with `CLONE_PIDFD` (5.2) and vfork
+//! semantics, then `execve`.
+//!
+//! The child shares the parent's memory (`CLONE_VM`) and the parent is suspended until
+//! the child has called `exec` or exited (`CLONE_VFORK`), as in the C library's
+//! `posix_spawn`: no page table is copied, so a spawn with a pidfd costs what a plain
+//! spawn costs. The child runs on a stack of its own, which each spawning thread maps
+//! once and keeps (the parent is suspended while the child uses it, so one per thread
+//! suffices); a guard page below it stops an overflow there.
 //!
 //! Everything the child needs is prepared in the parent before the clone: the program,
 //! arguments and environment as C strings, the paths to try for a program without a
@@ -8,22 +15,25 @@
 //! the descriptors to place on its standard streams (pipes and `/dev/null` opened
 //! close-on-exec, each numbered above 2 so that placing one never overwrites another).
 //! Between the clone and `exec` the child only makes async-signal-safe system calls on
-//! that prepared data: the child of a threaded parent may not allocate or lock.
+//! that prepared data, and writes nothing of the parent's but the one word that reports
+//! its error: the child of a threaded parent may not allocate or lock.
 //!
 //! The parent blocks every signal around the clone, so that no handler of the parent
-//! runs in the child: the child first sets every caught signal back to its default
+//! runs in the child (which has its own copy of the handler table, not the parent's:
+//! no `CLONE_SIGHAND`): the child first sets every caught signal back to its default
 //! action (as `exec` would) and SIGPIPE too (as std's spawn does: Rust's runtime
 //! ignores it for itself), then restores the mask (or, with
 //! [`SpawnRequest::restore_signals`], resets every signal and unblocks all). The
 //! two signals the C library keeps for itself cannot be changed and stay as they are.
 //!
-//! An `exec` failure comes back through a close-on-exec pipe as the child's `errno`;
-//! the parent then reaps the child and closes every descriptor it opened, so the
-//! error leaves no zombie and no fd, as std's spawn does. A kernel without `clone3`
-//! or `CLONE_PIDFD` (`ENOSYS`), a seccomp filter that refuses it (`EPERM`) or an older
-//! `clone3` ABI (`EINVAL`) fails the clone itself, before any child exists.
+//! An `exec` failure comes back as the child's `errno`, stored in memory the parent
+//! reads once it resumes; the parent then reaps the child and closes every descriptor
+//! it opened, so the error leaves no zombie and no fd, as std's spawn does. A seccomp
+//! filter that refuses the clone (`EPERM`) or a kernel that rejects the flag fails the
+//! clone itself, before any child exists; a kernel before 5.2, which ignores the flag,
+//! starts the child without a pidfd, and the caller opens one if it can.
 
-/// `clone3` and `CLONE_PIDFD` are Linux's: elsewhere the caller falls back.
+/// `CLONE_PIDFD` is Linux's: elsewhere the caller falls back.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub(super) fn spawn_with_pidfd(
     _request: &crate::kernel::SpawnRequest,
@@ -36,9 +46,11 @@ pub(super) use linux::spawn_with_pidfd;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod linux {
+    use std::cell::RefCell;
     use std::ffi::{CString, OsStr, OsString};
     use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::{AtomicI32, Ordering};
 
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     use nix::sys::stat::Mode;
@@ -56,22 +68,6 @@ mod linux {
     /// reports it).
     const EXEC_FAILED: libc::c_int = 127;
 
-    /// The first 64 bytes of the kernel's `struct clone_args` (`CLONE_ARGS_SIZE_VER0`,
-    /// Linux 5.3): all that a spawn with a pidfd needs. The kernel reads the size it
-    /// is given, so later fields are not needed.
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-    }
-
     /// What the child needs, prepared by the parent. The pointer arrays point into the
     /// strings beside them and end with a null pointer.
     struct Prepared {
@@ -79,8 +75,7 @@ mod linux {
         candidates: Vec<CString>,
         _argv: Vec<CString>,
         argv_ptrs: Vec<*const libc::c_char>,
-        _envp: Vec<CString>,
-        envp_ptrs: Vec<*const libc::c_char>,
+        env: ChildEnv,
         cwd: Option<CString>,
         restore_signals: bool,
         /// The descriptor to place on stdin, stdout and stderr (`None`: inherited).
@@ -88,6 +83,39 @@ mod linux {
         child_ends: [Option<OwnedFd>; 3],
         /// The parent's ends of the pipes asked for.
         parent_ends: [Option<OwnedFd>; 3],
+    }
+
+    /// The environment the child is given.
+    enum ChildEnv {
+        /// The parent's own, read by the child from `environ` at `exec`, as
+        /// `posix_spawn` does when std passes it the environment unchanged: nothing is
+        /// copied. (Rust's `set_var` may not run while another thread reads the
+        /// environment other than through `std::env`, and the C library's `setenv`
+        /// is under the same rule.)
+        Inherited,
+        /// Built for the request: its strings, and their pointers ending with a null
+        /// pointer.
+        Built {
+            _strings: Vec<CString>,
+            pointers: Vec<*const libc::c_char>,
+        },
+    }
+
+    unsafe extern "C" {
+        /// The process's environment, the C library's.
+        static mut environ: *const *const libc::c_char;
+    }
+
+    impl ChildEnv {
+        /// The `envp` to pass to `execve`. Called in the child.
+        fn envp(&self) -> *const *const libc::c_char {
+            match self {
+                // SAFETY: a copy of the pointer's current value, no reference to the
+                // static.
+                ChildEnv::Inherited => unsafe { environ },
+                ChildEnv::Built { pointers, .. } => pointers.as_ptr(),
+            }
+        }
     }
 
     fn c_string(bytes: &[u8]) -> Result<CString, Errno> {
@@ -122,9 +150,9 @@ mod linux {
     }
 
     /// The paths `execvp` would try for `program`: the program itself if it has a
-    /// slash, else each directory of the child's `PATH` (an empty entry being the
-    /// working directory) joined with it.
-    fn candidates(program: &OsStr, env: &[(OsString, OsString)]) -> Result<Vec<CString>, Errno> {
+    /// slash, else each directory of the child's `PATH` (`path`; an empty entry being
+    /// the working directory) joined with it.
+    fn candidates(program: &OsStr, path: Option<&OsStr>) -> Result<Vec<CString>, Errno> {
         let name = program.as_bytes();
         if name.contains(&b'/') {
             return Ok(vec![c_string(name)?]);
@@ -132,10 +160,7 @@ mod linux {
         if name.is_empty() {
             return Err(Errno::ENOENT);
         }
-        let path = env
-            .iter()
-            .find(|(key, _)| key == "PATH")
-            .map_or(DEFAULT_PATH, |(_, value)| value.as_bytes());
+        let path = path.map_or(DEFAULT_PATH, OsStrExt::as_bytes);
         path.split(|&b| b == b':')
             .map(|dir| {
                 let mut full = dir.to_vec();
@@ -177,21 +202,42 @@ mod linux {
         Ok((above_stdio(read)?, above_stdio(write)?))
     }
 
-    fn prepare(request: &SpawnRequest) -> Result<Prepared, Errno> {
+    /// The paths to try and the environment for the child of `request`: the parent's
+    /// environment as it is where the request changes nothing in it.
+    fn program_and_env(request: &SpawnRequest) -> Result<(Vec<CString>, ChildEnv), Errno> {
+        if !request.env_clear && request.env.is_empty() && request.env_remove.is_empty() {
+            let path = std::env::var_os("PATH");
+            let candidates = candidates(&request.program, path.as_deref())?;
+            return Ok((candidates, ChildEnv::Inherited));
+        }
         let env = child_env(request);
-        let candidates = candidates(&request.program, &env)?;
-        let argv = std::iter::once(&request.program)
-            .chain(&request.args)
-            .map(|arg| c_string(arg.as_bytes()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let envp = env
+        let path = env.iter().find(|(key, _)| key == "PATH");
+        let candidates = candidates(&request.program, path.map(|(_, value)| value.as_os_str()))?;
+        let strings = env
             .iter()
             .map(|(key, value)| {
-                let mut entry = key.as_bytes().to_vec();
+                let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
+                entry.extend_from_slice(key.as_bytes());
                 entry.push(b'=');
                 entry.extend_from_slice(value.as_bytes());
                 c_string(&entry)
             })
+            .collect::<Result<Vec<_>, _>>()?;
+        let pointers = pointers(&strings);
+        Ok((
+            candidates,
+            ChildEnv::Built {
+                _strings: strings,
+                pointers,
+            },
+        ))
+    }
+
+    fn prepare(request: &SpawnRequest) -> Result<Prepared, Errno> {
+        let (candidates, env) = program_and_env(request)?;
+        let argv = std::iter::once(&request.program)
+            .chain(&request.args)
+            .map(|arg| c_string(arg.as_bytes()))
             .collect::<Result<Vec<_>, _>>()?;
         let cwd = match &request.cwd {
             Some(cwd) => Some(c_string(cwd.as_os_str().as_bytes())?),
@@ -228,13 +274,12 @@ mod linux {
                 Stdio::Fd(fd) => Some(dup_above_stdio(fd)?),
             };
         }
-        let (argv_ptrs, envp_ptrs) = (pointers(&argv), pointers(&envp));
+        let argv_ptrs = pointers(&argv);
         Ok(Prepared {
             candidates,
             _argv: argv,
             argv_ptrs,
-            _envp: envp,
-            envp_ptrs,
+            env,
             cwd,
             restore_signals: request.restore_signals,
             child_ends,
@@ -248,24 +293,39 @@ mod linux {
         unsafe { std::mem::zeroed() }
     }
 
-    /// In the child: writes `errno` to the error pipe and exits without running any
-    /// of the parent's code (no atexit handlers, no destructors, no stdio flush).
-    fn fail(error_pipe: libc::c_int, errno: libc::c_int) -> ! {
-        let bytes = errno.to_ne_bytes();
-        loop {
-            // SAFETY: `bytes` is valid for its length; write is async-signal-safe.
-            let rc = unsafe { libc::write(error_pipe, bytes.as_ptr().cast(), bytes.len()) };
-            if rc >= 0 || last_errno() != Errno::EINTR {
-                break;
-            }
-        }
+    /// What the child is given: the prepared data, the mask the parent had before it
+    /// blocked every signal, and the word its error goes to.
+    struct ChildArgs<'a> {
+        prepared: &'a Prepared,
+        parent_mask: &'a libc::sigset_t,
+        /// The `errno` that stopped the child before or at `exec`; 0 while none has.
+        /// The child shares the parent's memory, and the parent reads this once the
+        /// kernel has resumed it (the child has called `exec` or exited).
+        error: AtomicI32,
+    }
+
+    /// In the child: stores `errno` for the parent and exits without running any of
+    /// the parent's code (no atexit handlers, no destructors, no stdio flush).
+    fn fail(error: &AtomicI32, errno: libc::c_int) -> ! {
+        // 0 would read as "exec succeeded".
+        let errno = if errno == 0 { libc::EIO } else { errno };
+        error.store(errno, Ordering::Relaxed);
         // SAFETY: _exit ends the process at once; it is async-signal-safe.
         unsafe { libc::_exit(EXEC_FAILED) }
     }
 
-    /// The child, between `clone3` and `exec`: only async-signal-safe calls on data
+    /// The child's entry point on its own stack: `arg` is the parent's [`ChildArgs`].
+    extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: the parent passes a pointer to a ChildArgs that lives on its stack,
+        // which stays put while the parent is suspended, that is while this runs.
+        let args = unsafe { &*arg.cast::<ChildArgs<'_>>() };
+        child(args)
+    }
+
+    /// The child, between the clone and `exec`: only async-signal-safe calls on data
     /// the parent prepared. Never returns.
-    fn child(prepared: &Prepared, error_pipe: libc::c_int, parent_mask: &libc::sigset_t) -> ! {
+    fn child(args: &ChildArgs<'_>) -> ! {
+        let (prepared, error) = (args.prepared, &args.error);
         for (target, source) in prepared.child_ends.iter().enumerate() {
             let Some(source) = source else { continue };
             // Sources are numbered above 2, so none is overwritten before it is
@@ -277,19 +337,19 @@ mod linux {
                     break;
                 }
                 if last_errno() != Errno::EINTR {
-                    fail(error_pipe, last_errno().0);
+                    fail(error, last_errno().0);
                 }
             }
         }
         if let Some(cwd) = &prepared.cwd {
             // SAFETY: `cwd` is a NUL-terminated string; chdir is async-signal-safe.
             if unsafe { libc::chdir(cwd.as_ptr()) } < 0 {
-                fail(error_pipe, last_errno().0);
+                fail(error, last_errno().0);
             }
         }
         if prepared.restore_signals {
-            if let Err(error) = restore_default_signals() {
-                fail(error_pipe, error.raw_os_error().unwrap_or(libc::EINVAL));
+            if let Err(restore) = restore_default_signals() {
+                fail(error, restore.raw_os_error().unwrap_or(libc::EINVAL));
             }
         } else {
             // Every signal is still blocked: a caught one goes back to its default
@@ -316,10 +376,10 @@ mod linux {
             }
             // SAFETY: `parent_mask` is the valid set the parent had before the clone.
             let rc = unsafe {
-                libc::pthread_sigmask(libc::SIG_SETMASK, parent_mask, std::ptr::null_mut())
+                libc::pthread_sigmask(libc::SIG_SETMASK, args.parent_mask, std::ptr::null_mut())
             };
             if rc != 0 {
-                fail(error_pipe, rc);
+                fail(error, rc);
             }
         }
         // As execvp: an error that another directory may not have (ENOENT and kin)
@@ -329,30 +389,32 @@ mod linux {
         let mut last = libc::ENOENT;
         for path in &prepared.candidates {
             // SAFETY: the path is NUL-terminated and both arrays end with a null
-            // pointer, all prepared by the parent and alive in this copy of its memory.
+            // pointer, all prepared by the parent, whose memory this is (the
+            // inherited environment is the C library's, as `posix_spawn` passes it).
             unsafe {
                 libc::execve(
                     path.as_ptr(),
                     prepared.argv_ptrs.as_ptr(),
-                    prepared.envp_ptrs.as_ptr(),
+                    prepared.env.envp(),
                 )
             };
             last = last_errno().0;
             match last {
                 libc::EACCES => eacces = true,
                 libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
-                _ => fail(error_pipe, last),
+                _ => fail(error, last),
             }
         }
-        fail(error_pipe, if eacces { libc::EACCES } else { last })
+        fail(error, if eacces { libc::EACCES } else { last })
     }
 
     /// Reaps a child whose `exec` failed: through its pidfd (which cannot name
-    /// another process), or by pid where `waitid` lacks `P_PIDFD` (Linux 5.3).
-    fn reap_failed(pid: Pid, pidfd: &OwnedFd) {
+    /// another process), or by pid without one or where `waitid` lacks `P_PIDFD`
+    /// (Linux 5.3).
+    fn reap_failed(pid: Pid, pidfd: Option<&OwnedFd>) {
         /// `waitid`'s id type for a pidfd (Linux's uapi `P_PIDFD`).
         const P_PIDFD: libc::idtype_t = 3;
-        loop {
+        while let Some(pidfd) = pidfd {
             // SAFETY: siginfo_t is plain data; all-zero is a valid value to fill in.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             // SAFETY: `info` is a valid, writable siginfo_t.
@@ -382,47 +444,92 @@ mod linux {
         }
     }
 
-    /// Reads the child's `errno` from the error pipe: `Ok(None)` at end of file (the
-    /// `exec` succeeded and closed the pipe), `Err` if the pipe itself cannot be read.
-    fn exec_error(error_pipe: &OwnedFd) -> Result<Option<Errno>, Errno> {
-        let mut bytes = [0u8; 4];
-        let mut got = 0;
-        while got < bytes.len() {
-            // SAFETY: the buffer is valid for the remaining length.
-            let rc = unsafe {
-                libc::read(
-                    error_pipe.as_raw_fd(),
-                    bytes[got..].as_mut_ptr().cast(),
-                    bytes.len() - got,
+    /// The size of the stack a child runs on until `exec`, above its guard page. The
+    /// child's own code needs a few KiB; `exec` runs in the kernel.
+    const STACK_SIZE: usize = 64 * 1024;
+
+    /// A stack for children, mapped with a guard page below it and unmapped on drop.
+    struct ChildStack {
+        base: *mut libc::c_void,
+        len: usize,
+    }
+
+    impl ChildStack {
+        fn map() -> Result<ChildStack, Errno> {
+            // SAFETY: sysconf only reads a constant of the system.
+            let page =
+                usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+            let len = STACK_SIZE + page;
+            // libc, not nix: nix's mman feature would be built for these two calls.
+            // SAFETY: a fresh private anonymous mapping, placed by the kernel.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                    -1,
+                    0,
                 )
             };
-            match rc {
-                0 => break,
-                rc if rc > 0 => got += rc as usize,
-                _ if last_errno() == Errno::EINTR => {}
-                _ => return Err(last_errno()),
+            if base == libc::MAP_FAILED {
+                return Err(last_errno());
+            }
+            let stack = ChildStack { base, len };
+            // The stack grows down: its lowest page is the guard.
+            // SAFETY: the first page of the mapping just made.
+            if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+                return Err(last_errno());
+            }
+            Ok(stack)
+        }
+
+        /// The stack's top, where the child starts (page-aligned, so 16-byte aligned).
+        fn top(&self) -> *mut libc::c_void {
+            // SAFETY: one past the end of the mapping, as a stack top is.
+            unsafe { self.base.cast::<u8>().add(self.len).cast() }
+        }
+    }
+
+    impl Drop for ChildStack {
+        fn drop(&mut self) {
+            // SAFETY: the mapping this value made; no child runs on it any more (the
+            // parent resumes only once its child has left it).
+            unsafe { libc::munmap(self.base, self.len) };
+        }
+    }
+
+    thread_local! {
+        /// This thread's stack for children, mapped at its first spawn with a pidfd.
+        static STACK: RefCell<Option<ChildStack>> = const { RefCell::new(None) };
+    }
+
+    /// The top of this thread's stack for children, mapped at its first use; or, as
+    /// the thread ends and its thread-locals are gone, of one mapped for this spawn
+    /// alone, which the caller keeps (the second value) until the child has left it.
+    fn child_stack() -> Result<(*mut libc::c_void, Option<ChildStack>), Errno> {
+        let kept = STACK.try_with(|cell| -> Result<_, Errno> {
+            // Never borrowed elsewhere: the borrow ends before this returns.
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(ChildStack::map()?);
+            }
+            Ok(slot.as_ref().map(ChildStack::top))
+        });
+        match kept {
+            Ok(Ok(Some(top))) => Ok((top, None)),
+            Ok(Err(errno)) => Err(errno),
+            Ok(Ok(None)) | Err(_) => {
+                let stack = ChildStack::map()?;
+                Ok((stack.top(), Some(stack)))
             }
         }
-        Ok(match got {
-            0 => None,
-            4 => Some(Errno(i32::from_ne_bytes(bytes))),
-            // The child writes its four bytes at once (below PIPE_BUF: atomically);
-            // fewer means it died while writing them.
-            _ => Some(Errno::EIO),
-        })
     }
 
     /// [`SpawnRequest::pidfd`]'s spawn: see the module documentation.
     pub(in super::super) fn spawn_with_pidfd(request: &SpawnRequest) -> Result<Spawned, Errno> {
         let mut prepared = prepare(request)?;
-        let (error_read, error_write) = pipe()?;
-        let mut pidfd: libc::c_int = -1;
-        let args = CloneArgs {
-            flags: libc::CLONE_PIDFD as u64,
-            pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
-            exit_signal: libc::SIGCHLD as u64,
-            ..CloneArgs::default()
-        };
+        let (stack_top, _this_spawn_only) = child_stack()?;
         let (mut all, mut parent_mask) = (sigset(), sigset());
         // SAFETY: `all` is a valid set to fill.
         unsafe { libc::sigfillset(&mut all) };
@@ -432,20 +539,28 @@ mod linux {
         if blocked != 0 {
             return Err(Errno(blocked));
         }
-        // libc, not nix: nix has no clone3. Fork semantics: no CLONE_VM, no stack of
-        // its own (the child runs on its copy of this one), SIGCHLD at its exit.
-        // SAFETY: `args` is a valid clone_args of the size given; the kernel writes the
-        // pidfd into `pidfd`. In the child (rc 0) only `child` runs, which never returns.
+        let args = ChildArgs {
+            prepared: &prepared,
+            parent_mask: &parent_mask,
+            error: AtomicI32::new(0),
+        };
+        let mut pidfd: libc::c_int = -1;
+        // libc, not nix: nix's clone takes no pidfd. vfork semantics (see the module
+        // documentation), SIGCHLD at the child's exit; `clone` (not `clone3`, which
+        // would return into this frame on the child's stack) runs `child_entry` there.
+        // SAFETY: the stack is mapped, writable and used by no one else while this
+        // thread is suspended; `args` outlives the child's use of it (the call returns
+        // once the child has called exec or exited); the kernel writes the pidfd into
+        // `pidfd` (the parent_tid argument, which CLONE_PIDFD uses).
         let rc = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                std::ptr::addr_of!(args),
-                std::mem::size_of::<CloneArgs>(),
+            libc::clone(
+                child_entry,
+                stack_top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                std::ptr::addr_of!(args).cast_mut().cast(),
+                std::ptr::addr_of_mut!(pidfd),
             )
         };
-        if rc == 0 {
-            child(&prepared, error_write.as_raw_fd(), &parent_mask);
-        }
         let clone_errno = last_errno();
         // SAFETY: `parent_mask` is the valid set saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &parent_mask, std::ptr::null_mut()) };
@@ -453,33 +568,15 @@ mod linux {
             // No child: the guards close every descriptor opened for it.
             return Err(clone_errno);
         }
-        let pid = Pid(rc as i32);
-        let pidfd = owned(pidfd);
-        drop(error_write);
+        let pid = Pid(rc);
+        // A kernel before 5.2 ignores CLONE_PIDFD and leaves it at -1.
+        let pidfd = (pidfd >= 0).then(|| owned(pidfd));
+        let failed = args.error.load(Ordering::Relaxed);
         prepared.child_ends = [None, None, None];
-        let failed = match exec_error(&error_read) {
-            Ok(None) => None,
-            Ok(Some(errno)) => Some(errno),
-            Err(errno) => {
-                // Whether the exec worked is unknown: the child must not outlive the
-                // error, nor stay a zombie.
-                // SAFETY: a pidfd this function owns, a signal, no siginfo, no flags.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        pidfd.as_raw_fd(),
-                        libc::SIGKILL,
-                        std::ptr::null::<libc::siginfo_t>(),
-                        0,
-                    )
-                };
-                Some(errno)
-            }
-        };
-        if let Some(errno) = failed {
-            reap_failed(pid, &pidfd);
-            // The pidfd, the error pipe and the parent's pipe ends close on return.
-            return Err(errno);
+        if failed != 0 {
+            reap_failed(pid, pidfd.as_ref());
+            // The pidfd and the parent's pipe ends close on return.
+            return Err(Errno(failed));
         }
         let [stdin, stdout, stderr] = prepared
             .parent_ends
@@ -489,7 +586,7 @@ mod linux {
             stdin,
             stdout,
             stderr,
-            pidfd: Some(Fd(pidfd.into_raw_fd())),
+            pidfd: pidfd.map(|fd| Fd(fd.into_raw_fd())),
         })
     }
 
@@ -500,10 +597,7 @@ mod linux {
         use super::*;
 
         fn paths(program: &str, path: Option<&str>) -> Result<Vec<String>, Errno> {
-            let env: Vec<(OsString, OsString)> = path
-                .map(|p| vec![("PATH".into(), p.into())])
-                .unwrap_or_default();
-            candidates(program.as_ref(), &env)
+            candidates(program.as_ref(), path.map(OsStr::new))
                 .map(|c| c.into_iter().map(|s| s.into_string().unwrap()).collect())
         }
 

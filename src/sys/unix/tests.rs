@@ -32,6 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
@@ -667,7 +668,7 @@ fn poller_and_waker_close_their_fds() {
     });
 }
 
-// ----- spawn with a pidfd (clone3) ----------------------------------------------------
+// ----- spawn with a pidfd (clone with CLONE_PIDFD) ------------------------------------
 
 /// A child spawned with `pidfd: true`, its stream ends and its pidfd, all held by
 /// guards. Panics if the kernel cannot spawn with a pidfd (this machine's can).
@@ -749,7 +750,7 @@ fn pidfd_spawn_reports_exit_codes_and_signals() {
     assert_eq!(child.reap(), 0);
 }
 
-// Goal: environment (cleared, removed, set), working directory and every kind of stream reach the child as asked, and a parent fd lent as a stream stays as it was.
+// Goal: environment (cleared, removed, set, or the parent's unchanged), working directory and every kind of stream reach the child as asked, and a parent fd lent as a stream stays as it was.
 #[test]
 fn pidfd_spawn_passes_env_cwd_and_streams() {
     let _lock = lock();
@@ -797,6 +798,23 @@ fn pidfd_spawn_passes_env_cwd_and_streams() {
         format!("unset {home} /dev/null\n")
     );
     assert_eq!(child.reap(), 0);
+
+    // A request that changes nothing in the environment: the child reads the parent's
+    // own, every variable of it, and finds a bare program name in the parent's PATH.
+    let request = SpawnRequest::new("env", ["-0"]).stdout(Stdio::Pipe);
+    let (mut child, [_, stdout, _], _pidfd) = spawn_with_pidfd(&k, request);
+    let printed = read_all(&k, stdout.expect("stdout pipe").fd());
+    assert_eq!(child.reap(), 0);
+    let mut seen: Vec<&[u8]> = printed
+        .split(|&b| b == 0)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut ours: Vec<Vec<u8>> = std::env::vars_os()
+        .map(|(key, value)| [key.as_bytes(), b"=", value.as_bytes()].concat())
+        .collect();
+    seen.sort_unstable();
+    ours.sort_unstable();
+    assert_eq!(seen, ours.iter().map(Vec::as_slice).collect::<Vec<_>>());
 }
 
 // Goal: a stream source that is itself fd 0, 1 or 2 is placed correctly: with the parent's fd 0 a pipe's write end lent as the child's stdout while its stdin is a new pipe, the data goes through both.
