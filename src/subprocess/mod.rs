@@ -8,12 +8,11 @@
 //! reaped before the error is returned: no child is ever lost.
 //!
 //! A [`Process`] signals its child through a pidfd when the kernel has them, so a
-//! signal can never reach a later process that reused the pid. The pidfd comes from
-//! `pidfd_open` right after the spawn, or, for a request that asks for it
-//! ([`SpawnRequest::pidfd`]: Linux's `clone3`, 5.3), is made with the child, so that
-//! not even a foreign `waitpid(-1)` can reap the child before the pidfd names it (at
-//! the price of a spawn that copies the parent's page tables: see `spawn_child`); where
-//! the kernel refuses that (once per process: `ENOSYS`, `EPERM`, `EINVAL`) `pidfd_open`
+//! signal can never reach a later process that reused the pid. The pidfd is made with
+//! the child ([`SpawnRequest::pidfd`], asked for every child: Linux's `clone` with
+//! `CLONE_PIDFD`, 5.2, at no extra cost), so that not even a foreign `waitpid(-1)` can
+//! reap the child before the pidfd names it; where the kernel refuses that (once per
+//! process: `ENOSYS`, `EPERM`, `EINVAL`) `pidfd_open` right after the spawn
 //! serves. A watcher that polls pidfds shares the process's either way (no second
 //! `pidfd_open`). Without pidfds (a kernel
 //! before 5.3, a seccomp filter, no fd left: `pidfd_open`'s error is logged at `debug`
@@ -271,28 +270,28 @@ pub(crate) fn spawn_with<K: Kernel, W: ChildWatcher<K> + ?Sized>(
 #[derive(Debug)]
 struct SpawnPidfd(AtomicBool);
 
-/// Spawns `request`; if it asks for a pidfd made with the child
-/// ([`SpawnRequest::pidfd`]), with one where the kernel can. Where it cannot (`ENOSYS`:
-/// no `clone3` or `CLONE_PIDFD`; `EPERM`: a seccomp filter; `EINVAL`: an older
-/// `clone3`), nothing was started: the request is spawned without, and if that works,
-/// every later such request of the process goes without from the start (the caller
+/// Spawns `request` with a pidfd made with the child, where the kernel can, whether
+/// or not the request asks for one ([`SpawnRequest::pidfd`]): the process signals its
+/// child through it, and a watcher that polls pidfds waits on it. Made with the child,
+/// it names the child before any foreign `waitpid(-1)` could reap it and free its pid,
+/// and on Linux it costs what a spawn without it costs (`clone` with `CLONE_VM`: see
+/// `OsKernel`'s spawn). Where the kernel cannot (`ENOSYS`, `EPERM` from a seccomp
+/// filter, `EINVAL`), nothing was started: the request is spawned without, and if that
+/// works, every later spawn of the process goes without from the start (the caller
 /// then uses `pidfd_open`). `EMFILE` (no fd left for the pidfd) falls back for this
 /// child only. A failure of the request itself (an `EPERM` from `exec`, an argument
 /// with a NUL byte) fails again without the pidfd and is not remembered.
-///
-/// A request that does not ask is spawned as it is, the fast way (`posix_spawn`, which
-/// shares the parent's memory until `exec`), and its pidfd comes from `pidfd_open`
-/// right after: a spawn with a pidfd copies the parent's page tables instead
-/// (`clone3` without `CLONE_VM`), which cost about 1.22-1.26 times a plain spawn of
-/// `/bin/true` on the machine the benchmarks ran on, and more for a larger parent.
 fn spawn_child<K: Kernel>(
     kernel: &K,
     request: &SpawnRequest,
 ) -> std::result::Result<Spawned, Errno> {
-    if !request.pidfd {
-        return kernel.spawn(request);
-    }
-    let without = || kernel.spawn(&request.clone().pidfd(false));
+    let without = || {
+        if request.pidfd {
+            kernel.spawn(&request.clone().pidfd(false))
+        } else {
+            kernel.spawn(request)
+        }
+    };
     if crate::zoo::active(kernel, Mutant::SpawnPidfdLate) {
         // zoo: the pidfd is left to pidfd_open after the spawn, when the child may
         // have been reaped by foreign code and its pid reused
@@ -304,7 +303,12 @@ fn spawn_child<K: Kernel>(
     if !supported.0.load(Ordering::Relaxed) {
         return without();
     }
-    match kernel.spawn(request) {
+    let with = if request.pidfd {
+        kernel.spawn(request)
+    } else {
+        kernel.spawn(&request.clone().pidfd(true))
+    };
+    match with {
         Err(errno @ (Errno::ENOSYS | Errno::EPERM | Errno::EINVAL | Errno::EMFILE)) => {
             let spawned = without();
             if spawned.is_ok() && errno != Errno::EMFILE {

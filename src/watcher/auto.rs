@@ -87,7 +87,7 @@ impl fmt::Display for Rung {
 ///
 /// | platform | rung |
 /// |---|---|
-/// | Linux ≥ 5.3, a child of `subprocess_exec` | [`Rung::ProcessPidfd`] (made with the child where the request asks for it: `clone3`) |
+/// | Linux ≥ 5.3, a child of `subprocess_exec` | [`Rung::ProcessPidfd`] (made with the child: `clone` with `CLONE_PIDFD`, 5.2) |
 /// | Linux ≥ 5.3, a pid registered by hand | [`Rung::PidfdOpen`] |
 /// | Linux before 5.3, or `pidfd_open` refused by seccomp | [`Rung::Waiter`] |
 /// | any Linux, a child registered with no fd left | [`Rung::Waiter`], that child only |

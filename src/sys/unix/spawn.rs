@@ -206,7 +206,12 @@ mod linux {
     /// environment as it is where the request changes nothing in it.
     fn program_and_env(request: &SpawnRequest) -> Result<(Vec<CString>, ChildEnv), Errno> {
         if !request.env_clear && request.env.is_empty() && request.env_remove.is_empty() {
-            let path = std::env::var_os("PATH");
+            // PATH only for a name to search for: reading it takes std's lock.
+            let path = if request.program.as_bytes().contains(&b'/') {
+                None
+            } else {
+                std::env::var_os("PATH")
+            };
             let candidates = candidates(&request.program, path.as_deref())?;
             return Ok((candidates, ChildEnv::Inherited));
         }
