@@ -1,6 +1,6 @@
 //! Spawning with a pidfd made in the same step as the child
-//! ([`SpawnRequest::pidfd`]): Linux's `clone` with `CLONE_PIDFD` (5.2) and vfork
-//! semantics, then `execve`.
+//! ([`SpawnRequest::pidfd`]): Linux's `clone3` with `CLONE_PIDFD` and vfork
+//! semantics (or the C library's `clone` where `clone3` is refused), then `execve`.
 //!
 //! The child shares the parent's memory (`CLONE_VM`) and the parent is suspended until
 //! the child has called `exec` or exited (`CLONE_VFORK`), as in the C library's
@@ -20,11 +20,17 @@
 //!
 //! The parent blocks every signal around the clone, so that no handler of the parent
 //! runs in the child (which has its own copy of the handler table, not the parent's:
-//! no `CLONE_SIGHAND`): the child first sets every caught signal back to its default
-//! action (as `exec` would) and SIGPIPE too (as std's spawn does: Rust's runtime
-//! ignores it for itself), then restores the mask (or, with
+//! no `CLONE_SIGHAND`). Every caught signal goes back to its default action (as `exec`
+//! would do) before the child unblocks any: on x86-64 with Linux 5.5 or later the
+//! kernel does it in the clone (`clone3`'s `CLONE_CLEAR_SIGHAND`, which needs a few
+//! lines of assembly: the child starts on its own stack, where no Rust frame can be
+//! returned to); elsewhere the child looks up each signal and resets the caught ones,
+//! about 64 system calls while the parent waits (the C library's `posix_spawn` makes
+//! 121). The child then sets SIGPIPE to its default too (as std's spawn does: Rust's
+//! runtime ignores it for itself), and restores the mask (or, with
 //! [`SpawnRequest::restore_signals`], resets every signal and unblocks all). The
-//! two signals the C library keeps for itself cannot be changed and stay as they are.
+//! two signals the C library keeps for itself cannot be changed by the child (only
+//! the kernel's reset takes them); nothing sends them to a child before its `exec`.
 //!
 //! An `exec` failure comes back as the child's `errno`, stored in memory the parent
 //! reads once it resumes; the parent then reaps the child and closes every descriptor
@@ -41,8 +47,16 @@ pub(super) fn spawn_with_pidfd(
     Err(crate::kernel::Errno::ENOSYS)
 }
 
+#[cfg(all(
+    test,
+    target_arch = "x86_64",
+    any(target_os = "linux", target_os = "android")
+))]
+pub(super) use linux::handler_in_a_child;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(super) use linux::spawn_with_pidfd;
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+pub(super) use linux::{CLONE_ONLY, clone3_clears_handlers};
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod linux {
@@ -50,7 +64,7 @@ mod linux {
     use std::ffi::{CString, OsStr, OsString};
     use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
-    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     use nix::sys::stat::Mode;
@@ -307,6 +321,9 @@ mod linux {
         /// The child shares the parent's memory, and the parent reads this once the
         /// kernel has resumed it (the child has called `exec` or exited).
         error: AtomicI32,
+        /// Whether the kernel has set the child's caught signals back to their
+        /// default action (`clone3`'s `CLONE_CLEAR_SIGHAND`, Linux 5.5).
+        handlers_cleared: AtomicBool,
     }
 
     /// In the child: stores `errno` for the parent and exits without running any of
@@ -317,6 +334,14 @@ mod linux {
         error.store(errno, Ordering::Relaxed);
         // SAFETY: _exit ends the process at once; it is async-signal-safe.
         unsafe { libc::_exit(EXEC_FAILED) }
+    }
+
+    /// In the child: sets `signum` to its default action.
+    fn reset_to_default(signum: libc::c_int) {
+        let mut default = empty_action();
+        default.sa_sigaction = libc::SIG_DFL;
+        // SAFETY: `default` is a valid action; async-signal-safe.
+        unsafe { libc::sigaction(signum, &default, std::ptr::null_mut()) };
     }
 
     /// The child's entry point on its own stack: `arg` is the parent's [`ChildArgs`].
@@ -359,8 +384,14 @@ mod linux {
         } else {
             // Every signal is still blocked: a caught one goes back to its default
             // action (as exec would do), an ignored one stays ignored, before the
-            // parent's mask comes back.
-            for signum in 1..=Signal::MAX {
+            // parent's mask comes back. The kernel may have done the first already.
+            let first = if args.handlers_cleared.load(Ordering::Relaxed) {
+                reset_to_default(libc::SIGPIPE);
+                Signal::MAX + 1
+            } else {
+                1
+            };
+            for signum in first..=Signal::MAX {
                 if signum == libc::SIGKILL || signum == libc::SIGSTOP {
                     continue;
                 }
@@ -373,10 +404,7 @@ mod linux {
                 // parent, not on behalf of the program started.
                 let reset = handler != libc::SIG_IGN || signum == libc::SIGPIPE;
                 if queried == 0 && handler != libc::SIG_DFL && reset {
-                    let mut default = empty_action();
-                    default.sa_sigaction = libc::SIG_DFL;
-                    // SAFETY: `default` is a valid action.
-                    unsafe { libc::sigaction(signum, &default, std::ptr::null_mut()) };
+                    reset_to_default(signum);
                 }
             }
             // SAFETY: `parent_mask` is the valid set the parent had before the clone.
@@ -489,10 +517,12 @@ mod linux {
             Ok(stack)
         }
 
-        /// The stack's top, where the child starts (page-aligned, so 16-byte aligned).
-        fn top(&self) -> *mut libc::c_void {
-            // SAFETY: one past the end of the mapping, as a stack top is.
-            unsafe { self.base.cast::<u8>().add(self.len).cast() }
+        /// The usable stack, above the guard page.
+        fn range(&self) -> StackRange {
+            StackRange {
+                low: self.base as usize + (self.len - STACK_SIZE),
+                size: STACK_SIZE,
+            }
         }
     }
 
@@ -504,37 +534,255 @@ mod linux {
         }
     }
 
+    /// Where a child's stack lies: `size` bytes from `low` (both page-aligned).
+    #[derive(Clone, Copy)]
+    struct StackRange {
+        low: usize,
+        size: usize,
+    }
+
+    impl StackRange {
+        /// The stack's top, where the child starts (page-aligned, so 16-byte aligned).
+        fn top(self) -> *mut libc::c_void {
+            (self.low + self.size) as *mut libc::c_void
+        }
+    }
+
     thread_local! {
         /// This thread's stack for children, mapped at its first spawn with a pidfd.
         static STACK: RefCell<Option<ChildStack>> = const { RefCell::new(None) };
     }
 
-    /// The top of this thread's stack for children, mapped at its first use; or, as
-    /// the thread ends and its thread-locals are gone, of one mapped for this spawn
-    /// alone, which the caller keeps (the second value) until the child has left it.
-    fn child_stack() -> Result<(*mut libc::c_void, Option<ChildStack>), Errno> {
+    /// This thread's stack for children, mapped at its first use; or, as the thread
+    /// ends and its thread-locals are gone, one mapped for this spawn alone, which the
+    /// caller keeps (the second value) until the child has left it.
+    fn child_stack() -> Result<(StackRange, Option<ChildStack>), Errno> {
         let kept = STACK.try_with(|cell| -> Result<_, Errno> {
             // Never borrowed elsewhere: the borrow ends before this returns.
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
                 *slot = Some(ChildStack::map()?);
             }
-            Ok(slot.as_ref().map(ChildStack::top))
+            Ok(slot.as_ref().map(ChildStack::range))
         });
         match kept {
             Ok(Ok(Some(top))) => Ok((top, None)),
             Ok(Err(errno)) => Err(errno),
             Ok(Ok(None)) | Err(_) => {
                 let stack = ChildStack::map()?;
-                Ok((stack.top(), Some(stack)))
+                Ok((stack.range(), Some(stack)))
             }
         }
+    }
+
+    /// Whether `clone3` with `CLONE_CLEAR_SIGHAND` may still be tried: cleared for the
+    /// process by its first refusal (before Linux 5.5, or under a seccomp filter).
+    #[cfg(target_arch = "x86_64")]
+    static CLONE3_CLEARS_HANDLERS: AtomicBool = AtomicBool::new(true);
+
+    /// Whether spawns still start children through `clone3` with `CLONE_CLEAR_SIGHAND`.
+    #[cfg(test)]
+    pub(in super::super) fn clone3_clears_handlers() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return CLONE3_CLEARS_HANDLERS.load(Ordering::Relaxed);
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// Set by tests to start children with `clone` alone, as where `clone3` is refused.
+    #[cfg(test)]
+    pub(in super::super) static CLONE_ONLY: AtomicBool = AtomicBool::new(false);
+
+    /// Whether tests asked for `clone` alone ([`CLONE_ONLY`]).
+    #[cfg(target_arch = "x86_64")]
+    fn clone_only() -> bool {
+        #[cfg(test)]
+        return CLONE_ONLY.load(Ordering::Relaxed);
+        #[cfg(not(test))]
+        false
+    }
+
+    /// Starts the child of `args` on `stack` with vfork semantics and a pidfd written
+    /// into `pidfd`: through `clone3` where it can clear the child's handlers (x86-64,
+    /// Linux 5.5), else through the C library's `clone`. Returns the child's pid once it
+    /// has called `exec` or exited.
+    fn start_child(
+        args: &ChildArgs<'_>,
+        stack: StackRange,
+        pidfd: &mut libc::c_int,
+    ) -> Result<libc::pid_t, Errno> {
+        #[cfg(target_arch = "x86_64")]
+        if !clone_only() {
+            if let Some(started) = start_child_clearing_handlers(args, stack, pidfd) {
+                return started;
+            }
+        }
+        // libc, not nix: nix's clone takes no pidfd. vfork semantics (see the module
+        // documentation), SIGCHLD at the child's exit; the C library's `clone` runs
+        // `child_entry` on the child's stack.
+        // SAFETY: the stack is mapped, writable and used by no one else while this
+        // thread is suspended; `args` outlives the child's use of it (the call returns
+        // once the child has called exec or exited); the kernel writes the pidfd into
+        // `pidfd` (the parent_tid argument, which CLONE_PIDFD uses).
+        let rc = unsafe {
+            libc::clone(
+                child_entry,
+                stack.top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                std::ptr::from_ref(args).cast_mut().cast(),
+                std::ptr::from_mut(pidfd),
+            )
+        };
+        if rc < 0 { Err(last_errno()) } else { Ok(rc) }
+    }
+
+    /// [`start_child`] through `clone3` with `CLONE_CLEAR_SIGHAND`, unless the process
+    /// has seen it refused; `None` when it is refused (nothing was started), which is
+    /// then remembered.
+    #[cfg(target_arch = "x86_64")]
+    fn start_child_clearing_handlers(
+        args: &ChildArgs<'_>,
+        stack: StackRange,
+        pidfd: &mut libc::c_int,
+    ) -> Option<Result<libc::pid_t, Errno>> {
+        if !CLONE3_CLEARS_HANDLERS.load(Ordering::Relaxed) {
+            return None;
+        }
+        args.handlers_cleared.store(true, Ordering::Relaxed);
+        let clone_args = CloneArgs::vfork(stack, pidfd);
+        // SAFETY: as for `clone` in start_child; the kernel reads `clone_args` and
+        // writes the pidfd into `pidfd`.
+        let rc = unsafe { clone3_vfork(&clone_args, child_entry, std::ptr::from_ref(args)) };
+        match rc {
+            pid if pid > 0 => Some(Ok(pid as libc::pid_t)),
+            // Nothing was started: no clone3 (ENOSYS, or a seccomp filter that answers
+            // so), no CLONE_CLEAR_SIGHAND (EINVAL), a smaller clone_args (E2BIG), a
+            // seccomp filter (EPERM).
+            rc if [libc::ENOSYS, libc::EINVAL, libc::E2BIG, libc::EPERM]
+                .contains(&(-rc as libc::c_int)) =>
+            {
+                CLONE3_CLEARS_HANDLERS.store(false, Ordering::Relaxed);
+                args.handlers_cleared.store(false, Ordering::Relaxed);
+                None
+            }
+            rc => Some(Err(Errno(-rc as libc::c_int))),
+        }
+    }
+
+    /// The first 64 bytes of the kernel's `struct clone_args` (`CLONE_ARGS_SIZE_VER0`):
+    /// all that is used here. The kernel reads the size it is given.
+    #[cfg(target_arch = "x86_64")]
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+    }
+
+    /// `CLONE_CLEAR_SIGHAND` (Linux 5.5, `clone3` only).
+    #[cfg(target_arch = "x86_64")]
+    const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+
+    #[cfg(target_arch = "x86_64")]
+    impl CloneArgs {
+        /// A child with vfork semantics on `stack`, its caught signals back at their
+        /// default action, its pidfd written into `pidfd`, SIGCHLD at its exit.
+        fn vfork(stack: StackRange, pidfd: &mut libc::c_int) -> CloneArgs {
+            CloneArgs {
+                flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64
+                    | CLONE_CLEAR_SIGHAND,
+                pidfd: std::ptr::from_mut(pidfd) as u64,
+                exit_signal: libc::SIGCHLD as u64,
+                stack: stack.low as u64,
+                stack_size: stack.size as u64,
+                ..CloneArgs::default()
+            }
+        }
+    }
+
+    /// Starts a child as a spawn does, in which `signum`'s action is looked up first
+    /// thing, and returns that handler (`SIG_DFL`, `SIG_IGN` or an address).
+    #[cfg(all(test, target_arch = "x86_64"))]
+    pub(in super::super) fn handler_in_a_child(signum: libc::c_int) -> Result<usize, Errno> {
+        /// The child: stores its handler for the signal in `arg` and exits.
+        extern "C" fn look(arg: *mut libc::c_void) -> libc::c_int {
+            // SAFETY: the parent passes its AtomicUsize, alive while it is suspended.
+            let seen = unsafe { &*arg.cast::<std::sync::atomic::AtomicUsize>() };
+            let signum = seen.load(Ordering::Relaxed) as libc::c_int;
+            let mut current = empty_action();
+            // SAFETY: a query into a valid sigaction; _exit is async-signal-safe.
+            unsafe {
+                libc::sigaction(signum, std::ptr::null(), &mut current);
+                seen.store(current.sa_sigaction, Ordering::Relaxed);
+                libc::_exit(0)
+            }
+        }
+        let seen = std::sync::atomic::AtomicUsize::new(signum as usize);
+        let (stack, _this_call_only) = child_stack()?;
+        let mut pidfd = -1;
+        let clone_args = CloneArgs::vfork(stack, &mut pidfd);
+        // SAFETY: as in start_child; `look` never returns.
+        let rc = unsafe { clone3_vfork(&clone_args, look, std::ptr::from_ref(&seen)) };
+        if rc < 0 {
+            return Err(Errno(-rc as libc::c_int));
+        }
+        reap_failed(Pid(rc as libc::pid_t), Some(&owned(pidfd)));
+        Ok(seen.load(Ordering::Relaxed))
+    }
+
+    /// `clone3(clone_args)`, with the child calling `entry(arg)` on the stack that
+    /// `clone_args` names and never coming back: the raw result (the child's pid, or a
+    /// negated errno) in the parent. Assembly, because the child starts on another
+    /// stack with this function's registers, and no Rust frame can be returned to
+    /// there (the C library's `clone` does the same for its callers).
+    ///
+    /// # Safety
+    ///
+    /// `clone_args` asks for `CLONE_VM` and `CLONE_VFORK` with a mapped, writable,
+    /// 16-byte-aligned stack of its own, `entry` never returns, and `arg` stays valid
+    /// while the parent is suspended.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn clone3_vfork<T>(
+        clone_args: &CloneArgs,
+        entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+        arg: *const T,
+    ) -> isize {
+        let rc: isize;
+        // SAFETY: the caller's contract. `syscall` changes rax, rcx and r11 alone; the
+        // child's branch runs on its own stack (the kernel sets it to the top of the
+        // one named, 16-byte aligned for the call) and never comes back.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "xor ebp, ebp",
+                "mov rdi, {arg}",
+                "call {entry}",
+                "ud2",
+                "2:",
+                entry = in(reg) entry,
+                arg = in(reg) arg,
+                inlateout("rax") libc::SYS_clone3 as isize => rc,
+                in("rdi") std::ptr::from_ref(clone_args),
+                in("rsi") std::mem::size_of::<CloneArgs>(),
+                out("rcx") _,
+                out("r11") _,
+            );
+        }
+        rc
     }
 
     /// [`SpawnRequest::pidfd`]'s spawn: see the module documentation.
     pub(in super::super) fn spawn_with_pidfd(request: &SpawnRequest) -> Result<Spawned, Errno> {
         let mut prepared = prepare(request)?;
-        let (stack_top, _this_spawn_only) = child_stack()?;
+        let (stack, _this_spawn_only) = child_stack()?;
         let (mut all, mut parent_mask) = (sigset(), sigset());
         // SAFETY: `all` is a valid set to fill.
         unsafe { libc::sigfillset(&mut all) };
@@ -548,32 +796,14 @@ mod linux {
             prepared: &prepared,
             parent_mask: &parent_mask,
             error: AtomicI32::new(0),
+            handlers_cleared: AtomicBool::new(false),
         };
         let mut pidfd: libc::c_int = -1;
-        // libc, not nix: nix's clone takes no pidfd. vfork semantics (see the module
-        // documentation), SIGCHLD at the child's exit; `clone` (not `clone3`, which
-        // would return into this frame on the child's stack) runs `child_entry` there.
-        // SAFETY: the stack is mapped, writable and used by no one else while this
-        // thread is suspended; `args` outlives the child's use of it (the call returns
-        // once the child has called exec or exited); the kernel writes the pidfd into
-        // `pidfd` (the parent_tid argument, which CLONE_PIDFD uses).
-        let rc = unsafe {
-            libc::clone(
-                child_entry,
-                stack_top,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-                std::ptr::addr_of!(args).cast_mut().cast(),
-                std::ptr::addr_of_mut!(pidfd),
-            )
-        };
-        let clone_errno = last_errno();
+        let rc = start_child(&args, stack, &mut pidfd);
         // SAFETY: `parent_mask` is the valid set saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &parent_mask, std::ptr::null_mut()) };
-        if rc < 0 {
-            // No child: the guards close every descriptor opened for it.
-            return Err(clone_errno);
-        }
-        let pid = Pid(rc);
+        // No child on error: the guards close every descriptor opened for it.
+        let pid = Pid(rc?);
         // A kernel before 5.2 ignores CLONE_PIDFD and leaves it at -1.
         let pidfd = (pidfd >= 0).then(|| owned(pidfd));
         let failed = args.error.load(Ordering::Relaxed);
