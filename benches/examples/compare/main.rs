@@ -23,7 +23,10 @@
 //! `loopwatch_benches::limits`), `--svg PATH` (default
 //! `target/loopwatch-compare/k_scaling.svg`), `--json PATH` (every round's figure
 //! and every failure; default `target/loopwatch-compare/figures.json`), `--harness PATH` (default this crate's
-//! `cpython/harness.py`), `--no-cpython`. Bad options exit with status 2.
+//! `cpython/harness.py`), `--no-cpython`, `--batch N` (each timed reap starts N
+//! children at once and waits for them all, the figure being per child; default 1, one
+//! at a time; the CPython harness spawns one at a time, so N > 1 needs
+//! `--no-cpython`). Bad options exit with status 2.
 
 mod cpython;
 mod report;
@@ -42,7 +45,7 @@ use report::{Figures, Row};
 const DEFAULT_KS: [u64; 3] = [0, 100, 1000];
 const QUICK_KS: [u64; 2] = [0, 100];
 const USAGE: &str = "usage: compare [--quick] [--rounds N] [--reps N] [--k 0,100,1000] \
-                     [--svg PATH] [--json PATH] [--harness PATH] [--no-cpython]";
+                     [--svg PATH] [--json PATH] [--harness PATH] [--no-cpython] [--batch N]";
 
 #[derive(Debug)]
 struct Options {
@@ -54,6 +57,8 @@ struct Options {
     json: PathBuf,
     harness: PathBuf,
     cpython: bool,
+    /// Children started at once per timed reap.
+    batch: usize,
 }
 
 fn parse_options(args: &[String], env_ks: Option<&str>) -> Result<Options, String> {
@@ -65,6 +70,7 @@ fn parse_options(args: &[String], env_ks: Option<&str>) -> Result<Options, Strin
     let mut json = PathBuf::from("target/loopwatch-compare/figures.json");
     let mut harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("cpython/harness.py");
     let mut cpython = true;
+    let mut batch = 1;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -87,8 +93,16 @@ fn parse_options(args: &[String], env_ks: Option<&str>) -> Result<Options, Strin
             "--json" => json = PathBuf::from(value("--json")?),
             "--harness" => harness = PathBuf::from(value("--harness")?),
             "--no-cpython" => cpython = false,
+            "--batch" => batch = count("--batch", value("--batch")?)?,
             other => return Err(format!("unknown option {other:?}")),
         }
+    }
+    if batch > 1 && cpython {
+        return Err(
+            "--batch above 1 needs --no-cpython: the CPython harness spawns one \
+                    child at a time"
+                .to_string(),
+        );
     }
     let ks = match (ks, env_ks) {
         (Some(ks), _) => ks,
@@ -105,6 +119,7 @@ fn parse_options(args: &[String], env_ks: Option<&str>) -> Result<Options, Strin
         json,
         harness,
         cpython,
+        batch,
     })
 }
 
@@ -160,39 +175,46 @@ impl Drop for StdIdle {
     }
 }
 
-fn std_reap() -> Result<(), String> {
-    #[allow(clippy::disallowed_methods, reason = "std is the baseline")]
-    let status = Command::new("/bin/true")
-        .spawn()
-        .and_then(|mut child| child.wait())
-        .map_err(|error| format!("std spawn+wait: {error}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("std: /bin/true ended with {status}"))
+/// `count` children of `/bin/true` started with std, then each waited for.
+fn std_reap(count: usize) -> Result<(), String> {
+    let mut children = Vec::with_capacity(count);
+    for _ in 0..count {
+        #[allow(clippy::disallowed_methods, reason = "std is the baseline")]
+        let child = Command::new("/bin/true")
+            .spawn()
+            .map_err(|error| format!("std spawn: {error}"))?;
+        children.push(child);
     }
+    for mut child in children {
+        let status = child.wait().map_err(|error| format!("std wait: {error}"))?;
+        if !status.success() {
+            return Err(format!("std: /bin/true ended with {status}"));
+        }
+    }
+    Ok(())
 }
 
+/// The median over `options.reps` timed calls of `reap` (after `options.warmup`
+/// untimed ones), per child: each call reaps `options.batch` children.
 fn time_reaps(
-    reps: usize,
-    warmup: usize,
+    options: &Options,
     mut reap: impl FnMut() -> Result<(), String>,
 ) -> Result<u64, String> {
-    for _ in 0..warmup {
+    for _ in 0..options.warmup {
         reap()?;
     }
-    let mut samples = Vec::with_capacity(reps);
-    for _ in 0..reps {
+    let mut samples = Vec::with_capacity(options.reps);
+    for _ in 0..options.reps {
         let start = now();
         reap()?;
-        samples.push(start.elapsed());
+        samples.push(start.elapsed() / options.batch as u32);
     }
     Ok(median(samples))
 }
 
 fn measure_std(k: u64, options: &Options) -> Result<u64, String> {
     let _idle = StdIdle::start(k)?;
-    time_reaps(options.reps, options.warmup, std_reap)
+    time_reaps(options, || std_reap(options.batch))
 }
 
 fn measure_tokio(options: &Options) -> Result<u64, String> {
@@ -200,19 +222,25 @@ fn measure_tokio(options: &Options) -> Result<u64, String> {
         .enable_io()
         .build()
         .map_err(|error| format!("tokio runtime: {error}"))?;
-    time_reaps(options.reps, options.warmup, || {
+    time_reaps(options, || {
         runtime.block_on(async {
-            let status = tokio::process::Command::new("/bin/true")
-                .spawn()
-                .map_err(|error| format!("tokio spawn: {error}"))?
-                .wait()
-                .await
-                .map_err(|error| format!("tokio wait: {error}"))?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(format!("tokio: /bin/true ended with {status}"))
+            let mut children = Vec::with_capacity(options.batch);
+            for _ in 0..options.batch {
+                let child = tokio::process::Command::new("/bin/true")
+                    .spawn()
+                    .map_err(|error| format!("tokio spawn: {error}"))?;
+                children.push(child);
             }
+            for mut child in children {
+                let status = child
+                    .wait()
+                    .await
+                    .map_err(|error| format!("tokio wait: {error}"))?;
+                if !status.success() {
+                    return Err(format!("tokio: /bin/true ended with {status}"));
+                }
+            }
+            Ok(())
         })
     })
 }
@@ -230,8 +258,8 @@ fn measure_loopwatch(watcher: Watcher, k: u64, options: &Options) -> Result<u64,
         }
     };
     let request = true_request();
-    let timed = time_reaps(options.reps, options.warmup, || {
-        bench.spawn_reap(&request, 1).map_err(context)
+    let timed = time_reaps(options, || {
+        bench.spawn_reap(&request, options.batch).map_err(context)
     });
     // Release the idle children on every path: Threaded's waiter threads wait for
     // them, so the watcher reaps them there; the others are closed first and the
@@ -434,17 +462,22 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "{} rounds of {} reaps per row and K; median per-reap time over the round, \
+        "{} rounds of {} reaps{} per row and K; median per-reap time over the round, \
          divided by std spawn+wait's in the same round and K; median over the rounds{}.\n",
         options.rounds,
         options.reps,
+        if options.batch > 1 {
+            format!(" of {} children started at once", options.batch)
+        } else {
+            String::new()
+        },
         if options.rounds >= report::INTERVAL_ROUNDS {
             ", and in brackets its 95 % interval (order statistics of the rounds' ratios)"
         } else {
             ""
         }
     );
-    print!("{}", figures.table());
+    print!("{}", figures.table(options.batch));
     for (row, reasons) in figures.failures() {
         // The harness's own summary is the last line of its stderr.
         let last = reasons[0]
@@ -492,6 +525,9 @@ mod tests {
                 .ends_with("target/loopwatch-compare/k_scaling.svg")
         );
         assert!(options.harness.ends_with("cpython/harness.py"));
+        assert_eq!(options.batch, 1);
+        let batch = parse_options(&args("--batch 200 --no-cpython"), None).unwrap();
+        assert_eq!((batch.batch, batch.cpython), (200, false));
         let quick = parse_options(&args("--quick"), None).unwrap();
         assert_eq!(
             (quick.rounds, quick.reps, &quick.ks[..]),
@@ -515,6 +551,8 @@ mod tests {
             ("--reps many", None, "positive"),
             ("--k 0,lots", None, "--k: \"lots\" is not a number"),
             ("--fast", None, "unknown option"),
+            ("--batch 0 --no-cpython", None, "positive"),
+            ("--batch 200", None, "needs --no-cpython"),
             ("", Some("x"), "LOOPWATCH_BENCH_K: \"x\" is not a number"),
         ] {
             let error = parse_options(&args(line), env).unwrap_err();

@@ -174,13 +174,18 @@ impl Figures {
     }
 
     /// The table of ratios to std, one row per implementation and watcher, one column
-    /// per K, as Markdown. A figure from fewer rounds than std's says how many.
-    pub(crate) fn table(&self) -> String {
+    /// per K, as Markdown, for reaps of `batch` children started at once. A figure
+    /// from fewer rounds than std's says how many.
+    pub(crate) fn table(&self, batch: usize) -> String {
         let ks = self.ks();
         let mut out = String::from("| per reap, ratio to std spawn+wait |");
         for &k in &ks {
-            if k == 0 {
+            if k == 0 && batch > 1 {
+                let _ = write!(out, " {batch} at once (K = 0) |");
+            } else if k == 0 {
                 out.push_str(" sequential (K = 0) |");
+            } else if batch > 1 {
+                let _ = write!(out, " K = {}, {batch} at once |", thousands(k));
             } else {
                 let _ = write!(out, " K = {} |", thousands(k));
             }
@@ -507,7 +512,14 @@ mod tests {
 | CPython 3.12.1 multi_loop | failed | failed |
 | CPython 3.12.1 pidfd | 1.50 | 1.50 (1/2 rounds) |
 ";
-        assert_eq!(figures().table(), expected);
+        assert_eq!(figures().table(1), expected);
+        let batch = figures().table(200);
+        assert!(
+            batch.starts_with(
+                "| per reap, ratio to std spawn+wait | 200 at once (K = 0) | K = 1,000, 200 at once |\n"
+            ),
+            "{batch}"
+        );
     }
 
     #[test]
@@ -527,7 +539,7 @@ mod tests {
         assert_eq!(figures.ratio_interval(auto, 0), Some((1.003, 1.011)));
         assert!(
             figures
-                .table()
+                .table(1)
                 .contains("| loopwatch auto | 1.007 (1.003–1.011) |")
         );
         assert_eq!(self::figures().ratio_interval(Row::Tokio, 0), None);
