@@ -27,7 +27,11 @@
 //! status (bpo-42110, T-8), or remove the other's handler. `once`, `returncode`,
 //! `removed`, `latency` and `steal` are not judged for such a pid
 //! ([`Rules::keyed_by_pid`]), nor is `reported` (the report may wait for the
-//! newcomer's end); `signal` and `zombie` still are.
+//! newcomer's end); `signal` and `zombie` still are. Pidfd, which holds a pidfd for
+//! each child it is given, is judged for such a pid too, but not where its pidfd was
+//! opened from a pid that may have been stale already: a child given to it again, or
+//! given by pid (not through its subprocess) and reaped by other code, while another
+//! child held the pid in the run (`pidfd_open` then names whoever holds the pid).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -299,10 +303,12 @@ pub fn check(
         }
     };
 
-    // Pids whose children a watcher keyed by pid cannot tell apart (see
-    // `Rules::keyed_by_pid`): held by two children or more in the run, one of which
-    // was reaped by other code or registered twice.
-    let blurred: BTreeSet<loopwatch::kernel::Pid> = if rules.keyed_by_pid {
+    // Pids whose children the watcher cannot tell apart: held by two children or more
+    // in the run, one of which was reaped by other code or registered twice (a watcher
+    // keyed by pid, see `Rules::keyed_by_pid`); for one that holds pidfds, one whose
+    // pidfd may have been opened from a stale pid: registered twice, or given by pid
+    // and reaped by other code.
+    let blurred: BTreeSet<loopwatch::kernel::Pid> = {
         let mut lives: BTreeMap<loopwatch::kernel::Pid, Vec<u64>> = BTreeMap::new();
         for life in &ledger.children {
             lives.entry(life.pid).or_default().push(life.serial);
@@ -312,19 +318,23 @@ pub fn check(
             .filter(|c| c.registrations.len() > 1)
             .filter_map(|c| c.serial)
             .collect();
+        let by_pid: BTreeSet<u64> = children
+            .values()
+            .filter(|c| !c.registrations.is_empty() && c.by != Some(Spawner::Subprocess))
+            .filter_map(|c| c.serial)
+            .collect();
+        let stale = |s: u64| {
+            if rules.keyed_by_pid {
+                rules.steals || reaped_elsewhere(s) || twice.contains(&s)
+            } else {
+                twice.contains(&s) || (reaped_elsewhere(s) && by_pid.contains(&s))
+            }
+        };
         lives
             .into_iter()
-            .filter(|(_, serials)| {
-                serials.len() > 1
-                    && (rules.steals
-                        || serials
-                            .iter()
-                            .any(|s| reaped_elsewhere(*s) || twice.contains(s)))
-            })
+            .filter(|(_, serials)| serials.len() > 1 && serials.iter().any(|s| stale(*s)))
             .map(|(pid, _)| pid)
             .collect()
-    } else {
-        BTreeSet::new()
     };
     for (name, child) in &children {
         let Some(serial) = child.serial else {
