@@ -285,13 +285,7 @@ fn spawn_child<K: Kernel>(
     kernel: &K,
     request: &SpawnRequest,
 ) -> std::result::Result<Spawned, Errno> {
-    let without = || {
-        if request.pidfd {
-            kernel.spawn(&request.clone().pidfd(false))
-        } else {
-            kernel.spawn(request)
-        }
-    };
+    let without = || spawn_asking(kernel, request, false);
     if crate::zoo::active(kernel, Mutant::SpawnPidfdLate) {
         // zoo: the pidfd is left to pidfd_open after the spawn, when the child may
         // have been reaped by foreign code and its pid reused
@@ -303,12 +297,7 @@ fn spawn_child<K: Kernel>(
     if !supported.0.load(Ordering::Relaxed) {
         return without();
     }
-    let with = if request.pidfd {
-        kernel.spawn(request)
-    } else {
-        kernel.spawn(&request.clone().pidfd(true))
-    };
-    match with {
+    match spawn_asking(kernel, request, true) {
         Err(errno @ (Errno::ENOSYS | Errno::EPERM | Errno::EINVAL | Errno::EMFILE)) => {
             let spawned = without();
             if spawned.is_ok() && errno != Errno::EMFILE {
@@ -322,6 +311,20 @@ fn spawn_child<K: Kernel>(
             spawned
         }
         with => with,
+    }
+}
+
+/// Spawns `request` asking for a spawn-time pidfd or not, copying the request only
+/// where its own [`SpawnRequest::pidfd`] says otherwise.
+fn spawn_asking<K: Kernel>(
+    kernel: &K,
+    request: &SpawnRequest,
+    pidfd: bool,
+) -> std::result::Result<Spawned, Errno> {
+    if request.pidfd == pidfd {
+        kernel.spawn(request)
+    } else {
+        kernel.spawn(&request.clone().pidfd(pidfd))
     }
 }
 
